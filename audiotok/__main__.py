@@ -1,0 +1,5 @@
+"""``python -m audiotok`` runs the command line."""
+
+from .cli.main import main
+
+main()

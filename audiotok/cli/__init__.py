@@ -1,0 +1,1 @@
+"""The ``audiotok`` command line (click)."""

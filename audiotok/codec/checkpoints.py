@@ -1,0 +1,339 @@
+"""Reading and writing codec checkpoints in every format we meet.
+
+=================  ==========================================================================
+format             what it is
+=================  ==========================================================================
+``encodec``        the ``encodec`` package's ``.th``: a bare state dict with our key names;
+                   the architecture is recognised from the file name or the tensors' shapes
+``hf``             a transformers directory: ``config.json`` + ``model.safetensors`` (or
+                   ``pytorch_model.bin``), keys renamed by :mod:`.convert`
+``audiocraft``     ``compression_state_dict.bin``: ``{'xp.cfg': YAML, 'best_state': state}``,
+                   or ``{'pretrained': NAME}`` pointing at another model
+``audiotok``       ours: ``NAME.json`` (a card with the config) + ``NAME.safetensors``
+=================  ==========================================================================
+
+Nothing is unpickled beyond tensors and plain containers: ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+from .config import CodecConfig
+from .convert import config_from_audiocraft, config_from_hf, hf_key_to_ours
+from .model import EncodecModel
+from .registry import CARDS, ModelCard
+
+AUDIOTOK_FORMAT = "audiotok.codec"
+AUDIOTOK_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """Weights read from disk, under our key names.
+
+    Attributes:
+        path: Where they were read from.
+        format: ``encodec``, ``hf``, ``audiocraft`` or ``audiotok``.
+        state: The state dict, float32, our key names; empty for a pointer.
+        config: The architecture, or None when the file does not say (``encodec`` format).
+        card: Extra fields of an ``audiotok`` card (name, default bandwidth, provenance).
+        pointer: For an audiocraft file that only names another model (``'pretrained'``).
+    """
+
+    path: Path
+    format: str
+    state: dict[str, torch.Tensor]
+    config: CodecConfig | None = None
+    card: dict[str, Any] | None = None
+    pointer: str | None = None
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def explain_load_error(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in a few words.
+
+    torch's own message is several paragraphs that end by suggesting ``weights_only=False``,
+    which would run arbitrary code from the file; we keep only the reason.
+    """
+    text = _ANSI.sub("", str(exc))
+    if found := re.search(r"Unsupported global: GLOBAL ([\w.]+)", text):
+        return f"it holds a pickled {found[1]} object; only tensors are loaded"
+    if found := re.search(r"(?:WeightsUnpickler error|UnpicklingError):\s*([^\n]+)", text):
+        return found[1].strip().rstrip(".")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "weights_only" not in ln]
+    return lines[0].rstrip(".") if lines else type(exc).__name__
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and torch errors all mean "not a checkpoint we read"
+        reason = explain_load_error(exc)
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def _float_state(state: Any, path: Path) -> dict[str, torch.Tensor]:
+    if not isinstance(state, dict) or not state:
+        raise CheckpointError(f"{path}: holds no state dict")
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: entry {bad[0]!r} is not a tensor")
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: not a JSON object")
+    return data
+
+
+def _read_hf_dir(directory: Path) -> Checkpoint:
+    config = config_from_hf(_read_json(directory / "config.json"))
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (directory / name).is_file():
+            weights = directory / name
+            break
+    else:
+        raise CheckpointError(
+            f"{directory}: has config.json but no model.safetensors or pytorch_model.bin"
+        )
+    raw = _load_safetensors(weights) if weights.suffix == ".safetensors" else _torch_load(weights)
+    raw = _float_state(raw, weights)
+    ours = set(expected_shapes(config))
+    state: dict[str, torch.Tensor] = {}
+    for key, value in raw.items():
+        name = hf_key_to_ours(key, ours)
+        if name is None:
+            raise CheckpointError(f"{weights}: unexpected transformers EnCodec key {key!r}")
+        state[name] = value
+    return Checkpoint(directory, "hf", state, config)
+
+
+def _read_audiocraft(path: Path, pkg: dict[str, Any]) -> Checkpoint:
+    if "pretrained" in pkg and "best_state" not in pkg:
+        return Checkpoint(path, "audiocraft", {}, pointer=str(pkg["pretrained"]))
+    cfg = pkg.get("xp.cfg")
+    if not isinstance(cfg, str):
+        raise CheckpointError(f"{path}: audiocraft checkpoint without its YAML config ('xp.cfg')")
+    state = pkg["best_state"]
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]  # a training checkpoint rather than an export
+    return Checkpoint(path, "audiocraft", _float_state(state, path), config_from_audiocraft(cfg))
+
+
+def _read_audiotok(card_path: Path) -> Checkpoint:
+    card = _read_json(card_path)
+    if card.get("format") != AUDIOTOK_FORMAT:
+        raise CheckpointError(
+            f"{card_path}: not an audiotok codec card (format {card.get('format')!r})"
+        )
+    if int(card.get("version", 0)) > AUDIOTOK_VERSION:
+        raise CheckpointError(
+            f"{card_path}: card version {card['version']} is newer than this audiotok reads"
+        )
+    try:
+        config = CodecConfig.from_dict(card["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{card_path}: bad codec config ({exc})") from None
+    weights = card_path.with_name(card.get("weights", card_path.stem + ".safetensors"))
+    if not weights.is_file():
+        raise CheckpointError(f"{card_path}: its weights file {weights.name} is missing")
+    return Checkpoint(card_path, "audiotok", _load_safetensors(weights), config, card=card)
+
+
+def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Reads a checkpoint in any supported format, detected from the path and contents.
+
+    Raises:
+        CheckpointError: Missing, unreadable, or not a codec checkpoint.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return _read_hf_dir(path)
+        if (path / "compression_state_dict.bin").is_file():
+            return read_checkpoint(path / "compression_state_dict.bin")
+        cards = sorted(path.glob("*.json"))
+        if len(cards) == 1:
+            return _read_audiotok(cards[0])
+        raise CheckpointError(
+            f"{path}: a directory without config.json (transformers), compression_state_dict.bin "
+            "(audiocraft) or one audiotok .json card"
+        )
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file or directory")
+    if path.suffix == ".json":
+        if path.name == "config.json":
+            return _read_hf_dir(path.parent)
+        return _read_audiotok(path)
+    if path.suffix == ".safetensors":
+        if path.with_suffix(".json").is_file():
+            return _read_audiotok(path.with_suffix(".json"))
+        if (path.parent / "config.json").is_file():
+            return _read_hf_dir(path.parent)
+        raise CheckpointError(
+            f"{path}: safetensors weights without their .json card or config.json"
+        )
+    pkg = _torch_load(path)
+    if isinstance(pkg, dict) and ("xp.cfg" in pkg or "pretrained" in pkg or "best_state" in pkg):
+        return _read_audiocraft(path, pkg)
+    state = _float_state(pkg, path)
+    if any(k.startswith("encoder.layers.") for k in state):
+        raise CheckpointError(
+            f"{path}: transformers weights; load their directory, with config.json"
+        )
+    return Checkpoint(path, "encodec", state)
+
+
+@functools.lru_cache(maxsize=32)
+def expected_shapes(config: CodecConfig) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of the state dict of a model of this architecture (built on no device)."""
+    with torch.device("meta"):
+        model = EncodecModel(config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def state_mismatch(config: CodecConfig, state: dict[str, torch.Tensor]) -> str | None:
+    """Why ``state`` does not fit ``config`` (one line), or None when it fits."""
+    expected = expected_shapes(config)
+    missing = [k for k in expected if k not in state]
+    extra = [k for k in state if k not in expected]
+    wrong = [
+        f"{k} {list(state[k].shape)} (expected {list(s)})"
+        for k, s in expected.items()
+        if k in state and tuple(state[k].shape) != s
+    ]
+    problems = []
+    for what, items in (("missing", missing), ("unexpected", extra), ("wrong shape", wrong)):
+        if items:
+            more = f" and {len(items) - 2} more" if len(items) > 2 else ""
+            problems.append(f"{len(items)} {what}: {', '.join(items[:2])}{more}")
+    return "; ".join(problems) or None
+
+
+def recognise(checkpoint: Checkpoint) -> ModelCard | None:
+    """The registry card whose architecture the checkpoint has.
+
+    The official ``encodec`` file names (``encodec_24khz-d7cc33bc.th``) decide first; else the
+    first card whose config the checkpoint equals (when it states one) or whose tensor shapes
+    it has (when it does not).
+    """
+    for card in CARDS:
+        if checkpoint.path.name.startswith(card.name + "-") and not state_mismatch(
+            card.config, checkpoint.state
+        ):
+            return card
+    for card in CARDS:
+        if checkpoint.config is not None:
+            if checkpoint.config == card.config:
+                return card
+        elif not state_mismatch(card.config, checkpoint.state):
+            return card
+    return None
+
+
+def build_model(config: CodecConfig, state: dict[str, torch.Tensor], where: str) -> EncodecModel:
+    """A model of architecture ``config`` holding the weights ``state``, in eval mode.
+
+    Raises:
+        CheckpointError: The weights don't fit the architecture; the message says how.
+    """
+    problem = state_mismatch(config, state)
+    if problem:
+        raise CheckpointError(f"{where}: weights don't fit the architecture ({problem})")
+    with torch.device("meta"):
+        model = EncodecModel(config)
+    # `assign` adopts the loaded tensors instead of copying into freshly initialised ones.
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(
+    model: EncodecModel,
+    card_path: str | os.PathLike,
+    *,
+    name: str,
+    default_bandwidth: float | None = None,
+    overwrite: bool = False,
+    **extra: Any,
+) -> Path:
+    """Writes a model in our format: ``NAME.json`` (the card) + ``NAME.safetensors``.
+
+    Args:
+        model: The model to save.
+        card_path: The card's path; the weights go beside it with suffix ``.safetensors``.
+        name: The model id that tokens made by it will carry.
+        default_bandwidth: kbps used when none is given.
+        overwrite: Replace existing files.
+        **extra: More JSON-serialisable card fields (licence, training data, metrics...).
+
+    Returns:
+        The card's path.
+    """
+    from safetensors.torch import save_file
+
+    card_path = Path(card_path).with_suffix(".json")
+    weights_path = card_path.with_suffix(".safetensors")
+    for p in (card_path, weights_path):
+        if p.exists() and not overwrite:
+            raise CheckpointError(f"{p} exists; pass overwrite=True (--force) to replace it")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    card_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{weights_path.name}.", dir=card_path.parent)
+    os.close(fd)
+    try:
+        save_file(state, tmp)
+        card = {
+            "format": AUDIOTOK_FORMAT,
+            "version": AUDIOTOK_VERSION,
+            "name": name,
+            "config": model.config.to_dict(),
+            "default_bandwidth": default_bandwidth,
+            "weights": weights_path.name,
+            "sha256": sha256_file(Path(tmp)),
+            **extra,
+        }
+        os.replace(tmp, weights_path)
+        tmp_card = card_path.with_name(f".{card_path.name}.tmp")
+        tmp_card.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp_card, card_path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return card_path

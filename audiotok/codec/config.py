@@ -1,0 +1,164 @@
+"""The architecture of an EnCodec-family codec, as one JSON-serialisable dataclass.
+
+One ``CodecConfig`` describes every model we load: the ``encodec`` package's 24 kHz and
+48 kHz models, MusicGen's 32 kHz codec, AudioGen's 16 kHz codec and our own. Field names
+follow the ``encodec`` / audiocraft constructor arguments (``n_filters``, ``ratios``,
+``true_skip``, ``n_q``, ``bins``...) so that a config reads like the official one.
+
+Example:
+    >>> cfg = CodecConfig(sample_rate=24_000, channels=1, causal=True)
+    >>> cfg.hop_length, cfg.frame_rate, cfg.max_codebooks(), cfg.num_codebooks(6.0)
+    (320, 75.0, 32, 8)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+NORMS = ("none", "weight_norm", "time_group_norm")
+PAD_MODES = ("reflect", "constant", "replicate", "circular")
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """Architecture of a SEANet + residual-VQ codec.
+
+    Attributes:
+        sample_rate: Audio sample rate in Hz.
+        channels: Audio channels (1 or 2).
+        causal: Causal (left-only) padding in every convolution, as the streamable 24 kHz model.
+        norm: Convolution normalisation: ``weight_norm``, ``time_group_norm`` or ``none``.
+        pad_mode: Padding mode of the convolutions (``reflect`` in ``encodec``, ``constant``
+            in audiocraft).
+        dimension: Width of the latent fed to the quantizer.
+        n_filters: Width of the first convolution; doubles at each downsampling.
+        n_residual_layers: Residual blocks per resolution.
+        ratios: Up-sampling ratios in decoder order; the encoder downsamples in reverse order.
+        kernel_size: Kernel of the first convolution.
+        last_kernel_size: Kernel of the last convolution.
+        residual_kernel_size: Kernel of the first convolution of each residual block.
+        dilation_base: Dilation growth between residual blocks of one resolution.
+        compress: Channel reduction inside residual blocks.
+        lstm: LSTM layers at the bottleneck (0 for none).
+        true_skip: Identity skip in residual blocks; False uses a 1x1 convolution shortcut.
+        trim_right_ratio: Share of a causal transposed convolution's padding trimmed on the right.
+        final_activation: Name of a ``torch.nn`` activation after the decoder, or None.
+        disable_norm_outer_blocks: Number of outer blocks (first of the encoder, last of the
+            decoder) built without normalisation (audiocraft option).
+        activation_alpha: The ELU's alpha.
+        n_q: Number of codebooks in the residual quantizer.
+        bins: Entries per codebook (the token cardinality).
+        target_bandwidths: Supported bandwidths in kbps, ascending.
+        normalize: Normalise each segment's loudness before encoding and store its scale.
+        segment: Segment duration in seconds for overlap-add processing, or None for one pass.
+        overlap: Overlap between consecutive segments, as a fraction of the segment.
+    """
+
+    sample_rate: int
+    channels: int
+    causal: bool
+    norm: str = "weight_norm"
+    pad_mode: str = "reflect"
+    dimension: int = 128
+    n_filters: int = 32
+    n_residual_layers: int = 1
+    ratios: tuple[int, ...] = (8, 5, 4, 2)
+    kernel_size: int = 7
+    last_kernel_size: int = 7
+    residual_kernel_size: int = 3
+    dilation_base: int = 2
+    compress: int = 2
+    lstm: int = 2
+    true_skip: bool = False
+    trim_right_ratio: float = 1.0
+    final_activation: str | None = None
+    disable_norm_outer_blocks: int = 0
+    activation_alpha: float = 1.0
+    n_q: int = 32
+    bins: int = 1024
+    target_bandwidths: tuple[float, ...] = field(default=(1.5, 3.0, 6.0, 12.0, 24.0))
+    normalize: bool = False
+    segment: float | None = None
+    overlap: float = 0.01
+
+    def __post_init__(self) -> None:
+        # Tuples keep the dataclass hashable and immutable even when built from JSON lists.
+        object.__setattr__(self, "ratios", tuple(int(r) for r in self.ratios))
+        object.__setattr__(
+            self, "target_bandwidths", tuple(float(b) for b in self.target_bandwidths)
+        )
+        problems = []
+        if self.channels not in (1, 2):
+            problems.append(f"channels must be 1 or 2, not {self.channels}")
+        if self.norm not in NORMS:
+            problems.append(f"norm must be one of {NORMS}, not {self.norm!r}")
+        if self.pad_mode not in PAD_MODES:
+            problems.append(f"pad_mode must be one of {PAD_MODES}, not {self.pad_mode!r}")
+        if self.causal and self.norm == "time_group_norm":
+            problems.append("time_group_norm looks at the whole signal and can't be causal")
+        if self.bins < 2 or self.bins & (self.bins - 1):
+            problems.append(f"bins must be a power of two, not {self.bins}")
+        if not self.target_bandwidths or list(self.target_bandwidths) != sorted(
+            self.target_bandwidths
+        ):
+            problems.append("target_bandwidths must be a non-empty ascending list")
+        if problems:
+            raise ValueError("invalid codec config: " + "; ".join(problems))
+
+    @property
+    def hop_length(self) -> int:
+        """Samples per frame: the product of the ratios."""
+        return math.prod(self.ratios)
+
+    @property
+    def frame_rate(self) -> float:
+        """Frames (token time steps) per second."""
+        return self.sample_rate / self.hop_length
+
+    @property
+    def bits_per_codebook(self) -> int:
+        """Bits of one token: log2 of the cardinality."""
+        return int(math.log2(self.bins))
+
+    @property
+    def segment_length(self) -> int | None:
+        """Segment length in samples, or None when the model runs in one pass."""
+        return None if self.segment is None else int(self.segment * self.sample_rate)
+
+    @property
+    def segment_stride(self) -> int | None:
+        """Distance between segment starts in samples, or None without segments."""
+        length = self.segment_length
+        return None if length is None else max(1, int((1 - self.overlap) * length))
+
+    def max_codebooks(self) -> int:
+        """Codebooks used at the highest bandwidth."""
+        return self.num_codebooks(self.target_bandwidths[-1])
+
+    def num_codebooks(self, bandwidth: float) -> int:
+        """Codebooks used at ``bandwidth`` kbps, as ``encodec`` counts them.
+
+        ``encodec`` takes ``floor(bandwidth / kbps_per_codebook)`` with the frame rate rounded
+        up; the tiny tolerance keeps 2.2 kbps at 4 codebooks of 0.55 kbps despite binary floats.
+        """
+        kbps_per_codebook = self.bits_per_codebook * math.ceil(self.frame_rate) / 1000
+        return min(self.n_q, max(1, math.floor(bandwidth / kbps_per_codebook + 1e-9)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict; ``CodecConfig(**d)`` rebuilds the config."""
+        data = dataclasses.asdict(self)
+        data["ratios"] = list(self.ratios)
+        data["target_bandwidths"] = list(self.target_bandwidths)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CodecConfig:
+        """Builds a config from :meth:`to_dict` output, rejecting unknown fields."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown codec config fields: {', '.join(unknown)}")
+        return cls(**data)

@@ -1,0 +1,140 @@
+"""Residual vector quantization: latents ``[B, D, F]`` <-> codes ``[K, B, F]``.
+
+Each of the ``K`` codebooks quantizes what the previous ones left over, so the first ``k``
+codebooks alone give a coarser reconstruction: that is how one model serves every bandwidth.
+Buffer names (``quantizer.vq.layers.3._codebook.embed`` ...) equal the official ones.
+
+Example, with 2 codebooks of 2 entries in 1 dimension::
+
+    codebook 0: [-1.0, +1.0]    codebook 1: [-0.25, +0.25]
+    latent 0.8 -> code 1 (+1.0), residual -0.2 -> code 0 (-0.25): codes [1, 0], decoded 0.75
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+
+class EuclideanCodebook(nn.Module):
+    """One codebook, searched by Euclidean distance.
+
+    Buffers as in the reference: ``embed`` ``[bins, D]`` (the entries), and the training
+    statistics ``embed_avg``, ``cluster_size`` and ``inited``, kept so that checkpoints
+    round-trip unchanged.
+
+    Args:
+        dim: Dimension of an entry.
+        codebook_size: Number of entries.
+    """
+
+    def __init__(self, dim: int, codebook_size: int) -> None:
+        super().__init__()
+        self.codebook_size = codebook_size
+        self.register_buffer("inited", torch.tensor([1.0]))
+        self.register_buffer("cluster_size", torch.zeros(codebook_size))
+        embed = nn.init.kaiming_uniform_(torch.empty(codebook_size, dim))
+        self.register_buffer("embed", embed)
+        self.register_buffer("embed_avg", embed.clone())
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Nearest entries of ``x`` ``[..., D]``: indices ``[...]``.
+
+        The distance is computed term by term exactly as the reference does, because a
+        mathematically equal reordering can flip the argmax between near-equidistant entries.
+        """
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        embed = self.embed.t()
+        dist = -(x.pow(2).sum(1, keepdim=True) - 2 * x @ embed + embed.pow(2).sum(0, keepdim=True))
+        return dist.max(dim=-1).indices.view(*shape[:-1])
+
+    def decode(self, indices: Tensor) -> Tensor:
+        """Entries of ``indices`` ``[...]``: ``[..., D]``."""
+        return F.embedding(indices, self.embed)
+
+
+class VectorQuantization(nn.Module):
+    """One quantizer stage on channel-first latents.
+
+    Args:
+        dim: Latent dimension.
+        codebook_size: Entries in the codebook.
+    """
+
+    def __init__(self, dim: int, codebook_size: int) -> None:
+        super().__init__()
+        self._codebook = EuclideanCodebook(dim, codebook_size)
+
+    @property
+    def codebook(self) -> Tensor:
+        """The entries ``[bins, D]``."""
+        return self._codebook.embed
+
+    def encode(self, x: Tensor) -> Tensor:
+        """``[B, D, F]`` -> codes ``[B, F]``."""
+        return self._codebook.encode(x.transpose(1, 2))
+
+    def decode(self, codes: Tensor) -> Tensor:
+        """Codes ``[B, F]`` -> ``[B, D, F]``."""
+        return self._codebook.decode(codes).transpose(1, 2)
+
+
+class ResidualVectorQuantization(nn.Module):
+    """A stack of quantizer stages, each coding the residual of those before it.
+
+    Args:
+        dim: Latent dimension.
+        codebook_size: Entries per codebook.
+        num_quantizers: Number of stages.
+    """
+
+    def __init__(self, dim: int, codebook_size: int, num_quantizers: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            VectorQuantization(dim, codebook_size) for _ in range(num_quantizers)
+        )
+
+    def encode(self, x: Tensor, n_q: int) -> Tensor:
+        """Latents ``[B, D, F]`` -> codes ``[n_q, B, F]`` of the first ``n_q`` stages."""
+        residual = x
+        codes = []
+        for layer in self.layers[:n_q]:
+            indices = layer.encode(residual)
+            residual = residual - layer.decode(indices)
+            codes.append(indices)
+        return torch.stack(codes)
+
+    def decode(self, codes: Tensor) -> Tensor:
+        """Codes ``[K, B, F]`` -> the sum of the ``K`` stages' entries ``[B, D, F]``."""
+        # Accumulating from a scalar zero in stage order keeps the reference's rounding.
+        out = torch.tensor(0.0, device=codes.device)
+        for layer, indices in zip(self.layers, codes, strict=False):
+            out = out + layer.decode(indices)
+        return out
+
+
+class ResidualVectorQuantizer(nn.Module):
+    """The codec's quantizer (the ``quantizer`` of the checkpoints).
+
+    Args:
+        dimension: Latent dimension.
+        n_q: Number of codebooks.
+        bins: Entries per codebook.
+    """
+
+    def __init__(self, dimension: int, n_q: int, bins: int) -> None:
+        super().__init__()
+        self.dimension, self.n_q, self.bins = dimension, n_q, bins
+        self.vq = ResidualVectorQuantization(dimension, bins, n_q)
+
+    def encode(self, x: Tensor, n_q: int) -> Tensor:
+        """Latents ``[B, D, F]`` -> codes ``[B, n_q, F]``."""
+        if not 1 <= n_q <= self.n_q:
+            raise ValueError(f"n_q must be in [1, {self.n_q}], not {n_q}")
+        return self.vq.encode(x, n_q).transpose(0, 1)
+
+    def decode(self, codes: Tensor) -> Tensor:
+        """Codes ``[B, K, F]`` -> latents ``[B, D, F]``."""
+        return self.vq.decode(codes.transpose(0, 1))

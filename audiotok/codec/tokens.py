@@ -1,0 +1,209 @@
+"""``Tokens``: what a codec's encoder produces and its decoder consumes.
+
+A ``Tokens`` holds the codes ``[B, K, F]`` (``B`` items, ``K`` codebooks, ``F`` frames), the
+per-segment loudness scales of models that normalise (``[B, S]``), and what is needed to
+decode them unambiguously: the signal length in samples, the sample rate, the bandwidth and
+the id of the model that made them. It saves to ``.npz`` or ``.safetensors``; neither format
+runs code on load.
+
+Example:
+    >>> import torch
+    >>> codes = torch.zeros(1, 8, 75, dtype=torch.long)
+    >>> t = Tokens(codes, None, 24_000, 24_000, 6.0, "encodec_24khz")
+    >>> t.batch_size, t.num_codebooks, t.num_frames, t.duration
+    (1, 8, 75, 1.0)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import TokensError
+
+FORMAT_VERSION = 1
+SUFFIXES = (".npz", ".safetensors")
+
+
+def check_output_dir(path: Path) -> None:
+    """Raises :class:`TokensError` unless ``path``'s directory exists."""
+    if not path.parent.is_dir():
+        raise TokensError(f"{path}: directory {path.parent} does not exist")
+
+
+@dataclass
+class Tokens:
+    """Discrete codes of a batch of signals, with what is needed to decode them.
+
+    Attributes:
+        codes: int64 ``[B, K, F]``. For segmented models (48 kHz) the segments' frames are
+            laid end to end along ``F``.
+        scales: float32 ``[B, S]``, one loudness scale per segment, or None.
+        length: Samples per channel of the signals at ``sample_rate``.
+        sample_rate: Sample rate of the decoded audio (the model's).
+        bandwidth: Bandwidth in kbps the codes were made at.
+        model_id: Registry name (or other id) of the model that made them.
+    """
+
+    codes: torch.Tensor
+    scales: torch.Tensor | None
+    length: int
+    sample_rate: int
+    bandwidth: float
+    model_id: str
+
+    def __post_init__(self) -> None:
+        if self.codes.dim() != 3:
+            raise TokensError(f"codes must be [B, K, F], got shape {list(self.codes.shape)}")
+        if self.codes.dtype != torch.int64:
+            self.codes = self.codes.long()
+        if self.scales is not None:
+            if self.scales.dim() != 2 or self.scales.shape[0] != self.codes.shape[0]:
+                raise TokensError(
+                    f"scales must be [B, S] with B={self.codes.shape[0]}, "
+                    f"got shape {list(self.scales.shape)}"
+                )
+            self.scales = self.scales.float()
+
+    @property
+    def batch_size(self) -> int:
+        """``B``."""
+        return self.codes.shape[0]
+
+    @property
+    def num_codebooks(self) -> int:
+        """``K``."""
+        return self.codes.shape[1]
+
+    @property
+    def num_frames(self) -> int:
+        """``F``."""
+        return self.codes.shape[2]
+
+    @property
+    def duration(self) -> float:
+        """Seconds of audio the tokens stand for."""
+        return self.length / self.sample_rate
+
+    def to(self, device: str | torch.device) -> Tokens:
+        """A copy with the tensors on ``device``."""
+        scales = None if self.scales is None else self.scales.to(device)
+        return Tokens(
+            self.codes.to(device),
+            scales,
+            self.length,
+            self.sample_rate,
+            self.bandwidth,
+            self.model_id,
+        )
+
+    def metadata(self) -> dict[str, str | int | float]:
+        """The non-tensor fields, as saved in files."""
+        return {
+            "format": "audiotok.tokens",
+            "version": FORMAT_VERSION,
+            "length": self.length,
+            "sample_rate": self.sample_rate,
+            "bandwidth": self.bandwidth,
+            "model_id": self.model_id,
+        }
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Writes the tokens to ``.npz`` or ``.safetensors``, atomically.
+
+        Args:
+            path: Destination; its suffix picks the format.
+            overwrite: Replace an existing file.
+
+        Returns:
+            The path written.
+        """
+        path = Path(path)
+        if path.suffix not in SUFFIXES:
+            raise TokensError(f"{path}: tokens files end in {' or '.join(SUFFIXES)}")
+        if path.exists() and not overwrite:
+            raise TokensError(f"{path} exists; pass overwrite=True (--force) to replace it")
+        check_output_dir(path)
+        arrays = {"codes": self.codes.detach().cpu().contiguous()}
+        if self.scales is not None:
+            arrays["scales"] = self.scales.detach().cpu().contiguous()
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
+        try:
+            if path.suffix == ".npz":
+                with open(tmp, "wb") as f:
+                    np.savez(
+                        f,
+                        metadata=np.array(json.dumps(self.metadata())),
+                        **{k: v.numpy() for k, v in arrays.items()},
+                    )
+            else:
+                from safetensors.torch import save_file
+
+                meta = {k: str(v) for k, v in self.metadata().items()}
+                save_file(arrays, tmp, metadata=meta)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Tokens:
+        """Reads tokens written by :meth:`save`.
+
+        Raises:
+            TokensError: The file is missing, not a tokens file, or inconsistent.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise TokensError(f"{path}: no such tokens file")
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors import safe_open
+
+                with safe_open(str(path), framework="pt") as f:
+                    meta = dict(f.metadata() or {})
+                    tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+            else:
+                with np.load(path, allow_pickle=False) as npz:
+                    meta = json.loads(str(npz["metadata"]))
+                    tensors = {k: torch.from_numpy(npz[k]) for k in npz.files if k != "metadata"}
+        except TokensError:
+            raise
+        except Exception as exc:  # numpy, zipfile and safetensors raise many types
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if "allow_pickle" in reason:  # numpy's advice would be to load it unsafely
+                reason = "it holds pickled objects, which are never loaded"
+            raise TokensError(f"{path}: not a readable tokens file ({reason})") from None
+        return cls._from_parts(path, meta, tensors)
+
+    @classmethod
+    def _from_parts(cls, path: Path, meta: dict, tensors: dict[str, torch.Tensor]) -> Tokens:
+        if meta.get("format") != "audiotok.tokens" or "codes" not in tensors:
+            raise TokensError(f"{path}: not an audiotok tokens file")
+        if int(meta.get("version", 0)) > FORMAT_VERSION:
+            raise TokensError(
+                f"{path}: tokens format version {meta['version']} is newer than this "
+                f"audiotok reads ({FORMAT_VERSION}); upgrade audiotok"
+            )
+        codes = tensors["codes"]
+        if codes.dtype.is_floating_point or codes.dtype == torch.bool:
+            raise TokensError(f"{path}: codes must be integers, not {codes.dtype}")
+        try:
+            return cls(
+                codes=codes.long(),
+                scales=tensors.get("scales"),
+                length=int(meta["length"]),
+                sample_rate=int(meta["sample_rate"]),
+                bandwidth=float(meta["bandwidth"]),
+                model_id=str(meta["model_id"]),
+            )
+        except (KeyError, ValueError) as exc:
+            raise TokensError(f"{path}: bad tokens metadata ({exc})") from None

@@ -1,0 +1,104 @@
+"""Shared fixtures: real audio clips and the reference implementations."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+import torch
+
+DATA = Path(__file__).parent / "data"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def encodec_package():
+    """Meta's ``encodec`` package (installed with --no-deps, see README).
+
+    Skipped where it isn't installed, except in CI, where its absence fails the run.
+    """
+    from reference_models import import_encodec
+
+    try:
+        return import_encodec()
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail(
+                "the encodec reference package is not installed (pip install --no-deps encodec)"
+            )
+        pytest.skip("the encodec reference package is not installed")
+
+
+def load_clip(
+    name: str, sample_rate: int, channels: int, seconds: float | None = None
+) -> torch.Tensor:
+    """A committed real-audio clip as ``[1, channels, T]`` at ``sample_rate``."""
+    wav, rate = sf.read(DATA / name, dtype="float32", always_2d=True)
+    if seconds is not None:
+        wav = wav[: int(seconds * rate)]
+    if rate != sample_rate:
+        wav = soxr.resample(wav, rate, sample_rate)
+    wav = wav.T
+    if wav.shape[0] != channels:
+        wav = wav.mean(0, keepdims=True) if channels == 1 else np.repeat(wav[:1], channels, 0)
+    return torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)).unsqueeze(0)
+
+
+@pytest.fixture(scope="session")
+def speech_clip() -> Path:
+    return DATA / "speech_24k.flac"
+
+
+@pytest.fixture(scope="session")
+def music_clip() -> Path:
+    return DATA / "music_48k_stereo.flac"
+
+
+def tiny_config(**overrides):
+    """A small architecture for fast unit tests (24 kHz mono unless overridden)."""
+    from audiotok.codec.config import CodecConfig
+
+    fields = dict(
+        sample_rate=24_000, channels=1, causal=True, dimension=8, n_filters=4, lstm=1,
+        n_q=4, bins=16, target_bandwidths=(0.3, 0.6),
+    )  # fmt: skip
+    fields.update(overrides)
+    return CodecConfig(**fields)
+
+
+def tiny_codec(model_id: str = "tiny", seed: int = 0, **overrides):
+    """A randomly initialised tiny codec behind the tokenizer interface."""
+    from reference_models import codebooks_from_latents_
+
+    from audiotok.codec.encodec import EncodecCodec
+    from audiotok.codec.model import EncodecModel
+
+    torch.manual_seed(seed)
+    model = EncodecModel(tiny_config(**overrides)).eval()
+    cfg = model.config
+    with torch.no_grad():
+        latent = model.encoder(torch.randn(1, cfg.channels, cfg.sample_rate // 4) * 0.1)
+        codebooks = [layer._codebook.embed for layer in model.quantizer.vq.layers]
+        codebooks_from_latents_(codebooks, latent, seed)
+    return EncodecCodec(model, model_id)
+
+
+@pytest.fixture
+def codec():
+    return tiny_codec()
+
+
+@pytest.fixture
+def segmented_codec():
+    """A tiny stereo model that normalises 0.1 s segments, like the 48 kHz one."""
+    return tiny_codec(
+        "tiny48", sample_rate=48_000, channels=2, causal=False, norm="time_group_norm",
+        normalize=True, segment=0.1, target_bandwidths=(1.2, 2.4),
+    )  # fmt: skip

@@ -1,0 +1,93 @@
+"""Tokens files: .npz and .safetensors round trips, and refusal of anything else."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from audiotok.codec.tokens import Tokens
+from audiotok.errors import TokensError
+
+
+@pytest.fixture
+def tokens():
+    codes = torch.randint(0, 1024, (2, 4, 39), generator=torch.Generator().manual_seed(0))
+    return Tokens(codes, torch.rand(2, 3) + 0.1, 12_345, 48_000, 3.0, "encodec_48khz")
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+def test_round_trip(tokens, tmp_path, suffix):
+    path = tokens.save(tmp_path / f"t{suffix}")
+    back = Tokens.load(path)
+    assert torch.equal(back.codes, tokens.codes) and back.codes.dtype == torch.int64
+    assert torch.equal(back.scales, tokens.scales)
+    assert (back.length, back.sample_rate, back.bandwidth, back.model_id) == (
+        12_345, 48_000, 3.0, "encodec_48khz",
+    )  # fmt: skip
+    assert [p.name for p in tmp_path.iterdir()] == [f"t{suffix}"], "no temporary file is left"
+
+
+def test_round_trip_without_scales(tmp_path):
+    t = Tokens(torch.zeros(1, 2, 5, dtype=torch.long), None, 1600, 24_000, 1.5, "encodec_24khz")
+    assert Tokens.load(t.save(tmp_path / "t.npz")).scales is None
+
+
+def test_refuses_to_overwrite(tokens, tmp_path):
+    path = tmp_path / "t.npz"
+    path.write_bytes(b"keep me")
+    with pytest.raises(TokensError, match="exists"):
+        tokens.save(path)
+    assert path.read_bytes() == b"keep me"
+    tokens.save(path, overwrite=True)
+    assert Tokens.load(path).length == 12_345
+
+
+def test_unknown_suffix(tokens, tmp_path):
+    with pytest.raises(TokensError, match=r"\.npz or \.safetensors"):
+        tokens.save(tmp_path / "t.pt")
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"not a zip at all", b"PK\x03\x04garbage"], ids=["empty", "text", "bad-zip"]
+)
+def test_garbage_is_a_tokens_error(tmp_path, content):
+    path = tmp_path / "t.npz"
+    path.write_bytes(content)
+    with pytest.raises(TokensError, match="not a readable tokens file"):
+        Tokens.load(path)
+
+
+def test_pickled_arrays_are_not_loaded(tmp_path):
+    path = tmp_path / "t.npz"
+    meta = {"format": "audiotok.tokens", "version": 1, "length": 1, "sample_rate": 1,
+            "bandwidth": 1, "model_id": "x"}  # fmt: skip
+    np.savez(path, metadata=np.array(json.dumps(meta)), codes=np.array([object()], dtype=object))
+    with pytest.raises(TokensError, match="not a readable tokens file"):
+        Tokens.load(path)
+
+
+def test_other_npz_and_newer_versions_are_refused(tokens, tmp_path):
+    other = tmp_path / "other.npz"
+    np.savez(other, x=np.zeros(3))
+    with pytest.raises(TokensError, match="not a readable tokens file"):
+        Tokens.load(other)
+    newer = tmp_path / "newer.npz"
+    meta = {**tokens.metadata(), "version": 99}
+    np.savez(newer, metadata=np.array(json.dumps(meta)), codes=tokens.codes.numpy())
+    with pytest.raises(TokensError, match="version 99 is newer"):
+        Tokens.load(newer)
+
+
+def test_float_codes_are_refused(tokens, tmp_path):
+    path = tmp_path / "f.npz"
+    np.savez(path, metadata=np.array(json.dumps(tokens.metadata())), codes=np.zeros((1, 1, 1)))
+    with pytest.raises(TokensError, match="codes must be integers"):
+        Tokens.load(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(TokensError, match="no such tokens file"):
+        Tokens.load(tmp_path / "nope.npz")
