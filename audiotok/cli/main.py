@@ -8,6 +8,7 @@ with exit status 1; usage errors exit with 2 (click's convention).
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +36,9 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             return command(*args, **kwargs)
         except AudiotokError as exc:
             _fail(str(exc))
+        except BrokenPipeError:  # the reader went away (`audiotok models | head`): not an error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except OSError as exc:  # permissions, full disk, a missing output folder
             _fail(f"{exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}")
         except KeyboardInterrupt:
