@@ -19,6 +19,7 @@ from .errors import (
     AudiotokError,
     CheckpointError,
     DeviceError,
+    FormatError,
     ModelNotAvailableError,
     TokensError,
 )
@@ -34,6 +35,10 @@ _LAZY = {
     "write_audio": "audiotok.audio_output",
     "convert_audio": "audiotok.audio",
     "audio_write": "audiotok.audio_output",
+    "compress": "audiotok.compression",
+    "decompress": "audiotok.compression",
+    "compress_file": "audiotok.compression",
+    "decompress_file": "audiotok.compression",
 }
 
 __all__ = [
@@ -41,6 +46,7 @@ __all__ = [
     "AudiotokError",
     "CheckpointError",
     "DeviceError",
+    "FormatError",
     "ModelNotAvailableError",
     "TokensError",
     "__version__",

@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -91,12 +91,12 @@ def check_audio(wav: Any, what: str = "audio") -> None:
 
 
 def read_audio(
-    path: str | os.PathLike[str], *, start: float = 0.0, duration: float | None = None
+    path: str | os.PathLike[str] | BinaryIO, *, start: float = 0.0, duration: float | None = None
 ) -> tuple[np.ndarray, int]:
     """Reads any file libsndfile can decode (wav, flac, ogg/vorbis, opus, mp3, aiff, ...).
 
     Args:
-        path: The audio file.
+        path: The audio file, or a binary file object (e.g. standard input's bytes).
         start: Where to start reading, in seconds.
         duration: How many seconds to read at most; None reads to the end.
 
@@ -107,27 +107,33 @@ def read_audio(
         AudioError: If the file is missing, a directory, not decodable audio, or gives no or
             non-finite samples.
     """
-    p = Path(path)
-    if not p.exists():
-        raise AudioError(f"{p}: no such file")
-    if p.is_dir():
-        raise AudioError(f"{p}: is a directory, not an audio file")
+    if hasattr(path, "read"):
+        p: Any = path
+        name = getattr(path, "name", None) or "<stream>"
+    else:
+        p = name = Path(path)
+        if not p.exists():
+            raise AudioError(f"{p}: no such file")
+        if p.is_dir():
+            raise AudioError(f"{p}: is a directory, not an audio file")
     if start < 0 or (duration is not None and duration <= 0):
-        raise AudioError(f"{p}: start must be >= 0 and duration > 0 (got {start}, {duration})")
+        raise AudioError(f"{name}: start must be >= 0 and duration > 0 (got {start}, {duration})")
     try:
         with sf.SoundFile(p) as f:
             rate = f.samplerate
             first = round(start * rate)
             if first >= f.frames > 0:
-                raise AudioError(f"{p}: start {start} s is past the end ({f.frames / rate:.3f} s)")
+                raise AudioError(
+                    f"{name}: start {start} s is past the end ({f.frames / rate:.3f} s)"
+                )
             if first:
                 f.seek(first)
             frames = -1 if duration is None else max(1, round(duration * rate))
             data = f.read(frames, dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError, OSError) as err:
-        raise AudioError(f"{p}: cannot read audio: {one_line(err)}") from err
+        raise AudioError(f"{name}: cannot read audio: {one_line(err)}") from err
     wav = np.ascontiguousarray(data.T)
-    check_audio(wav, str(p))
+    check_audio(wav, str(name))
     return wav, rate
 
 

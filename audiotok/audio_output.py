@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import soundfile as sf
 
 from audiotok.audio import check_audio, is_tensor, one_line, resample, same_kind_as, to_numpy
 from audiotok.errors import AudioError
+from audiotok.fileio import atomic_path, check_target
 from audiotok.loudness import integrated_loudness
 
 logger = logging.getLogger(__name__)
@@ -131,36 +131,6 @@ def _compression_level(fmt: str, kbps: float, rate: int, channels: int) -> float
     return min(max(level, 0.0), 1.0)
 
 
-def _exists_error(target: Path) -> AudioError:
-    return AudioError(f"{target}: already exists; use --force (overwrite=True) to replace it")
-
-
-def _write_atomically(target: Path, write: Any, overwrite: bool) -> None:
-    """Calls ``write(tmp)`` for a new temporary file beside ``target``, then moves it there."""
-    while True:  # O_EXCL and mode 0o666, so the file gets the permissions the umask gives
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            break
-        except FileExistsError:
-            continue
-    try:
-        write(tmp)
-        if overwrite:
-            os.replace(tmp, target)
-            return
-        try:  # unlike a rename, a hard link fails if the target appeared meanwhile
-            os.link(tmp, target)
-        except FileExistsError:
-            raise _exists_error(target) from None
-        except OSError:  # a file system without hard links
-            if target.exists():
-                raise _exists_error(target) from None
-            os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_audio(
     path: str | os.PathLike[str],
     wav: Any,
@@ -214,12 +184,7 @@ def write_audio(
     if subtype not in sf.available_subtypes(container):
         raise AudioError(f"{target}: this libsndfile cannot write {subtype} in {container} files")
     check_audio(wav, str(target))
-    if target.is_dir():
-        raise AudioError(f"{target}: is a directory")
-    if target.exists() and not overwrite:
-        raise _exists_error(target)
-    if not target.parent.is_dir():
-        raise AudioError(f"{target}: directory {target.parent} does not exist")
+    check_target(target, overwrite, AudioError)
     x = to_numpy(
         normalize_audio(
             wav,
@@ -248,12 +213,12 @@ def write_audio(
         # ffmpeg (hence audiocraft) does makes the round trip exact.
         data = np.clip(np.round(data * 32768.0), -32768, 32767).astype(np.int16)
 
-    def write(tmp: Path) -> None:
-        with sf.SoundFile(tmp, "w", sample_rate, len(x), subtype, format=container, **options) as f:
-            f.write(np.ascontiguousarray(data))
-
     try:
-        _write_atomically(target, write, overwrite)
+        with (
+            atomic_path(target, overwrite, AudioError) as tmp,
+            sf.SoundFile(tmp, "w", sample_rate, len(x), subtype, format=container, **options) as f,
+        ):
+            f.write(np.ascontiguousarray(data))
     except (sf.SoundFileError, RuntimeError, OSError) as err:
         raise AudioError(f"{target}: cannot write {fmt} audio: {one_line(err)}") from err
     return target

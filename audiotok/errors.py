@@ -31,3 +31,34 @@ class TokensError(AudiotokError, ValueError):
 
 class DeviceError(AudiotokError, ValueError):
     """A torch device that does not exist or is not available on this machine."""
+
+
+class FormatError(AudiotokError, ValueError):
+    """A damaged, truncated or unsupported compressed file.
+
+    This is the one error type that reading a file raises, whatever the damage.
+
+    Attributes:
+        offset: The byte offset in the file where the problem was found, or None.
+    """
+
+    def __init__(self, message: str, offset: int | None = None) -> None:
+        self.message = message
+        self.offset = offset
+        super().__init__(message if offset is None else f"{message} (at byte {offset})")
+
+
+class TruncatedError(FormatError):
+    """The data ends before a structure that it announces."""
+
+
+class ChecksumError(FormatError):
+    """A CRC does not match: the bytes were changed."""
+
+
+class UnsupportedFormatError(FormatError):
+    """Not a file of ours, or a version or feature this audiotok does not read."""
+
+
+class CorruptDataError(FormatError):
+    """Structurally valid bytes that don't decode: inconsistent sizes, a bad payload."""

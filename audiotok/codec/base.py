@@ -64,8 +64,36 @@ class Codec(abc.ABC):
 
     @property
     @abc.abstractmethod
+    def hop_length(self) -> int:
+        """Samples per frame."""
+
+    @property
+    @abc.abstractmethod
+    def segments(self) -> tuple[int, int] | None:
+        """``(segment_length, segment_stride)`` in samples for segmented models, else None."""
+
+    @property
+    @abc.abstractmethod
+    def has_scales(self) -> bool:
+        """Whether tokens carry one loudness scale per segment."""
+
+    @property
+    @abc.abstractmethod
     def device(self) -> torch.device:
         """Where the model's weights are."""
+
+    @property
+    def entropy_priors(self) -> np.ndarray | None:
+        """Static entropy-coder priors ``[K_max, cardinality]`` from the model card, or None.
+
+        Integer counts per codebook, measured on training data; compressed files made with
+        them need them to decode.
+        """
+        return None
+
+    @abc.abstractmethod
+    def fingerprint(self) -> bytes:
+        """16 bytes identifying the weights (compressed files record it)."""
 
     @abc.abstractmethod
     def num_codebooks(self, bandwidth: float | None = None) -> int:

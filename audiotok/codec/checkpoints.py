@@ -36,6 +36,7 @@ from .model import EncodecModel
 from .registry import CARDS, ModelCard
 
 AUDIOTOK_FORMAT = "audiotok.codec"
+PRIORS_KEY = "entropy_priors"  # kept beside the state dict in our weights files
 AUDIOTOK_VERSION = 1
 
 
@@ -50,6 +51,7 @@ class Checkpoint:
         config: The architecture, or None when the file does not say (``encodec`` format).
         card: Extra fields of an ``audiotok`` card (name, default bandwidth, provenance).
         pointer: For an audiocraft file that only names another model (``'pretrained'``).
+        priors: Static entropy-coder priors ``[n_q, bins]`` shipped with an audiotok card.
     """
 
     path: Path
@@ -58,6 +60,7 @@ class Checkpoint:
     config: CodecConfig | None = None
     card: dict[str, Any] | None = None
     pointer: str | None = None
+    priors: torch.Tensor | None = None
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -165,7 +168,9 @@ def _read_audiotok(card_path: Path) -> Checkpoint:
     weights = card_path.with_name(card.get("weights", card_path.stem + ".safetensors"))
     if not weights.is_file():
         raise CheckpointError(f"{card_path}: its weights file {weights.name} is missing")
-    return Checkpoint(card_path, "audiotok", _load_safetensors(weights), config, card=card)
+    state = _load_safetensors(weights)
+    priors = state.pop(PRIORS_KEY, None)
+    return Checkpoint(card_path, "audiotok", state, config, card=card, priors=priors)
 
 
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -290,6 +295,7 @@ def save_checkpoint(
     *,
     name: str,
     default_bandwidth: float | None = None,
+    entropy_priors: Any = None,
     overwrite: bool = False,
     **extra: Any,
 ) -> Path:
@@ -300,6 +306,7 @@ def save_checkpoint(
         card_path: The card's path; the weights go beside it with suffix ``.safetensors``.
         name: The model id that tokens made by it will carry.
         default_bandwidth: kbps used when none is given.
+        entropy_priors: Static entropy-coder priors ``[n_q, bins]`` (integer counts), or None.
         overwrite: Replace existing files.
         **extra: More JSON-serialisable card fields (licence, training data, metrics...).
 
@@ -314,6 +321,8 @@ def save_checkpoint(
         if p.exists() and not overwrite:
             raise CheckpointError(f"{p} exists; pass overwrite=True (--force) to replace it")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if entropy_priors is not None:
+        state[PRIORS_KEY] = torch.as_tensor(entropy_priors, dtype=torch.int32).contiguous()
     card_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{weights_path.name}.", dir=card_path.parent)
     os.close(fd)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+
+import numpy as np
 import torch
 
 from ..errors import TokensError
@@ -17,10 +20,15 @@ class EncodecCodec(Codec):
         model: The network, with its weights loaded.
         model_id: Registry name, or another stable id.
         default_bandwidth: kbps used when ``encode`` gets none; the model's lowest if None.
+        entropy_priors: Static entropy-coder priors ``[n_q, bins]`` from the model card.
     """
 
     def __init__(
-        self, model: EncodecModel, model_id: str, default_bandwidth: float | None = None
+        self,
+        model: EncodecModel,
+        model_id: str,
+        default_bandwidth: float | None = None,
+        entropy_priors: np.ndarray | None = None,
     ) -> None:
         self.model = model.eval()
         self.model_id = model_id
@@ -32,6 +40,10 @@ class EncodecCodec(Codec):
         self._default_bandwidth = (
             cfg.target_bandwidths[0] if default_bandwidth is None else float(default_bandwidth)
         )
+        self._fingerprint: tuple[tuple[int, ...], bytes] | None = None
+        if entropy_priors is not None and tuple(entropy_priors.shape) != (cfg.n_q, cfg.bins):
+            raise ValueError(f"entropy priors must be [{cfg.n_q}, {cfg.bins}]")
+        self._priors = None if entropy_priors is None else np.asarray(entropy_priors, np.uint16)
 
     @property
     def config(self) -> CodecConfig:
@@ -63,6 +75,23 @@ class EncodecCodec(Codec):
         return self._default_bandwidth
 
     @property
+    def entropy_priors(self) -> np.ndarray | None:
+        return self._priors
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    @property
+    def segments(self) -> tuple[int, int] | None:
+        cfg = self.config
+        return None if cfg.segment_length is None else (cfg.segment_length, cfg.segment_stride)
+
+    @property
+    def has_scales(self) -> bool:
+        return self.config.normalize
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
@@ -70,6 +99,25 @@ class EncodecCodec(Codec):
         """Moves the weights to ``device``; returns self."""
         self.model.to(device)
         return self
+
+    def fingerprint(self) -> bytes:
+        """First 16 bytes of the SHA-256 of the weights, identifying them in compressed files.
+
+        Hashes every state-dict entry in order: its name, dtype, shape and float32
+        little-endian bytes, so the same weights give the same fingerprint whatever file
+        format or device they came from.
+        """
+        state = self.model.state_dict()
+        # In-place updates (load_state_dict, optimiser steps) bump the tensors' versions.
+        versions = tuple(t._version for t in state.values())
+        if self._fingerprint is None or self._fingerprint[0] != versions:
+            digest = hashlib.sha256()
+            for name, tensor in state.items():
+                data = tensor.detach().to("cpu", torch.float32).contiguous()
+                digest.update(f"{name}:{list(data.shape)};".encode())
+                digest.update(data.numpy().astype("<f4", copy=False).tobytes())
+            self._fingerprint = (versions, digest.digest()[:16])
+        return self._fingerprint[1]
 
     def num_codebooks(self, bandwidth: float | None = None) -> int:
         return self.config.num_codebooks(self.check_bandwidth(bandwidth))

@@ -21,9 +21,18 @@ import tempfile
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Protocol
 
 from ..errors import CheckpointError, ModelNotAvailableError
-from .registry import ModelCard, WeightsSource
+from .registry import WeightsSource
+
+
+class HasSources(Protocol):
+    """Anything with a name and weight sources: a codec's ModelCard, an entropy LM's card."""
+
+    name: str
+    sources: tuple[WeightsSource, ...]
+
 
 DOWNLOAD_TIMEOUT_S = 60
 
@@ -150,7 +159,7 @@ def _download_url(source: WeightsSource, progress: bool) -> Path:
     return target
 
 
-def places(card: ModelCard) -> list[str]:
+def places(card: HasSources) -> list[str]:
     """Where :func:`find_local` looks for ``card``'s weights, for messages."""
     out = []
     for source in card.sources:
@@ -161,7 +170,7 @@ def places(card: ModelCard) -> list[str]:
     return out
 
 
-def find_local(card: ModelCard) -> tuple[WeightsSource, Path] | None:
+def find_local(card: HasSources) -> tuple[WeightsSource, Path] | None:
     """The first of ``card``'s sources that is cached locally, with its path, or None."""
     for source in card.sources:
         path = _local(source)
@@ -170,7 +179,7 @@ def find_local(card: ModelCard) -> tuple[WeightsSource, Path] | None:
     return None
 
 
-def fetch(card: ModelCard, *, progress: bool = True) -> tuple[WeightsSource, Path]:
+def fetch(card: HasSources, *, progress: bool = True) -> tuple[WeightsSource, Path]:
     """``card``'s weights from a local cache, else downloaded.
 
     Returns:

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError, DeviceError, ModelNotAvailableError
+from ..runtime import tune_allocator
 from . import hub
 from .checkpoints import Checkpoint, build_model, read_checkpoint, recognise, state_mismatch
 from .encodec import EncodecCodec
@@ -37,6 +38,9 @@ def load_codec(
             instead of the cache (loaded as it is; no hash check on files the user names).
         device: Where to put the model.
 
+    Loading a codec also tunes the process's allocator for fast inference (see
+    :mod:`audiotok.runtime`; ``AUDIOTOK_KEEP_MALLOC=1`` turns that off).
+
     Returns:
         The codec, in eval mode, on ``device``.
 
@@ -46,6 +50,7 @@ def load_codec(
         DeviceError: ``device`` does not exist or is not available.
     """
     device = resolve_device(device)
+    tune_allocator()
     card = find_card(str(source)) if isinstance(source, str) else None
     if card is not None:
         if checkpoint is not None:
@@ -141,4 +146,5 @@ def _from_file(ckpt: Checkpoint) -> EncodecCodec:
         name, default = ckpt.path.stem if ckpt.path.is_file() else ckpt.path.name, None
     if default is not None and default not in config.target_bandwidths:
         default = None
-    return EncodecCodec(model, name, default)
+    priors = None if ckpt.priors is None else ckpt.priors.numpy()
+    return EncodecCodec(model, name, default, entropy_priors=priors)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,15 +25,10 @@ import numpy as np
 import torch
 
 from ..errors import TokensError
+from ..fileio import atomic_path
 
 FORMAT_VERSION = 1
 SUFFIXES = (".npz", ".safetensors")
-
-
-def check_output_dir(path: Path) -> None:
-    """Raises :class:`TokensError` unless ``path``'s directory exists."""
-    if not path.parent.is_dir():
-        raise TokensError(f"{path}: directory {path.parent} does not exist")
 
 
 @dataclass
@@ -127,15 +121,10 @@ class Tokens:
         path = Path(path)
         if path.suffix not in SUFFIXES:
             raise TokensError(f"{path}: tokens files end in {' or '.join(SUFFIXES)}")
-        if path.exists() and not overwrite:
-            raise TokensError(f"{path} exists; pass overwrite=True (--force) to replace it")
-        check_output_dir(path)
         arrays = {"codes": self.codes.detach().cpu().contiguous()}
         if self.scales is not None:
             arrays["scales"] = self.scales.detach().cpu().contiguous()
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_path(path, overwrite, TokensError) as tmp:
             if path.suffix == ".npz":
                 with open(tmp, "wb") as f:
                     np.savez(
@@ -148,10 +137,6 @@ class Tokens:
 
                 meta = {k: str(v) for k, v in self.metadata().items()}
                 save_file(arrays, tmp, metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         return path
 
     @classmethod

@@ -1,0 +1,286 @@
+"""``audiotok compress``, ``decompress`` and ``info``: the compression job.
+
+``compress IN [OUT]`` and ``decompress IN [OUT]`` take one file (``-`` for stdin/stdout), or
+several files or directories, whose outputs go beside each input or into ``-o DIR``. Every
+output is written atomically, and none is overwritten without ``-f``. With several inputs a
+progress bar runs on stderr; a failing file is reported and the others still processed (exit
+status 1 at the end).
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import AudiotokError
+from .common import (
+    DEFAULT_MODEL,
+    checkpoint_option,
+    device_option,
+    fail,
+    force_option,
+    handle_errors,
+    load,
+    model_option,
+)
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
+COMPRESSED_SUFFIXES = (".atok", ".ecdc")
+
+
+def _expand(inputs: tuple[str, ...], suffixes: tuple[str, ...]) -> list[tuple[Path, Path]]:
+    """``(file, root)`` pairs: files as given, directories searched for ``suffixes``."""
+    out = []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in suffixes)
+            out += [(p, path) for p in found if p.is_file()]
+        else:
+            out.append((path, path.parent))
+    return out
+
+
+def _split_output(
+    paths: tuple[str, ...], out_suffixes: tuple[str, ...]
+) -> tuple[tuple[str, ...], str | None]:
+    """``IN OUT`` when there are two paths and the second is ``-`` or has an output suffix."""
+    if len(paths) == 2 and (paths[1] == "-" or Path(paths[1]).suffix.lower() in out_suffixes):
+        return paths[:1], paths[1]
+    return paths, None
+
+
+def _single(inputs: tuple[str, ...], output: str | None, output_dir: Path | None) -> bool:
+    """One input (or stdin) to one output: errors are then one line, without a batch summary."""
+    if output is not None or inputs == ("-",):
+        return True
+    return len(inputs) == 1 and output_dir is None and not Path(inputs[0]).is_dir()
+
+
+def _targets(
+    inputs: list[tuple[Path, Path]], out_dir: Path | None, suffix: str
+) -> Iterator[tuple[Path, Path]]:
+    for path, root in inputs:
+        relative = path.relative_to(root) if out_dir is not None else Path(path.name)
+        target = (out_dir / relative if out_dir else path.parent / relative).with_suffix(suffix)
+        yield path, target
+
+
+def _run_batch(items: list[tuple[Path, Path]], job: Callable[[Path, Path], str | None]) -> None:
+    """Runs ``job`` on every ``(input, output)``, with a progress bar; exit 1 if any failed."""
+    from tqdm import tqdm
+
+    failures = 0
+    with tqdm(items, unit="file", disable=len(items) < 2, file=sys.stderr) as bar:
+        for source, target in bar:
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                note = job(source, target)
+                if note:
+                    bar.write(note, file=sys.stderr)
+            except AudiotokError as exc:
+                failures += 1
+                bar.write(f"audiotok: error: {exc}", file=sys.stderr)
+    if failures:
+        fail(f"{failures} of {len(items)} files failed")
+
+
+paths_argument = click.argument("paths", nargs=-1, required=True, metavar="IN [OUT]")
+output_dir_option = click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write outputs here (mirroring input directories).",
+)
+
+
+def _parse_meta(values: tuple[str, ...]) -> dict[str, str]:
+    meta = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--meta")
+        meta[key] = value
+    return meta
+
+
+@click.command()
+@paths_argument
+@output_dir_option
+@model_option
+@checkpoint_option
+@click.option("-b", "--bandwidth", type=float, help="kbps; default: the model's default.")
+@click.option("--entropy", type=click.Choice(["adaptive", "raw", "lm"]), default="adaptive",
+              show_default=True, help="Entropy coding (lm: .ecdc outputs only).")  # fmt: skip
+@click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Metadata to store (repeatable).")
+@device_option
+@force_option
+@handle_errors
+def compress(
+    paths: tuple[str, ...],
+    output_dir: Path | None,
+    model: str | None,
+    checkpoint: Path | None,
+    bandwidth: float | None,
+    entropy: str,
+    meta: tuple[str, ...],
+    device: str,
+    force: bool,
+) -> None:
+    """Compress audio files to .atok (or .ecdc, the encodec package's format)."""
+    from ..audio import read_audio
+    from ..compression import compress_to
+    from ..fileio import atomic_output
+
+    metadata = _parse_meta(meta)
+    inputs, output = _split_output(paths, COMPRESSED_SUFFIXES)
+    codec = load(model or DEFAULT_MODEL, checkpoint, device)
+
+    def job(source: Path | str, target: Path | str) -> str:
+        data = sys.stdin.buffer.read() if source == "-" else None
+        wav, rate = read_audio(io.BytesIO(data) if data is not None else source)
+        sink = io.BytesIO() if target == "-" else None
+        suffix = ".atok" if target == "-" else Path(target).suffix.lower()
+        if suffix == ".ecdc" or entropy == "lm":
+            return _compress_ecdc(codec, wav, rate, bandwidth, entropy, target, force, suffix)
+        if sink is not None:
+            tokens = compress_to(
+                sink, codec, wav, rate, bandwidth, entropy=entropy, metadata=metadata
+            )
+            sys.stdout.buffer.write(sink.getvalue())
+        else:
+            with atomic_output(target, force) as file:
+                tokens = compress_to(file, codec, wav, rate, bandwidth, entropy=entropy,
+                                     metadata=metadata)  # fmt: skip
+        return _summary(target, tokens)
+
+    if _single(inputs, output, output_dir):
+        target = output or ("-" if inputs[0] == "-" else Path(inputs[0]).with_suffix(".atok"))
+        click.echo(job(inputs[0], target), err=True)
+        return
+    _run_batch(list(_targets(_expand(inputs, AUDIO_SUFFIXES), output_dir, ".atok")), job)
+
+
+def _summary(target: Path | str, tokens: Any) -> str:
+    size = (
+        ""
+        if target == "-"
+        else f", {Path(target).stat().st_size * 8 / tokens.duration / 1000:.2f} kbps"
+    )
+    return (
+        f"{target}: {tokens.duration:.2f} s, {tokens.num_codebooks} codebooks at "
+        f"{tokens.bandwidth:g} kbps{size}"
+    )
+
+
+def _compress_ecdc(codec: Any, wav: Any, rate: int, bandwidth: float | None, entropy: str,
+                   target: Path | str, force: bool, suffix: str) -> str:  # fmt: skip
+    if suffix != ".ecdc":
+        fail("--entropy lm writes the encodec package's .ecdc format: name an .ecdc output")
+    from ..formats.ecdc import write_ecdc
+    from ..formats.ecdc_lm import load_ecdc_lm
+
+    tokens = codec.encode(wav, sample_rate=rate, bandwidth=bandwidth)
+    lm = load_ecdc_lm(codec.model_id) if entropy == "lm" else None
+    data = write_ecdc(tokens, codec.model_id, lm=lm)
+    if target == "-":
+        sys.stdout.buffer.write(data)
+    else:
+        from ..fileio import atomic_output
+
+        with atomic_output(target, force) as file:
+            file.write(data)
+    return _summary(target, tokens)
+
+
+@click.command()
+@paths_argument
+@output_dir_option
+@model_option
+@checkpoint_option
+@click.option("--recover", is_flag=True, help="Conceal damaged packets with silence.")
+@click.option("--native", is_flag=True, help="Keep the model's rate and channels.")
+@click.option("--strategy", type=click.Choice(["clip", "peak", "rms", "loudness"]), default="clip",
+              show_default=True, help="How to bring the audio into [-1, 1].")  # fmt: skip
+@device_option
+@force_option
+@handle_errors
+def decompress(
+    paths: tuple[str, ...],
+    output_dir: Path | None,
+    model: str | None,
+    checkpoint: Path | None,
+    recover: bool,
+    native: bool,
+    strategy: str,
+    device: str,
+    force: bool,
+) -> None:
+    """Decompress .atok (or .ecdc) files to audio (wav, flac, ogg, mp3 by the suffix)."""
+    from ..audio_output import write_audio
+    from ..compression import decode_stream
+
+    inputs, output = _split_output(paths, AUDIO_SUFFIXES)
+    codec = load(model, checkpoint, device) if model else None
+
+    def job(source: Path | str, target: Path | str) -> str:
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+        if data[:4] == b"ECDC":
+            audio, rate, notes = _decode_ecdc(data, codec, device, native)
+        else:
+            result = decode_stream(data, codec, recover=recover, native=native, device=device)
+            audio, rate, notes = result.audio, result.sample_rate, result.problems()
+        if target == "-":
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                path = write_audio(Path(tmp) / "out.wav", audio, rate, strategy=strategy)
+                sys.stdout.buffer.write(path.read_bytes())
+        else:
+            write_audio(target, audio, rate, strategy=strategy, overwrite=force)
+        lines = [f"{target}: {audio.shape[-1] / rate:.2f} s, {rate} Hz, {audio.shape[0]} ch"]
+        return "\n".join(lines + [f"audiotok: warning: {source}: {n}" for n in notes])
+
+    if _single(inputs, output, output_dir):
+        target = output or ("-" if inputs[0] == "-" else Path(inputs[0]).with_suffix(".wav"))
+        click.echo(job(inputs[0], target), err=True)
+        return
+    _run_batch(list(_targets(_expand(inputs, COMPRESSED_SUFFIXES), output_dir, ".wav")), job)
+
+
+def _decode_ecdc(data: bytes, codec: Any, device: str, native: bool) -> tuple[Any, int, list[str]]:
+    from ..formats.ecdc import read_ecdc
+    from ..formats.ecdc_lm import load_ecdc_lm
+
+    tokens = read_ecdc(data, lm_loader=load_ecdc_lm)
+    codec = codec or load(tokens.model_id, None, device)
+    return codec.decode(tokens)[0].cpu(), codec.sample_rate, []
+
+
+@click.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handle_errors
+def info(file: Path, as_json: bool) -> None:
+    """Describe a compressed file and check its integrity."""
+    import json
+
+    from ..formats.inspect import describe
+
+    report = describe(file)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    for key, value in report.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+        elif isinstance(value, list):
+            value = "; ".join(map(str, value)) or "none"
+        click.echo(f"{key.replace('_', ' ')}: {value}")
+    if report.get("problems"):
+        sys.exit(1)
