@@ -11,6 +11,7 @@ from ..errors import TokensError
 from .base import Codec
 from .config import CodecConfig
 from .model import EncodecModel
+from .streaming import CodecStream
 
 
 class EncodecCodec(Codec):
@@ -118,6 +119,14 @@ class EncodecCodec(Codec):
                 digest.update(data.numpy().astype("<f4", copy=False).tobytes())
             self._fingerprint = (versions, digest.digest()[:16])
         return self._fingerprint[1]
+
+    def streaming(self, batch_size: int = 1, bandwidth: float | None = None) -> CodecStream:
+        """A stream for chunk-by-chunk encoding and decoding (causal models only).
+
+        Use as ``with codec.streaming(1, 6.0) as s: codes = s.encode(chunk)``; see
+        :mod:`audiotok.codec.streaming`.
+        """
+        return CodecStream(self.model, batch_size, self.num_codebooks(bandwidth))
 
     def num_codebooks(self, bandwidth: float | None = None) -> int:
         return self.config.num_codebooks(self.check_bandwidth(bandwidth))
