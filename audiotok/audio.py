@@ -145,7 +145,9 @@ def _check_channels(channels: int, to_channels: int) -> None:
         )
 
 
-def _convert_channels(x: np.ndarray, to_channels: int) -> np.ndarray:
+def convert_channels(x: np.ndarray, to_channels: int) -> np.ndarray:
+    """``x`` ``[..., C, T]`` with ``to_channels`` channels, by the module's channel policy."""
+    _check_channels(x.shape[-2], to_channels)
     channels = x.shape[-2]
     if channels == to_channels:
         return x
@@ -198,7 +200,7 @@ def convert_audio(wav: Any, from_rate: int, to_rate: int, to_channels: int) -> A
     # Downmix before and upmix after resampling: both commute with it, and this way soxr
     # processes as few channels as possible.
     if to_channels < channels:
-        x = _convert_channels(x, to_channels)
+        x = convert_channels(x, to_channels)
     if from_rate != to_rate:
         x = resample(x, int(from_rate), int(to_rate))
-    return same_kind_as(_convert_channels(x, to_channels), wav)
+    return same_kind_as(convert_channels(x, to_channels), wav)

@@ -29,7 +29,7 @@ STRATEGIES = ("clip", "peak", "rms", "loudness", "none")
 
 _MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 # format name -> (libsndfile container, default subtype, sample rates the codec takes or None)
-_FORMATS: dict[str, tuple[str, str, tuple[int, ...] | None]] = {
+FORMATS: dict[str, tuple[str, str, tuple[int, ...] | None]] = {
     "wav": ("WAV", "PCM_16", None),
     "flac": ("FLAC", "PCM_16", None),
     "ogg": ("OGG", "VORBIS", None),
@@ -119,6 +119,15 @@ def normalize_audio(
     return same_kind_as(x, wav)
 
 
+def pcm16(x: np.ndarray) -> np.ndarray:
+    """Float samples as int16, ``round(x * 32768)`` clipped.
+
+    libsndfile scales by 32767 on writing but by 1/32768 on reading; quantising here as ffmpeg
+    (hence audiocraft) does makes the round trip exact.
+    """
+    return np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
+
+
 def _compression_level(fmt: str, kbps: float, rate: int, channels: int) -> float:
     """Maps a bitrate onto libsndfile's compression level in [0, 1] (0 = best quality)."""
     if fmt == "mp3":  # libsndfile: CBR kbps = high - level * (high - low), by MPEG version
@@ -177,9 +186,9 @@ def write_audio(
     """
     target = Path(path)
     fmt = (format or target.suffix.lstrip(".")).lower()
-    if fmt not in _FORMATS:
-        raise AudioError(f"{target}: unknown audio format {fmt!r}; use one of {tuple(_FORMATS)}")
-    container, default_subtype, rates = _FORMATS[fmt]
+    if fmt not in FORMATS:
+        raise AudioError(f"{target}: unknown audio format {fmt!r}; use one of {tuple(FORMATS)}")
+    container, default_subtype, rates = FORMATS[fmt]
     subtype = (subtype or default_subtype).upper()
     if subtype not in sf.available_subtypes(container):
         raise AudioError(f"{target}: this libsndfile cannot write {subtype} in {container} files")
@@ -207,11 +216,7 @@ def write_audio(
         bitrate_kbps = 320 if bitrate_kbps is None else bitrate_kbps
     if bitrate_kbps is not None and fmt in ("mp3", "ogg", "opus"):
         options["compression_level"] = _compression_level(fmt, bitrate_kbps, sample_rate, len(x))
-    data = x.T
-    if subtype == "PCM_16":
-        # libsndfile scales by 32767 on writing but by 1/32768 on reading; quantising here as
-        # ffmpeg (hence audiocraft) does makes the round trip exact.
-        data = np.clip(np.round(data * 32768.0), -32768, 32767).astype(np.int16)
+    data = (pcm16(x) if subtype == "PCM_16" else x).T
 
     try:
         with (

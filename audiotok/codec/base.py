@@ -83,6 +83,11 @@ class Codec(abc.ABC):
         """Where the model's weights are."""
 
     @property
+    def can_stream(self) -> bool:
+        """Whether :meth:`streaming` works: causal models without segments."""
+        return False
+
+    @property
     def entropy_priors(self) -> np.ndarray | None:
         """Static entropy-coder priors ``[K_max, cardinality]`` from the model card, or None.
 

@@ -76,6 +76,10 @@ class EncodecCodec(Codec):
         return self._default_bandwidth
 
     @property
+    def can_stream(self) -> bool:
+        return self.config.causal and self.config.segment is None
+
+    @property
     def entropy_priors(self) -> np.ndarray | None:
         return self._priors
 
