@@ -376,6 +376,7 @@ def decompress_file(
     native: bool = False,
     overwrite: bool = False,
     strategy: str = "clip",
+    device: str | torch.device = "cpu",
 ) -> Decoded | None:
     """Decodes an ``.atok`` file to an audio file (format from its suffix), atomically.
 
@@ -397,13 +398,13 @@ def decompress_file(
         and not recover
         and suffix in (".wav", ".flac")
     ):
-        resolved = _resolve_codec(codec, header, "cpu")
+        resolved = _resolve_codec(codec, header, device)
         if resolved.can_stream:
             _decompress_streaming(Path(input), Path(output), resolved, overwrite)
             return None
         codec = resolved
     with open(input, "rb") as f:
-        result = decode_stream(f, codec, recover=recover, native=native)
+        result = decode_stream(f, codec, recover=recover, native=native, device=device)
     write_audio(output, result.audio, result.sample_rate, strategy=strategy, overwrite=overwrite)
     return result
 

@@ -1,4 +1,4 @@
-"""``audiotok encode``, ``decode`` and ``models``: tokens files and the model zoo."""
+"""``audiotok encode``, ``decode`` and ``models``: tokens files, token datasets, the model zoo."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import click
 
 from ..errors import AudiotokError
 from .common import (
+    AUDIO_SUFFIXES,
     DEFAULT_MODEL,
     checkpoint_option,
     device_option,
+    expand_inputs,
     fail,
     force_option,
     handle_errors,
@@ -18,14 +20,38 @@ from .common import (
     model_option,
 )
 
+# audiotok.dataset's defaults, restated so that --help imports no torch (a test checks them).
+SHARD_MB = 256.0
+BATCH_SECONDS = 60.0
+
 
 @click.command()
-@click.argument("input", type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, metavar="INPUT...", type=click.Path(path_type=Path))
 @click.option(
     "-o",
     "--output",
     type=click.Path(path_type=Path),
-    help="Tokens file (.npz or .safetensors); default: INPUT with suffix .npz.",
+    help="For one INPUT: the tokens file (.npz or .safetensors; default: INPUT with suffix "
+    ".npz). For a directory, several files or --manifest: the dataset directory.",
+)
+@click.option(
+    "--manifest",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE.tsv",
+    help="TSV whose header has a 'path' column (relative to its folder): more files to encode.",
+)
+@click.option(
+    "--shard-size",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="MB",
+    help=f"Dataset shards are closed at this many MB of tokens. [default: {SHARD_MB:g}]",
+)
+@click.option(
+    "--batch-seconds",
+    type=click.FloatRange(min=0),
+    metavar="S",
+    help="Seconds of audio read ahead of the model, in background threads. "
+    f"[default: {BATCH_SECONDS:g}]",
 )
 @model_option
 @checkpoint_option
@@ -34,6 +60,44 @@ from .common import (
 @force_option
 @handle_errors
 def encode(
+    inputs: tuple[Path, ...],
+    output: Path | None,
+    manifest: Path | None,
+    shard_size: float | None,
+    batch_seconds: float | None,
+    model: str | None,
+    checkpoint: Path | None,
+    bandwidth: float | None,
+    device: str,
+    force: bool,
+) -> None:
+    """Encode audio to tokens: one file to a tokens file, or many to a dataset.
+
+    A directory, several files or --manifest make (or resume) a dataset in -o OUT_DIR:
+    safetensors shards of codes and an index.jsonl of file -> shard and offset. Files already
+    in the index are skipped, so rerunning an interrupted command finishes it.
+    """
+    if not inputs and manifest is None:
+        raise click.UsageError(
+            "Missing argument 'INPUT'. Name audio files, directories or a manifest."
+        )
+    if _makes_dataset(inputs, output, manifest):
+        settings = (shard_size, batch_seconds, model, checkpoint, bandwidth, device, force)
+        _encode_dataset(inputs, output, manifest, *settings)
+        return
+    if shard_size is not None or batch_seconds is not None:
+        raise click.UsageError("--shard-size and --batch-seconds apply to datasets (-o OUT_DIR)")
+    _encode_file(inputs[0], output, model, checkpoint, bandwidth, device, force)
+
+
+def _makes_dataset(inputs: tuple[Path, ...], output: Path | None, manifest: Path | None) -> bool:
+    """Whether ``encode`` writes a dataset: anything but one file to one tokens file."""
+    if manifest is not None or len(inputs) != 1 or inputs[0].is_dir():
+        return True
+    return output is not None and (output.is_dir() or not output.suffix)
+
+
+def _encode_file(
     input: Path,
     output: Path | None,
     model: str | None,
@@ -42,7 +106,6 @@ def encode(
     device: str,
     force: bool,
 ) -> None:
-    """Encode an audio file to a tokens file."""
     from ..audio import read_audio
     from ..codec.tokens import SUFFIXES
     from ..errors import TokensError
@@ -63,6 +126,55 @@ def encode(
         f"{tokens.bandwidth:g} kbps, {tokens.duration:.2f} s, model {tokens.model_id}",
         err=True,
     )
+
+
+def _encode_dataset(
+    inputs: tuple[Path, ...],
+    out_dir: Path | None,
+    manifest: Path | None,
+    shard_size: float | None,
+    batch_seconds: float | None,
+    model: str | None,
+    checkpoint: Path | None,
+    bandwidth: float | None,
+    device: str,
+    force: bool,
+) -> None:
+    """Encodes the files (and the manifest's) into ``out_dir``; exit status 1 if any failed."""
+    from ..codec.tokens import SUFFIXES
+    from ..dataset import tokenize_dataset
+
+    if out_dir is None:
+        raise click.UsageError("a dataset needs an output directory: -o OUT_DIR")
+    if out_dir.suffix in SUFFIXES:
+        raise click.UsageError(f"{out_dir}: a dataset is a directory, not a tokens file")
+    if force:
+        raise click.UsageError(
+            "--force does not apply to a dataset, which resumes; remove OUT_DIR to start over"
+        )
+    files = [path for path, _ in expand_inputs(tuple(map(str, inputs)), AUDIO_SUFFIXES)]
+    if not files and manifest is None:
+        fail(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in {', '.join(map(str, inputs))}")
+    codec = load(model or DEFAULT_MODEL, checkpoint, device)
+    report = tokenize_dataset(
+        codec,
+        files,
+        out_dir,
+        bandwidth=bandwidth,
+        shard_bytes=max(1, round((SHARD_MB if shard_size is None else shard_size) * 1e6)),
+        manifest=manifest,
+        batch_seconds=BATCH_SECONDS if batch_seconds is None else batch_seconds,
+    )
+    done = f"; {report.skipped} already there" if report.skipped else ""
+    n, shards = report.encoded, len(report.shards)
+    click.echo(
+        f"{out_dir}: {n} file{'s' * (n != 1)} encoded ({report.audio_seconds / 3600:.3f} h of "
+        f"audio) into {shards} shard{'s' * (shards != 1)} in {report.elapsed:.1f} s{done}",
+        err=True,
+    )
+    if report.failures:
+        attempted = report.encoded + len(report.failures)
+        fail(f"{len(report.failures)} of {attempted} files failed")
 
 
 @click.command()

@@ -18,6 +18,7 @@ import click
 from ..errors import AudiotokError
 
 DEFAULT_MODEL = "encodec_24khz"
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
 
 
 def fail(message: str) -> None:
@@ -69,3 +70,16 @@ def load(model: str, checkpoint: Path | None, device: str) -> Any:
     from ..codec.load import load_codec
 
     return load_codec(model, checkpoint=checkpoint, device=device)
+
+
+def expand_inputs(inputs: tuple[str, ...], suffixes: tuple[str, ...]) -> list[tuple[Path, Path]]:
+    """``(file, root)`` pairs: files as given, directories searched for ``suffixes``."""
+    out = []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in suffixes)
+            out += [(p, path) for p in found if p.is_file()]
+        else:
+            out.append((path, path.parent))
+    return out

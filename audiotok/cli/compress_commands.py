@@ -19,9 +19,11 @@ import click
 
 from ..errors import AudiotokError
 from .common import (
+    AUDIO_SUFFIXES,
     DEFAULT_MODEL,
     checkpoint_option,
     device_option,
+    expand_inputs,
     fail,
     force_option,
     handle_errors,
@@ -29,21 +31,7 @@ from .common import (
     model_option,
 )
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
 COMPRESSED_SUFFIXES = (".atok", ".ecdc")
-
-
-def _expand(inputs: tuple[str, ...], suffixes: tuple[str, ...]) -> list[tuple[Path, Path]]:
-    """``(file, root)`` pairs: files as given, directories searched for ``suffixes``."""
-    out = []
-    for name in inputs:
-        path = Path(name)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in suffixes)
-            out += [(p, path) for p in found if p.is_file()]
-        else:
-            out.append((path, path.parent))
-    return out
 
 
 def _split_output(
@@ -134,7 +122,7 @@ def compress(
 ) -> None:
     """Compress audio files to .atok (or .ecdc, the encodec package's format)."""
     from ..audio import read_audio
-    from ..compression import compress_to
+    from ..compression import compress_file, compress_to
     from ..fileio import atomic_output
 
     metadata = _parse_meta(meta)
@@ -142,6 +130,10 @@ def compress(
     codec = load(model or DEFAULT_MODEL, checkpoint, device)
 
     def job(source: Path | str, target: Path | str) -> str:
+        if _long_file_to_atok(source, target, codec, entropy):
+            compress_file(source, target, codec, bandwidth=bandwidth, overwrite=force,
+                          entropy=entropy, metadata=metadata)  # fmt: skip
+            return _file_summary(Path(target))
         data = sys.stdin.buffer.read() if source == "-" else None
         wav, rate = read_audio(io.BytesIO(data) if data is not None else source)
         sink = io.BytesIO() if target == "-" else None
@@ -163,7 +155,31 @@ def compress(
         target = output or ("-" if inputs[0] == "-" else Path(inputs[0]).with_suffix(".atok"))
         click.echo(job(inputs[0], target), err=True)
         return
-    _run_batch(list(_targets(_expand(inputs, AUDIO_SUFFIXES), output_dir, ".atok")), job)
+    _run_batch(list(_targets(expand_inputs(inputs, AUDIO_SUFFIXES), output_dir, ".atok")), job)
+
+
+def _long_file_to_atok(source: Path | str, target: Path | str, codec: Any, entropy: str) -> bool:
+    """Whether to compress as a stream: a long file, to an .atok file, with a causal codec."""
+    from ..audio_stream import audio_info
+    from ..compression import STREAM_SECONDS
+
+    if "-" in (source, target) or Path(target).suffix.lower() != ".atok" or entropy == "lm":
+        return False
+    info = audio_info(source)
+    return codec.can_stream and info.frames > STREAM_SECONDS * info.samplerate
+
+
+def _file_summary(target: Path) -> str:
+    from ..formats.reader import AtokReader
+
+    with AtokReader(target) as reader:
+        header, index = reader.header, reader.index()
+    seconds = (index.length if index else 0) / header.sample_rate
+    kbps = target.stat().st_size * 8 / max(seconds, 1e-9) / 1000
+    return (
+        f"{target}: {seconds:.2f} s, {header.num_codebooks} codebooks at "
+        f"{header.bandwidth:g} kbps, {kbps:.2f} kbps (streamed)"
+    )
 
 
 def _summary(target: Path | str, tokens: Any) -> str:
@@ -222,13 +238,27 @@ def decompress(
     force: bool,
 ) -> None:
     """Decompress .atok (or .ecdc) files to audio (wav, flac, ogg, mp3 by the suffix)."""
+    import soundfile as sf
+
     from ..audio_output import write_audio
-    from ..compression import decode_stream
+    from ..compression import decode_stream, decompress_file
 
     inputs, output = _split_output(paths, AUDIO_SUFFIXES)
     codec = load(model, checkpoint, device) if model else None
 
     def job(source: Path | str, target: Path | str) -> str:
+        if "-" not in (source, target) and _magic(source) != b"ECDC":
+            # Long files decode as a stream there; others as below.
+            result = decompress_file(source, target, codec, recover=recover, native=native,
+                                     overwrite=force, strategy=strategy, device=device)  # fmt: skip
+            if result is None:
+                info = sf.info(str(target))
+                return f"{target}: {info.duration:.2f} s, {info.samplerate} Hz, {info.channels} ch"
+            audio, rate = result.audio, result.sample_rate
+            lines = [f"{target}: {audio.shape[-1] / rate:.2f} s, {rate} Hz, {audio.shape[0]} ch"]
+            return "\n".join(
+                lines + [f"audiotok: warning: {source}: {n}" for n in result.problems()]
+            )
         data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
         if data[:4] == b"ECDC":
             audio, rate, notes = _decode_ecdc(data, codec, device, native)
@@ -250,7 +280,16 @@ def decompress(
         target = output or ("-" if inputs[0] == "-" else Path(inputs[0]).with_suffix(".wav"))
         click.echo(job(inputs[0], target), err=True)
         return
-    _run_batch(list(_targets(_expand(inputs, COMPRESSED_SUFFIXES), output_dir, ".wav")), job)
+    _run_batch(list(_targets(expand_inputs(inputs, COMPRESSED_SUFFIXES), output_dir, ".wav")), job)
+
+
+def _magic(path: Path | str) -> bytes:
+    """The first 4 bytes of a file (b"" if it is missing or unreadable: reported later)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4)
+    except OSError:
+        return b""
 
 
 def _decode_ecdc(data: bytes, codec: Any, device: str, native: bool) -> tuple[Any, int, list[str]]:
