@@ -19,7 +19,8 @@ also repeat over time (silence, steady notes), which the adaptive model exploits
 simulation does not. ``adaptive+priors`` uses static priors estimated
 (:meth:`~audiotok.formats.adaptive.AdaptiveCoder.estimate_priors`) from separate training
 packets of the same law; with ``--tokens`` they are estimated from the files themselves
-(in-sample, so optimistic).
+(in-sample, so optimistic), or, with ``--priors-from MODEL``, taken from that model's card
+(counted on its training data: out-of-sample, what ``audiotok compress`` uses).
 """
 
 from __future__ import annotations
@@ -140,6 +141,9 @@ def main() -> None:
         "--cardinality", type=int, default=1024, help="codebook size (at least, with --tokens)"
     )
     parser.add_argument("--frames", type=int, default=None, help="frames per packet")
+    parser.add_argument(
+        "--priors-from", metavar="MODEL", help="with --tokens: use this model card's priors"
+    )
     parser.add_argument("--packets", type=int, default=50, help="simulated test packets")
     parser.add_argument("--train-packets", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3)
@@ -153,7 +157,15 @@ def main() -> None:
     if args.tokens:
         packets, fits = load_token_packets(args.tokens, args.frames)
         n = max(args.cardinality, fits)
-        priors = AdaptiveCoder.estimate_priors(packets, n)
+        if args.priors_from:
+            import audiotok
+
+            card_priors = audiotok.load_codec(args.priors_from).entropy_priors
+            if card_priors is None or card_priors.shape[1] != n:
+                raise SystemExit(f"{args.priors_from} has no priors for cardinality {n}")
+            priors = card_priors[: packets[0].shape[0]]
+        else:
+            priors = AdaptiveCoder.estimate_priors(packets, n)
         report(n, packets, priors, entropy_bits(packets, n), args.repeat)
         return
     rng = np.random.default_rng(args.seed)

@@ -392,7 +392,7 @@ def test_checkpoint_with_a_model_path(tmp_path, tiny):
 def test_checkpoint_of_the_wrong_architecture(tmp_path, tiny):
     result = run("encode", SPEECH, "-o", tmp_path / "t.npz", "--checkpoint", tiny.card)
 
-    assert_one_error_line(result, f"{tiny.card}: weights don't fit encodec_24khz (")
+    assert_one_error_line(result, f"{tiny.card}: weights don't fit audiotok_24khz (")
 
 
 def test_unknown_device_is_one_error_line(tmp_path, tiny):
@@ -440,10 +440,13 @@ def test_models_lists_the_registry(caches):
 
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert [line.split()[0] for line in lines if not line.startswith(" ")] == list(NAMES)
+    names = [line.split()[0] for line in lines if not line.startswith(" ")]
+    assert names == [registry.DEFAULT_CODEC, *NAMES]
     for name in NAMES:
         assert f"    weights: not downloaded (audiotok models fetch {name})" in lines
-    assert lines[1].startswith(
+    packaged = registry.PACKAGED_DIR / f"{registry.DEFAULT_CODEC}.json"
+    assert lines[2] == f"    weights: {packaged}", "the default ships in the package"
+    assert lines[4].startswith(
         "    24000 Hz, 1 ch, 75 frames/s, 1024 codes, kbps: 1.5, 3, 6, 12, 24; licence: CC-BY-NC"
     )
     assert result.stderr == ""
@@ -486,7 +489,8 @@ def test_models_with_a_damaged_cached_file(caches):
 def test_models_fetch_unknown_name():
     result = run("models", "fetch", "nosuchmodel")
 
-    assert_one_error_line(result, "unknown model 'nosuchmodel'; known: " + ", ".join(NAMES))
+    known = ", ".join((registry.DEFAULT_CODEC, *NAMES))
+    assert_one_error_line(result, f"unknown model 'nosuchmodel'; known: {known}")
 
 
 def test_models_fetch_offline(caches):

@@ -170,11 +170,11 @@ def test_usage_errors_exit_2(model):
     assert run("compress", SPEECH, "--meta", "novalue", "-m", model).exit_code == 2
 
 
-def test_default_model_offline_is_one_clear_line(tmp_path, monkeypatch):
+def test_official_model_offline_is_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.setenv("AUDIOTOK_OFFLINE", "1")
     monkeypatch.setenv("AUDIOTOK_CACHE", str(tmp_path))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    line = error_line(run("compress", SPEECH, tmp_path / "s.atok"))
+    line = error_line(run("compress", SPEECH, tmp_path / "s.atok", "-m", "encodec_24khz"))
     assert "model encodec_24khz: weights not found locally" in line
     assert not Path(tmp_path / "s.atok").exists()

@@ -15,9 +15,10 @@ from typing import Any
 
 import click
 
+from ..codec.registry import DEFAULT_CODEC
 from ..errors import AudiotokError
 
-DEFAULT_MODEL = "encodec_24khz"
+DEFAULT_MODEL = DEFAULT_CODEC
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
 
 

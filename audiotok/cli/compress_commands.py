@@ -309,9 +309,10 @@ def info(file: Path, as_json: bool) -> None:
     """Describe a compressed file and check its integrity."""
     import json
 
+    from ..codec.hub import packaged_priors
     from ..formats.inspect import describe
 
-    report = describe(file)
+    report = describe(file, priors_for=packaged_priors)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return

@@ -11,6 +11,7 @@ import click
 from .. import __version__
 from .codec_commands import decode, encode, models
 from .compress_commands import compress, decompress, info
+from .train_commands import export_model, train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,7 +20,7 @@ def cli() -> None:
     """Neural audio coding with EnCodec: compress audio, or turn it into tokens and back."""
 
 
-for command in (compress, decompress, info, encode, decode, models):
+for command in (compress, decompress, info, encode, decode, models, train, export_model):
     cli.add_command(command)
 
 

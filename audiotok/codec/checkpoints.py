@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,13 +29,13 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
+from ..fileio import atomic_path
 from .config import CodecConfig
 from .convert import config_from_audiocraft, config_from_hf, hf_key_to_ours
 from .model import EncodecModel
-from .registry import CARDS, ModelCard
+from .registry import CARDS, PRIORS_KEY, ModelCard
 
 AUDIOTOK_FORMAT = "audiotok.codec"
-PRIORS_KEY = "entropy_priors"  # kept beside the state dict in our weights files
 AUDIOTOK_VERSION = 1
 
 
@@ -170,7 +169,26 @@ def _read_audiotok(card_path: Path) -> Checkpoint:
         raise CheckpointError(f"{card_path}: its weights file {weights.name} is missing")
     state = _load_safetensors(weights)
     priors = state.pop(PRIORS_KEY, None)
+    state = _float_state(state, weights)
+    if card.get("inference_only"):
+        state = _with_training_buffers(state)
     return Checkpoint(card_path, "audiotok", state, config, card=card, priors=priors)
+
+
+def _with_training_buffers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Adds the codebooks' training statistics an inference-only export leaves out.
+
+    Inference reads only ``embed``; ``embed_avg`` and ``cluster_size`` (as big as the
+    codebooks themselves) matter to training alone, so exports drop them to halve the file.
+    """
+    full = dict(state)
+    for key, embed in state.items():
+        if key.endswith("._codebook.embed"):
+            prefix = key[: -len("embed")]
+            full.setdefault(prefix + "embed_avg", embed.clone())
+            full.setdefault(prefix + "cluster_size", torch.ones(embed.shape[0]))
+            full.setdefault(prefix + "inited", torch.ones(1))
+    return full
 
 
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -296,6 +314,8 @@ def save_checkpoint(
     name: str,
     default_bandwidth: float | None = None,
     entropy_priors: Any = None,
+    inference_only: bool = False,
+    half: bool = False,
     overwrite: bool = False,
     **extra: Any,
 ) -> Path:
@@ -307,13 +327,17 @@ def save_checkpoint(
         name: The model id that tokens made by it will carry.
         default_bandwidth: kbps used when none is given.
         entropy_priors: Static entropy-coder priors ``[n_q, bins]`` (integer counts), or None.
+        inference_only: Leave out the codebooks' training statistics (``embed_avg``,
+            ``cluster_size``, ``inited``); loading fills them in. Halves the codebooks' size.
+        half: Store floating-point tensors as float16 (loaded back as float32): the model
+            then *is* the float16-rounded weights, so evaluate it after export.
         overwrite: Replace existing files.
         **extra: More JSON-serialisable card fields (licence, training data, metrics...).
 
     Returns:
         The card's path.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     card_path = Path(card_path).with_suffix(".json")
     weights_path = card_path.with_suffix(".safetensors")
@@ -321,13 +345,17 @@ def save_checkpoint(
         if p.exists() and not overwrite:
             raise CheckpointError(f"{p} exists; pass overwrite=True (--force) to replace it")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if inference_only:
+        training = ("._codebook.embed_avg", "._codebook.cluster_size", "._codebook.inited")
+        state = {k: v for k, v in state.items() if not k.endswith(training)}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     if entropy_priors is not None:
         state[PRIORS_KEY] = torch.as_tensor(entropy_priors, dtype=torch.int32).contiguous()
     card_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{weights_path.name}.", dir=card_path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp)
+    with atomic_path(weights_path, overwrite=True, error=CheckpointError) as tmp:
+        # Bytes into the prepared file: it keeps the umask's mode (save_file makes it 0600).
+        tmp.write_bytes(save(state))
         card = {
             "format": AUDIOTOK_FORMAT,
             "version": AUDIOTOK_VERSION,
@@ -335,14 +363,10 @@ def save_checkpoint(
             "config": model.config.to_dict(),
             "default_bandwidth": default_bandwidth,
             "weights": weights_path.name,
-            "sha256": sha256_file(Path(tmp)),
+            "sha256": sha256_file(tmp),
+            "inference_only": inference_only,
             **extra,
         }
-        os.replace(tmp, weights_path)
-        tmp_card = card_path.with_name(f".{card_path.name}.tmp")
-        tmp_card.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp_card, card_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(card_path, overwrite=True, error=CheckpointError) as tmp:
+        tmp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     return card_path

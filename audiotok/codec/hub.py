@@ -21,10 +21,10 @@ import tempfile
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import CheckpointError, ModelNotAvailableError
-from .registry import WeightsSource
+from .registry import PACKAGED_DIR, PRIORS_KEY, WeightsSource
 
 
 class HasSources(Protocol):
@@ -82,6 +82,9 @@ def _url_candidates(source: WeightsSource) -> list[Path]:
 
 def _local(source: WeightsSource) -> Path | None:
     """The checkpoint path (a file, or a directory for ``hf``) if the source is cached."""
+    if source.packaged:
+        path = PACKAGED_DIR / source.filenames[0]
+        return path if path.is_file() else None
     if source.url:
         for path in _url_candidates(source):
             if path.is_file():
@@ -163,7 +166,9 @@ def places(card: HasSources) -> list[str]:
     """Where :func:`find_local` looks for ``card``'s weights, for messages."""
     out = []
     for source in card.sources:
-        if source.url:
+        if source.packaged:
+            out.append(str(PACKAGED_DIR / source.filenames[0]))
+        elif source.url:
             out += [str(p) for p in _url_candidates(source)]
         else:
             out.append(f"the Hugging Face cache ({source.repo_id})")
@@ -196,6 +201,9 @@ def fetch(card: HasSources, *, progress: bool = True) -> tuple[WeightsSource, Pa
     errors = []
     if not is_offline():
         for source in card.sources:
+            if source.packaged:
+                errors.append(f"{source.describe()} is missing: reinstall audiotok")
+                continue
             try:
                 if source.url:
                     return source, _download_url(source, progress)
@@ -213,3 +221,20 @@ def fetch(card: HasSources, *, progress: bool = True) -> tuple[WeightsSource, Pa
         f"not downloadable ({why}). On a machine online run `audiotok models fetch {card.name}`, "
         f"or get {first.describe()} and load it with `-m {card.name} --checkpoint PATH`"
     )
+
+
+def packaged_priors(model_id: str) -> Any:
+    """The static entropy-coder priors ``[n_q, bins]`` of a packaged model, or None.
+
+    Read with safetensors' numpy loader, so ``audiotok info`` can check a file without torch.
+    """
+    from .registry import find_card
+
+    card = find_card(model_id)
+    if card is None or not card.sources or not card.sources[0].packaged:
+        return None
+    from safetensors import safe_open
+
+    weights = (PACKAGED_DIR / card.sources[0].filenames[0]).with_suffix(".safetensors")
+    with safe_open(str(weights), framework="numpy") as f:
+        return f.get_tensor(PRIORS_KEY) if PRIORS_KEY in f.keys() else None  # noqa: SIM118

@@ -12,11 +12,11 @@ from ..runtime import tune_allocator
 from . import hub
 from .checkpoints import Checkpoint, build_model, read_checkpoint, recognise, state_mismatch
 from .encodec import EncodecCodec
-from .registry import ModelCard, card_names, find_card
+from .registry import DEFAULT_CODEC, ModelCard, card_names, find_card
 
 
 def load_codec(
-    source: str | os.PathLike,
+    source: str | os.PathLike = DEFAULT_CODEC,
     *,
     checkpoint: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
@@ -26,8 +26,9 @@ def load_codec(
     Args:
         source: One of
 
-            * a registry name (``encodec_24khz``, ``encodec_48khz``, ``encodec_32khz``,
-              ``encodec_16khz``, or an alias such as ``facebook/encodec_32khz``): its weights
+            * a registry name (``audiotok_24khz``, the default that ships in the package;
+              ``encodec_24khz``, ``encodec_48khz``, ``encodec_32khz``, ``encodec_16khz``, or
+              an alias such as ``facebook/encodec_32khz``): the official models' weights
               come from the local cache, else are downloaded and verified;
             * a path to an ``encodec`` ``.th`` file (architecture recognised from the official
               file name or from the tensors' shapes);
@@ -123,7 +124,8 @@ def _from_card(card: ModelCard, ckpt: Checkpoint) -> EncodecCodec:
     # A file that states its own architecture (padding mode, causality...) is built as stated.
     config = ckpt.config or card.config
     model = build_model(config, ckpt.state, str(ckpt.path))
-    return EncodecCodec(model, card.name, card.default_bandwidth)
+    priors = None if ckpt.priors is None else ckpt.priors.numpy()
+    return EncodecCodec(model, card.name, card.default_bandwidth, entropy_priors=priors)
 
 
 def _from_file(ckpt: Checkpoint) -> EncodecCodec:

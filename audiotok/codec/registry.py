@@ -10,12 +10,18 @@ This module imports no torch, so that ``audiotok models`` and ``--help`` stay fa
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .config import CodecConfig
 
 ENCODEC_URL = "https://dl.fbaipublicfiles.com/encodec/v0/"
 CC_BY_NC = "CC-BY-NC-4.0 (weights released by Meta for non-commercial use)"
+# Models that ship inside the package (safetensors + JSON card), usable with no download.
+PACKAGED_DIR = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_CODEC = "audiotok_24khz"
+PRIORS_KEY = "entropy_priors"  # kept beside the state dict in our weights files
 
 
 @dataclass(frozen=True)
@@ -25,7 +31,7 @@ class WeightsSource:
     Attributes:
         format: The checkpoint format: ``encodec`` (a ``.th`` state dict), ``hf``
             (a transformers directory), ``audiocraft`` (``compression_state_dict.bin``) or
-            ``audiotok`` (safetensors + JSON).
+            ``audiotok`` (safetensors + JSON; in the package itself when ``packaged``).
         url: A direct download URL (for ``encodec`` files), or None.
         repo_id: A Hugging Face repository, or None.
         filenames: Files to take from ``repo_id`` (the first is the weights).
@@ -38,6 +44,7 @@ class WeightsSource:
     repo_id: str | None = None
     filenames: tuple[str, ...] = ()
     sha256: str | None = None
+    packaged: bool = False
 
     @property
     def filename(self) -> str:
@@ -48,6 +55,8 @@ class WeightsSource:
 
     def describe(self) -> str:
         """Where this source is, for messages."""
+        if self.packaged:
+            return f"shipped with audiotok ({PACKAGED_DIR / self.filenames[0]})"
         if self.url:
             return self.url
         return f"Hugging Face {self.repo_id} ({', '.join(self.filenames)})"
@@ -131,7 +140,32 @@ ENCODEC_16KHZ = CodecConfig(
     target_bandwidths=(2.2,),
 )
 
+
+def _packaged_card(name: str, description: str) -> ModelCard | None:
+    """The card of a model shipped in the package, read from its JSON, or None if absent.
+
+    Only the small JSON card is read here (no torch, no weights).
+    """
+    path = PACKAGED_DIR / f"{name}.json"
+    if not path.is_file():
+        return None
+    card = json.loads(path.read_text(encoding="utf-8"))
+    return ModelCard(
+        name=name,
+        description=description,
+        config=CodecConfig.from_dict(card["config"]),
+        sources=(WeightsSource("audiotok", filenames=(path.name,), packaged=True),),
+        licence=card.get("licence", "see the card"),
+        default_bandwidth=float(card["default_bandwidth"]),
+    )
+
+
+_DEFAULT = _packaged_card(
+    DEFAULT_CODEC, "audiotok's own 24 kHz mono codec, trained on open audio; ships in the package"
+)
+
 CARDS: tuple[ModelCard, ...] = (
+    *((_DEFAULT,) if _DEFAULT else ()),
     ModelCard(
         name="encodec_24khz",
         description="EnCodec 24 kHz mono, causal (streamable), 1.5-24 kbps",

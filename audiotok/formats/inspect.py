@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +11,18 @@ from ..errors import FormatError
 from .reader import AtokReader
 
 
-def describe(path: str | os.PathLike) -> dict[str, Any]:
+def describe(
+    path: str | os.PathLike, priors_for: Callable[[str], Any] | None = None
+) -> dict[str, Any]:
     """A JSON-serialisable description of an ``.atok`` or ``.ecdc`` file.
 
     Every packet of an ``.atok`` file is read, CRC-checked and entropy-decoded, so
     ``problems`` lists any damage or truncation.
+
+    Args:
+        path: The file.
+        priors_for: Model id -> its static entropy-coder priors ``[K, n]`` (or None), for
+            streams coded with a model card's priors.
 
     Raises:
         FormatError: The header itself is unreadable.
@@ -31,6 +39,8 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
                 **{k: v for k, v in vars(header).items()}}  # fmt: skip
     with AtokReader(path) as reader:
         h = reader.header
+        if priors_for is not None:
+            reader.priors = priors_for(h.model_id)
         packets = frames = 0
         problems = []
         try:

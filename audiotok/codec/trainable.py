@@ -1,0 +1,219 @@
+"""The codec in training: EMA codebooks, dead-code restarts, quantizer dropout, commitment.
+
+Inference (:mod:`.quantization`) only looks codes up; training also has to *learn* the
+codebooks. As in EnCodec, they are not trained by gradient but as an exponential moving
+average (EMA) of the latents assigned to each entry: per entry ``cluster_size`` (how many
+latents chose it, on average per step) and ``embed_avg`` (their sum), so that
+``embed = embed_avg / cluster_size``. The encoder learns through a straight-through
+estimator (the decoder's gradient passes the quantizer unchanged) plus a commitment loss
+pulling latents towards their entries.
+
+Two more pieces from the paper:
+
+* **Dead codes**: an entry that no latent chose for a while (``cluster_size`` below a
+  threshold) is moved onto a latent of the current batch, so every entry earns its bits.
+  Unlike the reference, the restarted entry's statistics are reset too; otherwise the next
+  EMA update would move it straight back.
+* **Quantizer dropout**: each step uses the first ``n_q`` codebooks only, with ``n_q`` drawn
+  from the bandwidths the model serves, so one model decodes every bandwidth.
+
+All randomness comes from a ``torch.Generator`` the caller owns, so that training resumes
+exactly from a checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .config import CodecConfig
+from .conv import WeightNormedConv
+from .model import EncodecModel
+from .quantization import EuclideanCodebook
+
+
+@dataclass(frozen=True)
+class CodebookTraining:
+    """How codebooks learn.
+
+    Attributes:
+        decay: EMA decay of the codebook statistics per step.
+        epsilon: Laplace smoothing of cluster sizes (keeps empty entries finite).
+        dead_code_threshold: An entry whose EMA usage per step falls below this is restarted.
+        kmeans_iters: K-means iterations of the first batch that initialise a fresh codebook.
+    """
+
+    decay: float = 0.99
+    epsilon: float = 1e-5
+    dead_code_threshold: float = 0.05
+    kmeans_iters: int = 10
+
+
+@dataclass
+class TrainStep:
+    """What one training forward pass produced.
+
+    Attributes:
+        audio: Reconstruction ``[B, C, T]``, differentiable.
+        codes: Codes ``[B, n_q, F]``.
+        commitment: Mean squared distance between latents and their quantized values.
+        n_q: Codebooks used in this step.
+    """
+
+    audio: Tensor
+    codes: Tensor
+    commitment: Tensor
+    n_q: int
+
+
+def _sample_rows(x: Tensor, n: int, generator: torch.Generator) -> Tensor:
+    """``n`` rows of ``x`` ``[N, D]`` drawn at random (with replacement when ``N < n``)."""
+    if x.shape[0] >= n:
+        index = torch.randperm(x.shape[0], generator=generator)[:n]
+    else:
+        index = torch.randint(0, x.shape[0], (n,), generator=generator)
+    return x[index.to(x.device)]
+
+
+@torch.no_grad()
+def kmeans_init(
+    codebook: EuclideanCodebook, x: Tensor, iters: int, generator: torch.Generator
+) -> None:
+    """Initialises a codebook by k-means on the latents ``x`` ``[N, D]`` of its first batch."""
+    bins = codebook.codebook_size
+    centroids = _sample_rows(x, bins, generator)
+    counts = torch.zeros(bins, dtype=x.dtype, device=x.device)
+    for _ in range(iters):
+        assign = torch.cdist(x, centroids).argmin(dim=1)
+        counts = torch.bincount(assign, minlength=bins).to(x.dtype)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
+        used = counts > 0
+        centroids[used] = sums[used] / counts[used, None]
+    codebook.embed.copy_(centroids)
+    codebook.embed_avg.copy_(centroids * counts[:, None])
+    codebook.cluster_size.copy_(counts)
+    codebook.inited.fill_(1.0)
+
+
+@torch.no_grad()
+def ema_update(
+    codebook: EuclideanCodebook,
+    x: Tensor,
+    codes: Tensor,
+    settings: CodebookTraining,
+    generator: torch.Generator,
+) -> None:
+    """One EMA step of a codebook on the latents ``x`` ``[N, D]`` that chose ``codes`` ``[N]``."""
+    bins = codebook.codebook_size
+    onehot = F.one_hot(codes, bins).to(x.dtype)
+    codebook.cluster_size.lerp_(onehot.sum(0), 1 - settings.decay)
+    codebook.embed_avg.lerp_(onehot.t() @ x, 1 - settings.decay)
+    total = codebook.cluster_size.sum()
+    smoothed = (codebook.cluster_size + settings.epsilon) / (total + bins * settings.epsilon)
+    codebook.embed.copy_(codebook.embed_avg / (smoothed * total)[:, None])
+    dead = codebook.cluster_size < settings.dead_code_threshold
+    n_dead = int(dead.sum())
+    if n_dead:
+        fresh = _sample_rows(x, n_dead, generator)
+        codebook.embed[dead] = fresh
+        codebook.embed_avg[dead] = fresh
+        codebook.cluster_size[dead] = 1.0
+
+
+class TrainableCodec(nn.Module):
+    """An :class:`EncodecModel` with the training behaviour of its quantizer.
+
+    Args:
+        config: The architecture.
+        codebooks: How the codebooks learn.
+
+    Example:
+        >>> codec = TrainableCodec(CodecConfig(sample_rate=24_000, channels=1, causal=True))
+        >>> step = codec(torch.randn(2, 1, 24_000), n_q=8, generator=torch.Generator())
+        >>> step.audio.shape, step.codes.shape
+        (torch.Size([2, 1, 24000]), torch.Size([2, 8, 75]))
+    """
+
+    def __init__(self, config: CodecConfig, codebooks: CodebookTraining | None = None) -> None:
+        super().__init__()
+        self.model = EncodecModel(config)
+        self.codebooks = codebooks or CodebookTraining()
+        # Fresh codebooks start from k-means on the first batch, as in the reference.
+        for layer in self.model.quantizer.vq.layers:
+            layer._codebook.inited.fill_(0.0)
+
+    @property
+    def config(self) -> CodecConfig:
+        """The architecture."""
+        return self.model.config
+
+    @torch.no_grad()
+    def data_init(self, x: Tensor, output_std: float | None = None) -> None:
+        """Rescales every convolution so that its output has unit variance on ``x`` (LSUV).
+
+        With PyTorch's default initialisation each convolution shrinks its input's variance
+        about threefold; through EnCodec's ~30 convolutions an untrained model's output no
+        longer depends on its input (the input-output gradient is ~1e-8), and training from
+        scratch sits at the silent-output solution for thousands of steps. Layer-sequential
+        unit-variance initialisation (Mishkin & Matas, 2016) fixes that: in forward order,
+        each convolution's gain ``weight_g`` (or weight) is scaled so that its output on the
+        batch has unit standard deviation; biases start at zero; the last convolution aims at
+        the input's own level. Official checkpoints are never touched by this.
+
+        Args:
+            x: A batch of training audio ``[B, C, T]``.
+            output_std: Target level of the decoder output (default: ``x``'s).
+        """
+        convs = [m for m in self.model.modules() if isinstance(m, WeightNormedConv)]
+        last = convs[-1]
+        captured: dict[str, Tensor] = {}
+        for conv in convs:
+            conv.bias.zero_()
+        for conv in convs:
+            target = float(x.std()) if output_std is None else output_std
+            target = target if conv is last else 1.0
+            hook = conv.register_forward_hook(lambda _m, _i, out: captured.update(out=out))
+            for _ in range(2):  # a second pass corrects what normalisation after it changed
+                self.model.decoder(self.model.encoder(x))
+                std = float(captured["out"].std())
+                gain = conv.weight_g if conv.weight_norm else conv.weight
+                gain.mul_(target / max(std, 1e-8))
+            hook.remove()
+
+    def bandwidth_codebooks(self) -> list[int]:
+        """Codebook counts of the bandwidths the model serves, ascending."""
+        return sorted({self.config.num_codebooks(b) for b in self.config.target_bandwidths})
+
+    def forward(self, x: Tensor, n_q: int, generator: torch.Generator) -> TrainStep:
+        """Encodes, quantizes with the first ``n_q`` codebooks and decodes ``x`` ``[B, C, T]``.
+
+        In training mode the codebooks used are updated (k-means on the first batch, then
+        EMA and dead-code restarts); in eval mode they are left as they are.
+        """
+        latent = self.model.encoder(x)  # [B, D, F]
+        b, d, f = latent.shape
+        flat = latent.transpose(1, 2).reshape(-1, d)
+        residual, quantized = flat, torch.zeros_like(flat)
+        codes, commitment = [], latent.new_zeros(())
+        for layer in self.model.quantizer.vq.layers[:n_q]:
+            codebook: EuclideanCodebook = layer._codebook
+            target = residual.detach()
+            if self.training and not codebook.inited.item():
+                kmeans_init(codebook, target, self.codebooks.kmeans_iters, generator)
+            with torch.no_grad():
+                indices = codebook.encode(target)
+            chosen = codebook.decode(indices).detach()
+            commitment = commitment + F.mse_loss(residual, chosen)
+            quantized = quantized + chosen
+            residual = residual - chosen
+            if self.training:
+                ema_update(codebook, target, indices, self.codebooks, generator)
+            codes.append(indices.view(b, f))
+        # Straight-through: the forward pass sees the entries, the backward the identity.
+        quantized = flat + (quantized - flat).detach()
+        latent_q = quantized.view(b, f, d).transpose(1, 2)
+        audio = self.model.decoder(latent_q)[..., : x.shape[-1]]
+        return TrainStep(audio, torch.stack(codes, dim=1), commitment / n_q, n_q)

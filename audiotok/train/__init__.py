@@ -1,0 +1,1 @@
+"""Training codecs: data, losses, the loop, checkpoints and export (see docs/TRAINING.md)."""

@@ -1,0 +1,184 @@
+"""Training audio: a manifest, a split held out by source package, and seeded random crops.
+
+The manifest is the TSV that ``fetch-training-audio.sh`` writes, one file a row::
+
+    category  source      path                        sample_rate  channels  seconds
+    speech    festvox-ru  src/festvox-ru/.../ru_1.wav  16000        1         16.08
+
+Validation holds out whole *source packages*, not random files: files of one package share
+speakers, instruments and recording chains, and a random split would leak them.
+
+A batch is a pure function of ``(seed, step)``: each crop's category, file, offset and gain
+are drawn from a generator seeded by both. Resuming at step ``n`` therefore sees exactly the
+batches an uninterrupted run would, with no sampler state to save.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+from .config import DataConfig
+
+# A crop as quiet as this after several draws is used anyway (a silent file, say).
+_REDRAWS = 4
+
+
+@dataclass(frozen=True)
+class AudioItem:
+    """One file of the manifest."""
+
+    category: str
+    source: str
+    path: Path
+    sample_rate: int
+    channels: int
+    seconds: float
+
+
+def read_manifest(path: str | Path) -> list[AudioItem]:
+    """Reads a manifest; paths in it are relative to its folder.
+
+    Raises:
+        ValueError: Missing file, missing columns or a malformed row (with its line number).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such manifest")
+    items = []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        needed = {"category", "source", "path", "sample_rate", "channels", "seconds"}
+        if reader.fieldnames is None or not needed <= set(reader.fieldnames):
+            raise ValueError(f"{path}: a manifest needs the columns {', '.join(sorted(needed))}")
+        for line, row in enumerate(reader, start=2):
+            try:
+                items.append(
+                    AudioItem(
+                        row["category"],
+                        row["source"],
+                        path.parent / row["path"],
+                        int(row["sample_rate"]),
+                        int(row["channels"]),
+                        float(row["seconds"]),
+                    )
+                )
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{path}:{line}: malformed row ({exc})") from None
+    if not items:
+        raise ValueError(f"{path}: the manifest lists no files")
+    return items
+
+
+def split_by_source(
+    items: list[AudioItem], validation_sources: tuple[str, ...]
+) -> tuple[list[AudioItem], list[AudioItem]]:
+    """(training, validation): validation is every file of the held-out source packages."""
+    held_out = set(validation_sources)
+    train = [it for it in items if it.source not in held_out]
+    valid = [it for it in items if it.source in held_out]
+    return train, valid
+
+
+def read_crop(item: AudioItem, start: float, seconds: float, sample_rate: int) -> np.ndarray:
+    """``seconds`` of ``item`` from ``start`` (s), mono, resampled, zero-padded: ``[T]`` float32."""
+    length = round(seconds * sample_rate)
+    with sf.SoundFile(str(item.path)) as f:
+        first = min(int(start * f.samplerate), max(0, f.frames - 1))
+        f.seek(first)
+        wanted = math.ceil(seconds * f.samplerate) + 1
+        data = f.read(wanted, dtype="float32", always_2d=True)
+        rate = f.samplerate
+    mono = data.mean(axis=1)
+    if rate != sample_rate and mono.size:
+        mono = soxr.resample(mono, rate, sample_rate, quality="HQ").astype(np.float32)
+    out = np.zeros(length, dtype=np.float32)
+    out[: min(length, mono.size)] = mono[:length]
+    return out
+
+
+def normalise(x: np.ndarray, target_db: float) -> np.ndarray:
+    """Scales ``x`` to an RMS of ``target_db`` dBFS, backing off so no sample clips."""
+    rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+    if rms <= 0:
+        return x
+    gain = 10 ** (target_db / 20) / rms
+    peak = float(np.abs(x).max()) * gain
+    if peak > 0.99:
+        gain *= 0.99 / peak
+    return (x * gain).astype(np.float32)
+
+
+class CropSampler:
+    """Seeded random crops of a list of files, balanced across categories.
+
+    Args:
+        items: The files to draw from.
+        config: Crop length, batch size, levels and category weights.
+        sample_rate: The model's rate.
+        seed: Base seed; batch ``step`` is drawn from ``(seed, step)``.
+    """
+
+    def __init__(
+        self, items: list[AudioItem], config: DataConfig, sample_rate: int, seed: int
+    ) -> None:
+        if not items:
+            raise ValueError("no audio to draw crops from")
+        self.config, self.sample_rate, self.seed = config, sample_rate, seed
+        by_category: dict[str, list[AudioItem]] = defaultdict(list)
+        for it in items:
+            by_category[it.category].append(it)
+        self.categories = sorted(by_category)
+        weights = np.array([config.category_weights.get(c, 0.0) for c in self.categories])
+        if weights.sum() <= 0:
+            weights = np.ones(len(self.categories))
+        self.category_probs = weights / weights.sum()
+        # Within a category a file is drawn in proportion to its duration: every second of
+        # audio is equally likely.
+        self.files = {c: by_category[c] for c in self.categories}
+        self.file_probs = {}
+        for c, files in self.files.items():
+            seconds = np.array([max(f.seconds, 1e-3) for f in files])
+            self.file_probs[c] = seconds / seconds.sum()
+
+    def crop(self, rng: np.random.Generator, category: str | None = None) -> np.ndarray:
+        """One normalised crop ``[T]``, of ``category`` or of a category drawn by weight."""
+        cfg = self.config
+        if category is None:
+            category = self.categories[rng.choice(len(self.categories), p=self.category_probs)]
+        files = self.files[category]
+        x = np.zeros(round(cfg.segment * self.sample_rate), dtype=np.float32)
+        for _ in range(_REDRAWS):
+            item = files[rng.choice(len(files), p=self.file_probs[category])]
+            start = rng.uniform(0.0, max(0.0, item.seconds - cfg.segment))
+            x = read_crop(item, start, cfg.segment, self.sample_rate)
+            rms = np.sqrt(np.mean(x.astype(np.float64) ** 2))
+            if rms > 10 ** (cfg.min_rms_db / 20):
+                break
+        gain = cfg.target_rms_db + rng.uniform(-cfg.gain_jitter_db, cfg.gain_jitter_db)
+        return normalise(x, gain)
+
+    def batch(self, step: int) -> torch.Tensor:
+        """The training batch of ``step``: ``[batch_size, 1, T]``."""
+        rng = np.random.default_rng([self.seed, step])
+        crops = [self.crop(rng) for _ in range(self.config.batch_size)]
+        return torch.from_numpy(np.stack(crops))[:, None]
+
+    def fixed_set(self, count: int) -> tuple[torch.Tensor, list[str]]:
+        """``count`` crops spread evenly over the categories, the same on every call.
+
+        Returns:
+            Crops ``[count, 1, T]`` and the category of each.
+        """
+        rng = np.random.default_rng([self.seed, 0xFFFFFFFF])  # a stream no step uses
+        categories = [self.categories[i % len(self.categories)] for i in range(count)]
+        crops = [self.crop(rng, c) for c in categories]
+        return torch.from_numpy(np.stack(crops))[:, None], categories

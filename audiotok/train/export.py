@@ -1,0 +1,145 @@
+"""From a training checkpoint to a model card that ``load_codec`` (and ``-m``) reads.
+
+The card (``NAME.json`` + ``NAME.safetensors``) holds the architecture, the weights without
+the codebooks' training statistics (optionally as float16), static entropy-coder priors
+counted on the training data, the training data's sources and licences, the step and the last
+validation metrics. The packaged default codec is such a card.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from ..codec.checkpoints import save_checkpoint
+from ..codec.model import EncodecModel
+from ..formats.adaptive import AdaptiveCoder
+from .config import TrainConfig
+from .data import AudioItem, CropSampler, read_manifest, split_by_source
+from .state import read_training_meta
+from .trainer import LOG_NAME
+
+LICENCE = (
+    "MIT. Trained on the open audio listed under training_data (Debian packages), each under "
+    "its own licence as stated there."
+)
+
+
+def load_trained_model(checkpoint: str | os.PathLike) -> tuple[EncodecModel, dict[str, Any]]:
+    """The codec of a training checkpoint (eval mode) and the checkpoint's metadata."""
+    meta = read_training_meta(checkpoint)
+    config = TrainConfig.from_dict(meta["config"])
+    tensors = load_file(str(checkpoint))
+    prefix = "codec.model."
+    state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    model = EncodecModel(config.model)
+    model.load_state_dict(state, strict=True)
+    return model.eval(), meta
+
+
+def _licences(items: list[AudioItem]) -> dict[str, list[str]]:
+    """Source package -> the licence names its Debian copyright file states."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        if item.source in out:
+            continue
+        names: set[str] = set()
+        root = next((p for p in item.path.parents if p.name == item.source), None)
+        for copyright_file in root.glob("usr/share/doc/*/copyright") if root else ():
+            text = copyright_file.read_text(encoding="utf-8", errors="replace")
+            names.update(m.strip() for m in re.findall(r"^License:\s*(\S.*)$", text, re.M))
+        out[item.source] = sorted(names) or ["see the package's copyright file"]
+    return out
+
+
+@torch.no_grad()
+def measure_priors(
+    model: EncodecModel, sampler: CropSampler, items: int, seed_step: int = 1 << 30
+) -> np.ndarray:
+    """Entropy-coder priors ``[n_q, bins]`` from the codes of ``items`` training crops."""
+    codes = []
+    for i in range(items):
+        x = sampler.batch(seed_step + i)
+        codes.append(model.encode(x, model.config.n_q)[0].numpy())
+    return AdaptiveCoder.estimate_priors(codes, model.config.bins)
+
+
+def last_validation(run_dir: Path) -> dict[str, Any] | None:
+    """The last validation record of a run's log, or None."""
+    log = run_dir / LOG_NAME
+    if not log.is_file():
+        return None
+    found = None
+    for line in log.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if "validation" in record:
+            found = record
+    return found
+
+
+def export_codec(
+    checkpoint: str | os.PathLike,
+    card_path: str | os.PathLike,
+    *,
+    name: str,
+    manifest: str | None = None,
+    prior_batches: int = 64,
+    half: bool = True,
+    overwrite: bool = False,
+) -> Path:
+    """Writes a training checkpoint's codec as an audiotok card with priors and provenance.
+
+    Args:
+        checkpoint: A ``checkpoint.safetensors`` of a run.
+        card_path: The card to write (``.json``; weights go beside it).
+        name: The model id that compressed files and tokens will carry.
+        manifest: The training manifest, when not where the run's config says.
+        prior_batches: Training batches encoded to count the priors.
+        half: Store the weights as float16.
+        overwrite: Replace an existing card.
+
+    Returns:
+        The card's path.
+    """
+    checkpoint = Path(checkpoint)
+    model, meta = load_trained_model(checkpoint)
+    config = TrainConfig.from_dict(meta["config"])
+    if half:
+        # Measure the priors on the model as it will be loaded: float16-rounded weights.
+        model.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
+    items = read_manifest(manifest or config.data.manifest)
+    train, _ = split_by_source(items, config.data.validation_sources)
+    sampler = CropSampler(train, config.data, config.model.sample_rate, config.seed)
+    priors = measure_priors(model, sampler, prior_batches)
+    hours: dict[str, float] = {}
+    for item in train:
+        hours[item.category] = hours.get(item.category, 0.0) + item.seconds / 3600
+    validation = last_validation(checkpoint.parent)
+    recipe = config.to_dict()
+    recipe["data"]["manifest"] = Path(recipe["data"]["manifest"]).name  # no machine paths
+    return save_checkpoint(
+        model,
+        card_path,
+        name=name,
+        default_bandwidth=6.0,
+        entropy_priors=priors,
+        inference_only=True,
+        half=half,
+        overwrite=overwrite,
+        licence=LICENCE,
+        training={
+            "steps": int(meta["step"]),
+            "recipe": recipe,
+            "hours_by_category": {k: round(v, 2) for k, v in sorted(hours.items())},
+            "validation_sources": list(config.data.validation_sources),
+            "validation": validation,
+        },
+        training_data=_licences(train),
+    )

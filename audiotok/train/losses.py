@@ -1,0 +1,154 @@
+"""Reconstruction and adversarial losses of EnCodec, and the metrics we report.
+
+* :class:`MultiScaleMelLoss`: audiocraft's ``MultiScaleMelSpectrogramLoss``, L1 on mel
+  spectrograms plus a weighted L2 on their logarithm, at FFT sizes 64 ... 2048.
+* :func:`mel_distance`: the quality metric: mean L1 distance of log10 mel spectrograms at
+  FFT sizes 512, 1024 and 2048 (80 bands), lower is better.
+* :func:`si_sdr`: scale-invariant signal-to-distortion ratio in dB, higher is better.
+* :func:`hinge_generator_loss`, :func:`hinge_discriminator_loss`,
+  :func:`feature_matching_loss`: the adversarial terms.
+
+No torchaudio: the mel filterbank is built here (HTK mel scale, no filter normalisation,
+as torchaudio's ``MelSpectrogram`` defaults).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+
+def _hz_to_mel(f: Tensor) -> Tensor:
+    return 2595.0 * torch.log10(1.0 + f / 700.0)
+
+
+def _mel_to_hz(m: Tensor) -> Tensor:
+    return 700.0 * (10 ** (m / 2595.0) - 1.0)
+
+
+@functools.lru_cache(maxsize=64)
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> Tensor:
+    """Triangular mel filters ``[n_mels, n_fft // 2 + 1]`` from 0 Hz to Nyquist (HTK scale)."""
+    freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
+    top = _hz_to_mel(torch.tensor(sample_rate / 2, dtype=torch.float64))
+    points = _mel_to_hz(torch.linspace(0, float(top), n_mels + 2, dtype=torch.float64))
+    lower, centre, upper = points[:-2, None], points[1:-1, None], points[2:, None]
+    rising = (freqs - lower) / (centre - lower)
+    falling = (upper - freqs) / (upper - centre)
+    return torch.clamp(torch.minimum(rising, falling), min=0).float()
+
+
+def mel_spectrogram(x: Tensor, sample_rate: int, n_fft: int, n_mels: int) -> Tensor:
+    """Power mel spectrogram of ``x`` ``[B, C, T]``: ``[B, C, n_mels, frames]``.
+
+    Hop ``n_fft // 4``, Hann window, reflect padding of ``(n_fft - hop) / 2`` on each side
+    and no centring, as audiocraft's ``MelSpectrogramWrapper``.
+    """
+    hop = n_fft // 4
+    shape = x.shape
+    flat = x.reshape(-1, shape[-1])
+    pad = (n_fft - hop) // 2
+    flat = F.pad(flat[:, None], (pad, pad), mode="reflect")[:, 0]
+    window = torch.hann_window(n_fft, device=x.device, dtype=x.dtype)
+    spec = torch.stft(flat, n_fft, hop, window=window, center=False, return_complex=True)
+    power = spec.real.square() + spec.imag.square()
+    mel = mel_filterbank(sample_rate, n_fft, n_mels).to(x.device, x.dtype) @ power
+    return mel.view(*shape[:-1], n_mels, -1)
+
+
+class MultiScaleMelLoss(nn.Module):
+    """Sum over FFT sizes ``2**i`` of ``L1(mel) + alpha_i * MSE(log10 mel)``.
+
+    Args:
+        sample_rate: Audio rate.
+        range_start: Smallest FFT size, as a power of two (6 -> 64).
+        range_end: One past the largest (12 -> up to 2048).
+        n_mels: Mel bands at every scale.
+        floor: Floor of the mel power before the logarithm.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int,
+        range_start: int = 6,
+        range_end: int = 12,
+        n_mels: int = 64,
+        floor: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        self.sample_rate, self.n_mels, self.floor = sample_rate, n_mels, floor
+        self.ffts = [2**i for i in range(range_start, range_end)]
+        self.alphas = [math.sqrt(2 ** (i - 1)) for i in range(range_start, range_end)]
+
+    def forward(self, estimate: Tensor, reference: Tensor) -> Tensor:
+        """Loss between two signals ``[B, C, T]`` (a scalar)."""
+        total = estimate.new_zeros(())
+        for n_fft, alpha in zip(self.ffts, self.alphas, strict=True):
+            mel_x = mel_spectrogram(estimate, self.sample_rate, n_fft, self.n_mels)
+            mel_y = mel_spectrogram(reference, self.sample_rate, n_fft, self.n_mels)
+            total = total + F.l1_loss(mel_x, mel_y)
+            log_x = torch.log10(mel_x.clamp(min=self.floor))
+            log_y = torch.log10(mel_y.clamp(min=self.floor))
+            total = total + alpha * F.mse_loss(log_x, log_y)
+        return total
+
+
+def mel_distance(estimate: Tensor, reference: Tensor, sample_rate: int) -> Tensor:
+    """Mean L1 of log10 mel spectrograms at FFT sizes 512, 1024, 2048 (80 bands), per item.
+
+    Args:
+        estimate: Decoded audio ``[B, C, T]``.
+        reference: Original audio ``[B, C, T]``.
+        sample_rate: Their rate.
+
+    Returns:
+        ``[B]``; 0 for identical signals.
+    """
+    distances = []
+    for n_fft in (512, 1024, 2048):
+        mel_x = mel_spectrogram(estimate, sample_rate, n_fft, 80).clamp(min=1e-5).log10()
+        mel_y = mel_spectrogram(reference, sample_rate, n_fft, 80).clamp(min=1e-5).log10()
+        distances.append((mel_x - mel_y).abs().flatten(1).mean(dim=1))
+    return torch.stack(distances).mean(dim=0)
+
+
+def si_sdr(estimate: Tensor, reference: Tensor, eps: float = 1e-8) -> Tensor:
+    """Scale-invariant SDR in dB of ``estimate`` against ``reference`` ``[B, C, T]``: ``[B]``."""
+    x = estimate.flatten(1).double()
+    y = reference.flatten(1).double()
+    x, y = x - x.mean(dim=1, keepdim=True), y - y.mean(dim=1, keepdim=True)
+    scale = (x * y).sum(dim=1, keepdim=True) / (y.square().sum(dim=1, keepdim=True) + eps)
+    target = scale * y
+    noise = x - target
+    ratio = (target.square().sum(dim=1) + eps) / (noise.square().sum(dim=1) + eps)
+    return (10 * torch.log10(ratio)).float()
+
+
+def hinge_generator_loss(fake_logits: list[Tensor]) -> Tensor:
+    """Generator hinge loss: ``mean(relu(1 - D(fake)))`` averaged over discriminators."""
+    return torch.stack([F.relu(1 - logits).mean() for logits in fake_logits]).mean()
+
+
+def hinge_discriminator_loss(real_logits: list[Tensor], fake_logits: list[Tensor]) -> Tensor:
+    """Discriminator hinge loss: ``relu(1 - D(real)) + relu(1 + D(fake))``, averaged."""
+    losses = [
+        F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+        for real, fake in zip(real_logits, fake_logits, strict=True)
+    ]
+    return torch.stack(losses).mean()
+
+
+def feature_matching_loss(
+    fake_features: list[list[Tensor]], real_features: list[list[Tensor]]
+) -> Tensor:
+    """L1 between discriminator features, each divided by the real features' mean magnitude."""
+    terms = []
+    for fakes, reals in zip(fake_features, real_features, strict=True):
+        for fake, real in zip(fakes, reals, strict=True):
+            real = real.detach()
+            terms.append(F.l1_loss(fake, real) / (real.abs().mean() + 1e-8))
+    return torch.stack(terms).mean()

@@ -1,0 +1,268 @@
+"""The training loop: one step of codec and discriminator, validation, logs, checkpoints.
+
+A run lives in a directory::
+
+    RUN/config.json              the recipe, as given
+    RUN/checkpoint.safetensors   the latest resumable state (see :mod:`.state`)
+    RUN/log.jsonl                one JSON record per logged step and per validation
+
+Starting a run in a directory that holds a checkpoint resumes it; as batches are a function
+of ``(seed, step)`` and every other random draw comes from the checkpointed generator, a
+resumed run computes exactly what an uninterrupted one would (on the same machine and thread
+count: float results depend on both).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from ..codec.trainable import TrainableCodec
+from .balancer import Balancer
+from .config import TrainConfig
+from .data import CropSampler, read_manifest, split_by_source
+from .discriminator import MultiScaleSTFTDiscriminator
+from .losses import (
+    MultiScaleMelLoss,
+    feature_matching_loss,
+    hinge_discriminator_loss,
+    hinge_generator_loss,
+    mel_distance,
+    si_sdr,
+)
+from .state import CHECKPOINT_NAME, load_training_state, save_training_state
+
+LOG_NAME = "log.jsonl"
+
+
+class Trainer:
+    """Trains a codec by a :class:`TrainConfig` in a run directory, resuming if it can.
+
+    Args:
+        config: The recipe.
+        run_dir: Where the checkpoint and logs go.
+        echo: Called with each log record (for a progress display), or None.
+        device: Where the codec and discriminator run. Random draws stay on the CPU's
+            generator, so a run's draws do not depend on the device.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: str | Path,
+        echo: Callable[[dict[str, Any]], None] | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.config, self.run_dir, self.echo = config, Path(run_dir), echo
+        self.device = torch.device(device)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)  # initial weights
+        self.codec = TrainableCodec(config.model, config.codebooks)
+        losses = config.losses
+        self.disc = MultiScaleSTFTDiscriminator(
+            losses.disc_ffts, config.model.channels, losses.disc_filters
+        )
+        self.codec.to(self.device)
+        self.disc.to(self.device)
+        betas = tuple(config.optim.betas)
+        self.optimizer = torch.optim.Adam(self.codec.parameters(), config.optim.lr, betas=betas)
+        self.disc_optimizer = torch.optim.Adam(
+            self.disc.parameters(), config.optim.disc_lr, betas=betas
+        )
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.balancer = Balancer(
+            {
+                "l1": losses.l1,
+                "sisdr": losses.sisdr,
+                "mel": losses.mel,
+                "adversarial": losses.adversarial,
+                "feature_matching": losses.feature_matching,
+            },
+            losses.balancer_total_norm,
+            losses.balancer_ema,
+        )
+        self.mel_loss = MultiScaleMelLoss(config.model.sample_rate)
+        if not config.data.manifest:
+            raise ValueError("config: data.manifest is not set")
+        train, valid = split_by_source(
+            read_manifest(config.data.manifest), config.data.validation_sources
+        )
+        rate = config.model.sample_rate
+        self.sampler = CropSampler(train, config.data, rate, config.seed)
+        self.valid_sampler = CropSampler(valid, config.data, rate, config.seed) if valid else None
+        self.step = 0
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.checkpoint_path.is_file():
+            self._load()
+        else:
+            # A batch no training step draws (steps count up from 0).
+            self.codec.data_init(self.sampler.batch(1 << 31).to(self.device))
+            (self.run_dir / "config.json").write_text(
+                json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8"
+            )
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """The run's checkpoint file."""
+        return self.run_dir / CHECKPOINT_NAME
+
+    def learning_rate(self, step: int) -> float:
+        """Linear warm-up then cosine decay to ``min_lr_ratio`` of the peak at ``steps``."""
+        optim = self.config.optim
+        if step < optim.warmup_steps:
+            return optim.lr * (step + 1) / optim.warmup_steps
+        progress = min(
+            1.0, (step - optim.warmup_steps) / max(1, self.config.steps - optim.warmup_steps)
+        )
+        cosine = 0.5 * (1 + math.cos(math.pi * progress))
+        return optim.lr * (optim.min_lr_ratio + (1 - optim.min_lr_ratio) * cosine)
+
+    def _adversarial(self) -> bool:
+        losses = self.config.losses
+        active = losses.adversarial > 0 or losses.feature_matching > 0
+        return active and self.step >= losses.adversarial_start
+
+    def train_step(self) -> dict[str, Any]:
+        """One optimisation step on the batch of the current step; returns its metrics."""
+        cfg = self.config
+        self.codec.train()
+        x = self.sampler.batch(self.step).to(self.device)
+        choices = self.codec.bandwidth_codebooks()
+        n_q = choices[int(torch.randint(len(choices), (1,), generator=self.generator))]
+        out = self.codec(x, n_q, self.generator)
+        losses = {"l1": F.l1_loss(out.audio, x), "mel": self.mel_loss(out.audio, x)}
+        if cfg.losses.sisdr > 0:
+            losses["sisdr"] = -si_sdr(out.audio, x).mean()
+        adversarial = self._adversarial()
+        if adversarial:
+            fake_logits, fake_features = self.disc(out.audio)
+            with torch.no_grad():
+                _, real_features = self.disc(x)
+            losses["adversarial"] = hinge_generator_loss(fake_logits)
+            losses["feature_matching"] = feature_matching_loss(fake_features, real_features)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        commitment = cfg.losses.commitment * out.commitment
+        if cfg.losses.balancer:
+            commitment.backward(retain_graph=True)
+            self.balancer.backward(losses, out.audio)
+        else:
+            weighted = sum(self.balancer.weights[k] * v for k, v in losses.items())
+            (weighted + commitment).backward()
+        if cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.codec.parameters(), cfg.optim.grad_clip)
+        self.optimizer.step()
+        metrics = {k: float(v.detach()) for k, v in losses.items()}
+        metrics.update(
+            commitment=float(out.commitment.detach()), n_q=n_q, lr=self.learning_rate(self.step)
+        )
+        if adversarial:
+            coin = float(torch.rand((), generator=self.generator))
+            if coin < cfg.losses.disc_update_prob:
+                real_logits, _ = self.disc(x)
+                fake_logits, _ = self.disc(out.audio.detach())
+                disc_loss = hinge_discriminator_loss(real_logits, fake_logits)
+                self.disc_optimizer.zero_grad(set_to_none=True)
+                disc_loss.backward()
+                self.disc_optimizer.step()
+                metrics["discriminator"] = float(disc_loss.detach())
+        self.step += 1
+        return metrics
+
+    @torch.no_grad()
+    def validate(self, bandwidths: tuple[float, ...] | None = None) -> dict[str, Any]:
+        """Mel distance and SI-SDR on the fixed held-out crops, per category and bandwidth.
+
+        Args:
+            bandwidths: kbps to measure at; by default every bandwidth the model serves.
+        """
+        if self.valid_sampler is None:
+            return {}
+        bandwidths = bandwidths or self.config.model.target_bandwidths
+        self.codec.eval()
+        x, categories = self.valid_sampler.fixed_set(self.config.data.validation_items)
+        x = x.to(self.device)
+        results: dict[str, Any] = {}
+        for bandwidth in bandwidths:
+            n_q = self.config.model.num_codebooks(bandwidth)
+            audio = torch.cat(
+                [self.codec(chunk, n_q, self.generator).audio for chunk in x.split(8)]
+            )
+            mel = mel_distance(audio, x, self.config.model.sample_rate).cpu()
+            sdr = si_sdr(audio, x).cpu()
+            for category in sorted(set(categories)):
+                mask = torch.tensor([c == category for c in categories])
+                results[f"{bandwidth:g}kbps/{category}"] = {
+                    "mel_distance": round(float(mel[mask].mean()), 4),
+                    "si_sdr": round(float(sdr[mask].mean()), 3),
+                }
+        return results
+
+    def save(self) -> None:
+        """Writes the resumable checkpoint."""
+        save_training_state(
+            self.checkpoint_path,
+            modules={"codec": self.codec, "disc": self.disc},
+            optimizers={"codec": self.optimizer, "disc": self.disc_optimizer},
+            generator=self.generator,
+            meta={
+                "step": self.step,
+                "config": self.config.to_dict(),
+                "balancer": self.balancer.state_dict(),
+            },
+        )
+
+    def _load(self) -> None:
+        meta = load_training_state(
+            self.checkpoint_path,
+            modules={"codec": self.codec, "disc": self.disc},
+            optimizers={"codec": self.optimizer, "disc": self.disc_optimizer},
+            generator=self.generator,
+        )
+        if meta["config"]["model"] != self.config.model.to_dict():
+            raise ValueError(f"{self.checkpoint_path}: trained with another model config")
+        self.step = int(meta["step"])
+        self.balancer.load_state_dict(meta["balancer"])
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.run_dir / LOG_NAME, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.echo is not None:
+            self.echo(record)
+
+    def run(self, until: int | None = None) -> None:
+        """Trains up to step ``until`` (default: the config's ``steps``), checkpointing on the way.
+
+        A checkpoint is always written at the end, so a run stopped by ``until`` resumes.
+        """
+        cfg = self.config
+        until = cfg.steps if until is None else min(until, cfg.steps)
+        started, window = time.perf_counter(), []
+        while self.step < until:
+            metrics = self.train_step()
+            window.append(metrics)
+            if self.step % cfg.log_every == 0 or self.step == until:
+                keys = dict.fromkeys(k for m in window for k in m if k != "n_q")
+                averaged = {
+                    k: round(sum(m[k] for m in window if k in m) / sum(k in m for m in window), 6)
+                    for k in keys
+                }
+                elapsed = time.perf_counter() - started
+                self._log({"step": self.step, "seconds": round(elapsed, 1), **averaged})
+                window = []
+            if cfg.validate_every and self.step % cfg.validate_every == 0:
+                self._log({"step": self.step, "validation": self.validate()})
+            if self.step % cfg.checkpoint_every == 0:
+                self.save()
+        if cfg.validate_every and self.step == cfg.steps and self.step % cfg.validate_every:
+            self._log({"step": self.step, "validation": self.validate()})  # the final weights
+        self.save()

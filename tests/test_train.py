@@ -1,0 +1,372 @@
+"""The training recipe: data, losses, codebook learning, exact resume, export, CLI.
+
+Everything runs on a tiny model (16 kHz, 4 codebooks of 16) and synthetic audio written to
+``tmp_path``, a few steps each, so the whole file takes seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+
+import audiotok
+from audiotok.cli.main import cli
+from audiotok.codec.config import CodecConfig
+from audiotok.codec.quantization import EuclideanCodebook
+from audiotok.codec.trainable import CodebookTraining, TrainableCodec, ema_update
+from audiotok.train.balancer import Balancer
+from audiotok.train.config import DataConfig, LossConfig, OptimConfig, TrainConfig, load_config
+from audiotok.train.data import CropSampler, read_manifest, split_by_source
+from audiotok.train.export import export_codec
+from audiotok.train.losses import mel_distance, mel_filterbank, si_sdr
+from audiotok.train.state import CHECKPOINT_NAME
+from audiotok.train.trainer import LOG_NAME, Trainer
+
+RATE = 16_000
+TINY_MODEL = CodecConfig(
+    sample_rate=RATE,
+    channels=1,
+    causal=True,
+    n_filters=4,
+    dimension=8,
+    lstm=1,
+    ratios=(4, 4),
+    n_q=4,
+    bins=16,
+    target_bandwidths=(4.0, 8.0, 16.0),
+)
+
+
+def write_manifest(root: Path) -> Path:
+    """Three sources of synthetic audio: two for training, one held out."""
+    rng = np.random.default_rng(0)
+    rows = ["category\tsource\tpath\tsample_rate\tchannels\tseconds"]
+    t = np.arange(RATE) / RATE
+    for source, category, rate in (
+        ("tones", "music", 22_050),
+        ("noise", "sfx", RATE),
+        ("held", "speech", 8_000),
+    ):
+        for i in range(2):
+            n = rate  # one second
+            tt = np.arange(n) / rate
+            if category == "sfx":
+                x = 0.1 * rng.standard_normal(n)
+            else:
+                x = (
+                    0.3
+                    * np.sin(2 * np.pi * (220 + 110 * i) * tt)
+                    * (1 + 0.5 * np.sin(2 * np.pi * 3 * tt))
+                )
+            path = root / source / f"{i}.flac"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, x.astype(np.float32), rate)
+            rows.append(f"{category}\t{source}\t{source}/{i}.flac\t{rate}\t1\t1.0")
+    assert t.size == RATE
+    manifest = root / "manifest.tsv"
+    manifest.write_text("\n".join(rows) + "\n")
+    return manifest
+
+
+def tiny_config(manifest: Path, **changes) -> TrainConfig:
+    config = TrainConfig(
+        model=TINY_MODEL,
+        data=DataConfig(
+            manifest=str(manifest),
+            validation_sources=("held",),
+            segment=0.25,
+            batch_size=2,
+            validation_items=4,
+        ),
+        losses=LossConfig(disc_filters=2, disc_ffts=(64, 128), adversarial_start=0),
+        optim=OptimConfig(lr=3e-3, warmup_steps=1),
+        codebooks=CodebookTraining(kmeans_iters=2),
+        steps=40,
+        log_every=1,
+        validate_every=0,
+        checkpoint_every=1000,
+    )
+    return dataclasses.replace(config, **changes)
+
+
+@pytest.fixture
+def manifest(tmp_path) -> Path:
+    return write_manifest(tmp_path / "audio")
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+def test_split_holds_out_whole_sources(manifest):
+    train, valid = split_by_source(read_manifest(manifest), ("held",))
+    assert {i.source for i in train} == {"tones", "noise"}
+    assert {i.source for i in valid} == {"held"} and len(valid) == 2
+
+
+def test_batches_are_a_function_of_seed_and_step(manifest):
+    train, _ = split_by_source(read_manifest(manifest), ("held",))
+    config = DataConfig(segment=0.25, batch_size=3)
+    a = CropSampler(train, config, RATE, seed=1)
+    b = CropSampler(train, config, RATE, seed=1)
+    assert a.batch(5).shape == (3, 1, 4000)
+    assert torch.equal(a.batch(5), b.batch(5))
+    assert not torch.equal(a.batch(5), a.batch(6))
+    rms_db = 20 * torch.log10(a.batch(7).square().mean(dim=-1).sqrt())
+    assert ((rms_db > -20 - 6.5) & (rms_db < -20 + 6.5)).all()  # target level +- jitter
+
+
+def test_manifest_errors_name_the_line(tmp_path):
+    bad = tmp_path / "m.tsv"
+    bad.write_text(
+        "category\tsource\tpath\tsample_rate\tchannels\tseconds\nmusic\tx\ta.wav\tfast\t1\t2\n"
+    )
+    with pytest.raises(ValueError, match=r"m.tsv:2: malformed row"):
+        read_manifest(bad)
+    (tmp_path / "n.tsv").write_text("path\n")
+    with pytest.raises(ValueError, match="needs the columns"):
+        read_manifest(tmp_path / "n.tsv")
+
+
+def test_config_round_trip_and_unknown_fields(tmp_path, manifest):
+    config = tiny_config(manifest)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    path = tmp_path / "c.json"
+    data = config.to_dict()
+    data["data"]["manifest"] = "audio/manifest.tsv"
+    path.write_text(json.dumps(data))
+    assert load_config(path).data.manifest == str(tmp_path / "audio/manifest.tsv")
+    data["optim"]["learning_rate"] = 1
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="optim: unknown fields learning_rate"):
+        load_config(path)
+
+
+# --- losses and metrics -----------------------------------------------------------------------
+
+
+def test_mel_filterbank_matches_transformers():
+    from transformers.audio_utils import mel_filter_bank
+
+    for rate, n_fft, n_mels in ((24_000, 1024, 64), (16_000, 512, 80)):
+        ref = mel_filter_bank(
+            num_frequency_bins=n_fft // 2 + 1,
+            num_mel_filters=n_mels,
+            min_frequency=0.0,
+            max_frequency=rate / 2,
+            sampling_rate=rate,
+            norm=None,
+            mel_scale="htk",
+        )
+        ours = mel_filterbank(rate, n_fft, n_mels).numpy()
+        np.testing.assert_allclose(ours, ref.T, atol=1e-6)
+
+
+def test_si_sdr_and_mel_distance():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 1, 8000, generator=gen)
+    noise = torch.randn(2, 1, 8000, generator=gen)
+    noise = noise / noise.norm(dim=-1, keepdim=True) * x.norm(dim=-1, keepdim=True) / 10
+    assert (si_sdr(3 * x, x) > 60).all()  # scale-invariant
+    np.testing.assert_allclose(si_sdr(x + noise, x).numpy(), 20.0, atol=0.5)
+    assert torch.equal(mel_distance(x, x, RATE), torch.zeros(2))
+    assert (mel_distance(x + noise, x, RATE) < mel_distance(x + 5 * noise, x, RATE)).all()
+
+
+def test_balancer_mixes_normalised_gradients():
+    y = torch.zeros(1, 1, 4, requires_grad=True)
+    g1 = torch.tensor([1.0, 0, 0, 0]).view(1, 1, 4)
+    g2 = torch.tensor([0, 0, 0, 1.0]).view(1, 1, 4)
+    balancer = Balancer({"a": 3.0, "b": 1.0}, total_norm=2.0)
+    norms = balancer.backward({"a": (y * g1).sum(), "b": 1000 * (y * g2).sum()}, y)
+    assert norms == {"a": 1.0, "b": 1000.0}
+    # 1000x larger loss b still gets a quarter of the gradient: its weight's share.
+    torch.testing.assert_close(y.grad, (2.0 * (0.75 * g1 + 0.25 * g2)))
+
+
+# --- codebooks --------------------------------------------------------------------------------
+
+
+def test_ema_codebook_learns_clusters_and_restarts_dead_codes():
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[5.0, 0.0], [0.0, 5.0], [-5.0, 0.0], [0.0, -5.0]])
+    codebook = EuclideanCodebook(2, 4)
+    codebook.embed.copy_(torch.randn(4, 2, generator=gen))
+    codebook.embed_avg.copy_(codebook.embed)
+    codebook.cluster_size.fill_(1.0)
+    settings = CodebookTraining(decay=0.8, dead_code_threshold=0.5)
+    for _ in range(60):
+        x = centres[torch.randint(4, (64,), generator=gen)] + 0.1 * torch.randn(
+            64, 2, generator=gen
+        )
+        ema_update(codebook, x, codebook.encode(x), settings, gen)
+    nearest = torch.cdist(centres, codebook.embed).min(dim=1).values
+    assert (nearest < 0.3).all(), codebook.embed  # every centre has its entry
+    # An entry nobody chooses is moved onto a latent of the batch.
+    x = centres[:1].repeat(64, 1)
+    codebook.embed[3] = torch.tensor([100.0, 100.0])
+    codebook.cluster_size[3] = 0.0
+    ema_update(codebook, x, codebook.encode(x), settings, gen)
+    assert torch.cdist(codebook.embed[3:], x[:1]).item() < 1e-5
+
+
+def test_trainable_codec_matches_inference_in_eval_mode(manifest):
+    codec = TrainableCodec(TINY_MODEL)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 1, 4000, generator=gen) * 0.1
+    codec.train()
+    codec(x, 4, gen)  # k-means initialisation and one EMA step
+    codec.eval()
+    with torch.no_grad():
+        step = codec(x, 2, gen)
+        codes, _ = codec.model.encode(x, 2)
+        audio = codec.model.decode(codes, None, x.shape[-1])
+    assert torch.equal(step.codes, codes)
+    torch.testing.assert_close(step.audio, audio)
+
+
+def test_data_init_makes_the_output_depend_on_the_input():
+    torch.manual_seed(0)
+    codec = TrainableCodec(TINY_MODEL)
+    x = (0.1 * torch.randn(2, 1, 4000)).requires_grad_()
+
+    def sensitivity() -> float:
+        y = codec.model.decoder(codec.model.encoder(x))
+        (grad,) = torch.autograd.grad(y[0, 0, 2000], x)
+        return float(grad.abs().max())
+
+    before = sensitivity()
+    codec.data_init(x.detach())
+    with torch.no_grad():
+        level = float(codec.model.decoder(codec.model.encoder(x)).std())
+    assert sensitivity() > 100 * before
+    assert abs(level / float(x.detach().std()) - 1) < 0.2
+
+
+# --- the loop ---------------------------------------------------------------------------------
+
+
+def test_loss_falls(tmp_path, manifest):
+    # The CPU recipe's losses (configs/audiotok_24khz_cpu.json): no discriminator.
+    losses = LossConfig(adversarial=0.0, feature_matching=0.0, balancer=False, l1=100.0)
+    trainer = Trainer(tiny_config(manifest, losses=losses, steps=80), tmp_path / "run")
+    x = trainer.sampler.batch(10_000)  # a batch training never sees
+
+    @torch.no_grad()
+    def held_out_loss() -> float:
+        trainer.codec.eval()
+        out = trainer.codec(x, TINY_MODEL.n_q, trainer.generator)
+        return float(trainer.mel_loss(out.audio, x) + torch.nn.functional.l1_loss(out.audio, x))
+
+    before = held_out_loss()
+    trainer.run()
+    after = held_out_loss()
+    assert after < 0.7 * before, (before, after)
+    records = (tmp_path / "run" / LOG_NAME).read_text().splitlines()
+    assert [json.loads(line)["step"] for line in records] == list(range(1, 81))
+
+
+def test_resume_is_exact(tmp_path, manifest):
+    config = tiny_config(manifest, steps=6)
+    straight = Trainer(config, tmp_path / "a")
+    straight.run()
+    first = Trainer(config, tmp_path / "b")
+    first.run(until=3)
+    resumed = Trainer(config, tmp_path / "b")
+    assert resumed.step == 3
+    resumed.run()
+    for name in ("codec", "disc"):
+        a = getattr(straight, name).state_dict()
+        b = getattr(resumed, name).state_dict()
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+    assert torch.equal(straight.generator.get_state(), resumed.generator.get_state())
+    assert straight.balancer.state_dict() == resumed.balancer.state_dict()
+    logs = [(tmp_path / d / LOG_NAME).read_text().splitlines() for d in "ab"]
+    strip = [
+        [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in log]
+        for log in logs
+    ]
+    assert strip[0] == strip[1]
+    assert any("discriminator" in r for r in strip[0])  # the adversarial path was exercised
+
+
+def test_resume_refuses_another_architecture(tmp_path, manifest):
+    Trainer(tiny_config(manifest, steps=1), tmp_path / "run").run()
+    other = tiny_config(manifest, model=dataclasses.replace(TINY_MODEL, n_filters=8))
+    with pytest.raises(ValueError, match="does not fit this config"):
+        Trainer(other, tmp_path / "run")
+
+
+def test_validation_reports_each_category_and_bandwidth(tmp_path, manifest):
+    trainer = Trainer(tiny_config(manifest), tmp_path / "run")
+    results = trainer.validate()
+    assert set(results) == {f"{b:g}kbps/speech" for b in (4, 8, 16)}
+    assert all(np.isfinite(v["si_sdr"]) and v["mel_distance"] > 0 for v in results.values())
+
+
+def test_export_loads_as_a_codec_with_priors(tmp_path, manifest):
+    trainer = Trainer(tiny_config(manifest, steps=3), tmp_path / "run")
+    trainer.run()
+    card = export_codec(
+        tmp_path / "run" / CHECKPOINT_NAME,
+        tmp_path / "out" / "mini.json",
+        name="mini",
+        prior_batches=2,
+    )
+    info = json.loads(card.read_text())
+    assert info["inference_only"] and info["training"]["steps"] == 3
+    assert set(info["training_data"]) == {"tones", "noise"}  # never the held-out source
+    codec = audiotok.load_codec(str(card))
+    assert codec.model_id == "mini" and codec.entropy_priors.shape == (4, 16)
+    # The export is the float16-rounded model: codes equal the trained model's on those weights.
+    model = trainer.codec.model
+    model.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
+    x = torch.randn(1, 1, 4000) * 0.1
+    with torch.no_grad():
+        assert torch.equal(codec.encode(x, RATE, 16.0).codes, model.encode(x, 4)[0])
+
+
+# --- CLI --------------------------------------------------------------------------------------
+
+
+def test_cli_trains_resumes_and_exports(tmp_path, manifest):
+    config_path = tmp_path / "tiny.json"
+    data = tiny_config(manifest, steps=4).to_dict()
+    config_path.write_text(json.dumps(data))
+    run = CliRunner().invoke
+    result = run(cli, ["train", str(config_path), "-o", str(tmp_path / "run"), "--until", "2"])
+    assert result.exit_code == 0, result.output
+    assert "step 2 of 4" in result.output
+    result = run(cli, ["train", str(config_path), "-o", str(tmp_path / "run")])
+    assert result.exit_code == 0 and "resuming" in result.output and "step 4 of 4" in result.output
+    card = tmp_path / "m.json"
+    args = ["export-model", str(tmp_path / "run"), str(card), "--prior-batches", "1"]
+    assert run(cli, args).exit_code == 0
+    again = run(cli, args)
+    assert again.exit_code == 1 and "exists" in again.output
+
+
+def test_cli_unusable_device_is_one_line(tmp_path, manifest):
+    config_path = tmp_path / "tiny.json"
+    config_path.write_text(json.dumps(tiny_config(manifest).to_dict()))
+    args = ["train", str(config_path), "-o", str(tmp_path / "run"), "--device", "nonsense"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and "invalid device 'nonsense'" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_bad_config_is_one_line(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"model": {"sample_rate": 24000}}')
+    result = CliRunner().invoke(cli, ["train", str(bad), "-o", str(tmp_path / "run")])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("audiotok: error:")
