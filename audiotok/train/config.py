@@ -3,12 +3,13 @@
 A config file holds the sections below; every field has a default, so a file only states
 what it changes. ``model`` is a :class:`~audiotok.codec.config.CodecConfig` as a dict.
 
-Example (``configs/tiny_cpu.json``)::
+Example (``configs/audiotok_24khz_cpu.json``, abridged)::
 
     {
-      "model": {"sample_rate": 24000, "channels": 1, "causal": true, "n_filters": 4, ...},
-      "data": {"manifest": "audio/manifest.tsv", "segment": 0.5, "batch_size": 2},
-      "steps": 20, "log_every": 5, "checkpoint_every": 10
+      "model": {"sample_rate": 24000, "channels": 1, "causal": true, "n_filters": 16, ...},
+      "data": {"manifest": "audio/manifest.tsv", "segment": 1.0, "batch_size": 8},
+      "losses": {"adversarial": 0.0, "feature_matching": 0.0, "balancer": false, "l1": 100.0},
+      "steps": 3800, "checkpoint_every": 250
     }
 """
 
@@ -59,7 +60,10 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Loss weights (relative: the balancer divides by their sum) and discriminator settings.
+    """Loss weights and discriminator settings.
+
+    With the balancer the weights of the losses on the decoded audio are shares (it divides
+    by their sum and normalises each gradient); without it they multiply the losses directly.
 
     Attributes:
         l1: Waveform L1.
