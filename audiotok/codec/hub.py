@@ -231,10 +231,10 @@ def packaged_priors(model_id: str) -> Any:
     from .registry import find_card
 
     card = find_card(model_id)
-    if card is None or not card.sources or not card.sources[0].packaged:
+    card_path = _local(card.sources[0]) if card and card.sources[0].packaged else None
+    if card_path is None:
         return None
     from safetensors import safe_open
 
-    weights = (PACKAGED_DIR / card.sources[0].filenames[0]).with_suffix(".safetensors")
-    with safe_open(str(weights), framework="numpy") as f:
+    with safe_open(str(card_path.with_suffix(".safetensors")), framework="numpy") as f:
         return f.get_tensor(PRIORS_KEY) if PRIORS_KEY in f.keys() else None  # noqa: SIM118

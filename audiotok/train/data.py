@@ -31,6 +31,12 @@ from .config import DataConfig
 # A crop as quiet as this after several draws is used anyway (a silent file, say).
 _REDRAWS = 4
 
+# Random streams beyond any training step (steps count up from 0), so that the batches used
+# to initialise the model, to count entropy priors and to validate never repeat a training one.
+INIT_STREAM = 1 << 31
+PRIORS_STREAM = 1 << 30  # + batch index
+VALIDATION_STREAM = 0xFFFFFFFF
+
 
 @dataclass(frozen=True)
 class AudioItem:
@@ -178,7 +184,7 @@ class CropSampler:
         Returns:
             Crops ``[count, 1, T]`` and the category of each.
         """
-        rng = np.random.default_rng([self.seed, 0xFFFFFFFF])  # a stream no step uses
+        rng = np.random.default_rng([self.seed, VALIDATION_STREAM])
         categories = [self.categories[i % len(self.categories)] for i in range(count)]
         crops = [self.crop(rng, c) for c in categories]
         return torch.from_numpy(np.stack(crops))[:, None], categories

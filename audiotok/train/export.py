@@ -22,7 +22,7 @@ from ..codec.checkpoints import save_checkpoint
 from ..codec.model import EncodecModel
 from ..formats.adaptive import AdaptiveCoder
 from .config import TrainConfig
-from .data import AudioItem, CropSampler, read_manifest, split_by_source
+from .data import PRIORS_STREAM, AudioItem, CropSampler, read_manifest, split_by_source
 from .state import read_training_meta
 from .trainer import LOG_NAME
 
@@ -60,13 +60,11 @@ def _licences(items: list[AudioItem]) -> dict[str, list[str]]:
 
 
 @torch.no_grad()
-def measure_priors(
-    model: EncodecModel, sampler: CropSampler, items: int, seed_step: int = 1 << 30
-) -> np.ndarray:
-    """Entropy-coder priors ``[n_q, bins]`` from the codes of ``items`` training crops."""
+def measure_priors(model: EncodecModel, sampler: CropSampler, batches: int) -> np.ndarray:
+    """Entropy-coder priors ``[n_q, bins]`` from the codes of ``batches`` training batches."""
     codes = []
-    for i in range(items):
-        x = sampler.batch(seed_step + i)
+    for i in range(batches):
+        x = sampler.batch(PRIORS_STREAM + i)
         codes.append(model.encode(x, model.config.n_q)[0].numpy())
     return AdaptiveCoder.estimate_priors(codes, model.config.bins)
 

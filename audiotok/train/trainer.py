@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from ..codec.trainable import TrainableCodec
 from .balancer import Balancer
 from .config import TrainConfig
-from .data import CropSampler, read_manifest, split_by_source
+from .data import INIT_STREAM, CropSampler, read_manifest, split_by_source
 from .discriminator import MultiScaleSTFTDiscriminator
 from .losses import (
     MultiScaleMelLoss,
@@ -103,8 +103,7 @@ class Trainer:
         if self.checkpoint_path.is_file():
             self._load()
         else:
-            # A batch no training step draws (steps count up from 0).
-            self.codec.data_init(self.sampler.batch(1 << 31).to(self.device))
+            self.codec.data_init(self.sampler.batch(INIT_STREAM).to(self.device))
             (self.run_dir / "config.json").write_text(
                 json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8"
             )
