@@ -363,6 +363,17 @@ def test_cli_unusable_device_is_one_line(tmp_path, manifest):
     assert not (tmp_path / "run").exists()
 
 
+def test_cli_unreadable_training_audio_is_one_line(tmp_path, manifest):
+    damaged = manifest.parent / "tones" / "0.flac"
+    damaged.write_bytes(b"not audio at all")
+    config_path = tmp_path / "tiny.json"
+    config_path.write_text(json.dumps(tiny_config(manifest).to_dict()))
+    result = CliRunner().invoke(cli, ["train", str(config_path), "-o", str(tmp_path / "run")])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"audiotok: error: {damaged}: not readable")
+
+
 def test_cli_bad_config_is_one_line(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"model": {"sample_rate": 24000}}')

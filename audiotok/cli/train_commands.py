@@ -60,11 +60,11 @@ def train(
         cfg = dataclasses.replace(cfg, threads=threads)
     try:
         trainer = Trainer(cfg, run_dir, echo=_echo_record, device=resolve_device(device))
-    except ValueError as exc:
+        if trainer.step:
+            click.echo(f"resuming {run_dir} at step {trainer.step}", err=True)
+        trainer.run(until)
+    except ValueError as exc:  # bad config, manifest or audio file: one line, not a traceback
         fail(str(exc))
-    if trainer.step:
-        click.echo(f"resuming {run_dir} at step {trainer.step}", err=True)
-    trainer.run(until)
     click.echo(f"{run_dir}: step {trainer.step} of {cfg.steps}", err=True)
 
 

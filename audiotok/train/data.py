@@ -95,14 +95,22 @@ def split_by_source(
 
 
 def read_crop(item: AudioItem, start: float, seconds: float, sample_rate: int) -> np.ndarray:
-    """``seconds`` of ``item`` from ``start`` (s), mono, resampled, zero-padded: ``[T]`` float32."""
+    """``seconds`` of ``item`` from ``start`` (s), mono, resampled, zero-padded: ``[T]`` float32.
+
+    Raises:
+        ValueError: The file is missing or not readable audio (the message names it).
+    """
     length = round(seconds * sample_rate)
-    with sf.SoundFile(str(item.path)) as f:
-        first = min(int(start * f.samplerate), max(0, f.frames - 1))
-        f.seek(first)
-        wanted = math.ceil(seconds * f.samplerate) + 1
-        data = f.read(wanted, dtype="float32", always_2d=True)
-        rate = f.samplerate
+    try:
+        with sf.SoundFile(str(item.path)) as f:
+            first = min(int(start * f.samplerate), max(0, f.frames - 1))
+            f.seek(first)
+            wanted = math.ceil(seconds * f.samplerate) + 1
+            data = f.read(wanted, dtype="float32", always_2d=True)
+            rate = f.samplerate
+    except (sf.SoundFileError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{item.path}: not readable audio ({reason})") from None
     mono = data.mean(axis=1)
     if rate != sample_rate and mono.size:
         mono = soxr.resample(mono, rate, sample_rate, quality="HQ").astype(np.float32)
