@@ -302,7 +302,7 @@ def decompress(
 
 
 STREAM_SECONDS = 600.0
-"""Files longer than this are processed as a stream, in bounded memory, by causal codecs."""
+"""Files longer than this are processed as a stream, in bounded memory (``Codec.can_stream``)."""
 
 
 def compress_file(
@@ -317,8 +317,9 @@ def compress_file(
     """Compresses an audio file to an ``.atok`` file, atomically.
 
     Files longer than :data:`STREAM_SECONDS` go through the codec's streaming encoder, read
-    and written block by block, so memory does not grow with the file (causal codecs; others
-    hold the signal in memory). Streamed tokens equal the offline ones but where float
+    and written block by block, so memory does not grow with the file (causal codecs frame by
+    frame, segmented ones segment by segment; others hold the signal in memory). Segmented
+    codecs' streamed tokens equal the offline ones; causal codecs' do too but where float
     rounding differences of about 1e-7 between chunked and whole-signal kernels flip a
     near-tie.
 
@@ -338,15 +339,6 @@ def compress_file(
         return compress_to(file, codec, wav, rate, bandwidth, **options)
 
 
-def _streams(codec: Codec) -> bool:
-    """Whether ``codec`` can encode and decode chunk by chunk."""
-    return (
-        getattr(codec, "segments", 0) is None
-        and getattr(codec, "config", None) is not None
-        and (codec.config.causal)
-    )
-
-
 def _compress_streaming(file: BinaryIO, path: Path, codec: Codec, bandwidth: float | None,
                         *, entropy: str = "adaptive", metadata: dict[str, str] | None = None,
                         packet_seconds: float = DEFAULT_PACKET_SECONDS) -> None:  # fmt: skip
@@ -362,9 +354,49 @@ def _compress_streaming(file: BinaryIO, path: Path, codec: Codec, bandwidth: flo
     ) as writer, codec.streaming(1, bandwidth) as stream:  # fmt: skip
         for block in blocks:
             length += block.shape[-1]
-            writer.write(stream.encode(torch.from_numpy(block).unsqueeze(0).to(codec.device)))
-        writer.write(stream.encode_end())
+            _write_streamed(writer, stream.encode(torch.from_numpy(block)[None].to(codec.device)))
+        _write_streamed(writer, stream.encode_end())
         writer.close(length=length)
+
+
+def _write_streamed(writer: AtokWriter, out: torch.Tensor | list) -> None:
+    """Writes what a stream's ``encode`` returned: codes, or (codes, scales) per segment."""
+    if isinstance(out, torch.Tensor):
+        writer.write(out)
+        return
+    for codes, scales in out:
+        writer.write(codes, scales)
+
+
+class _SegmentFeeder:
+    """Regroups a segmented stream's packets into segments: ``(codes [1, K, f], scale [1])``.
+
+    Packets need not be segments; the segments follow from the signal's length, as offline.
+    """
+
+    def __init__(self, codec: Codec, length: int) -> None:
+        seg_len, stride = codec.segments
+        self.frames = [
+            -(-min(seg_len, length - start) // codec.hop_length)
+            for start in range(0, length, stride)
+        ]
+        self.next = 0
+        self.codes: torch.Tensor | None = None
+        self.scales: list[float] = []
+
+    def add(self, codes: torch.Tensor, scales: tuple[float, ...]) -> list:
+        self.codes = codes if self.codes is None else torch.cat([self.codes, codes], dim=-1)
+        self.scales += scales
+        out = []
+        while self.next < len(self.frames) and self.scales:
+            n = self.frames[self.next]
+            if self.codes.shape[-1] < n:
+                break
+            scale = torch.tensor([self.scales.pop(0)], device=codes.device)
+            out.append((self.codes[..., :n], scale))
+            self.codes = self.codes[..., n:]
+            self.next += 1
+        return out
 
 
 def decompress_file(
@@ -380,7 +412,7 @@ def decompress_file(
 ) -> Decoded | None:
     """Decodes an ``.atok`` file to an audio file (format from its suffix), atomically.
 
-    Streams longer than :data:`STREAM_SECONDS` of a causal codec, written to ``.wav`` or
+    Streams longer than :data:`STREAM_SECONDS` of a codec that can stream, written to ``.wav`` or
     ``.flac`` with the ``clip`` strategy, at the original rate and without ``recover``, are
     decoded packet by packet in bounded memory (audio within 1e-5 of the offline decoder's);
     None is then returned.
@@ -429,9 +461,23 @@ def _decompress_streaming(input: Path, output: Path, codec: Codec, overwrite: bo
             overwrite=overwrite,
         )
         with sink, codec.streaming(1, header.bandwidth) as stream:
+            segments = None
+            if header.segment_length:
+                index = reader.index()
+                length = header.length if header.length is not None else index and index.length
+                if length is None:
+                    raise TokensError("a segmented stream of unknown length can't be streamed")
+                segments = _SegmentFeeder(codec, length)
             for offset, packet in reader.packets():
                 codes = torch.from_numpy(reader.decode(packet, offset)).unsqueeze(0)
-                sink.write(stream.decode(codes.to(codec.device))[0].cpu().numpy())
+                codes = codes.to(codec.device)
+                if segments is None:
+                    sink.write(stream.decode(codes)[0].cpu().numpy())
+                    continue
+                for seg_codes, scale in segments.add(codes, packet.scales):
+                    sink.write(stream.decode(seg_codes, scale)[0].cpu().numpy())
+            if segments is not None:
+                sink.write(stream.decode_end()[0].cpu().numpy())
             if reader.truncated_at is not None:
                 raise TruncatedError(
                     "the stream is truncated; decode it with recover", reader.truncated_at

@@ -18,7 +18,7 @@ import pytest
 import soundfile as sf
 import torch
 from click.testing import CliRunner
-from conftest import DATA, tiny_codec
+from conftest import DATA, load_clip, tiny_codec
 from safetensors import safe_open
 
 from audiotok import __version__
@@ -493,12 +493,24 @@ def test_one_file_to_a_tokens_file_is_unchanged(tmp_path, tiny):
         (["{corpus}"], "a dataset needs an output directory: -o OUT_DIR"),
         (["{corpus}", "-o", "t.npz"], "t.npz: a dataset is a directory, not a tokens file"),
         (["{corpus}", "-o", "out", "-f"], "--force does not apply to a dataset"),
-        ([str(SPEECH), "-o", "t.npz", "--shard-size", "1"], "--shard-size and --batch-seconds"),
+        ([str(SPEECH), "-o", "t.npz", "--shard-size", "1"], "--shard-size, --batch-seconds"),
         ([str(SPEECH), "-o", "t.npz", "--batch-seconds", "1"], "apply to datasets"),
+        ([str(SPEECH), "-o", "t.npz", "--batch-size", "4"], "apply to datasets"),
+        (["{corpus}", "-o", "out", "--batch-size", "0"], "Invalid value for '--batch-size'"),
         (["{corpus}", "-o", "out", "--shard-size", "0"], "Invalid value for '--shard-size'"),
         ([], "Missing argument 'INPUT'"),
     ],
-    ids=["no-output", "tokens-file", "force", "shard-size", "batch-seconds", "zero", "nothing"],
+    ids=[
+        "no-output",
+        "tokens-file",
+        "force",
+        "shard-size",
+        "batch-seconds",
+        "batch-size",
+        "zero-batch",
+        "zero",
+        "nothing",
+    ],
 )
 def test_dataset_usage_errors_exit_2(args, message, tiny, corpus):
     result = run("encode", *(a.format(corpus=corpus) for a in args), "-m", tiny.card)
@@ -531,3 +543,20 @@ def test_help_states_the_dataset_defaults():
     assert codec_commands.BATCH_SECONDS == DEFAULT_BATCH_SECONDS
     result = run("encode", "--help")
     assert "[default: 256]" in result.stdout and "[default: 60]" in result.stdout
+
+
+def test_batched_dataset_equals_one_by_one(tmp_path):
+    # The trained default: codes robust to the batch's kernel shapes (see test_batching.py).
+    files = []
+    for i, seconds in enumerate([0.7, 2.0, 1.3]):
+        wav = load_clip("speech_24k.flac", 24_000, 1, seconds=seconds)[0].numpy()
+        files.append(tmp_path / f"clip{i}.wav")
+        sf.write(files[-1], wav[:, 500 * i :].T, 24_000, subtype="FLOAT")
+    result = run("encode", *files, "-o", tmp_path / "batched", "--batch-size", "3")
+    assert result.exit_code == 0, result.output
+    one = run("encode", *files, "-o", tmp_path / "alone")
+    assert one.exit_code == 0, one.output
+    batched, alone = TokenDataset(tmp_path / "batched"), TokenDataset(tmp_path / "alone")
+    assert len(batched) == len(alone) == 3
+    for i in range(3):
+        assert torch.equal(batched[i].codes, alone[i].codes)

@@ -64,9 +64,12 @@ def test_causality_future_samples_do_not_change_past_codes():
         assert not torch.equal(a.encode(audio[..., 12_000:]), b.encode(other[..., 12_000:]))
 
 
-def test_non_causal_models_refuse_to_stream(segmented_codec):
+def test_non_causal_unsegmented_models_refuse_to_stream():
+    # (Segmented non-causal models stream by segment: test_segment_streaming.py.)
+    codec = tiny_codec(causal=False)
+    assert not codec.can_stream
     with pytest.raises(ValueError, match="causal"):
-        segmented_codec.streaming()
+        codec.streaming()
 
 
 def test_reflect_padding_waits_for_enough_samples():

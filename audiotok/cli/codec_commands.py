@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -23,6 +25,25 @@ from .common import (
 # audiotok.dataset's defaults, restated so that --help imports no torch (a test checks them).
 SHARD_MB = 256.0
 BATCH_SECONDS = 60.0
+# audiotok.codec.precision.PRECISIONS, restated for the same reason.
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class _ModelSettings:
+    """What ``encode`` loads and how it runs it."""
+
+    model: str | None
+    checkpoint: Path | None
+    bandwidth: float | None
+    device: str
+    precision: str
+    compile: bool
+
+    def load(self) -> Any:
+        codec = load(self.model or DEFAULT_MODEL, self.checkpoint, self.device)
+        codec.set_precision(self.precision)
+        return codec.compile() if self.compile else codec
 
 
 @click.command()
@@ -53,10 +74,25 @@ BATCH_SECONDS = 60.0
     help="Seconds of audio read ahead of the model, in background threads. "
     f"[default: {BATCH_SECONDS:g}]",
 )
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Dataset files per forward pass, each coded as if alone; pays off on a GPU. [default: 1]",
+)
 @model_option
 @checkpoint_option
 @click.option("-b", "--bandwidth", type=float, help="kbps; default: the model's default.")
 @device_option
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="fp32",
+    show_default=True,
+    help="fp32 gives the official model's codes; the others are faster on GPUs and change "
+    "some codes (benchmarks/RESULTS.md).",
+)
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model first.")
 @force_option
 @handle_errors
 def encode(
@@ -65,10 +101,13 @@ def encode(
     manifest: Path | None,
     shard_size: float | None,
     batch_seconds: float | None,
+    batch_size: int | None,
     model: str | None,
     checkpoint: Path | None,
     bandwidth: float | None,
     device: str,
+    precision: str,
+    compile_: bool,
     force: bool,
 ) -> None:
     """Encode audio to tokens: one file to a tokens file, or many to a dataset.
@@ -81,13 +120,19 @@ def encode(
         raise click.UsageError(
             "Missing argument 'INPUT'. Name audio files, directories or a manifest."
         )
+    settings = _ModelSettings(model, checkpoint, bandwidth, device, precision, compile_)
     if _makes_dataset(inputs, output, manifest):
-        settings = (shard_size, batch_seconds, model, checkpoint, bandwidth, device, force)
-        _encode_dataset(inputs, output, manifest, *settings)
+        if force:
+            raise click.UsageError(
+                "--force does not apply to a dataset, which resumes; remove OUT_DIR to start over"
+            )
+        _encode_dataset(inputs, output, manifest, settings, shard_size, batch_seconds, batch_size)
         return
-    if shard_size is not None or batch_seconds is not None:
-        raise click.UsageError("--shard-size and --batch-seconds apply to datasets (-o OUT_DIR)")
-    _encode_file(inputs[0], output, model, checkpoint, bandwidth, device, force)
+    if shard_size is not None or batch_seconds is not None or batch_size is not None:
+        raise click.UsageError(
+            "--shard-size, --batch-seconds and --batch-size apply to datasets (-o OUT_DIR)"
+        )
+    _encode_file(inputs[0], output, settings, force)
 
 
 def _makes_dataset(inputs: tuple[Path, ...], output: Path | None, manifest: Path | None) -> bool:
@@ -97,15 +142,7 @@ def _makes_dataset(inputs: tuple[Path, ...], output: Path | None, manifest: Path
     return output is not None and (output.is_dir() or not output.suffix)
 
 
-def _encode_file(
-    input: Path,
-    output: Path | None,
-    model: str | None,
-    checkpoint: Path | None,
-    bandwidth: float | None,
-    device: str,
-    force: bool,
-) -> None:
+def _encode_file(input: Path, output: Path | None, settings: _ModelSettings, force: bool) -> None:
     from ..audio import read_audio
     from ..codec.tokens import SUFFIXES
     from ..errors import TokensError
@@ -118,8 +155,8 @@ def _encode_file(
         fail(f"{output} exists; use --force to overwrite it")
     check_target(output, force, TokensError)
     wav, rate = read_audio(input)
-    codec = load(model or DEFAULT_MODEL, checkpoint, device)
-    tokens = codec.encode(wav, sample_rate=rate, bandwidth=bandwidth)
+    codec = settings.load()
+    tokens = codec.encode(wav, sample_rate=rate, bandwidth=settings.bandwidth)
     tokens.save(output, overwrite=force)
     click.echo(
         f"{output}: {tokens.num_codebooks} codebooks x {tokens.num_frames} frames, "
@@ -132,13 +169,10 @@ def _encode_dataset(
     inputs: tuple[Path, ...],
     out_dir: Path | None,
     manifest: Path | None,
+    settings: _ModelSettings,
     shard_size: float | None,
     batch_seconds: float | None,
-    model: str | None,
-    checkpoint: Path | None,
-    bandwidth: float | None,
-    device: str,
-    force: bool,
+    batch_size: int | None,
 ) -> None:
     """Encodes the files (and the manifest's) into ``out_dir``; exit status 1 if any failed."""
     from ..codec.tokens import SUFFIXES
@@ -148,22 +182,18 @@ def _encode_dataset(
         raise click.UsageError("a dataset needs an output directory: -o OUT_DIR")
     if out_dir.suffix in SUFFIXES:
         raise click.UsageError(f"{out_dir}: a dataset is a directory, not a tokens file")
-    if force:
-        raise click.UsageError(
-            "--force does not apply to a dataset, which resumes; remove OUT_DIR to start over"
-        )
     files = [path for path, _ in expand_inputs(tuple(map(str, inputs)), AUDIO_SUFFIXES)]
     if not files and manifest is None:
         fail(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in {', '.join(map(str, inputs))}")
-    codec = load(model or DEFAULT_MODEL, checkpoint, device)
     report = tokenize_dataset(
-        codec,
+        settings.load(),
         files,
         out_dir,
-        bandwidth=bandwidth,
+        bandwidth=settings.bandwidth,
         shard_bytes=max(1, round((SHARD_MB if shard_size is None else shard_size) * 1e6)),
         manifest=manifest,
         batch_seconds=BATCH_SECONDS if batch_seconds is None else batch_seconds,
+        batch_size=batch_size or 1,
     )
     done = f"; {report.skipped} already there" if report.skipped else ""
     n, shards = report.encoded, len(report.shards)

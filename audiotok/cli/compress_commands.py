@@ -159,7 +159,7 @@ def compress(
 
 
 def _long_file_to_atok(source: Path | str, target: Path | str, codec: Any, entropy: str) -> bool:
-    """Whether to compress as a stream: a long file, to an .atok file, with a causal codec."""
+    """Whether to compress as a stream: a long file, to an .atok file, with a codec that streams."""
     from ..audio_stream import audio_info
     from ..compression import STREAM_SECONDS
 

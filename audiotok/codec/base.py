@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -84,7 +85,7 @@ class Codec(abc.ABC):
 
     @property
     def can_stream(self) -> bool:
-        """Whether :meth:`streaming` works: causal models without segments."""
+        """Whether :meth:`streaming` works: causal models, and segmented ones by segment."""
         return False
 
     @property
@@ -120,6 +121,21 @@ class Codec(abc.ABC):
     ) -> torch.Tensor:
         """Audio ``[B, C, length]`` from codes ``[B, K, F]`` and scales ``[B, S]`` or None."""
 
+    def _encode_many(
+        self, wavs: list[torch.Tensor], bandwidth: float, max_batch: int
+    ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Codes ``[1, K, F_i]`` and scales ``[1, S_i]`` (or None) of each ``[1, C, T_i]``.
+
+        One by one here; codecs that can batch override it.
+        """
+        return [self._encode(wav, bandwidth) for wav in wavs]
+
+    def _decode_many(
+        self, items: list[tuple[torch.Tensor, torch.Tensor | None, int]], max_batch: int
+    ) -> list[torch.Tensor]:
+        """Audio ``[1, C, length_i]`` of each ``(codes [1, K, F_i], scales, length_i)``."""
+        return [self._decode(codes, scales, length) for codes, scales, length in items]
+
     def check_bandwidth(self, bandwidth: float | None) -> float:
         """Returns ``bandwidth`` (or the default) if the model supports it, else raises."""
         if bandwidth is None:
@@ -154,6 +170,13 @@ class Codec(abc.ABC):
             AudioError: Empty or non-finite audio, bad shape, unsupported bandwidth.
         """
         bandwidth = self.check_bandwidth(bandwidth)
+        wav = self._prepare(wav, sample_rate)
+        with torch.inference_mode():
+            codes, scales = self._encode(wav.to(self.device), bandwidth)
+        return Tokens(codes, scales, wav.shape[-1], self.sample_rate, bandwidth, self.model_id)
+
+    def _prepare(self, wav: torch.Tensor | np.ndarray, sample_rate: int | None) -> torch.Tensor:
+        """Checked float audio ``[B, C, T]`` at the model's rate and channel count."""
         if isinstance(wav, np.ndarray):
             wav = torch.from_numpy(np.ascontiguousarray(wav))
         check_audio(wav)
@@ -163,9 +186,58 @@ class Codec(abc.ABC):
         rate = self.sample_rate if sample_rate is None else int(sample_rate)
         if rate != self.sample_rate or wav.shape[1] != self.channels:
             wav = convert_audio(wav, rate, self.sample_rate, self.channels)
+        return wav
+
+    def encode_batch(
+        self,
+        wavs: Sequence[torch.Tensor | np.ndarray],
+        sample_rate: int | Sequence[int] | None = None,
+        bandwidth: float | None = None,
+        max_batch: int = 16,
+    ) -> list[Tokens]:
+        """Turns many signals of any lengths into tokens, in shared forward passes.
+
+        Each result is what :meth:`encode` gives for that signal alone: every signal is
+        padded inside the network as it would be alone (see :mod:`audiotok.codec.batching`),
+        not with zeros to the longest.
+
+        Args:
+            wavs: Signals ``[C, T_i]`` (float, torch or numpy), of any lengths.
+            sample_rate: The rate of all signals, or one rate per signal; None for the
+                model's. Signals are converted as in :meth:`encode`.
+            bandwidth: kbps, one of :attr:`bandwidths`; None for :attr:`default_bandwidth`.
+            max_batch: Most signals (segments, for segmented models) in one forward pass;
+                memory grows with it times the longest signal.
+
+        Returns:
+            One :class:`Tokens` (``B == 1``) per signal, in order.
+
+        Raises:
+            AudioError: A bad signal (the message names its position), unsupported bandwidth.
+        """
+        bandwidth = self.check_bandwidth(bandwidth)
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, not {max_batch}")
+        if sample_rate is None or isinstance(sample_rate, int):
+            rates: Sequence[int | None] = [sample_rate] * len(wavs)
+        else:
+            rates = list(sample_rate)
+            if len(rates) != len(wavs):
+                raise ValueError(f"{len(rates)} sample rates for {len(wavs)} signals")
+        prepared = []
+        for i, (wav, rate) in enumerate(zip(wavs, rates, strict=True)):
+            if getattr(wav, "ndim", 0) != 2:
+                raise AudioError(f"signal {i}: expected [C, T], got {list(wav.shape)}")
+            try:
+                prepared.append(self._prepare(wav, rate).to(self.device))
+            except AudioError as exc:
+                raise AudioError(f"signal {i}: {exc}") from None
         with torch.inference_mode():
-            codes, scales = self._encode(wav.to(self.device), bandwidth)
-        return Tokens(codes, scales, wav.shape[-1], self.sample_rate, bandwidth, self.model_id)
+            results = self._encode_many(prepared, bandwidth, max_batch)
+        return [
+            Tokens(codes, scales, wav.shape[-1], self.sample_rate, bandwidth, self.model_id)
+            for (codes, scales), wav in zip(results, prepared, strict=True)
+        ]
 
     def check_tokens(self, tokens: Tokens) -> None:
         """Raises :class:`TokensError` unless this codec can decode ``tokens``."""
@@ -213,3 +285,30 @@ class Codec(abc.ABC):
         scales = None if tokens.scales is None else tokens.scales.to(self.device)
         with torch.inference_mode():
             return self._decode(tokens.codes.to(self.device), scales, tokens.length)
+
+    def decode_batch(self, tokens: Sequence[Tokens], max_batch: int = 16) -> list[torch.Tensor]:
+        """Turns many tokens of any lengths back into audio, in shared forward passes.
+
+        Each result is what :meth:`decode` gives for those tokens alone.
+
+        Args:
+            tokens: Tokens made by this model; each may hold several signals (``B > 1``).
+            max_batch: Most signals (segments, for segmented models) in one forward pass.
+
+        Returns:
+            Audio ``[B_i, C, length_i]`` per element of ``tokens``, as :meth:`decode` returns.
+
+        Raises:
+            TokensError: Tokens that don't fit this model.
+        """
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, not {max_batch}")
+        rows = []
+        for t in tokens:
+            self.check_tokens(t)
+            for b in range(t.batch_size):
+                scales = None if t.scales is None else t.scales[b : b + 1].to(self.device)
+                rows.append((t.codes[b : b + 1].to(self.device), scales, t.length))
+        with torch.inference_mode():
+            audio = iter(self._decode_many(rows, max_batch))
+        return [torch.cat([next(audio) for _ in range(t.batch_size)]) for t in tokens]

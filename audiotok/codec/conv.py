@@ -8,10 +8,11 @@ under time-group norm, else nothing). A checkpoint key thus reads
 
 Padding: a convolution of kernel ``k``, stride ``s`` and dilation ``d`` is padded by
 ``(k - 1) * d + 1 - s`` samples in total (all on the left when causal, split with the extra
-sample on the left otherwise), plus just enough zeros on the right for the last window to be
-full. An input of ``T`` samples thus gives ``ceil(T / s)`` frames, and the transposed
-convolutions trim the same fixed amount so that decode(encode(x)) is ``T`` samples long again
-after a final trim.
+sample on the left otherwise), plus just enough on the right for the last window to be full,
+all in the layer's ``pad_mode`` (reflect in the official models), as the reference pads. An
+input of ``T`` samples thus gives ``ceil(T / s)`` frames, and the transposed convolutions trim
+the same fixed amount so that decode(encode(x)) is ``T`` samples long again after a final
+trim.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ def extra_padding_for_conv1d(length: int, kernel_size: int, stride: int, padding
 
     Example:
         With ``padding_total=4, kernel_size=4, stride=2`` and 5 samples, the padded input
-        ``0 0 1 2 3 4 5 0`` needs one more zero at the end so that sample 5 falls in a window
-        whose transposed output can reproduce it: the function returns 1.
+        ``p p 1 2 3 4 5 p`` needs one more sample at the end so that sample 5 falls in a
+        window whose transposed output can reproduce it: the function returns 1.
     """
     n_frames = (length - kernel_size + padding_total) / stride + 1
     ideal_length = (math.ceil(n_frames) - 1) * stride + (kernel_size - padding_total)
@@ -209,7 +210,7 @@ class SConv1d(nn.Module):
         groups: Groups.
         causal: Pad only on the left, so outputs never depend on later samples.
         norm: One of ``none``, ``weight_norm``, ``time_group_norm``.
-        pad_mode: ``F.pad`` mode of the fixed padding (the extra right padding is zeros).
+        pad_mode: ``F.pad`` mode of all the padding, the extra right padding included.
     """
 
     def __init__(

@@ -9,8 +9,11 @@ import torch
 
 from ..errors import TokensError
 from .base import Codec
+from .batching import decode_batch, encode_batch
 from .config import CodecConfig
 from .model import EncodecModel
+from .precision import check_precision, precision_context
+from .segment_streaming import SegmentStream
 from .streaming import CodecStream
 
 
@@ -45,6 +48,37 @@ class EncodecCodec(Codec):
         if entropy_priors is not None and tuple(entropy_priors.shape) != (cfg.n_q, cfg.bins):
             raise ValueError(f"entropy priors must be [{cfg.n_q}, {cfg.bins}]")
         self._priors = None if entropy_priors is None else np.asarray(entropy_priors, np.uint16)
+        self._precision = "fp32"
+
+    @property
+    def precision(self) -> str:
+        """Inference precision: ``fp32`` (exact, the default), ``tf32``, ``bf16`` or ``fp16``."""
+        return self._precision
+
+    def set_precision(self, precision: str) -> EncodecCodec:
+        """Chooses the inference precision (see :mod:`audiotok.codec.precision`); returns self.
+
+        Anything but ``fp32`` is faster on GPUs and gives codes that differ from the
+        official model's wherever the rounding tips a near tie.
+
+        Raises:
+            ValueError: An unknown precision.
+            DeviceError: ``fp16`` on a CPU.
+        """
+        self._precision = check_precision(precision, self.device)
+        return self
+
+    def compile(self, **options: object) -> EncodecCodec:
+        """Compiles the encoder and decoder with ``torch.compile``; returns self.
+
+        Compilation takes seconds to minutes on the first call at each new input shape
+        (``dynamic=True`` by default limits recompiling for new lengths). Parameter names,
+        and so the fingerprint, are unchanged. ``options`` go to ``torch.compile``.
+        """
+        options = {"dynamic": True, **options}
+        self.model.encoder.compile(**options)
+        self.model.decoder.compile(**options)
+        return self
 
     @property
     def config(self) -> CodecConfig:
@@ -77,7 +111,7 @@ class EncodecCodec(Codec):
 
     @property
     def can_stream(self) -> bool:
-        return self.config.causal and self.config.segment is None
+        return self.config.segment is not None or self.config.causal
 
     @property
     def entropy_priors(self) -> np.ndarray | None:
@@ -124,13 +158,23 @@ class EncodecCodec(Codec):
             self._fingerprint = (versions, digest.digest()[:16])
         return self._fingerprint[1]
 
-    def streaming(self, batch_size: int = 1, bandwidth: float | None = None) -> CodecStream:
-        """A stream for chunk-by-chunk encoding and decoding (causal models only).
+    def streaming(
+        self, batch_size: int = 1, bandwidth: float | None = None
+    ) -> CodecStream | SegmentStream:
+        """A stream for chunk-by-chunk encoding and decoding.
 
-        Use as ``with codec.streaming(1, 6.0) as s: codes = s.encode(chunk)``; see
-        :mod:`audiotok.codec.streaming`.
+        Causal models stream frame by frame (:class:`~audiotok.codec.streaming.CodecStream`:
+        ``with codec.streaming(1, 6.0) as s: codes = s.encode(chunk)``); segmented ones
+        (48 kHz) segment by segment, with a scale per segment
+        (:class:`~audiotok.codec.segment_streaming.SegmentStream`).
+
+        Raises:
+            ValueError: A model that is neither (non-causal and unsegmented).
         """
-        return CodecStream(self.model, batch_size, self.num_codebooks(bandwidth))
+        n_q = self.num_codebooks(bandwidth)
+        if self.config.segment is not None:
+            return SegmentStream(self.model, batch_size, n_q)
+        return CodecStream(self.model, batch_size, n_q)
 
     def num_codebooks(self, bandwidth: float | None = None) -> int:
         return self.config.num_codebooks(self.check_bandwidth(bandwidth))
@@ -141,11 +185,17 @@ class EncodecCodec(Codec):
     def _encode(
         self, wav: torch.Tensor, bandwidth: float
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self.model.encode(wav, self.config.num_codebooks(bandwidth))
+        with precision_context(self._precision, wav.device):
+            return self.model.encode(wav, self.config.num_codebooks(bandwidth))
 
     def _decode(
         self, codes: torch.Tensor, scales: torch.Tensor | None, length: int
     ) -> torch.Tensor:
+        self._check_scales(scales, length)
+        with precision_context(self._precision, codes.device):
+            return self.model.decode(codes, scales, length).float()
+
+    def _check_scales(self, scales: torch.Tensor | None, length: int) -> None:
         if self.config.normalize:
             n_segments = len(self.model.segments(length))
             if scales is None or scales.shape[1] != n_segments:
@@ -155,7 +205,31 @@ class EncodecCodec(Codec):
                 )
         elif scales is not None:
             raise TokensError(f"{self.model_id} does not normalise, but the tokens carry scales")
-        return self.model.decode(codes, scales, length)
+
+    def _encode_many(
+        self, wavs: list[torch.Tensor], bandwidth: float, max_batch: int
+    ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        n_q = self.config.num_codebooks(bandwidth)
+        rows = [wav for batch in wavs for wav in batch]
+        with precision_context(self._precision, self.device):
+            results = encode_batch(self.model, rows, n_q, max_batch)
+        return [
+            (codes.unsqueeze(0), None if scales is None else scales.unsqueeze(0))
+            for codes, scales in results
+        ]
+
+    def _decode_many(
+        self, items: list[tuple[torch.Tensor, torch.Tensor | None, int]], max_batch: int
+    ) -> list[torch.Tensor]:
+        for _, scales, length in items:
+            self._check_scales(scales, length)
+        rows = [
+            (codes[0], None if scales is None else scales[0], length)
+            for codes, scales, length in items
+        ]
+        with precision_context(self._precision, self.device):
+            audio = decode_batch(self.model, rows, max_batch)
+        return [a.unsqueeze(0).float() for a in audio]
 
     def __repr__(self) -> str:
         return (

@@ -86,14 +86,38 @@ class EncodecModel(nn.Module):
         """
         codes, scales = [], []
         for seg in self.segments(x.shape[-1]):
-            chunk = x[..., seg.start : seg.start + seg.length]
-            if self.config.normalize:
-                mono = chunk.mean(dim=1, keepdim=True)
-                scale = 1e-8 + mono.pow(2).mean(dim=2, keepdim=True).sqrt()
-                chunk = chunk / scale
+            seg_codes, scale = self.encode_segment(x[..., seg.start : seg.start + seg.length], n_q)
+            codes.append(seg_codes)
+            if scale is not None:
                 scales.append(scale.view(-1, 1))
-            codes.append(self.quantizer.encode(self.encoder(chunk), n_q))
         return torch.cat(codes, dim=-1), torch.cat(scales, dim=1) if scales else None
+
+    def encode_segment(self, x: Tensor, n_q: int) -> tuple[Tensor, Tensor | None]:
+        """Encodes one segment (the whole signal for unsegmented models).
+
+        Args:
+            x: Audio ``[B, C, n]``.
+            n_q: Codebooks to produce.
+
+        Returns:
+            Codes ``[B, n_q, ceil(n / hop)]`` and, when the model normalises, the scales
+            ``[B, 1, 1]`` the segment was divided by.
+        """
+        x, scale = self.normalize(x)
+        return self.quantizer.encode(self.encoder(x), n_q), scale
+
+    def normalize(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Divides each segment ``[B, C, n]`` by its RMS ``[B, 1, 1]`` if the model normalises."""
+        if not self.config.normalize:
+            return x, None
+        mono = x.mean(dim=1, keepdim=True)
+        scale = 1e-8 + mono.pow(2).mean(dim=2, keepdim=True).sqrt()
+        return x / scale, scale
+
+    def decode_segment(self, codes: Tensor, scale: Tensor | None) -> Tensor:
+        """One segment's codes ``[B, K, f]`` and scales ``[B]`` (or None) -> ``[B, C, f * hop]``."""
+        out = self.decoder(self.quantizer.decode(codes))
+        return out if scale is None else out * scale.view(-1, 1, 1)
 
     def decode(self, codes: Tensor, scales: Tensor | None, length: int) -> Tensor:
         """Decodes codes back to audio.
@@ -109,10 +133,7 @@ class EncodecModel(nn.Module):
         pieces = []
         for i, seg in enumerate(self.segments(length)):
             frames = codes[..., seg.first_frame : seg.first_frame + seg.frames]
-            out = self.decoder(self.quantizer.decode(frames))
-            if scales is not None:
-                out = out * scales[:, i].view(-1, 1, 1)
-            pieces.append(out)
+            pieces.append(self.decode_segment(frames, None if scales is None else scales[:, i]))
         if len(pieces) == 1 and self.config.segment is None:
             return pieces[0][..., :length]
         return linear_overlap_add(pieces, self.config.segment_stride or 1)[..., :length]

@@ -16,6 +16,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .precision import full_precision
+
 
 class EuclideanCodebook(nn.Module):
     """One codebook, searched by Euclidean distance.
@@ -97,22 +99,27 @@ class ResidualVectorQuantization(nn.Module):
         )
 
     def encode(self, x: Tensor, n_q: int) -> Tensor:
-        """Latents ``[B, D, F]`` -> codes ``[n_q, B, F]`` of the first ``n_q`` stages."""
-        residual = x
-        codes = []
-        for layer in self.layers[:n_q]:
-            indices = layer.encode(residual)
-            residual = residual - layer.decode(indices)
-            codes.append(indices)
-        return torch.stack(codes)
+        """Latents ``[B, D, F]`` -> codes ``[n_q, B, F]`` of the first ``n_q`` stages.
+
+        Always in float32, even when the encoder ran under autocast (see ``precision.py``).
+        """
+        with full_precision(x.device):
+            residual = x.float()
+            codes = []
+            for layer in self.layers[:n_q]:
+                indices = layer.encode(residual)
+                residual = residual - layer.decode(indices)
+                codes.append(indices)
+            return torch.stack(codes)
 
     def decode(self, codes: Tensor) -> Tensor:
         """Codes ``[K, B, F]`` -> the sum of the ``K`` stages' entries ``[B, D, F]``."""
         # Accumulating from a scalar zero in stage order keeps the reference's rounding.
-        out = torch.tensor(0.0, device=codes.device)
-        for layer, indices in zip(self.layers, codes, strict=False):
-            out = out + layer.decode(indices)
-        return out
+        with full_precision(codes.device):
+            out = torch.tensor(0.0, device=codes.device)
+            for layer, indices in zip(self.layers, codes, strict=False):
+                out = out + layer.decode(indices)
+            return out
 
 
 class ResidualVectorQuantizer(nn.Module):

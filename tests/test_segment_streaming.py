@@ -1,0 +1,55 @@
+"""Segment streaming (48 kHz-style models) gives the offline codes, scales and audio."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import load_clip
+
+from audiotok.codec.segment_streaming import SegmentStream
+
+# The tiny segmented model: 0.1 s segments (4800 samples at 48 kHz) every 4752 samples,
+# 15 frames of 320 samples each. Lengths: shorter than a segment; exactly one (which adds a
+# 48-sample segment inside its span); tails of 149 + 1 and 150 + 2 frames in the 48 kHz
+# model's terms (here 14 + 1 and 15 + 1); several full segments.
+LENGTHS = [100, 4800, 4752 + 4500, 4752 + 4790, 3 * 4752 + 1234]
+
+
+def stream(codec, audio, chunk):
+    codes, scales, decoded = [], [], []
+    with codec.streaming(audio.shape[0], 2.4) as s:
+        assert isinstance(s, SegmentStream)
+        pieces = []
+        for start in range(0, audio.shape[-1], chunk):
+            pieces += s.encode(audio[..., start : start + chunk])
+        pieces += s.encode_end()
+        for c, scale in pieces:
+            codes.append(c)
+            scales.append(scale)
+            decoded.append(s.decode(c, scale))
+        decoded.append(s.decode_end())
+    audio_out = torch.cat(decoded, dim=-1)[..., : audio.shape[-1]]
+    return torch.cat(codes, dim=-1), torch.stack(scales, dim=1), audio_out
+
+
+@pytest.mark.parametrize("length", LENGTHS)
+@pytest.mark.parametrize("chunk", [1000, 4800, 20_000])
+def test_segment_streaming_equals_offline(segmented_codec, length, chunk):
+    codec = segmented_codec
+    audio = load_clip("music_48k_stereo.flac", 48_000, 2, seconds=0.5)[..., :length]
+    offline = codec.encode(audio, bandwidth=2.4)
+    codes, scales, decoded = stream(codec, audio, chunk)
+    assert torch.equal(codes, offline.codes)
+    assert torch.equal(scales, offline.scales)
+    assert decoded.shape == audio.shape
+    torch.testing.assert_close(decoded, codec.decode(offline), rtol=0, atol=1e-6)
+
+
+def test_each_segment_comes_out_when_its_samples_are_in(segmented_codec):
+    audio = load_clip("music_48k_stereo.flac", 48_000, 2, seconds=0.3)
+    with segmented_codec.streaming(1, 2.4) as s:
+        assert s.encode(audio[..., :4799]) == []
+        (first,) = s.encode(audio[..., 4799:4800])
+        assert first[0].shape == (1, 4, 15)  # [B, K, frames of one segment]
+        assert len(s.encode(audio[..., 4800 : 4752 + 4800])) == 1
+        assert s.decode(*first).shape[-1] == 4752, "the overlap waits for the next segment"
