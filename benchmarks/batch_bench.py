@@ -3,8 +3,9 @@
 Throughput: ``encodec_24khz`` with random weights of the official architecture (written once
 as an official ``.th`` file and a transformers directory, see ``codec_bench.py``), a batch of
 ``--batch`` clips of ``--seconds`` s of real audio, encoded with
-``codec.encode_batch(max_batch=--batch)`` in each ``--precisions`` mode, against transformers'
-``EncodecModel.encode`` on the same batch and device (the reference that batches). x real
+``codec.encode_batch(max_batch=--batch)`` in each ``--precisions`` mode and one clip at a
+time (``max_batch=1``), against transformers' ``EncodecModel.encode`` on the same batch and
+device (the reference that batches). x real
 time = audio seconds in the batch x repeats / wall seconds (CUDA synchronised), after one
 untimed warm-up pass. "codes = fp32": share of codes equal to audiotok's fp32 codes;
 transformers' fp32 codes are checked equal to ours.
@@ -114,6 +115,10 @@ def main() -> None:
             same = "-" if exact is None else f"{agreement(codes, exact):.4f}"
             print(f"| audiotok | {precision} | {rows[precision]:,.0f} | {same} |")
         codec.set_precision("fp32")
+        seconds, _ = timed(
+            lambda: codec.encode_batch(clips, bandwidth=6.0, max_batch=1), args.device, args.repeats
+        )
+        print(f"| audiotok, one clip at a time | fp32 | {audio_seconds / seconds:,.0f} | |")
 
         stacked = torch.stack(clips).to(args.device)
 
