@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from codec_bench import make_weights, real_audio  # noqa: E402
+from codec_bench import make_weights, real_audio
 
 TARGET_GPU_XRT = 20_000  # issue 4: encode, H100, 24 kHz
 
