@@ -29,6 +29,7 @@ from audiotok.cli.main import cli
 from audiotok.codec import checkpoints, registry
 from audiotok.codec.checkpoints import save_checkpoint, sha256_file
 from audiotok.codec.tokens import Tokens
+from audiotok.generate.registry import generation_card_names
 
 SPEECH = DATA / "speech_24k.flac"
 NAMES = ("encodec_24khz", "encodec_48khz", "encodec_32khz", "encodec_16khz")
@@ -441,7 +442,10 @@ def test_models_lists_the_registry(caches):
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     names = [line.split()[0] for line in lines if not line.startswith(" ")]
-    assert names == [registry.DEFAULT_CODEC, *NAMES]
+    assert names == [registry.DEFAULT_CODEC, *NAMES, *generation_card_names()]
+    assert "    text-to-music, codec encodec_32khz, text encoder t5-base; licence: CC-BY-NC" in (
+        result.stdout
+    )
     for name in NAMES:
         assert f"    weights: not downloaded (audiotok models fetch {name})" in lines
     packaged = registry.PACKAGED_DIR / f"{registry.DEFAULT_CODEC}.json"
@@ -469,7 +473,7 @@ def test_models_shows_cached_weights(caches, monkeypatch):
 
     assert result.exit_code == 0, result.output
     assert f"    weights: {cached}" in result.stdout.splitlines()
-    assert result.stdout.count("not downloaded") == 3
+    assert result.stdout.count("not downloaded") == 3 + len(generation_card_names())
 
 
 def test_models_with_a_damaged_cached_file(caches):
@@ -483,13 +487,14 @@ def test_models_with_a_damaged_cached_file(caches):
     line = next(ln for ln in result.stdout.splitlines() if "unusable" in ln)
     assert line.startswith(f"    weights: unusable: {cached}: SHA-256 ")
     assert "damaged" in line
-    assert result.stdout.count("not downloaded") == 3, "the other models are still listed"
+    others = 3 + len(generation_card_names())
+    assert result.stdout.count("not downloaded") == others, "the other models are still listed"
 
 
 def test_models_fetch_unknown_name():
     result = run("models", "fetch", "nosuchmodel")
 
-    known = ", ".join((registry.DEFAULT_CODEC, *NAMES))
+    known = ", ".join((registry.DEFAULT_CODEC, *NAMES, *generation_card_names()))
     assert_one_error_line(result, f"unknown model 'nosuchmodel'; known: {known}")
 
 

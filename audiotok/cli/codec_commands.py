@@ -271,18 +271,12 @@ def models(ctx: click.Context) -> None:
     """List the known models and whether their weights are here."""
     if ctx.invoked_subcommand is not None:
         return
-    from ..codec import hub
     from ..codec.registry import CARDS
+    from ..generate.registry import GENERATION_CARDS
 
     for card in CARDS:
         cfg = card.config
-        try:
-            found = hub.find_local(card)
-            where = (
-                str(found[1]) if found else f"not downloaded (audiotok models fetch {card.name})"
-            )
-        except AudiotokError as exc:  # one damaged file must not hide the other models
-            where = f"unusable: {exc}"
+        where = _where(card)
         bandwidths = ", ".join(f"{b:g}" for b in cfg.target_bandwidths)
         click.echo(f"{card.name}  {card.description}")
         click.echo(
@@ -290,6 +284,24 @@ def models(ctx: click.Context) -> None:
             f"{cfg.bins} codes, kbps: {bandwidths}; licence: {card.licence}"
         )
         click.echo(f"    weights: {where}")
+    for gen in GENERATION_CARDS:
+        click.echo(f"{gen.name}  {gen.description}")
+        click.echo(
+            f"    {gen.task}, codec {gen.codec}, text encoder {gen.text_encoder}; "
+            f"licence: {gen.licence}"
+        )
+        click.echo(f"    weights: {_where(gen)}")
+
+
+def _where(card: Any) -> str:
+    """Where a card's weights are, or how to get them."""
+    from ..codec import hub
+
+    try:
+        found = hub.find_local(card)
+    except AudiotokError as exc:  # one damaged file must not hide the other models
+        return f"unusable: {exc}"
+    return str(found[1]) if found else f"not downloaded (audiotok models fetch {card.name})"
 
 
 @models.command("fetch")
@@ -299,9 +311,11 @@ def models_fetch(name: str) -> None:
     """Download a model's weights into the local cache and verify them."""
     from ..codec import hub
     from ..codec.registry import card_names, find_card
+    from ..generate.registry import find_generation_card, generation_card_names
 
-    card = find_card(name)
+    card = find_card(name) or find_generation_card(name)
     if card is None:
-        fail(f"unknown model {name!r}; known: {', '.join(card_names())}")
+        known = card_names() + generation_card_names()
+        fail(f"unknown model {name!r}; known: {', '.join(known)}")
     source, path = hub.fetch(card)
     click.echo(f"{card.name}: {path} ({source.describe()})")

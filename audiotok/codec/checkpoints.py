@@ -127,15 +127,29 @@ def _read_hf_dir(directory: Path) -> Checkpoint:
             f"{directory}: has config.json but no model.safetensors or pytorch_model.bin"
         )
     raw = _load_safetensors(weights) if weights.suffix == ".safetensors" else _torch_load(weights)
-    raw = _float_state(raw, weights)
+    checkpoint = hf_checkpoint(config, raw, weights)
+    checkpoint.path = directory
+    return checkpoint
+
+
+def hf_checkpoint(config: CodecConfig, raw: dict[str, Any], where: Path) -> Checkpoint:
+    """A transformers ``EncodecModel``'s state dict, under our names.
+
+    Args:
+        config: Its architecture (:func:`~audiotok.codec.convert.config_from_hf`).
+        raw: Its state dict under transformers' keys (bundles, such as MusicGen's
+            ``audio_encoder.*``, pass their sub-dict with the prefix removed).
+        where: The file named in error messages and recorded as the checkpoint's path.
+    """
+    raw = _float_state(raw, where)
     ours = set(expected_shapes(config))
     state: dict[str, torch.Tensor] = {}
     for key, value in raw.items():
         name = hf_key_to_ours(key, ours)
         if name is None:
-            raise CheckpointError(f"{weights}: unexpected transformers EnCodec key {key!r}")
+            raise CheckpointError(f"{where}: unexpected transformers EnCodec key {key!r}")
         state[name] = value
-    return Checkpoint(directory, "hf", state, config)
+    return Checkpoint(where, "hf", state, config)
 
 
 def _read_audiocraft(path: Path, pkg: dict[str, Any]) -> Checkpoint:

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..errors import CheckpointError, DeviceError, ModelNotAvailableError
 from ..runtime import tune_allocator
 from . import hub
-from .checkpoints import Checkpoint, build_model, read_checkpoint, recognise, state_mismatch
+from .checkpoints import (
+    Checkpoint,
+    build_model,
+    hf_checkpoint,
+    read_checkpoint,
+    recognise,
+    state_mismatch,
+)
+from .convert import config_from_hf
 from .encodec import EncodecCodec
 from .registry import DEFAULT_CODEC, ModelCard, card_names, find_card
 
@@ -107,6 +116,26 @@ def resolve_device(device: str | torch.device) -> torch.device:
     elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise DeviceError(f"device {dev}: MPS is not available on this machine")
     return dev
+
+
+def codec_from_hf(
+    config: dict[str, Any],
+    state: dict[str, torch.Tensor],
+    where: str | os.PathLike,
+    device: str | torch.device = "cpu",
+) -> EncodecCodec:
+    """A codec from a transformers EnCodec config and state dict held in memory.
+
+    For files that bundle a codec with other weights, such as transformers' MusicGen
+    (``audio_encoder.*``). The architecture is read from ``config``; the model is named after
+    the registry card its tensors match, else after ``where``.
+
+    Raises:
+        CheckpointError: The config or the tensors are not an EnCodec's.
+    """
+    tune_allocator()
+    checkpoint = hf_checkpoint(config_from_hf(config), state, Path(where))
+    return _from_file(checkpoint).to(resolve_device(device))
 
 
 def _from_card(card: ModelCard, ckpt: Checkpoint) -> EncodecCodec:

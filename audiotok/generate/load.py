@@ -1,0 +1,204 @@
+"""``load_lm``: from a name or a path to a ready LM, its conditioners and its codec."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ..codec import hub
+from ..codec.base import Codec
+from ..codec.load import codec_from_hf, load_codec, resolve_device
+from ..errors import CheckpointError, ModelNotAvailableError
+from .checkpoints import COMPRESSION_FILE, LMCheckpoint, read_lm_checkpoint
+from .conditioners import (
+    ChromaConditioner,
+    ConditionProvider,
+    TextConditioner,
+    load_t5,
+    t5_from_state,
+)
+from .lm import LMModel
+from .lm_config import LMConfig
+from .registry import find_generation_card, generation_card_names
+
+
+class LoadedLM(NamedTuple):
+    """What :func:`load_lm` returns; unpacks as ``lm, conditioner, codec, config``."""
+
+    lm: LMModel
+    conditioner: ConditionProvider
+    codec: Codec
+    config: LMConfig
+
+
+def load_lm(
+    source: str | os.PathLike = "musicgen-small",
+    *,
+    device: str | torch.device = "cpu",
+    text_encoder: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> LoadedLM:
+    """Loads a MusicGen / AudioGen LM with its conditioners and its codec, in eval mode.
+
+    Args:
+        source: One of
+
+            * a registry name (``musicgen-small``, ``musicgen-melody``, ``audiogen-medium``...,
+              or its Hugging Face id ``facebook/musicgen-small``): weights from the Hugging
+              Face cache, else downloaded;
+            * an audiocraft export: a directory with ``state_dict.bin`` and
+              ``compression_state_dict.bin`` (or the ``state_dict.bin`` itself);
+            * a transformers MusicGen directory (``config.json`` + ``model.safetensors``
+              + the T5 tokenizer files).
+        device: Where to put the models.
+        text_encoder: For audiocraft exports, the T5 encoder to use instead of the one the
+            checkpoint names (looked up in the Hugging Face cache): a local directory or a
+            Hugging Face name.
+        progress: Show download progress.
+
+    Returns:
+        ``(lm, conditioner, codec, config)``; ``conditioner(texts)`` gives the LM's condition.
+
+    Raises:
+        ModelNotAvailableError: Unknown name, or weights (LM, T5, codec) not available.
+        CheckpointError: An unreadable checkpoint or one we do not support.
+        DeviceError: ``device`` does not exist or is not available.
+    """
+    device = resolve_device(device)
+    card = find_generation_card(str(source)) if isinstance(source, str) else None
+    if card is not None:
+        _, path = hub.fetch(card, progress=progress)
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise ModelNotAvailableError(
+                f"unknown generation model {str(source)!r}: neither a registry name "
+                f"({', '.join(generation_card_names())}) nor an existing file or directory"
+            )
+    ckpt = read_lm_checkpoint(path)
+    lm = build_lm(ckpt.config, ckpt.lm_state, str(ckpt.path))
+    codec = _load_codec(ckpt)
+    _check_codec(ckpt, codec)
+    # T5 last: it is the largest download, and the other parts fail faster.
+    conditioner = build_conditioners(ckpt, text_encoder)
+    return LoadedLM(lm.to(device), conditioner.to(device).eval(), codec.to(device), ckpt.config)
+
+
+@functools.lru_cache(maxsize=16)
+def expected_shapes(config: LMConfig) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of the state dict of an LM of this architecture (built on no device)."""
+    with torch.device("meta"):
+        model = LMModel(config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def state_mismatch(config: LMConfig, state: dict[str, torch.Tensor]) -> str | None:
+    """Why ``state`` does not fit ``config`` (one line), or None when it fits."""
+    expected = expected_shapes(config)
+    problems = []
+    groups = (
+        ("missing", [k for k in expected if k not in state]),
+        ("unexpected", [k for k in state if k not in expected]),
+        (
+            "wrong shape",
+            [
+                f"{k} {list(state[k].shape)} (expected {list(s)})"
+                for k, s in expected.items()
+                if k in state and tuple(state[k].shape) != s
+            ],
+        ),
+    )
+    for what, items in groups:
+        if items:
+            more = f" and {len(items) - 2} more" if len(items) > 2 else ""
+            problems.append(f"{len(items)} {what}: {', '.join(items[:2])}{more}")
+    return "; ".join(problems) or None
+
+
+def build_lm(config: LMConfig, state: dict[str, torch.Tensor], where: str) -> LMModel:
+    """An LM of architecture ``config`` holding the weights ``state``, in eval mode.
+
+    Raises:
+        CheckpointError: The weights don't fit the architecture; the message says how.
+    """
+    problem = state_mismatch(config, state)
+    if problem:
+        raise CheckpointError(f"{where}: LM weights don't fit its config ({problem})")
+    with torch.device("meta"):
+        model = LMModel(config)
+    # `assign` adopts the loaded tensors instead of copying into freshly initialised ones.
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()
+
+
+def _load_projection(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[-1].strip()
+        raise CheckpointError(f"{where}: conditioner weights don't fit ({reason})") from None
+
+
+def build_conditioners(
+    ckpt: LMCheckpoint, text_encoder: str | os.PathLike | None = None
+) -> ConditionProvider:
+    """The checkpoint's conditioners with their weights (T5 loaded as the checkpoint says)."""
+    conditioners: dict[str, nn.Module] = {}
+    for spec in ckpt.config.conditioners:
+        module: nn.Module
+        if spec.is_text:
+            if ckpt.t5_state is not None and text_encoder is None:
+                tokenizer, t5 = t5_from_state(ckpt.t5_config or {}, ckpt.t5_state, ckpt.path)
+            else:
+                t5_source = text_encoder if text_encoder is not None else str(spec.t5_name)
+                tokenizer, t5 = load_t5(t5_source, offline=hub.is_offline())
+            if t5.config.d_model != spec.dim:
+                raise CheckpointError(
+                    f"{ckpt.path}: the text encoder is {t5.config.d_model} wide, the "
+                    f"checkpoint's projection expects {spec.dim} ({spec.t5_name})"
+                )
+            module = TextConditioner(spec.name, tokenizer, t5, ckpt.config.dim)
+        else:
+            module = ChromaConditioner(spec.name, spec.dim, ckpt.config.dim)
+        state = {k.removeprefix("output_proj."): v for k, v in _proj(ckpt, spec.name).items()}
+        _load_projection(module.output_proj, state, str(ckpt.path))
+        conditioners[spec.name] = module
+    return ConditionProvider(conditioners)
+
+
+def _proj(ckpt: LMCheckpoint, name: str) -> dict[str, torch.Tensor]:
+    state = ckpt.conditioner_states.get(name)
+    if not state:
+        raise CheckpointError(f"{ckpt.path}: no weights for conditioner {name!r}")
+    return state
+
+
+def _load_codec(ckpt: LMCheckpoint) -> Codec:
+    """The codec the checkpoint was trained with, through :func:`audiotok.load_codec`."""
+    if ckpt.codec_state is not None:
+        # transformers bundles the codec (audio_encoder.*) in the LM's files.
+        return codec_from_hf(ckpt.codec_config, ckpt.codec_state, ckpt.path)
+    if ckpt.codec_path is None:
+        raise CheckpointError(f"{ckpt.path}: no {COMPRESSION_FILE} (the codec) beside it")
+    return load_codec(ckpt.codec_path)
+
+
+def _check_codec(ckpt: LMCheckpoint, codec: Codec) -> None:
+    config = ckpt.config
+    problems = []
+    if codec.cardinality != config.card:
+        problems.append(f"{codec.cardinality} entries per codebook, the LM expects {config.card}")
+    if codec.sample_rate != config.sample_rate:
+        problems.append(f"{codec.sample_rate} Hz, the LM expects {config.sample_rate} Hz")
+    interleaved = config.stereo_interleave and not config.stereo_per_timestep
+    per_channel = config.n_q // 2 if interleaved else config.n_q
+    available = codec.num_codebooks(codec.bandwidths[-1])
+    if available < per_channel:
+        problems.append(f"{available} codebooks, the LM models {per_channel}")
+    if problems:
+        raise CheckpointError(f"{ckpt.path}: its codec does not fit the LM ({'; '.join(problems)})")
