@@ -80,7 +80,8 @@ def explain_load_error(exc: BaseException) -> str:
     return lines[0].rstrip(".") if lines else type(exc).__name__
 
 
-def _torch_load(path: Path) -> Any:
+def load_torch(path: Path) -> Any:
+    """``torch.load`` of tensors and plain containers only, or a one-line CheckpointError."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and torch errors all mean "not a checkpoint we read"
@@ -88,7 +89,8 @@ def _torch_load(path: Path) -> Any:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
 
 
-def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors, or a one-line CheckpointError."""
     from safetensors.torch import load_file
 
     try:
@@ -97,16 +99,18 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
-def _float_state(state: Any, path: Path) -> dict[str, torch.Tensor]:
+def float_state(state: Any, path: Path) -> dict[str, torch.Tensor]:
+    """``state`` checked to be a state dict, floating tensors as float32 (exports are fp16)."""
     if not isinstance(state, dict) or not state:
         raise CheckpointError(f"{path}: holds no state dict")
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{path}: entry {bad[0]!r} is not a tensor")
-    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    return {str(k): v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``, or a one-line CheckpointError."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -117,7 +121,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _read_hf_dir(directory: Path) -> Checkpoint:
-    config = config_from_hf(_read_json(directory / "config.json"))
+    config = config_from_hf(read_json(directory / "config.json"))
     for name in ("model.safetensors", "pytorch_model.bin"):
         if (directory / name).is_file():
             weights = directory / name
@@ -126,7 +130,7 @@ def _read_hf_dir(directory: Path) -> Checkpoint:
         raise CheckpointError(
             f"{directory}: has config.json but no model.safetensors or pytorch_model.bin"
         )
-    raw = _load_safetensors(weights) if weights.suffix == ".safetensors" else _torch_load(weights)
+    raw = load_safetensors(weights) if weights.suffix == ".safetensors" else load_torch(weights)
     checkpoint = hf_checkpoint(config, raw, weights)
     checkpoint.path = directory
     return checkpoint
@@ -141,7 +145,7 @@ def hf_checkpoint(config: CodecConfig, raw: dict[str, Any], where: Path) -> Chec
             ``audio_encoder.*``, pass their sub-dict with the prefix removed).
         where: The file named in error messages and recorded as the checkpoint's path.
     """
-    raw = _float_state(raw, where)
+    raw = float_state(raw, where)
     ours = set(expected_shapes(config))
     state: dict[str, torch.Tensor] = {}
     for key, value in raw.items():
@@ -161,11 +165,11 @@ def _read_audiocraft(path: Path, pkg: dict[str, Any]) -> Checkpoint:
     state = pkg["best_state"]
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]  # a training checkpoint rather than an export
-    return Checkpoint(path, "audiocraft", _float_state(state, path), config_from_audiocraft(cfg))
+    return Checkpoint(path, "audiocraft", float_state(state, path), config_from_audiocraft(cfg))
 
 
 def _read_audiotok(card_path: Path) -> Checkpoint:
-    card = _read_json(card_path)
+    card = read_json(card_path)
     if card.get("format") != AUDIOTOK_FORMAT:
         raise CheckpointError(
             f"{card_path}: not an audiotok codec card (format {card.get('format')!r})"
@@ -181,9 +185,9 @@ def _read_audiotok(card_path: Path) -> Checkpoint:
     weights = card_path.with_name(card.get("weights", card_path.stem + ".safetensors"))
     if not weights.is_file():
         raise CheckpointError(f"{card_path}: its weights file {weights.name} is missing")
-    state = _load_safetensors(weights)
+    state = load_safetensors(weights)
     priors = state.pop(PRIORS_KEY, None)
-    state = _float_state(state, weights)
+    state = float_state(state, weights)
     if card.get("inference_only"):
         state = _with_training_buffers(state)
     return Checkpoint(card_path, "audiotok", state, config, card=card, priors=priors)
@@ -238,10 +242,10 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(
             f"{path}: safetensors weights without their .json card or config.json"
         )
-    pkg = _torch_load(path)
+    pkg = load_torch(path)
     if isinstance(pkg, dict) and ("xp.cfg" in pkg or "pretrained" in pkg or "best_state" in pkg):
         return _read_audiocraft(path, pkg)
-    state = _float_state(pkg, path)
+    state = float_state(pkg, path)
     if any(k.startswith("encoder.layers.") for k in state):
         raise CheckpointError(
             f"{path}: transformers weights; load their directory, with config.json"

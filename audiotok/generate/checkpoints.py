@@ -19,7 +19,6 @@ Nothing is unpickled beyond tensors and plain containers: ``torch.load(weights_o
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ..codec.checkpoints import explain_load_error
+from ..codec.checkpoints import float_state, load_torch
 from ..errors import CheckpointError
 from .lm_config import ConditionerConfig, LMConfig
 
@@ -63,26 +62,6 @@ class LMCheckpoint:
     codec_state: dict[str, torch.Tensor] | None = None
     t5_config: dict[str, Any] | None = None
     t5_state: dict[str, torch.Tensor] | None = None
-
-
-def load_torch(path: Path) -> Any:
-    """``torch.load`` of tensors and plain containers only, or a one-line CheckpointError."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and torch errors all mean "not a checkpoint we read"
-        raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint ({explain_load_error(exc)})"
-        ) from None
-
-
-def float_state(state: Any, path: Path) -> dict[str, torch.Tensor]:
-    """``state`` checked to be a state dict, floating tensors as float32 (exports are fp16)."""
-    if not isinstance(state, dict) or not state:
-        raise CheckpointError(f"{path}: holds no state dict")
-    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise CheckpointError(f"{path}: entry {bad[0]!r} is not a tensor")
-    return {str(k): v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
 # --- audiocraft ---------------------------------------------------------------------------
@@ -311,14 +290,3 @@ def read_lm_checkpoint(path: str | Path) -> LMCheckpoint:
     if path.name == "config.json" or path.suffix == ".safetensors":
         return read_hf_dir(path.parent)
     return read_audiocraft(path)
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``, or a one-line CheckpointError."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: not readable JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: not a JSON object")
-    return data

@@ -30,8 +30,9 @@ from typing import Any
 
 import torch
 
+from ..codec.checkpoints import float_state, load_torch, read_json
 from ..errors import CheckpointError
-from .checkpoints import LMCheckpoint, float_state, load_torch, read_json
+from .checkpoints import LMCheckpoint
 from .lm_config import ConditionerConfig, LMConfig
 
 # transformers' MusicgenDecoderConfig defaults, for keys a config.json leaves out.
