@@ -21,8 +21,9 @@ transformers (for T5) is optional: ``pip install 'audiotok[generate]'``.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,12 +248,13 @@ def load_t5(source: str | os.PathLike, offline: bool) -> tuple[Any, nn.Module]:
     reason = ""
     for local_only in attempts:
         try:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(
-                str(source), local_files_only=local_only
-            )
-            t5 = transformers.T5EncoderModel.from_pretrained(
-                str(source), local_files_only=local_only
-            )
+            with _quiet(transformers):
+                tokenizer = transformers.AutoTokenizer.from_pretrained(
+                    str(source), local_files_only=local_only
+                )
+                t5 = transformers.T5EncoderModel.from_pretrained(
+                    str(source), local_files_only=local_only
+                )
             return tokenizer, t5.float().eval()
         except (OSError, ValueError) as exc:  # hub, file and format errors
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -265,6 +267,19 @@ def load_t5(source: str | os.PathLike, offline: bool) -> tuple[Any, nn.Module]:
         f"text encoder {source}: not found in the Hugging Face cache ({reason}); on a machine "
         f"online run `hf download {source} {T5_FILES}`, or pass text_encoder=DIR (a copy of it)"
     )
+
+
+@contextlib.contextmanager
+def _quiet(transformers: Any) -> Iterator[None]:
+    """Without transformers' per-tensor "Loading weights" bar (ours is the only progress shown)."""
+    logging = transformers.utils.logging
+    shown = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            logging.enable_progress_bar()
 
 
 def t5_from_state(
