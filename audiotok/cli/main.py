@@ -11,6 +11,7 @@ import click
 from .. import __version__
 from .codec_commands import decode, encode, models
 from .compress_commands import compress, decompress, info
+from .generate_commands import generate
 from .train_commands import export_model, train
 
 
@@ -20,7 +21,7 @@ def cli() -> None:
     """Neural audio coding with EnCodec: compress audio, or turn it into tokens and back."""
 
 
-for command in (compress, decompress, info, encode, decode, models, train, export_model):
+for command in (compress, decompress, info, encode, decode, models, generate, train, export_model):
     cli.add_command(command)
 
 

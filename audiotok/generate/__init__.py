@@ -9,6 +9,13 @@ that importing this package does not import torch or transformers.
     >>> lm, conditioner, codec, config = load_lm("musicgen-small")     # doctest: +SKIP
     >>> condition = conditioner(["lo-fi beat", None])                   # doctest: +SKIP
     >>> logits = lm(codes, condition)                                   # [B, K, S, card]
+
+audiocraft's generation API (``MusicGen``, ``AudioGen``) is built on them:
+
+    >>> from audiotok.generate import MusicGen
+    >>> model = MusicGen.get_pretrained("facebook/musicgen-small")      # doctest: +SKIP
+    >>> model.set_generation_params(duration=8)
+    >>> wav = model.generate(["lo-fi beat"])                            # [1, 1, 256000]
 """
 
 from __future__ import annotations
@@ -31,6 +38,12 @@ _LAZY: dict[str, str] = {
     "GENERATION_CARDS": ".registry",
     "GenerationCard": ".registry",
     "find_generation_card": ".registry",
+    "MusicGen": ".musicgen",
+    "AudioGen": ".audiogen",
+    "GenerationError": ".generation",
+    "SamplingParams": ".generation",
+    "TokenGeneration": ".generation",
+    "generate_tokens": ".generation",
 }
 
 __all__ = sorted(_LAZY)

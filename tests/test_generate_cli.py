@@ -1,0 +1,85 @@
+"""``audiotok generate`` on a tiny random MusicGen saved in transformers' format."""
+
+from __future__ import annotations
+
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+from generate_reference import save_hf, tiny_musicgen
+
+from audiotok.cli.main import cli
+from audiotok.codec.tokens import Tokens
+from audiotok.formats.atok import read_tokens
+
+pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_hf(tiny_musicgen(seed=0), tmp_path_factory.mktemp("cli") / "hf")
+
+
+def run(*args: object):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_generate_writes_audio_and_tokens(model_dir, tmp_path):
+    out, npz, atok = tmp_path / "a.wav", tmp_path / "a.npz", tmp_path / "b.atok"
+    args = ("generate", "lo fi beat", "-m", model_dir, "-d", "0.4", "--seed", "7")
+    first = run(*args, "-o", out, "--tokens", npz)
+    assert first.exit_code == 0, first.output
+    audio, rate = sf.read(out, always_2d=True)
+    assert rate == 32_000 and audio.shape == (0.4 * 32_000, 1)
+    assert "a.wav: 0.40 s, 1 ch, 32000 Hz, 20 frames of 4 codebooks" in first.stderr
+    again = run(*args, "-o", tmp_path / "b.wav", "--tokens", atok)
+    assert again.exit_code == 0, again.output
+    saved = Tokens.load(npz)
+    assert saved.codes.shape == (1, 4, 20)
+    assert torch.equal(read_tokens(atok).codes, saved.codes), "same seed, same tokens"
+    other = run(*args[:-1], "8", "-o", tmp_path / "c.wav", "--tokens", tmp_path / "c.npz")
+    assert other.exit_code == 0, other.output
+    assert not torch.equal(Tokens.load(tmp_path / "c.npz").codes, saved.codes)
+
+
+def test_generate_continuation_and_unconditional(model_dir, tmp_path):
+    prompt = tmp_path / "prompt.wav"
+    sf.write(prompt, torch.randn(6400).numpy() * 0.1, 32_000)
+    out = tmp_path / "cont.wav"
+    result = run("generate", "piano", "-m", model_dir, "-d", "0.5", "--continue", prompt,
+                 "-o", out, "--greedy")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert sf.info(out).frames == 0.5 * 32_000
+    result = run("generate", "-m", model_dir, "-d", "0.2", "-o", tmp_path / "u.wav")
+    assert result.exit_code == 0, result.output
+
+
+def test_generate_refuses_to_overwrite_and_reports_bad_input(model_dir, tmp_path):
+    out = tmp_path / "x.wav"
+    out.write_bytes(b"precious")
+    result = run("generate", "beat", "-m", model_dir, "-d", "0.2", "-o", out)
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"audiotok: error: {out}: already exists; use --force (overwrite=True) to replace it"
+    ]
+    assert out.read_bytes() == b"precious"
+    missing = run("generate", "beat", "-m", tmp_path / "nope", "-o", tmp_path / "y.wav")
+    assert missing.exit_code == 1 and len(missing.stderr.strip().splitlines()) == 1
+    assert "unknown generation model" in missing.stderr
+    melody = run("generate", "beat", "-m", model_dir, "--melody", out, "-o", tmp_path / "z.wav")
+    assert melody.exit_code == 1 and len(melody.stderr.strip().splitlines()) == 1
+    bad = run("generate", "beat", "-m", model_dir, "--tokens", tmp_path / "t.txt")
+    assert bad.exit_code == 2 and "--tokens must end in" in bad.stderr
+
+
+def test_stereo_tokens_go_to_npz_not_atok(tmp_path):
+    stereo = save_hf(tiny_musicgen(seed=0, channels=2), tmp_path / "stereo")
+    refused = run("generate", "beat", "-m", stereo, "--tokens", tmp_path / "s.atok",
+                  "-o", tmp_path / "s.wav")  # fmt: skip
+    assert refused.exit_code == 2 and "holds one mono codec stream" in refused.stderr
+    assert not (tmp_path / "s.wav").exists()
+    result = run("generate", "beat", "-m", stereo, "-d", "0.2", "--tokens", tmp_path / "s.npz",
+                 "-o", tmp_path / "s.wav")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert sf.info(tmp_path / "s.wav").channels == 2
+    assert Tokens.load(tmp_path / "s.npz").codes.shape == (2, 4, 10), "left and right rows"
