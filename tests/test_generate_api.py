@@ -308,3 +308,19 @@ def test_bad_input_is_one_clear_line(musicgen, call, message):
     with pytest.raises(AudiotokError, match=message) as info:
         call(musicgen)
     assert "\n" not in str(info.value)
+
+
+def test_bf16_lm_runs_and_mostly_agrees(dirs):
+    model = greedy(MusicGen.get_pretrained(dirs["hf"], device="cpu"), 0.4)
+    _, exact = model.generate(TEXTS, return_tokens=True)
+    model.set_precision("bf16")
+    assert model.precision == "bf16" and model.lm.dtype == torch.bfloat16
+    wav, codes = model.generate(TEXTS, return_tokens=True)
+    assert wav.dtype == torch.float32 and codes.shape == exact.shape
+    assert (codes[..., :3] == exact[..., :3]).float().mean() > 0.5  # before any tipped step
+    with pytest.raises(AudiotokError, match="load the model again for fp32"):
+        model.set_precision("fp32")
+    with pytest.raises(AudiotokError, match="fp16 needs a CUDA device"):
+        model.set_precision("fp16")
+    with pytest.raises(AudiotokError, match="precision must be one of"):
+        model.set_precision("int4")

@@ -219,14 +219,20 @@ class TokenGeneration:
 
     def _next_logits(self, steps: torch.Tensor) -> torch.Tensor:
         """Guided logits ``[B, K, card]`` of the step after ``steps`` ``[B, K, n]``."""
-        lm = self.lm
+
+        def lm(
+            codes: torch.Tensor, condition: ConditionTensors | None, cache: LMCache
+        ) -> torch.Tensor:
+            # Guidance and sampling in float32 whatever the LM's precision (set_precision).
+            return self.lm(codes, condition, cache).float()
+
         if self.condition is None:
             logits = lm(steps, None, self._caches[0])
         elif self.two_step:
             cond = lm(steps, self.condition, self._caches[0])
             uncond = lm(steps, self.null_condition, self._caches[1])
             # audiocraft's two-step path uses the model's coefficient (`self.cfg_coef`).
-            logits = classifier_free_guidance(cond, uncond, lm.config.cfg_coef)
+            logits = classifier_free_guidance(cond, uncond, self.lm.config.cfg_coef)
         else:
             both = lm(torch.cat([steps, steps]), self._both, self._caches[0])
             logits = split_classifier_free_guidance(both, self.cfg_coef)

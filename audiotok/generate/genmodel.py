@@ -145,6 +145,35 @@ class BaseGenModel:
         return self.lm.device
 
     @property
+    def precision(self) -> str:
+        """The LM's precision: ``fp32`` (the default), ``bf16`` or ``fp16``."""
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.lm.dtype, "fp32")
+
+    def set_precision(self, precision: str) -> None:
+        """Runs the LM in ``fp32``, ``bf16`` or ``fp16`` (CUDA only; audiocraft autocasts to it).
+
+        Halves the bytes a decoding step reads, which bound it; tokens differ from fp32 ones
+        where rounding tips a choice (benchmarks/RESULTS.md). Guidance and sampling stay in
+        float32; the text encoder and the codec are unchanged. The weights are converted, so
+        going back to fp32 needs the model loaded again.
+
+        Raises:
+            GenerationError: An unknown precision, or fp16 without CUDA.
+        """
+        dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+        if precision not in dtypes:
+            raise GenerationError(
+                f"precision must be one of {', '.join(dtypes)}, not {precision!r}"
+            )
+        if precision == "fp16" and self.device.type != "cuda":
+            raise GenerationError("fp16 needs a CUDA device; on a CPU use bf16")
+        if precision != self.precision and self.precision != "fp32":
+            raise GenerationError(
+                f"the LM's weights are {self.precision} now; load the model again for {precision}"
+            )
+        self.lm.to(dtypes[precision])
+
+    @property
     def compression_model(self) -> Any:
         """audiocraft's name for :attr:`codec`."""
         return self.codec
