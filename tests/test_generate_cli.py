@@ -50,7 +50,8 @@ def test_generate_continuation_and_unconditional(model_dir, tmp_path):
                  "-o", out, "--greedy")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert sf.info(out).frames == 0.5 * 32_000
-    result = run("generate", "-m", model_dir, "-d", "0.2", "-o", tmp_path / "u.wav")
+    result = run("generate", "-m", model_dir, "-d", "0.2", "-o", tmp_path / "u.wav",
+                 "--precision", "bf16")  # fmt: skip
     assert result.exit_code == 0, result.output
 
 
