@@ -6,8 +6,8 @@ once with transformers (``MusicgenForConditionalGeneration``, decoder weights re
 scale so that greedy decoding is well defined) and saved with ``save_pretrained``; audiotok
 loads that directory with ``MusicGen.get_pretrained``. Each side generates ``--steps`` frames
 greedily for ``--batch`` copies of one prompt, with classifier-free guidance (``--cfg``, 3
-as MusicGen's default; the LM then runs a batch twice as large), after one untimed warm-up;
-the share of tokens equal on both sides is printed (100 % in fp32: the same greedy tokens;
+as MusicGen's default; the LM then runs a batch twice as large), after one untimed warm-up,
+``--repeats`` times with the sides alternating (medians printed); the share of tokens equal on both sides is printed (100 % in fp32: the same greedy tokens;
 in bf16 the two LMs round differently and part ways at the first tipped step). Steps/s =
 frames generated per second of wall time for the LM loop (text encoding included, audio
 decoding excluded on both sides: transformers is stopped when it hands its codes to its
@@ -16,13 +16,15 @@ same codes).
 
 Usage::
 
-    python benchmarks/generate_bench.py [--steps 100] [--batch 1] [--precision fp32|bf16|fp16]
-        [--device cpu|cuda]
+    python benchmarks/generate_bench.py [--steps 100] [--repeats 3] [--batch 1]
+        [--precision fp32|bf16|fp16] [--device cpu|cuda]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import statistics
 import sys
 import tempfile
 import time
@@ -92,6 +94,7 @@ def main() -> None:
     parser.add_argument("--cfg", type=float, default=3.0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
         help="of both LMs: audiotok's set_precision, transformers' decoder .to(dtype)",
@@ -158,14 +161,19 @@ def main() -> None:
     ours.set_generation_params(
         use_sampling=False, duration=args.steps / ours.frame_rate, cfg_coef=args.cfg
     )
-    ref_s, ref_codes = timed(lambda: reference_run(args.steps), args.device)
-    our_s, (_, codes) = timed(ours_run, args.device)
-    decode_s, _ = timed(lambda: ours.generate_audio(codes), args.device)
-    lm_s = our_s - decode_s
+    ref_times, our_times = [], []
+    for _ in range(args.repeats):  # alternating, so drifts of the machine hit both sides
+        ref_s, ref_codes = timed(lambda: reference_run(args.steps), args.device)
+        our_s, (_, codes) = timed(ours_run, args.device)
+        decode_s, _ = timed(functools.partial(ours.generate_audio, codes), args.device)
+        ref_times.append(ref_s)
+        our_times.append(our_s - decode_s)
+    ref_s, lm_s = statistics.median(ref_times), statistics.median(our_times)
 
     same = (ref_codes.cpu() == codes.cpu()).float().mean().item()
     ref_rate, our_rate = args.steps / ref_s, args.steps / lm_s
-    print("\n| side | steps | wall s | steps/s | tokens equal to transformers' |")
+    print(f"\nmedian of {args.repeats} alternating runs")
+    print("| side | steps | wall s | steps/s | tokens equal to transformers' |")
     print("| --- | --: | --: | --: | --- |")
     print(f"| transformers | {args.steps} | {ref_s:.2f} | {ref_rate:.1f} | |")
     print(f"| audiotok | {args.steps} | {lm_s:.2f} | {our_rate:.1f} | {same:.1%} |")

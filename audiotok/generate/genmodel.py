@@ -19,7 +19,8 @@ counts (``int(duration * frame_rate)``), extended generation (:mod:`.windows`), 
   ``progress=True``), with steps counted over the whole generation, all windows included
   (audiocraft restarts the total at each window); ``progress=True`` alone prints to stderr;
 * resampling (prompts or melodies at another rate) uses soxr, audiocraft julius;
-* the LM runs in float32 (audiocraft autocasts to float16 on GPUs);
+* the LM runs in float32 unless :meth:`BaseGenModel.set_precision` says otherwise
+  (audiocraft autocasts to float16 on GPUs);
 * stereo codes interleave ``L0, R0, L1, R1, ...`` as audiocraft's; per-timestep
   interleaving is not supported.
 """

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..codec import hub
 from ..codec.base import Codec
+from ..codec.checkpoints import align_parameters_
 from ..codec.load import codec_from_hf, load_codec, resolve_device
 from ..errors import CheckpointError, ModelNotAvailableError
 from .checkpoints import COMPRESSION_FILE, LMCheckpoint, read_lm_checkpoint
@@ -133,6 +134,7 @@ def build_lm(config: LMConfig, state: dict[str, torch.Tensor], where: str) -> LM
         model = LMModel(config)
     # `assign` adopts the loaded tensors instead of copying into freshly initialised ones.
     model.load_state_dict(state, strict=True, assign=True)
+    align_parameters_(model)
     return model.eval()
 
 
