@@ -78,7 +78,7 @@ DEFAULT_GENERATOR = "musicgen-small"
     type=click.Choice(["fp32", "bf16", "fp16"]),
     default="fp32",
     show_default=True,
-    help="The LM's precision: bf16 is faster where the processor supports it (3.7x on the "
+    help="The LM's precision: bf16 is faster where the processor supports it (3.2x on the "
     "CPU of benchmarks/RESULTS.md), fp16 needs CUDA; both change some tokens.",
 )
 @force_option
