@@ -84,3 +84,14 @@ def test_stereo_tokens_go_to_npz_not_atok(tmp_path):
     assert result.exit_code == 0, result.output
     assert sf.info(tmp_path / "s.wav").channels == 2
     assert Tokens.load(tmp_path / "s.npz").codes.shape == (2, 4, 10), "left and right rows"
+
+
+def test_registry_model_offline_is_one_line_saying_what_to_get(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    result = run("generate", "jazz", "-m", "musicgen-small", "-o", tmp_path / "x.wav")
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("audiotok: error: model musicgen-small: weights not found locally")
+    assert line.count("the Hugging Face cache (facebook/musicgen-small)") == 1
+    assert "state_dict.bin, compression_state_dict.bin) and pass their directory" in line

@@ -172,7 +172,7 @@ def places(card: HasSources) -> list[str]:
             out += [str(p) for p in _url_candidates(source)]
         else:
             out.append(f"the Hugging Face cache ({source.repo_id})")
-    return out
+    return list(dict.fromkeys(out))  # sources of one repository share a place
 
 
 def find_local(card: HasSources) -> tuple[WeightsSource, Path] | None:
@@ -213,13 +213,14 @@ def fetch(card: HasSources, *, progress: bool = True) -> tuple[WeightsSource, Pa
     why = (
         "downloads are off (AUDIOTOK_OFFLINE / HF_HUB_OFFLINE)"
         if is_offline()
-        else "; ".join(errors)
+        else "; ".join(dict.fromkeys(errors))
     )
     first = card.sources[0]
+    use = getattr(card, "local_use", None) or f"load it with `-m {card.name} --checkpoint PATH`"
     raise ModelNotAvailableError(
         f"model {card.name}: weights not found locally (looked in {', '.join(places(card))}) and "
         f"not downloadable ({why}). On a machine online run `audiotok models fetch {card.name}`, "
-        f"or get {first.describe()} and load it with `-m {card.name} --checkpoint PATH`"
+        f"or get {first.describe()} and {use}"
     )
 
 

@@ -46,6 +46,11 @@ class GenerationCard:
     licence: str = CC_BY_NC
     aliases: tuple[str, ...] = field(default=())
 
+    @property
+    def local_use(self) -> str:
+        """How to use a copy of the files got by hand (for "not available" messages)."""
+        return "pass their directory as the model (`-m DIR`, `get_pretrained(DIR)`)"
+
 
 def _card(name: str, description: str, task: str, *, channels: int = 1) -> GenerationCard:
     repo = f"facebook/{name}"
