@@ -317,9 +317,9 @@ def compress_file(
     """Compresses an audio file to an ``.atok`` file, atomically.
 
     Files longer than :data:`STREAM_SECONDS` go through the codec's streaming encoder, read
-    and written block by block, so memory does not grow with the file (causal codecs frame by
-    frame, segmented ones segment by segment; others hold the signal in memory). Segmented
-    codecs' streamed tokens equal the offline ones; causal codecs' do too but where float
+    and written block by block, so memory does not grow with the file (unsegmented codecs
+    frame by frame, segmented ones segment by segment; see ``Codec.can_stream``). Segmented
+    codecs' streamed tokens equal the offline ones; the others' do too but where float
     rounding differences of about 1e-7 between chunked and whole-signal kernels flip a
     near-tie.
 

@@ -167,8 +167,7 @@ def test_extended_generation_stitches_windows(dirs, monkeypatch):
 
 
 def test_stream_equals_offline_decode(musicgen):
-    """The tiny codec is not causal: chunks are re-decoded prefixes, cut before the frames
-    the decoder still looks at."""
+    """The tiny codec is not causal, as MusicGen's: its stream emits audio a few frames late."""
     musicgen.set_generation_params(duration=0.6, seed=0)
     chunks = list(musicgen.generate_stream(TEXTS, chunk_duration=0.1))
     assert len(chunks) > 3 and all(c.shape[:2] == (2, 1) for c in chunks)

@@ -64,11 +64,46 @@ def test_causality_future_samples_do_not_change_past_codes():
         assert not torch.equal(a.encode(audio[..., 12_000:]), b.encode(other[..., 12_000:]))
 
 
-def test_non_causal_unsegmented_models_refuse_to_stream():
-    # (Segmented non-causal models stream by segment: test_segment_streaming.py.)
+@pytest.mark.parametrize(("chunk", "seconds"), [(7, 0.3), (320, 1.0), (4800, 1.0), (333, 0.01)])
+def test_non_causal_streaming_equals_offline(chunk, seconds):
+    # Like MusicGen's 32 kHz codec: symmetric padding, so every layer looks ahead. The tiny
+    # model has codebook entries within 1e-7 of a tie, so latents are compared (as in
+    # test_batching.py); decoding is compared on the offline codes.
     codec = tiny_codec(causal=False)
+    audio = load_clip("speech_24k.flac", 24_000, 1, seconds=seconds)
+    offline = codec.encode(audio, bandwidth=0.6)
+    with torch.inference_mode():
+        latent = codec.model.encoder(audio)
+    latents, decoded = [], []
+    with codec.streaming(1, 0.6) as s, torch.inference_mode():
+        for start in range(0, audio.shape[-1], chunk):
+            latents.append(s.encoder.step(audio[..., start : start + chunk]))
+        latents.append(s.encoder.end())
+        for start in range(0, offline.num_frames, 3):
+            decoded.append(s.decode(offline.codes[..., start : start + 3]))
+        decoded.append(s.decode_end())
+    torch.testing.assert_close(torch.cat(latents, dim=-1), latent, rtol=0, atol=1e-6)
+    streamed = torch.cat(decoded, dim=-1)[..., : audio.shape[-1]]
+    torch.testing.assert_close(streamed, codec.decode(offline), rtol=0, atol=1e-5)
+
+
+def test_non_causal_decoding_streams_with_a_few_frames_of_lookahead():
+    codec = tiny_codec(causal=False)
+    tokens = codec.encode(load_clip("speech_24k.flac", 24_000, 1, seconds=1.0), bandwidth=0.6)
+    offline = codec.decode(tokens)
+    with codec.streaming(1, 0.6) as s:
+        pieces = [s.decode(tokens.codes[..., f : f + 1]) for f in range(tokens.num_frames)]
+        lag = tokens.num_frames - sum(p.shape[-1] for p in pieces) // 320
+        pieces.append(s.decode_end())
+    assert 0 < lag <= 8, "audio comes out a few frames behind the codes"
+    streamed = torch.cat(pieces, dim=-1)[..., : tokens.length]
+    torch.testing.assert_close(streamed, offline, rtol=0, atol=1e-5)
+
+
+def test_time_group_norm_models_refuse_to_stream_frame_by_frame():
+    codec = tiny_codec(causal=False, norm="time_group_norm")
     assert not codec.can_stream
-    with pytest.raises(ValueError, match="causal"):
+    with pytest.raises(ValueError, match="time-group norm"):
         codec.streaming()
 
 

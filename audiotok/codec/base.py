@@ -85,7 +85,7 @@ class Codec(abc.ABC):
 
     @property
     def can_stream(self) -> bool:
-        """Whether :meth:`streaming` works: causal models, and segmented ones by segment."""
+        """Whether :meth:`streaming` works (frame by frame, or by segment for segmented models)."""
         return False
 
     @property

@@ -111,7 +111,9 @@ class EncodecCodec(Codec):
 
     @property
     def can_stream(self) -> bool:
-        return self.config.segment is not None or self.config.causal
+        if self.config.segment is not None:
+            return True  # by segment
+        return not any(isinstance(m, torch.nn.GroupNorm) for m in self.model.modules())
 
     @property
     def entropy_priors(self) -> np.ndarray | None:
@@ -163,13 +165,13 @@ class EncodecCodec(Codec):
     ) -> CodecStream | SegmentStream:
         """A stream for chunk-by-chunk encoding and decoding.
 
-        Causal models stream frame by frame (:class:`~audiotok.codec.streaming.CodecStream`:
-        ``with codec.streaming(1, 6.0) as s: codes = s.encode(chunk)``); segmented ones
-        (48 kHz) segment by segment, with a scale per segment
-        (:class:`~audiotok.codec.segment_streaming.SegmentStream`).
+        Unsegmented models stream frame by frame (:class:`~audiotok.codec.streaming.CodecStream`:
+        ``with codec.streaming(1, 6.0) as s: codes = s.encode(chunk)``), non-causal ones with a
+        few frames of lookahead; segmented ones (48 kHz) segment by segment, with a scale per
+        segment (:class:`~audiotok.codec.segment_streaming.SegmentStream`).
 
         Raises:
-            ValueError: A model that is neither (non-causal and unsegmented).
+            ValueError: An unsegmented model with time-group norm (see :attr:`can_stream`).
         """
         n_q = self.num_codebooks(bandwidth)
         if self.config.segment is not None:

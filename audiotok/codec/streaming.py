@@ -1,4 +1,4 @@
-"""Streaming for causal codecs: audio in chunks of any size, codes of every completed frame out.
+"""Streaming for unsegmented codecs: audio in chunks of any size, codes of finished frames out.
 
 Each layer of the SEANet gets a small typed state (as in moshi's ``modules/streaming.py``):
 
@@ -15,8 +15,13 @@ matrix kernels may round differently for different shapes, so latents can differ
 offline ones in the last bits (about 1e-7). The tests check that the codes are identical on
 real audio at chunk sizes 1, 7, 320 and 4800 samples, and that decoded audio is within 1e-5.
 
-Latency: a frame's codes come out as soon as its last sample is in (13.3 ms at 24 kHz), plus
-compute.
+Latency: for causal models (24 kHz) a frame's codes come out as soon as its last sample is in
+(13.3 ms at 24 kHz), plus compute. Non-causal ones (MusicGen's 32 kHz and AudioGen's 16 kHz
+codecs) look ahead: each convolution waits for the samples its right padding covers, so a
+frame comes out a few frames late, and ``encode_end`` / ``decode_end`` flush the rest with the
+offline right padding. Models with time-group norm (normalising over a whole segment) can't
+stream frame by frame; the segmented 48 kHz model streams by segment
+(:mod:`audiotok.codec.segment_streaming`).
 
 Example:
     >>> with codec.streaming(batch_size=1, bandwidth=6.0) as stream:    # doctest: +SKIP
@@ -67,15 +72,20 @@ class StatelessState(LayerState):
 class ConvState(LayerState):
     """A padded strided convolution over a stream.
 
+    Outputs come out as soon as their whole window is in: at once for causal layers, after
+    the right padding's worth of lookahead for the others.
+
     Attributes:
         layer: The convolution.
         buffer: Input not yet consumed, left padding included once it is known.
+        history: The last input samples, from which the right padding is reflected at the end.
         seen: Input samples received so far.
         started: Whether the left padding has been prepended.
     """
 
     layer: SConv1d
     buffer: Tensor
+    history: Tensor | None = None
     seen: int = 0
     started: bool = False
 
@@ -83,16 +93,28 @@ class ConvState(LayerState):
     def _kernel(self) -> int:
         return self.layer._effective_kernel
 
+    @property
+    def _left(self) -> int:
+        total = self.layer.padding_total
+        return total if self.layer.causal else total - total // 2
+
+    @property
+    def _history_length(self) -> int:
+        # Enough to reflect the largest right padding: total // 2 + stride - 1 samples.
+        return self.layer.padding_total + self.layer.stride + 1
+
     def step(self, x: Tensor) -> Tensor:
         self.buffer = torch.cat([self.buffer, x], dim=-1)
+        self.history = x if self.history is None else torch.cat([self.history, x], dim=-1)
+        self.history = self.history[..., -self._history_length :]
         self.seen += x.shape[-1]
         layer = self.layer
         if not self.started:
             # Reflect padding mirrors samples 1..p: wait until they are here.
-            needed = layer.padding_total + 1 if layer.pad_mode == "reflect" else 0
+            needed = self._left + 1 if layer.pad_mode == "reflect" else 0
             if self.buffer.shape[-1] < needed:
                 return self._empty()
-            self.buffer = pad1d(self.buffer, (layer.padding_total, 0), layer.pad_mode)
+            self.buffer = pad1d(self.buffer, (self._left, 0), layer.pad_mode)
             self.started = True
         return self._consume()
 
@@ -114,23 +136,42 @@ class ConvState(LayerState):
         layer = self.layer
         if not self.started:  # a stream shorter than the padding: do it offline
             return layer(self.buffer) if self.seen else self._empty()
-        extra = extra_padding_for_conv1d(self.seen, self._kernel, layer.stride, layer.padding_total)
-        self.buffer = pad1d(self.buffer, (0, extra), layer.pad_mode)
+        total = layer.padding_total
+        extra = extra_padding_for_conv1d(self.seen, self._kernel, layer.stride, total)
+        right = extra + (0 if layer.causal else total // 2)
+        if right:
+            # The history holds the signal's last samples (all of it if it is short), which
+            # is all the offline right padding reflects.
+            padded = pad1d(self.history, (0, right), layer.pad_mode)
+            self.buffer = torch.cat([self.buffer, padded[..., -right:]], dim=-1)
         return self._consume()
 
 
 @dataclass
 class ConvTrState(LayerState):
-    """A causal transposed convolution over a stream, trimmed on the right.
+    """A transposed convolution over a stream, trimmed as offline.
 
     Attributes:
         layer: The transposed convolution.
+        empty: An empty output, for steps that emit nothing.
         tail: The last ``kernel - stride`` output samples, still owed contributions.
+        to_trim: Output samples still to drop at the start (the left trim).
     """
 
     layer: SConvTranspose1d
     empty: Tensor
     tail: Tensor | None = None
+    to_trim: int = -1
+
+    def _finish(self, y: Tensor) -> Tensor:
+        """Bias and norm of raw output samples, less what the left trim still takes."""
+        conv = self.layer.convtr.layer
+        if self.to_trim < 0:
+            self.to_trim = self.layer.padding_left
+        out = self.layer.convtr.norm(y + conv.bias.view(1, -1, 1))
+        cut = min(self.to_trim, out.shape[-1])
+        self.to_trim -= cut
+        return out[..., cut:]
 
     def step(self, x: Tensor) -> Tensor:
         conv = self.layer.convtr.layer
@@ -141,12 +182,15 @@ class ConvTrState(LayerState):
             y[..., : self.tail.shape[-1]] += self.tail
         ready = x.shape[-1] * conv.stride
         self.tail = y[..., ready:]
-        out = y[..., :ready] + conv.bias.view(1, -1, 1)
-        return self.layer.convtr.norm(out)[..., self.layer.padding_left :]
+        return self._finish(y[..., :ready])
 
     def end(self) -> Tensor:
-        # The tail is the right padding the offline layer trims away.
-        return self.empty
+        # Offline keeps the tail's first `padding_left` samples and trims the rest (the
+        # right padding); causal layers keep none of it.
+        keep = self.layer.padding_left
+        if self.tail is None or keep == 0:
+            return self.empty
+        return self._finish(self.tail[..., :keep])
 
 
 @dataclass
@@ -229,8 +273,6 @@ def build_state(
     if isinstance(module, SConv1d):
         return ConvState(module, torch.zeros(batch_size, channels, 0, device=device))
     if isinstance(module, SConvTranspose1d):
-        if module.padding_left != 0:
-            raise ValueError("streaming needs causal transposed convolutions trimmed on the right")
         empty = torch.zeros(batch_size, module.convtr.layer.out_channels, 0, device=device)
         return ConvTrState(module, empty)
     if isinstance(module, SLSTM):
@@ -252,7 +294,7 @@ def _out_channels(layer: nn.Module, width: int) -> int:
 
 
 class CodecStream:
-    """Streaming encode and decode with one causal model; see the module docstring.
+    """Streaming encode and decode with one unsegmented model; see the module docstring.
 
     Args:
         model: The codec's network (``EncodecModel``).
@@ -262,10 +304,10 @@ class CodecStream:
 
     def __init__(self, model: nn.Module, batch_size: int, num_codebooks: int) -> None:
         cfg = model.config
-        if not cfg.causal or cfg.segment is not None:
+        if cfg.segment is not None or any(isinstance(m, nn.GroupNorm) for m in model.modules()):
             raise ValueError(
-                "streaming needs a causal, unsegmented model (such as encodec_24khz); "
-                "this one looks at future samples"
+                "frame-by-frame streaming needs an unsegmented model without time-group norm "
+                "(segmented models stream by segment)"
             )
         device = next(model.parameters()).device
         self.model, self.num_codebooks = model, num_codebooks
@@ -304,6 +346,6 @@ class CodecStream:
             return self.decoder.step(self.model.quantizer.decode(codes))
 
     def decode_end(self) -> Tensor:
-        """Audio still owed at the end (empty for EnCodec's causal decoder)."""
+        """Audio still owed at the end (empty for causal decoders, the lookahead otherwise)."""
         with torch.inference_mode():
             return self.decoder.end()

@@ -13,6 +13,8 @@ item ``b``, row ``2b + 1`` its right), decoded in one batch::
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ..codec.base import Codec
@@ -20,12 +22,6 @@ from ..codec.tokens import Tokens
 from .generation import GenerationError
 from .lm_config import LMConfig
 from .patterns import interleave_stereo_codes, split_stereo_codes
-from .stream_decode import (
-    CausalStreamDecoder,
-    RedecodeStreamDecoder,
-    StreamDecoder,
-    measure_lookahead,
-)
 
 
 class GenerationCodec:
@@ -51,7 +47,6 @@ class GenerationCodec:
         if not usable:
             raise GenerationError(f"the codec has fewer than {self.n_q} codebooks")
         self.bandwidth = usable[0]
-        self._lookahead: tuple[int | None] | None = None
 
     def rows(self, codes: torch.Tensor) -> torch.Tensor:
         """LM codes ``[B, K, F]`` -> codec rows ``[B * C, K / C, F]``."""
@@ -100,36 +95,33 @@ class GenerationCodec:
         return audio.reshape(batch, self.channels, audio.shape[-1])
 
     def stream_decoder(self, batch: int) -> LMStreamDecoder:
-        """A decoder of LM codes as they come (see :mod:`.stream_decode`)."""
-        codec, rows = self.codec, batch * self.channels
-        decoder: StreamDecoder
-        if codec.can_stream and codec.segments is None:
-            decoder = CausalStreamDecoder(codec.streaming(rows, self.bandwidth))
-        else:
-            if self._lookahead is None:
-                found = measure_lookahead(
-                    self._decode_rows, self.n_q, codec.cardinality, codec.hop_length, self.device
-                )
-                self._lookahead = (found,)
-            decoder = RedecodeStreamDecoder(
-                self._decode_rows, codec.hop_length, self._lookahead[0], codec.channels
-            )
-        return LMStreamDecoder(self, decoder, batch)
+        """A decoder of LM codes as they come: the codec's own stream (:meth:`Codec.streaming`).
 
-    def _decode_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        return self.codec.decode(self._tokens(rows))
+        Raises:
+            GenerationError: The codec can't stream frame by frame.
+        """
+        codec = self.codec
+        if not codec.can_stream or codec.segments is not None:
+            raise GenerationError(
+                f"codec {codec.model_id} can't decode frame by frame; use generate() instead"
+            )
+        return LMStreamDecoder(self, codec.streaming(batch * self.channels, self.bandwidth), batch)
 
 
 class LMStreamDecoder:
-    """A :class:`~.stream_decode.StreamDecoder` fed LM codes, giving ``[B, C, n]`` audio."""
+    """A codec stream fed LM codes, giving ``[B, C, n]`` audio.
 
-    def __init__(self, owner: GenerationCodec, decoder: StreamDecoder, batch: int) -> None:
-        self.owner, self.decoder, self.batch = owner, decoder, batch
+    Non-causal codecs (MusicGen's and AudioGen's) emit a frame's audio a few frames late:
+    their decoder looks ahead (:mod:`audiotok.codec.streaming`).
+    """
+
+    def __init__(self, owner: GenerationCodec, stream: Any, batch: int) -> None:
+        self.owner, self.stream, self.batch = owner, stream, batch
 
     def push(self, codes: torch.Tensor) -> torch.Tensor:
         """LM codes ``[B, K, n]`` -> the audio ``[B, C, m]`` now final."""
-        return self.owner.from_rows(self.decoder.push(self.owner.rows(codes)), self.batch)
+        return self.owner.from_rows(self.stream.decode(self.owner.rows(codes)), self.batch)
 
     def end(self) -> torch.Tensor:
         """The audio ``[B, C, m]`` still owed."""
-        return self.owner.from_rows(self.decoder.end(), self.batch)
+        return self.owner.from_rows(self.stream.decode_end(), self.batch)
