@@ -300,6 +300,15 @@ def test_progress_is_printed_with_progress_true(musicgen, capsys):
         (lambda m: m.generate_continuation(torch.zeros(2, 1, 100), 32000, ["a"]), "2 prompts"),
         (lambda m: m.generate_stream(), "give descriptions"),
         (lambda m: m.generate_stream(["a"], chunk_duration=0), "chunk_duration"),
+        (
+            lambda m: m.generate_stream(prompt=torch.zeros(1, 1, 32000), prompt_sample_rate=32000),
+            "prompt",
+        ),
+        (lambda m: m.set_generation_params(duration="1"), "duration must be a number"),
+        (lambda m: m.set_generation_params(top_k=None), "top_k must be an integer"),
+        (lambda m: m.set_generation_params(cfg_coef=None), "cfg_coef must be a number"),
+        (lambda m: m.set_generation_params(seed="x"), "seed must be an integer"),
+        (lambda m: m.generate(None), "descriptions must be a list"),
     ],
 )
 def test_bad_input_is_one_clear_line(musicgen, call, message):

@@ -67,8 +67,11 @@ def test_generate_refuses_to_overwrite_and_reports_bad_input(model_dir, tmp_path
     missing = run("generate", "beat", "-m", tmp_path / "nope", "-o", tmp_path / "y.wav")
     assert missing.exit_code == 1 and len(missing.stderr.strip().splitlines()) == 1
     assert "unknown generation model" in missing.stderr
-    melody = run("generate", "beat", "-m", model_dir, "--melody", out, "-o", tmp_path / "z.wav")
+    tune = tmp_path / "tune.wav"
+    sf.write(tune, torch.randn(3200).numpy() * 0.1, 32_000)
+    melody = run("generate", "beat", "-m", model_dir, "--melody", tune, "-o", tmp_path / "z.wav")
     assert melody.exit_code == 1 and len(melody.stderr.strip().splitlines()) == 1
+    assert "is not conditioned on a melody: use a musicgen-melody model" in melody.stderr
     bad = run("generate", "beat", "-m", model_dir, "--tokens", tmp_path / "t.txt")
     assert bad.exit_code == 2 and "--tokens must end in" in bad.stderr
 
@@ -95,3 +98,13 @@ def test_registry_model_offline_is_one_line_saying_what_to_get(tmp_path, monkeyp
     assert line.startswith("audiotok: error: model musicgen-small: weights not found locally")
     assert line.count("the Hugging Face cache (facebook/musicgen-small)") == 1
     assert "state_dict.bin, compression_state_dict.bin) and pass their directory" in line
+
+
+def test_generate_from_an_audiocraft_export_with_a_local_t5(tmp_path):
+    from generate_reference import save_audiocraft
+
+    model = tiny_musicgen(seed=0)
+    export, t5 = save_audiocraft(model, tmp_path / "export")
+    result = run("generate", "dog", "-m", export, "--text-encoder", t5, "-d", "0.3",
+                 "-o", tmp_path / "d.wav")  # fmt: skip
+    assert result.exit_code == 0, result.output

@@ -42,6 +42,12 @@ DEFAULT_GENERATOR = "musicgen-small"
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the generated tokens: .atok (compressed) or .npz / .safetensors.",
 )
+@click.option(
+    "--extend-stride",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds between windows when -d exceeds the model's window [default: 18 for "
+    "MusicGen, 2 for AudioGen, as audiocraft].",
+)
 @click.option("--seed", type=int, help="Random seed: the same seed gives the same output.")
 @click.option("--cfg", "cfg_coef", type=float, default=3.0, show_default=True,
               help="Classifier-free guidance coefficient.")  # fmt: skip
@@ -89,6 +95,7 @@ def generate(
     duration: float,
     output: Path,
     tokens_out: Path | None,
+    extend_stride: float | None,
     seed: int | None,
     cfg_coef: float,
     top_k: int,
@@ -132,20 +139,26 @@ def generate(
         duration=duration,
         cfg_coef=cfg_coef,
         seed=seed,
+        **({} if extend_stride is None else {"extend_stride": extend_stride}),
     )
-    _show_progress(generator)
-    wav, codes = _run(generator, prompt, continue_from, melody)
+    bar = _show_progress(generator)
+    try:
+        wav, codes = _run(generator, prompt, continue_from, melody)
+    finally:
+        bar.close()
     _write(generator, wav, codes, output, tokens_out, strategy, force)
 
 
 def _load(model: str, device: str, text_encoder: str | None) -> Any:
-    from ..generate import AudioGen, MusicGen
+    from ..generate import AudioGen, MusicGen, load_lm
 
-    cls = AudioGen if "audiogen" in model.lower() else MusicGen
-    return cls.get_pretrained(model, device=device, text_encoder=text_encoder)
+    loaded = load_lm(model, device=device, text_encoder=text_encoder)
+    # AudioGen is the 16 kHz model (its defaults differ), whatever its files are called.
+    cls = AudioGen if loaded.config.sample_rate == 16_000 else MusicGen
+    return cls(model, loaded)
 
 
-def _show_progress(generator: Any) -> None:
+def _show_progress(generator: Any) -> Any:
     import sys
 
     from tqdm import tqdm
@@ -158,6 +171,7 @@ def _show_progress(generator: Any) -> None:
         bar.refresh()
 
     generator.set_custom_progress_callback(update)
+    return bar
 
 
 def _run(generator: Any, prompt: str | None, continue_from: Path | None, melody: Path | None):

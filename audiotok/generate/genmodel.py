@@ -13,8 +13,8 @@ against the null condition on every call, unconditional generation included), fr
 counts (``int(duration * frame_rate)``), extended generation (:mod:`.windows`), the RNG use
 (torch's global RNG unless a ``seed`` is set). Deliberately different:
 
-* ``seed`` (``set_generation_params``): a fixed seed makes every call reproducible, with a
-  private ``torch.Generator``;
+* ``seed`` (``set_generation_params``): a fixed seed makes every call reproducible on the
+  same device, with a private ``torch.Generator``;
 * the progress callback is called whenever one is set (audiocraft: only with
   ``progress=True``), with steps counted over the whole generation, all windows included
   (audiocraft restarts the total at each window); ``progress=True`` alone prints to stderr;
@@ -43,6 +43,7 @@ from .inputs import (
     audio_batch,
     check_durations,
     check_rate,
+    check_seed,
     descriptions_list,
     generation_params,
     melody_list,
@@ -123,7 +124,8 @@ class BaseGenModel:
         self.generation_params = generation_params(
             use_sampling, top_k, top_p, temperature, cfg_coef, two_step_cfg
         )
-        self.duration, self.extend_stride, self.seed = float(duration), extend_stride, seed
+        self.duration, self.extend_stride = float(duration), extend_stride
+        self.seed = check_seed(seed)
 
     @property
     def frame_rate(self) -> float:
@@ -260,8 +262,8 @@ class BaseGenModel:
             melody_sample_rate: Their sample rate.
             progress: Show progress.
             chunk_duration: Seconds of tokens between decodes (at least one frame). The
-                codecs of MusicGen and AudioGen are not causal: each decode re-decodes all
-                the audio so far (see :mod:`.stream_decode`), so small chunks cost more.
+                codecs of MusicGen and AudioGen are not causal: their stream gives a chunk's
+                audio a few frames late (see :mod:`.stream_decode`).
         """
         if descriptions is None and num_samples is None and prompt is None:
             raise GenerationError("give descriptions, num_samples or a prompt")
@@ -272,10 +274,17 @@ class BaseGenModel:
         if not chunk_duration > 0:
             raise GenerationError(f"chunk_duration must be positive, got {chunk_duration}")
         chunk = max(1, int(chunk_duration * self.frame_rate))
+        prompt_len = 0 if codes is None else codes.shape[-1]
+        # Checked now, not when iteration starts (a generator runs nothing until then).
+        plan_windows(
+            self.duration, self.max_duration, self.frame_rate, self.extend_stride, prompt_len
+        )
+        self._codec_io.stream_decoder(len(texts))
         return self._stream(texts, codes, melodies, progress, chunk)
 
     def generate_audio(self, gen_tokens: torch.Tensor) -> torch.Tensor:
         """Decodes codes ``[B, K, F]`` to audio ``[B, C, F * hop]`` (audiocraft's name)."""
+        gen_tokens = torch.as_tensor(gen_tokens)
         if gen_tokens.dim() != 3:
             raise GenerationError(f"codes must be [B, K, F], got {list(gen_tokens.shape)}")
         return self._codec_io.decode(gen_tokens.to(self.device))
@@ -357,7 +366,9 @@ class BaseGenModel:
         if self._progress_callback is not None:
             return self._progress_callback
         if progress:
-            return lambda done, total: print(f"{done: 6d} / {total: 6d}", end="\r", file=sys.stderr)
+            return lambda done, total: print(
+                f"{done: 6d} / {total: 6d}", end="\r" if done < total else "\n", file=sys.stderr
+            )
         return None
 
     def _iter_codes(

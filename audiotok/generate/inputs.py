@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,10 @@ def descriptions_list(descriptions: Sequence[str | None]) -> list[str | None]:
     """The descriptions as a non-empty list of strings or None (no text)."""
     if isinstance(descriptions, str):
         raise GenerationError("descriptions must be a list of strings, not one string")
+    if not isinstance(descriptions, Sequence):
+        raise GenerationError(
+            f"descriptions must be a list of strings, not {type(descriptions).__name__}"
+        )
     texts = list(descriptions)
     if not texts:
         raise GenerationError("descriptions is empty: give at least one (None: no text)")
@@ -67,9 +72,27 @@ def melody_list(melody_wavs: Any, batch: int) -> list[Any]:
     return melodies
 
 
+def _number(name: str, value: Any, integer: bool = False) -> None:
+    """Raises unless ``value`` is a real number (an integer if ``integer``), not a bool."""
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+        what = "an integer" if integer else "a number"
+        raise GenerationError(f"{name} must be {what}, got {value!r}")
+
+
+def check_seed(seed: Any) -> int | None:
+    """``seed`` as an int, or None."""
+    if seed is not None:
+        _number("seed", seed, integer=True)
+    return None if seed is None else int(seed)
+
+
 def check_durations(duration: float, extend_stride: float | None, max_duration: float) -> None:
     """Raises unless ``duration`` is positive and, when it is more than ``max_duration``,
     ``0 < extend_stride < max_duration`` (audiocraft checks the stride always)."""
+    _number("duration", duration)
+    if extend_stride is not None:
+        _number("extend_stride", extend_stride)
     if not duration > 0 or not np.isfinite(duration):
         raise GenerationError(f"duration must be positive, got {duration}")
     if extend_stride is not None and not extend_stride > 0:
@@ -90,6 +113,9 @@ def generation_params(
     two_step_cfg: bool,
 ) -> dict[str, Any]:
     """The sampling settings, checked, under audiocraft's names (``generation_params``)."""
+    _number("top_k", top_k, integer=True)
+    for name, value in (("top_p", top_p), ("temperature", temperature), ("cfg_coef", cfg_coef)):
+        _number(name, value)
     if top_k < 0 or not 0 <= top_p <= 1 or temperature < 0:
         raise GenerationError(
             f"need top_k >= 0, 0 <= top_p <= 1 and temperature >= 0 "

@@ -176,6 +176,9 @@ class LMConfig:
             problems.append(f"pattern must be one of {PATTERNS}, not {self.pattern!r}")
         if len(self.delays) != self.n_q:
             problems.append(f"{len(self.delays)} delays for {self.n_q} codebooks")
+        if self.empty_initial < 0:
+            # Generation starts after the pattern's empty first step; without one it can't.
+            problems.append(f"empty_initial must be >= 0, not {self.empty_initial}")
         names = [c.name for c in self.conditioners]
         unknown = sorted(set(self.fuse_cross + self.fuse_prepend) - set(names))
         if unknown:

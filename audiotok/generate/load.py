@@ -83,11 +83,11 @@ def load_lm(
             )
     ckpt = read_lm_checkpoint(path)
     lm = build_lm(ckpt.config, ckpt.lm_state, str(ckpt.path))
-    codec = _load_codec(ckpt)
+    codec = _load_codec(ckpt, device)
     _check_codec(ckpt, codec)
     # T5 last: it is the largest download, and the other parts fail faster.
     conditioner = build_conditioners(ckpt, text_encoder)
-    return LoadedLM(lm.to(device), conditioner.to(device).eval(), codec.to(device), ckpt.config)
+    return LoadedLM(lm.to(device), conditioner.to(device).eval(), codec, ckpt.config)
 
 
 @functools.lru_cache(maxsize=16)
@@ -180,14 +180,14 @@ def _proj(ckpt: LMCheckpoint, name: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def _load_codec(ckpt: LMCheckpoint) -> Codec:
+def _load_codec(ckpt: LMCheckpoint, device: torch.device) -> Codec:
     """The codec the checkpoint was trained with, through :func:`audiotok.load_codec`."""
     if ckpt.codec_state is not None:
         # transformers bundles the codec (audio_encoder.*) in the LM's files.
-        return codec_from_hf(ckpt.codec_config, ckpt.codec_state, ckpt.path)
+        return codec_from_hf(ckpt.codec_config, ckpt.codec_state, ckpt.path, device=device)
     if ckpt.codec_path is None:
         raise CheckpointError(f"{ckpt.path}: no {COMPRESSION_FILE} (the codec) beside it")
-    return load_codec(ckpt.codec_path)
+    return load_codec(ckpt.codec_path, device=device)
 
 
 def _check_codec(ckpt: LMCheckpoint, codec: Codec) -> None:

@@ -30,8 +30,8 @@ def create_sin_embedding(
 ) -> torch.Tensor:
     """Sinusoidal positional embedding ``[..., T, dim]``: cosines, then sines.
 
-    Computed as audiocraft does (``max_period ** (i / (half - 1))`` in ``dtype``), so that the
-    embedding is bit-identical to the one the models were trained with.
+    Computed as audiocraft does (``max_period ** (i / (half - 1))`` in ``dtype``); in float32
+    it is bit-identical to the one the models were trained with.
 
     Args:
         positions: Integer positions ``[..., T, 1]``.
@@ -280,7 +280,9 @@ class StreamingTransformer(nn.Module):
         _, s, c = x.shape
         offset = 0 if cache is None else cache.offset
         positions = torch.arange(offset, offset + s, device=x.device).view(1, -1, 1)
-        pos_emb = create_sin_embedding(positions, c, self.config.max_period, dtype=x.dtype)
+        # In float32 whatever the LM's precision, as under audiocraft's autocast: bfloat16
+        # can't even represent positions above 256 exactly.
+        pos_emb = create_sin_embedding(positions, c, self.config.max_period).to(x.dtype)
         x = x + self.config.positional_scale * pos_emb
         if cache is not None:
             cache.reserve(s)
