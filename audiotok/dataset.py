@@ -59,7 +59,9 @@ DEFAULT_SHARD_BYTES = 256_000_000
 DEFAULT_BATCH_SECONDS = 60.0
 RECORD_FIELDS = ("path", "shard", "frame_offset", "num_frames", "length", "sample_rate",
                  "source_sample_rate", "source_channels", "scale_offset", "num_scales")  # fmt: skip
-IDENTITY = ("model_id", "fingerprint", "bandwidth")
+IDENTITY = ("model_id", "fingerprint", "bandwidth", "precision")
+# Datasets written before precision was recorded were made in float32.
+_IDENTITY_DEFAULTS = {"precision": "fp32"}
 
 
 class DatasetError(AudiotokError, ValueError):
@@ -136,6 +138,7 @@ def dataset_info(codec: Codec, bandwidth: float) -> dict[str, Any]:
         "model_id": codec.model_id,
         "fingerprint": codec.fingerprint().hex(),
         "bandwidth": bandwidth,
+        "precision": getattr(codec, "precision", "fp32"),
         "num_codebooks": codec.num_codebooks(bandwidth),
         "cardinality": codec.cardinality,
         "codes_dtype": "int16" if codec.cardinality <= 32768 else "int32",
@@ -174,8 +177,8 @@ def tokenize_dataset(
         progress: Show a progress bar on stderr, and a line there for each failing file.
         batch_seconds: Seconds of decoded audio to keep read ahead of the model (0: none).
         read_workers: Threads reading audio.
-        batch_size: Files per forward pass (:meth:`Codec.encode_batch`). Batches pay off on a
-            GPU; on a few CPU cores they are no faster than 1.
+        batch_size: Files per forward pass (:meth:`Codec.encode_batch`; for segmented models,
+            segments per pass). Batches pay off on a GPU; on a few CPU cores hardly.
 
     Returns:
         A report; files that failed are in ``failures`` and absent from the index.
@@ -187,6 +190,8 @@ def tokenize_dataset(
     """
     from tqdm import tqdm
 
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     start = time.monotonic()
     info = dataset_info(codec, codec.check_bandwidth(bandwidth))
     sources = [Source(os.fspath(p), Path(p), {}) for p in inputs]
@@ -378,9 +383,9 @@ def _encode_files(
             read.append(_Encoded(source, str(exc)))
     good = [r for r in read if not isinstance(r, _Encoded)]
     try:
-        tokens = iter(
-            codec.encode_batch([w for _, w, _ in good], [r for _, _, r in good], bandwidth)
-        )
+        wavs, rates = [w for _, w, _ in good], [r for _, _, r in good]
+        # max_batch = the files' count: batch size 1 runs each segment alone, as encode does.
+        tokens = iter(codec.encode_batch(wavs, rates, bandwidth, max_batch=len(batch)))
     except AudiotokError:
         tokens = None  # a file the model refuses: find it by encoding one by one
     out = []
@@ -455,12 +460,14 @@ def _open_for_writing(out_dir: Path, info: dict[str, Any]) -> Iterator[tuple[Bin
 
 
 def _check_identity(out_dir: Path, found: dict[str, Any], wanted: dict[str, Any]) -> None:
+    found = {**_IDENTITY_DEFAULTS, **found}
     if any(found.get(k) != wanted[k] for k in IDENTITY):
         old, new = (f"{i.get('model_id')} (fingerprint {str(i.get('fingerprint'))[:12]}) at "
-                    f"{i.get('bandwidth')} kbps" for i in (found, wanted))  # fmt: skip
+                    f"{i.get('bandwidth')} kbps in {i.get('precision')}"
+                    for i in (found, wanted))  # fmt: skip
         raise DatasetError(
             f"{out_dir}: holds tokens of {old}, this run makes {new}; "
-            "resume with the same model and bandwidth, or write to another directory"
+            "resume with the same model, bandwidth and precision, or write to another directory"
         )
 
 

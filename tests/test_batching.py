@@ -167,3 +167,21 @@ def test_compiled_codec_gives_the_same_codes(codec):
     assert torch.equal(after.codes, before.codes)
     torch.testing.assert_close(codec.decode(after), codec.decode(before), rtol=0, atol=1e-6)
     assert codec.fingerprint() == fingerprint
+
+
+@pytest.mark.parametrize("segment", [None, 0.1])
+def test_loudness_normalised_models_batch_by_equal_length(segment):
+    # Normalisation averages over each segment, as time-group norm does: no ragged rows.
+    codec = tiny_codec(normalize=True, segment=segment)
+    wavs = clips(24_000, 1, [1000, 2400, 2400, 7000])
+    for wav, tokens in zip(wavs, codec.encode_batch(wavs, bandwidth=0.6), strict=True):
+        alone = codec.encode(wav, bandwidth=0.6)
+        torch.testing.assert_close(tokens.scales, alone.scales, rtol=0, atol=1e-7)
+
+
+def test_bf16_decode_batch_of_a_segmented_model_is_finite(segmented_codec):
+    tokens = segmented_codec.encode(clips(48_000, 2, [20_000])[0], bandwidth=2.4)
+    segmented_codec.set_precision("bf16")
+    (audio,) = segmented_codec.decode_batch([tokens])
+    assert audio.dtype == torch.float32 and torch.isfinite(audio).all()
+    torch.testing.assert_close(audio, segmented_codec.decode(tokens), rtol=0, atol=1e-6)

@@ -145,7 +145,8 @@ def test_directory_gives_the_codes_of_one_by_one_encoding(tmp_path, tiny, corpus
     info = json.loads((out / "dataset.json").read_text())
     assert info == {
         "format": "audiotok.dataset", "version": 1, "model_id": "tiny",
-        "fingerprint": tiny.codec.fingerprint().hex(), "bandwidth": 0.6, "num_codebooks": 2,
+        "fingerprint": tiny.codec.fingerprint().hex(), "bandwidth": 0.6, "precision": "fp32",
+        "num_codebooks": 2,
         "cardinality": 16, "codes_dtype": "int16", "sample_rate": 24_000, "channels": 1,
         "frame_rate": 75.0, "hop_length": 320, "has_scales": False,
         "audiotok_version": __version__,
@@ -397,9 +398,9 @@ def test_resume_with_another_bandwidth_or_model_is_refused(tmp_path, tiny, corpu
     fingerprint = tiny.codec.fingerprint().hex()[:12]
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [
-        f"audiotok: error: {out}: holds tokens of tiny (fingerprint {fingerprint}) at 0.3 kbps, "
-        f"this run makes tiny (fingerprint {fingerprint}) at 0.6 kbps; resume with the same "
-        "model and bandwidth, or write to another directory"
+        f"audiotok: error: {out}: holds tokens of tiny (fingerprint {fingerprint}) at 0.3 kbps "
+        f"in fp32, this run makes tiny (fingerprint {fingerprint}) at 0.6 kbps in fp32; resume "
+        "with the same model, bandwidth and precision, or write to another directory"
     ]
     other = tiny_codec(seed=1)
     card = save_checkpoint(other.model, tmp_path / "models" / "other.json", name="tiny")
@@ -409,6 +410,13 @@ def test_resume_with_another_bandwidth_or_model_is_refused(tmp_path, tiny, corpu
     assert result.exit_code == 1
     assert len(error_lines(result.stderr)) == 1
     assert other.fingerprint().hex()[:12] in result.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+    result = run("encode", corpus, "-o", out, "-m", tiny.card, "-b", "0.3", "--precision", "bf16")
+
+    assert result.exit_code == 1
+    assert "at 0.3 kbps in fp32, this run makes tiny" in result.stderr
+    assert "at 0.3 kbps in bf16; resume" in result.stderr
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import load_clip
+from conftest import load_clip, tiny_codec
 
 from audiotok.codec.segment_streaming import SegmentStream
 
 # The tiny segmented model: 0.1 s segments (4800 samples at 48 kHz) every 4752 samples,
 # 15 frames of 320 samples each. Lengths: shorter than a segment; exactly one (which adds a
-# 48-sample segment inside its span); tails of 149 + 1 and 150 + 2 frames in the 48 kHz
-# model's terms (here 14 + 1 and 15 + 1); several full segments.
+# 48-sample segment inside its span); a short and a nearly full last segment; several full
+# segments. Its overlap (48 samples) is shorter than a frame; the 48 kHz model's (480) is
+# not: test_overlap_longer_than_a_frame.
 LENGTHS = [100, 4800, 4752 + 4500, 4752 + 4790, 3 * 4752 + 1234]
 
 
@@ -53,3 +54,22 @@ def test_each_segment_comes_out_when_its_samples_are_in(segmented_codec):
         assert first[0].shape == (1, 4, 15)  # [B, K, frames of one segment]
         assert len(s.encode(audio[..., 4800 : 4752 + 4800])) == 1
         assert s.decode(*first).shape[-1] == 4752, "the overlap waits for the next segment"
+
+
+@pytest.mark.parametrize("length", [4600, 2 * 4320 + 300, 4320 + 4799])
+def test_overlap_longer_than_a_frame(length):
+    # The 48 kHz model's 10 ms overlap is longer than its 6.7 ms frames: a last segment of
+    # one frame can end before the one before it (4600 samples: 4600 then 280).
+    codec = tiny_codec(
+        "tiny48o", sample_rate=48_000, channels=2, causal=False, norm="time_group_norm",
+        normalize=True, segment=0.1, overlap=0.1, target_bandwidths=(1.2, 2.4),
+    )  # fmt: skip
+    audio = load_clip("music_48k_stereo.flac", 48_000, 2, seconds=0.5)[..., :length]
+    offline = codec.encode(audio, bandwidth=2.4)
+    decoded = codec.decode(offline)
+    assert decoded.shape == audio.shape
+    codes, scales, streamed = stream(codec, audio, 1000)
+    assert torch.equal(codes, offline.codes) and torch.equal(scales, offline.scales)
+    torch.testing.assert_close(streamed, decoded, rtol=0, atol=1e-6)
+    (batched,) = codec.decode_batch([offline])
+    torch.testing.assert_close(batched, decoded, rtol=0, atol=1e-5)

@@ -218,7 +218,7 @@ class Codec(abc.ABC):
         bandwidth = self.check_bandwidth(bandwidth)
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
-        if sample_rate is None or isinstance(sample_rate, int):
+        if sample_rate is None or not isinstance(sample_rate, Sequence):
             rates: Sequence[int | None] = [sample_rate] * len(wavs)
         else:
             rates = list(sample_rate)
@@ -227,7 +227,8 @@ class Codec(abc.ABC):
         prepared = []
         for i, (wav, rate) in enumerate(zip(wavs, rates, strict=True)):
             if getattr(wav, "ndim", 0) != 2:
-                raise AudioError(f"signal {i}: expected [C, T], got {list(wav.shape)}")
+                shape = list(wav.shape) if hasattr(wav, "shape") else type(wav).__name__
+                raise AudioError(f"signal {i}: expected [C, T], got {shape}")
             try:
                 prepared.append(self._prepare(wav, rate).to(self.device))
             except AudioError as exc:

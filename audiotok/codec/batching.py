@@ -16,15 +16,17 @@ Example, a strided causal convolution (kernel 4, stride 2, reflect padding) on t
                         r q p q r s t u v w
     row 0's 3 first outputs equal its alone output; its 4th is ignored.
 
-Models whose normalisation mixes time steps (``time_group_norm``: GroupNorm over a whole
-segment, as in the 48 kHz model) can't be run ragged: their rows are grouped by equal length
-instead. For segmented models the unit is the segment, so the 48 kHz model's 1 s segments,
-of one file or of many, run together; only last segments of other lengths run apart.
+Models with something that averages over time (``time_group_norm``: GroupNorm over a whole
+segment; or loudness normalisation of each segment, both in the 48 kHz model) can't be run
+ragged: their rows are grouped by equal length instead. For segmented models the unit is the
+segment, so the 48 kHz model's 1 s segments, of one file or of many, run together; only last
+segments of other lengths run apart.
 
 Exactness: the operations are those of the one-by-one path on larger tensors. Matrix kernels
-may round larger shapes differently in the last bit (about 1e-7), so decoded audio agrees to
-about 1e-6 and codes agree except where two codebook entries are that close to a tie
-(trained models: none seen on the test audio; see docs and the tests).
+may round larger shapes differently in the last bit (about 1e-7; a few 1e-6 through the 48 kHz
+model's group norms), so decoded audio agrees to about 1e-6 and codes agree except where two
+codebook entries are that close to a tie (trained models: none seen on the test audio; see
+docs and the tests).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from torch import Tensor, nn
 from .conv import SConv1d, SConvTranspose1d, extra_padding_for_conv1d, pad1d
 from .lstm import SLSTM
 from .model import EncodecModel, linear_overlap_add
-from .seanet import SEANetResnetBlock
+from .seanet import SEANetDecoder, SEANetEncoder, SEANetResnetBlock
 
 # Layers that act on each time step alone (or, for the LSTM, on past steps only), so the
 # garbage past a row's end never reaches its valid outputs.
@@ -49,7 +51,7 @@ def ragged_forward(module: nn.Module, x: Tensor, lengths: list[int]) -> tuple[Te
     """Runs a SEANet encoder's or decoder's layers on rows of different valid lengths.
 
     Args:
-        module: ``encoder.model`` or ``decoder.model`` (or one of their layers).
+        module: The encoder or decoder (or one of their layers).
         x: Input ``[B, C, T]``; row ``b`` is valid up to ``lengths[b] <= T``.
         lengths: Valid length of each row.
 
@@ -57,7 +59,10 @@ def ragged_forward(module: nn.Module, x: Tensor, lengths: list[int]) -> tuple[Te
         The output ``[B, C', T']`` and the valid length of each of its rows.
     """
     if all(n == x.shape[-1] for n in lengths):
+        # The module itself: compiled, if the codec was (EncodecCodec.compile).
         return module(x), [_out_length(module, n) for n in lengths]
+    if isinstance(module, (SEANetEncoder, SEANetDecoder)):
+        return ragged_forward(module.model, x, lengths)
     if isinstance(module, nn.Sequential):
         for layer in module:
             x, lengths = ragged_forward(layer, x, lengths)
@@ -71,13 +76,20 @@ def ragged_forward(module: nn.Module, x: Tensor, lengths: list[int]) -> tuple[Te
         shortcut, _ = ragged_forward(module.shortcut, x, lengths)
         block, _ = ragged_forward(module.block, x, lengths)
         return shortcut + block, lengths
-    if isinstance(module, _TIME_LOCAL):
+    if isinstance(module, _TIME_LOCAL) or _is_activation(module):
         return module(x), lengths
     raise TypeError(f"no ragged batching for {type(module).__name__}")
 
 
+def _is_activation(module: nn.Module) -> bool:
+    """A parameter-free activation of torch.nn (``final_activation`` may name any)."""
+    return type(module).__module__ == nn.ELU.__module__ and not any(module.parameters())
+
+
 def _out_length(module: nn.Module, length: int) -> int:
     """Output length of ``module`` for an input of ``length`` steps."""
+    if isinstance(module, (SEANetEncoder, SEANetDecoder)):
+        return _out_length(module.model, length)
     if isinstance(module, nn.Sequential):
         for layer in module:
             length = _out_length(layer, length)
@@ -116,7 +128,10 @@ def _zero_tails(x: Tensor, lengths: list[int]) -> Tensor:
 
 
 def can_run_ragged(model: EncodecModel) -> bool:
-    """Whether rows of different lengths can share a forward pass (no norm across time)."""
+    """Whether rows of different lengths can share a forward pass: nothing that averages over
+    time (no time-group norm, no loudness normalisation of the input)."""
+    if model.config.normalize:
+        return False
     return not any(isinstance(m, nn.GroupNorm) for m in model.modules())
 
 
@@ -175,9 +190,10 @@ def encode_batch(
         for j, seg in enumerate(model.segments(wav.shape[-1]))
     ]
     for group in _groups(jobs, can_run_ragged(model), max_batch):
-        # Groups of a normalising model have equal lengths: each row's RMS is its own.
+        # Groups of a normalising model have equal lengths (can_run_ragged): each row's RMS
+        # is its own.
         x, scale = model.normalize(_stack(group))
-        latent, frames = ragged_forward(model.encoder.model, x, [job.length for job in group])
+        latent, frames = ragged_forward(model.encoder, x, [job.length for job in group])
         codes = model.quantizer.encode(latent, n_q)
         for row, job in enumerate(group):
             job.data = codes[row, :, : frames[row]]
@@ -220,10 +236,11 @@ def decode_batch(
     hop = model.config.hop_length
     for group in _groups(jobs, can_run_ragged(model), max_batch):
         latent = model.quantizer.decode(_stack(group))
-        audio, _ = ragged_forward(model.decoder.model, latent, [job.length for job in group])
+        audio, _ = ragged_forward(model.decoder, latent, [job.length for job in group])
         for row, job in enumerate(group):
             out = audio[row, :, : job.length * hop]
-            job.data = out if job.scale is None else out * job.scale  # as decode_segment
+            # As decode_segment (which promotes reduced-precision audio to the scale's float32).
+            job.data = out if job.scale is None else out * job.scale.reshape(1, 1)
     by_item: list[list[Tensor]] = [[] for _ in items]
     for job in jobs:
         by_item[job.item].append(job.data)

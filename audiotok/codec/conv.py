@@ -111,7 +111,8 @@ class WeightNormedConv(nn.Module):
         """The weight actually applied: ``[out, in, k]``, or ``[in, out, k]`` transposed."""
         if not self.weight_norm:
             return self.weight
-        if torch.is_grad_enabled():
+        # Under torch.compile the cache's checks would recompile every layer: fold in-graph.
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return torch._weight_norm(self.weight_v, self.weight_g, 0)
         g, v = self.weight_g, self.weight_v
         key = (g._version, v._version, g.data_ptr(), v.data_ptr())

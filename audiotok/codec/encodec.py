@@ -72,8 +72,10 @@ class EncodecCodec(Codec):
         """Compiles the encoder and decoder with ``torch.compile``; returns self.
 
         Compilation takes seconds to minutes on the first call at each new input shape
-        (``dynamic=True`` by default limits recompiling for new lengths). Parameter names,
-        and so the fingerprint, are unchanged. ``options`` go to ``torch.compile``.
+        (``dynamic=True`` by default limits recompiling for new lengths). Batches of
+        different lengths run layer by layer (:mod:`.batching`) and so stay uncompiled.
+        Parameter names, and so the fingerprint, are unchanged. ``options`` go to
+        ``torch.compile``.
         """
         options = {"dynamic": True, **options}
         self.model.encoder.compile(**options)

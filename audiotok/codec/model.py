@@ -152,14 +152,18 @@ def linear_overlap_add(frames: list[Tensor], stride: int) -> Tensor:
         stride: Distance between segment starts.
 
     Returns:
-        ``[..., stride * (len(frames) - 1) + L_last]``.
+        ``[..., T]``, ``T`` the end of the segment that ends last (float32 at least).
     """
     first = frames[0]
-    total = stride * (len(frames) - 1) + frames[-1].shape[-1]
-    t = torch.linspace(0, 1, first.shape[-1] + 2, device=first.device, dtype=first.dtype)[1:-1]
+    # The reference's `stride * (n - 1) + len(last)` is shorter than the second-to-last
+    # segment's end when the last is a single frame (48 kHz: 47 800 samples); it then fails.
+    total = max(i * stride + f.shape[-1] for i, f in enumerate(frames))
+    # Weights in float32 at least: in bfloat16 the triangle's ends round to 0 (then 0 / 0).
+    dtype = torch.promote_types(first.dtype, torch.float32)
+    t = torch.linspace(0, 1, first.shape[-1] + 2, device=first.device, dtype=dtype)[1:-1]
     weight = 0.5 - (t - 0.5).abs()
-    out = torch.zeros(*first.shape[:-1], total, device=first.device, dtype=first.dtype)
-    sum_weight = torch.zeros(total, device=first.device, dtype=first.dtype)
+    out = torch.zeros(*first.shape[:-1], total, device=first.device, dtype=dtype)
+    sum_weight = torch.zeros(total, device=first.device, dtype=dtype)
     for i, frame in enumerate(frames):
         n = frame.shape[-1]
         start = i * stride

@@ -6,7 +6,8 @@ units on CUDA (Ampere and later; no effect on CPU). ``bf16`` and ``fp16`` run th
 decoder networks under autocast; the quantizer always measures distances in float32, since
 half precision would pick the wrong codebook entry far more often than the network's own
 rounding does. How many codes each mode keeps equal to ``fp32`` is measured by
-``benchmarks/precision_bench.py`` (results in benchmarks/RESULTS.md).
+``benchmarks/batch_bench.py`` (results in benchmarks/RESULTS.md). Streams
+(:meth:`EncodecCodec.streaming`) always run in float32.
 """
 
 from __future__ import annotations
