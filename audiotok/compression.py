@@ -476,9 +476,14 @@ def _decompress_streaming(input: Path, output: Path, codec: Codec, overwrite: bo
                     continue
                 for seg_codes, scale in segments.add(codes, packet.scales):
                     sink.write(stream.decode(seg_codes, scale)[0].cpu().numpy())
-            if segments is not None:
-                sink.write(stream.decode_end()[0].cpu().numpy())
             if reader.truncated_at is not None:
                 raise TruncatedError(
                     "the stream is truncated; decode it with recover", reader.truncated_at
                 )
+            if segments is not None:
+                if segments.next < len(segments.frames):
+                    raise TokensError(
+                        f"{input}: holds {segments.next} whole segments of "
+                        f"{len(segments.frames)} (codes or scales missing)"
+                    )
+                sink.write(stream.decode_end()[0].cpu().numpy())

@@ -73,3 +73,24 @@ def test_overlap_longer_than_a_frame(length):
     torch.testing.assert_close(streamed, decoded, rtol=0, atol=1e-6)
     (batched,) = codec.decode_batch([offline])
     torch.testing.assert_close(batched, decoded, rtol=0, atol=1e-5)
+
+
+def test_two_short_last_segments_are_refused_by_atok_not_lost():
+    # Format 1.0 holds one segment per packet and lets only the last packet be short. A
+    # signal whose last two segments are both short (here 14 and 1 frames of 15) can't be
+    # stored: refused in one line rather than written without one of its scales.
+    import audiotok
+    from audiotok import compression
+
+    codec = tiny_codec(
+        "tiny48o", sample_rate=48_000, channels=2, causal=False, norm="time_group_norm",
+        normalize=True, segment=0.1, overlap=0.1, target_bandwidths=(1.2, 2.4),
+    )  # fmt: skip
+    audio = load_clip("music_48k_stereo.flac", 48_000, 2, seconds=0.5)[0]
+    good = audio[:, :4600]  # segments of 15 and 1 frames
+    decoded, rate = audiotok.decompress(compression.compress(codec, good), codec)
+    assert decoded.shape == good.shape and rate == 48_000
+    bad = audio[:, : 4320 + 4450]
+    assert [s.frames for s in codec.model.segments(bad.shape[-1])] == [15, 14, 1]
+    with pytest.raises(audiotok.TokensError, match="can't hold"):
+        compression.compress(codec, bad)

@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from ..errors import TokensError
 from .entropy import EntropyCoder, coder_for_name
 from .header import Header
 from .index import Index
@@ -170,6 +171,14 @@ class AtokWriter:
             return
         if self._pending.shape[1]:
             self._flush(self._pending.shape[1])
+        if self._scales:
+            # Two short last segments (one packet's worth of frames, two scales): format 1.0
+            # puts one segment in each packet and only the last may be short.
+            raise TokensError(
+                "this signal's last two segments are both shorter than a full segment, which "
+                ".atok 1.0 can't hold (about 1 length in 300 at 48 kHz); pad or trim it by "
+                "10 ms"
+            )
         self._closed = True
         length = length if length is not None else self.header.length
         if length is None:
