@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import itertools
 import json
 import operator
 import os
@@ -228,7 +229,7 @@ def tokenize_dataset(
                     bar.update()
         except BaseException:
             # Keep what is encoded, whatever stopped the run (Ctrl-C, a bug, CUDA out of
-            # memory): only the file in hand is lost. The first error is the one to see.
+            # memory): only the batch in hand is lost. The first error is the one to see.
             with contextlib.suppress(Exception):
                 _count(report, writer.flush())
             raise
@@ -350,15 +351,17 @@ def _fsync(path: Path) -> None:
 def _batches(
     reads: Iterable[tuple[Source, Future]], size: int
 ) -> Iterator[list[tuple[Source, Future]]]:
-    """Groups of ``size`` consecutive reads (the last may be smaller)."""
-    batch: list[tuple[Source, Future]] = []
-    for read in reads:
-        batch.append(read)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+    """Groups of ``size`` consecutive reads (the last may be smaller), one group ahead.
+
+    The next group is taken from ``reads`` before this one is handed out, so that its files
+    are being read while this one is encoded.
+    """
+    it = iter(reads)
+    current = list(itertools.islice(it, size))
+    while current:
+        following = list(itertools.islice(it, size))
+        yield current
+        current = following
 
 
 class _Encoded(NamedTuple):
@@ -414,6 +417,7 @@ def _read_ahead(
     pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="audiotok-read")
     queue: deque[tuple[Source, Future]] = deque()
     pending = iter(sources)
+    finished = False
     try:
         while True:
             while not queue or _may_read_more(queue, seconds, workers):
@@ -422,10 +426,13 @@ def _read_ahead(
                     break
                 queue.append((source, pool.submit(read_audio, source.file)))
             if not queue:
+                finished = True
                 return
             yield queue.popleft()
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        # Reads handed out are still wanted after the last one (the batch being encoded);
+        # only a run stopped early (close) drops those not started.
+        pool.shutdown(wait=True, cancel_futures=not finished)
 
 
 def _may_read_more(queue: deque[tuple[Source, Future]], seconds: float, workers: int) -> bool:
