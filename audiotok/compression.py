@@ -327,76 +327,17 @@ def compress_file(
         The tokens, or None for a streamed file (they were never all in memory).
     """
     from .audio_stream import audio_info
+    from .compression_streams import compress_streaming
     from .fileio import atomic_output
 
     info = audio_info(input)
     if info.frames > STREAM_SECONDS * info.samplerate and codec.can_stream:
         with atomic_output(Path(output), overwrite) as file:
-            _compress_streaming(file, Path(input), codec, bandwidth, **options)
+            compress_streaming(file, Path(input), codec, bandwidth, **options)
         return None
     wav, rate = read_audio(input)
     with atomic_output(Path(output), overwrite) as file:
         return compress_to(file, codec, wav, rate, bandwidth, **options)
-
-
-def _compress_streaming(file: BinaryIO, path: Path, codec: Codec, bandwidth: float | None,
-                        *, entropy: str = "adaptive", metadata: dict[str, str] | None = None,
-                        packet_seconds: float = DEFAULT_PACKET_SECONDS) -> None:  # fmt: skip
-    from .audio_stream import AudioBlocks
-
-    blocks = AudioBlocks(path, codec.sample_rate, codec.channels)
-    bandwidth = codec.check_bandwidth(bandwidth)
-    length = 0
-    with AtokWriter.for_codec(
-        file, codec, bandwidth=bandwidth, entropy=entropy,
-        original_sample_rate=blocks.source_rate, original_channels=blocks.source_channels,
-        original_length=blocks.source_frames, metadata=metadata, packet_seconds=packet_seconds,
-    ) as writer, codec.streaming(1, bandwidth) as stream:  # fmt: skip
-        for block in blocks:
-            length += block.shape[-1]
-            _write_streamed(writer, stream.encode(torch.from_numpy(block)[None].to(codec.device)))
-        _write_streamed(writer, stream.encode_end())
-        writer.close(length=length)
-
-
-def _write_streamed(writer: AtokWriter, out: torch.Tensor | list) -> None:
-    """Writes what a stream's ``encode`` returned: codes, or (codes, scales) per segment."""
-    if isinstance(out, torch.Tensor):
-        writer.write(out)
-        return
-    for codes, scales in out:
-        writer.write(codes, scales)
-
-
-class _SegmentFeeder:
-    """Regroups a segmented stream's packets into segments: ``(codes [1, K, f], scale [1])``.
-
-    Packets need not be segments; the segments follow from the signal's length, as offline.
-    """
-
-    def __init__(self, codec: Codec, length: int) -> None:
-        seg_len, stride = codec.segments
-        self.frames = [
-            -(-min(seg_len, length - start) // codec.hop_length)
-            for start in range(0, length, stride)
-        ]
-        self.next = 0
-        self.codes: torch.Tensor | None = None
-        self.scales: list[float] = []
-
-    def add(self, codes: torch.Tensor, scales: tuple[float, ...]) -> list:
-        self.codes = codes if self.codes is None else torch.cat([self.codes, codes], dim=-1)
-        self.scales += scales
-        out = []
-        while self.next < len(self.frames) and self.scales:
-            n = self.frames[self.next]
-            if self.codes.shape[-1] < n:
-                break
-            scale = torch.tensor([self.scales.pop(0)], device=codes.device)
-            out.append((self.codes[..., :n], scale))
-            self.codes = self.codes[..., n:]
-            self.next += 1
-        return out
 
 
 def decompress_file(
@@ -418,6 +359,7 @@ def decompress_file(
     None is then returned.
     """
     from .audio_output import write_audio
+    from .compression_streams import decompress_streaming
 
     with AtokReader(input) as reader:
         header, index = reader.header, reader.index()
@@ -432,58 +374,10 @@ def decompress_file(
     ):
         resolved = _resolve_codec(codec, header, device)
         if resolved.can_stream:
-            _decompress_streaming(Path(input), Path(output), resolved, overwrite)
+            decompress_streaming(Path(input), Path(output), resolved, overwrite)
             return None
         codec = resolved
     with open(input, "rb") as f:
         result = decode_stream(f, codec, recover=recover, native=native, device=device)
     write_audio(output, result.audio, result.sample_rate, strategy=strategy, overwrite=overwrite)
     return result
-
-
-def _decompress_streaming(input: Path, output: Path, codec: Codec, overwrite: bool) -> None:
-    from .audio_stream import AudioSink
-    from .errors import TruncatedError
-
-    with open(input, "rb") as f, AtokReader(f) as reader:
-        header = reader.header
-        reader.priors = codec.entropy_priors
-        original = header.original_length
-        if original is None:
-            index = reader.index()
-            original = index.original_length if index else None
-        sink = AudioSink(
-            output,
-            header.original_sample_rate,
-            header.original_channels,
-            from_rate=header.sample_rate,
-            length=original,
-            overwrite=overwrite,
-        )
-        with sink, codec.streaming(1, header.bandwidth) as stream:
-            segments = None
-            if header.segment_length:
-                index = reader.index()
-                length = header.length if header.length is not None else index and index.length
-                if length is None:
-                    raise TokensError("a segmented stream of unknown length can't be streamed")
-                segments = _SegmentFeeder(codec, length)
-            for offset, packet in reader.packets():
-                codes = torch.from_numpy(reader.decode(packet, offset)).unsqueeze(0)
-                codes = codes.to(codec.device)
-                if segments is None:
-                    sink.write(stream.decode(codes)[0].cpu().numpy())
-                    continue
-                for seg_codes, scale in segments.add(codes, packet.scales):
-                    sink.write(stream.decode(seg_codes, scale)[0].cpu().numpy())
-            if reader.truncated_at is not None:
-                raise TruncatedError(
-                    "the stream is truncated; decode it with recover", reader.truncated_at
-                )
-            if segments is not None:
-                if segments.next < len(segments.frames):
-                    raise TokensError(
-                        f"{input}: holds {segments.next} whole segments of "
-                        f"{len(segments.frames)} (codes or scales missing)"
-                    )
-                sink.write(stream.decode_end()[0].cpu().numpy())

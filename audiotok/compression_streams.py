@@ -1,0 +1,130 @@
+"""Long files compressed and decompressed as streams, block by block, in bounded memory.
+
+:func:`audiotok.compression.compress_file` and :func:`~audiotok.compression.decompress_file`
+use these for files longer than ``STREAM_SECONDS`` when the codec streams
+(``Codec.can_stream``): unsegmented codecs frame by frame, segmented ones (48 kHz) segment by
+segment, each segment with its scale.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import BinaryIO
+
+import torch
+
+from .codec.base import Codec
+from .errors import TokensError, TruncatedError
+from .formats.reader import AtokReader
+from .formats.writer import DEFAULT_PACKET_SECONDS, AtokWriter
+
+
+def compress_streaming(file: BinaryIO, path: Path, codec: Codec, bandwidth: float | None,
+                        *, entropy: str = "adaptive", metadata: dict[str, str] | None = None,
+                        packet_seconds: float = DEFAULT_PACKET_SECONDS) -> None:  # fmt: skip
+    from .audio_stream import AudioBlocks
+
+    blocks = AudioBlocks(path, codec.sample_rate, codec.channels)
+    bandwidth = codec.check_bandwidth(bandwidth)
+    length = 0
+    with AtokWriter.for_codec(
+        file, codec, bandwidth=bandwidth, entropy=entropy,
+        original_sample_rate=blocks.source_rate, original_channels=blocks.source_channels,
+        original_length=blocks.source_frames, metadata=metadata, packet_seconds=packet_seconds,
+    ) as writer, codec.streaming(1, bandwidth) as stream:  # fmt: skip
+        for block in blocks:
+            length += block.shape[-1]
+            _write_streamed(writer, stream.encode(torch.from_numpy(block)[None].to(codec.device)))
+        _write_streamed(writer, stream.encode_end())
+        writer.close(length=length)
+
+
+def _write_streamed(
+    writer: AtokWriter, out: torch.Tensor | list[tuple[torch.Tensor, torch.Tensor]]
+) -> None:
+    """Writes what a stream's ``encode`` returned: codes, or (codes, scales) per segment."""
+    if isinstance(out, torch.Tensor):
+        writer.write(out)
+        return
+    for codes, scales in out:
+        writer.write(codes, scales)
+
+
+class _SegmentFeeder:
+    """Regroups a segmented stream's packets into segments: ``(codes [1, K, f], scale [1])``.
+
+    Packets need not be segments; the segments follow from the signal's length, as offline.
+    """
+
+    def __init__(self, codec: Codec, length: int) -> None:
+        seg_len, stride = codec.segments
+        self.frames = [
+            -(-min(seg_len, length - start) // codec.hop_length)
+            for start in range(0, length, stride)
+        ]
+        self.next = 0
+        self.codes: torch.Tensor | None = None
+        self.scales: list[float] = []
+
+    def add(
+        self, codes: torch.Tensor, scales: tuple[float, ...]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        self.codes = codes if self.codes is None else torch.cat([self.codes, codes], dim=-1)
+        self.scales += scales
+        out = []
+        while self.next < len(self.frames) and self.scales:
+            n = self.frames[self.next]
+            if self.codes.shape[-1] < n:
+                break
+            scale = torch.tensor([self.scales.pop(0)], device=codes.device)
+            out.append((self.codes[..., :n], scale))
+            self.codes = self.codes[..., n:]
+            self.next += 1
+        return out
+
+
+def decompress_streaming(input: Path, output: Path, codec: Codec, overwrite: bool) -> None:
+    from .audio_stream import AudioSink
+
+    with open(input, "rb") as f, AtokReader(f) as reader:
+        header = reader.header
+        reader.priors = codec.entropy_priors
+        original = header.original_length
+        if original is None:
+            index = reader.index()
+            original = index.original_length if index else None
+        sink = AudioSink(
+            output,
+            header.original_sample_rate,
+            header.original_channels,
+            from_rate=header.sample_rate,
+            length=original,
+            overwrite=overwrite,
+        )
+        with sink, codec.streaming(1, header.bandwidth) as stream:
+            segments = None
+            if header.segment_length:
+                index = reader.index()
+                length = header.length if header.length is not None else index and index.length
+                if length is None:
+                    raise TokensError("a segmented stream of unknown length can't be streamed")
+                segments = _SegmentFeeder(codec, length)
+            for offset, packet in reader.packets():
+                codes = torch.from_numpy(reader.decode(packet, offset)).unsqueeze(0)
+                codes = codes.to(codec.device)
+                if segments is None:
+                    sink.write(stream.decode(codes)[0].cpu().numpy())
+                    continue
+                for seg_codes, scale in segments.add(codes, packet.scales):
+                    sink.write(stream.decode(seg_codes, scale)[0].cpu().numpy())
+            if reader.truncated_at is not None:
+                raise TruncatedError(
+                    "the stream is truncated; decode it with recover", reader.truncated_at
+                )
+            if segments is not None:
+                if segments.next < len(segments.frames):
+                    raise TokensError(
+                        f"{input}: holds {segments.next} whole segments of "
+                        f"{len(segments.frames)} (codes or scales missing)"
+                    )
+                sink.write(stream.decode_end()[0].cpu().numpy())
