@@ -22,9 +22,10 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -34,6 +35,8 @@ from .config import CodecConfig
 from .convert import config_from_audiocraft, config_from_hf, hf_key_to_ours
 from .model import EncodecModel
 from .registry import CARDS, PRIORS_KEY, ModelCard
+
+M = TypeVar("M", bound=torch.nn.Module)
 
 AUDIOTOK_FORMAT = "audiotok.codec"
 AUDIOTOK_VERSION = 1
@@ -309,9 +312,17 @@ def build_model(config: CodecConfig, state: dict[str, torch.Tensor], where: str)
     problem = state_mismatch(config, state)
     if problem:
         raise CheckpointError(f"{where}: weights don't fit the architecture ({problem})")
+    return adopt_state(EncodecModel, config, state)
+
+
+def adopt_state(cls: Callable[[Any], M], config: Any, state: dict[str, torch.Tensor]) -> M:
+    """``cls(config)`` holding the (already checked) weights ``state``, aligned, in eval mode.
+
+    The module is built on the meta device and adopts the tensors (``assign``) instead of
+    initialising weights only to overwrite them.
+    """
     with torch.device("meta"):
-        model = EncodecModel(config)
-    # `assign` adopts the loaded tensors instead of copying into freshly initialised ones.
+        model = cls(config)
     model.load_state_dict(state, strict=True, assign=True)
     align_parameters_(model)
     return model.eval()

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..codec import hub
 from ..codec.base import Codec
-from ..codec.checkpoints import align_parameters_
+from ..codec.checkpoints import adopt_state
 from ..codec.load import codec_from_hf, load_codec, resolve_device
 from ..errors import CheckpointError, ModelNotAvailableError
 from .checkpoints import COMPRESSION_FILE, LMCheckpoint, read_lm_checkpoint
@@ -130,12 +130,7 @@ def build_lm(config: LMConfig, state: dict[str, torch.Tensor], where: str) -> LM
     problem = state_mismatch(config, state)
     if problem:
         raise CheckpointError(f"{where}: LM weights don't fit its config ({problem})")
-    with torch.device("meta"):
-        model = LMModel(config)
-    # `assign` adopts the loaded tensors instead of copying into freshly initialised ones.
-    model.load_state_dict(state, strict=True, assign=True)
-    align_parameters_(model)
-    return model.eval()
+    return adopt_state(LMModel, config, state)
 
 
 def _load_projection(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
