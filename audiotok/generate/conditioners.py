@@ -102,15 +102,6 @@ class ConditionTensors:
             raise ValueError(f"conditions given twice: {', '.join(sorted(common))}")
         return ConditionTensors({**self.tensors, **other.tensors})
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
-        """The conditions on ``device``, embeddings as ``dtype``."""
-        return ConditionTensors(
-            {
-                n: (e.to(device=device, dtype=dtype), m.to(device=device))
-                for n, (e, m) in self.tensors.items()
-            }
-        )
-
     @staticmethod
     def cat(conditions: Sequence[ConditionTensors]) -> ConditionTensors:
         """Concatenates along the batch, zero-padding each condition to the longest ``T``.

@@ -212,13 +212,6 @@ class LMConfig:
         text = [c.name for c in self.conditioners if c.is_text]
         return (*text, *(c.name for c in self.conditioners if not c.is_text))
 
-    def conditioner(self, name: str) -> ConditionerConfig:
-        """The conditioner of condition ``name``."""
-        for c in self.conditioners:
-            if c.name == name:
-                return c
-        raise KeyError(name)
-
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict; :meth:`from_dict` rebuilds the config."""
         data = dataclasses.asdict(self)
