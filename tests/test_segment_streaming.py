@@ -94,3 +94,17 @@ def test_two_short_last_segments_are_refused_by_atok_not_lost():
     assert [s.frames for s in codec.model.segments(bad.shape[-1])] == [15, 14, 1]
     with pytest.raises(audiotok.TokensError, match="can't hold"):
         compression.compress(codec, bad)
+
+
+def test_segmented_model_without_normalisation_streams_without_scales():
+    codec = tiny_codec("tiny48n", sample_rate=48_000, channels=2, causal=False, segment=0.1,
+                       target_bandwidths=(1.2, 2.4))  # fmt: skip
+    audio = load_clip("music_48k_stereo.flac", 48_000, 2, seconds=0.3)
+    offline = codec.encode(audio, bandwidth=2.4)
+    with codec.streaming(1, 2.4) as s:
+        pieces = s.encode(audio) + s.encode_end()
+        assert all(scale is None for _, scale in pieces)
+        decoded = [s.decode(c, scale) for c, scale in pieces] + [s.decode_end()]
+    assert torch.equal(torch.cat([c for c, _ in pieces], dim=-1), offline.codes)
+    streamed = torch.cat(decoded, dim=-1)[..., : audio.shape[-1]]
+    torch.testing.assert_close(streamed, codec.decode(offline), rtol=0, atol=1e-6)

@@ -57,13 +57,13 @@ class SegmentStream:
     def __exit__(self, *exc: object) -> None:
         self._ended = True
 
-    def _encode_segment(self, chunk: Tensor) -> tuple[Tensor, Tensor]:
+    def _encode_segment(self, chunk: Tensor) -> tuple[Tensor, Tensor | None]:
         codes, scales = self.model.encode_segment(chunk, self.num_codebooks)
-        return codes, scales.view(-1)
+        return codes, None if scales is None else scales.view(-1)
 
-    def encode(self, audio: Tensor) -> list[tuple[Tensor, Tensor]]:
+    def encode(self, audio: Tensor) -> list[tuple[Tensor, Tensor | None]]:
         """Audio ``[B, C, n]`` (any ``n``) -> ``(codes [B, K, f], scales [B])`` per completed
-        segment."""
+        segment (scales None for models that don't normalise)."""
         if self._ended:
             raise RuntimeError("the stream has ended")
         self._audio = torch.cat([self._audio, audio], dim=-1)
@@ -74,7 +74,7 @@ class SegmentStream:
                 self._audio = self._audio[..., self.stride :]
         return out
 
-    def encode_end(self) -> list[tuple[Tensor, Tensor]]:
+    def encode_end(self) -> list[tuple[Tensor, Tensor | None]]:
         """The segments of the samples still buffered, shorter ones included.
 
         Together with what :meth:`encode` returned, these are the segments of
@@ -89,7 +89,7 @@ class SegmentStream:
         self._ended = True
         return out
 
-    def decode(self, codes: Tensor, scales: Tensor) -> Tensor:
+    def decode(self, codes: Tensor, scales: Tensor | None) -> Tensor:
         """One segment's ``codes [B, K, f]`` and ``scales [B]`` -> the audio now final
         ``[B, C, m]`` (the samples no later segment overlaps)."""
         with torch.inference_mode():
