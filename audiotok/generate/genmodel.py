@@ -51,7 +51,7 @@ from .inputs import (
 )
 from .load import LoadedLM
 from .melody import MelodyConditioning
-from .stream_decode import decode_as_generated
+from .stream_decode import StreamOutputMixin
 from .windows import plan_windows
 
 Audio = torch.Tensor | np.ndarray
@@ -63,7 +63,7 @@ def default_device() -> str:
     return "cuda" if torch.cuda.device_count() else "cpu"
 
 
-class BaseGenModel:
+class BaseGenModel(StreamOutputMixin):
     """A MusicGen / AudioGen model with audiocraft's generation API.
 
     Args:
@@ -235,53 +235,6 @@ class BaseGenModel:
         texts, codes = self._texts_and_prompt(descriptions, None, prompt, prompt_sample_rate)
         return self._output(self._run(texts, codes, None, progress), return_tokens)
 
-    def generate_stream(
-        self,
-        descriptions: Sequence[str | None] | None = None,
-        *,
-        num_samples: int | None = None,
-        prompt: Audio | None = None,
-        prompt_sample_rate: int | None = None,
-        melody_wavs: Audio | Sequence[Audio | None] | None = None,
-        melody_sample_rate: int | None = None,
-        progress: bool = False,
-        chunk_duration: float = 0.5,
-    ) -> Iterator[torch.Tensor]:
-        """Generates as ``generate*`` do, yielding audio ``[B, C, n]`` as tokens come.
-
-        The chunks, concatenated, are the audio ``generate*`` would return for these codes
-        (to 1e-5); afterwards :attr:`last_codes` holds the codes. Inputs are checked at
-        once, generation runs as the iterator is consumed.
-
-        Args:
-            descriptions: Texts (as :meth:`generate`), or None with ``num_samples``.
-            num_samples: Unconditional samples, when ``descriptions`` is None.
-            prompt: Audio to continue, as :meth:`generate_continuation`.
-            prompt_sample_rate: Its sample rate.
-            melody_wavs: Melodies, as ``MusicGen.generate_with_chroma`` (melody models).
-            melody_sample_rate: Their sample rate.
-            progress: Show progress.
-            chunk_duration: Seconds of tokens between decodes (at least one frame). The
-                codecs of MusicGen and AudioGen are not causal: their stream gives a chunk's
-                audio a few frames late (see :mod:`.stream_decode`).
-        """
-        if descriptions is None and num_samples is None and prompt is None:
-            raise GenerationError("give descriptions, num_samples or a prompt")
-        texts, codes = self._texts_and_prompt(descriptions, num_samples, prompt, prompt_sample_rate)
-        melodies = None
-        if melody_wavs is not None:
-            melodies = self._prepare_melodies(melody_wavs, melody_sample_rate, len(texts))
-        if not chunk_duration > 0:
-            raise GenerationError(f"chunk_duration must be positive, got {chunk_duration}")
-        chunk = max(1, int(chunk_duration * self.frame_rate))
-        prompt_len = 0 if codes is None else codes.shape[-1]
-        # Checked now, not when iteration starts (a generator runs nothing until then).
-        plan_windows(
-            self.duration, self.max_duration, self.frame_rate, self.extend_stride, prompt_len
-        )
-        self._codec_io.stream_decoder(len(texts))
-        return self._stream(texts, codes, melodies, progress, chunk)
-
     def generate_audio(self, gen_tokens: torch.Tensor) -> torch.Tensor:
         """Decodes codes ``[B, K, F]`` to audio ``[B, C, F * hop]`` (audiocraft's name)."""
         gen_tokens = torch.as_tensor(gen_tokens)
@@ -432,16 +385,3 @@ class BaseGenModel:
     def _output(self, codes: torch.Tensor, return_tokens: bool) -> Output:
         wav = self.generate_audio(codes)
         return (wav, codes) if return_tokens else wav
-
-    def _stream(
-        self,
-        texts: list[str | None],
-        prompt: torch.Tensor | None,
-        melodies: list[torch.Tensor | None] | None,
-        progress: bool,
-        chunk: int,
-    ) -> Iterator[torch.Tensor]:
-        decoder = self._codec_io.stream_decoder(len(texts))
-        yield from decode_as_generated(
-            decoder, self._iter_codes(texts, prompt, melodies, progress), chunk
-        )
