@@ -21,16 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import itertools
 import json
 import operator
 import os
 import re
 import sys
 import time
-from collections import deque
-from collections.abc import Generator, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,9 +36,9 @@ from typing import Any, BinaryIO, NamedTuple
 import torch
 
 from . import __version__
-from .audio import read_audio
 from .codec.base import Codec
 from .codec.tokens import Tokens
+from .dataset_inputs import batches, encode_files, read_ahead
 from .errors import AudiotokError
 from .fileio import atomic_path
 
@@ -207,10 +204,10 @@ def tokenize_dataset(
         report.skipped = len(sources) - len(todo)
         writer = ShardWriter(report.out_dir, index, first_shard, shard_bytes, info)
         bar = tqdm(total=len(todo), unit="file", file=sys.stderr, disable=not progress)
-        reads = _read_ahead(todo, batch_seconds, read_workers)
+        reads = read_ahead(todo, batch_seconds, read_workers)
         try:
-            for batch in _batches(reads, batch_size):
-                for done_file in _encode_files(codec, batch, info["bandwidth"]):
+            for batch in batches(reads, batch_size):
+                for done_file in encode_files(codec, batch, info["bandwidth"]):
                     source, tokens = done_file.source, done_file.tokens
                     if tokens is None:  # the file's fault: report it, go on
                         _fail(report, source, done_file.error, bar)
@@ -346,99 +343,6 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _batches(
-    reads: Iterable[tuple[Source, Future]], size: int
-) -> Iterator[list[tuple[Source, Future]]]:
-    """Groups of ``size`` consecutive reads (the last may be smaller), one group ahead.
-
-    The next group is taken from ``reads`` before this one is handed out, so that its files
-    are being read while this one is encoded.
-    """
-    it = iter(reads)
-    current = list(itertools.islice(it, size))
-    while current:
-        following = list(itertools.islice(it, size))
-        yield current
-        current = following
-
-
-class _Encoded(NamedTuple):
-    """One file's outcome: its tokens and source format, or why it failed."""
-
-    source: Source
-    error: str | None
-    tokens: Tokens | None = None
-    rate: int = 0
-    channels: int = 0
-
-
-def _encode_files(
-    codec: Codec, batch: list[tuple[Source, Future]], bandwidth: float
-) -> list[_Encoded]:
-    """Encodes the files of ``batch`` in one :meth:`Codec.encode_batch`; in order."""
-    read: list[tuple[Source, Any, int] | _Encoded] = []
-    for source, future in batch:
-        try:
-            read.append((source, *future.result()))
-        except AudiotokError as exc:
-            read.append(_Encoded(source, str(exc)))
-    good = [r for r in read if not isinstance(r, _Encoded)]
-    try:
-        wavs, rates = [w for _, w, _ in good], [r for _, _, r in good]
-        # max_batch = the files' count: batch size 1 runs each segment alone, as encode does.
-        tokens = iter(codec.encode_batch(wavs, rates, bandwidth, max_batch=len(batch)))
-    except AudiotokError:
-        tokens = None  # a file the model refuses: find it by encoding one by one
-    out = []
-    for r in read:
-        if isinstance(r, _Encoded):
-            out.append(r)
-            continue
-        source, wav, rate = r
-        try:
-            t = next(tokens) if tokens is not None else codec.encode(wav, rate, bandwidth)
-        except AudiotokError as exc:
-            out.append(_Encoded(source, str(exc)))
-        else:
-            out.append(_Encoded(source, None, t, rate, wav.shape[0]))
-    return out
-
-
-def _read_ahead(
-    sources: list[Source], seconds: float, workers: int
-) -> Generator[tuple[Source, Future], None, None]:
-    """``(source, future of read_audio)`` in order, reading ahead in background threads.
-
-    New reads start while fewer than ``workers`` are running and the audio read but not yet
-    taken is shorter than ``seconds``, which bounds the memory held to about that much audio.
-    """
-    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="audiotok-read")
-    queue: deque[tuple[Source, Future]] = deque()
-    pending = iter(sources)
-    finished = False
-    try:
-        while True:
-            while not queue or _may_read_more(queue, seconds, workers):
-                source = next(pending, None)
-                if source is None:
-                    break
-                queue.append((source, pool.submit(read_audio, source.file)))
-            if not queue:
-                finished = True
-                return
-            yield queue.popleft()
-    finally:
-        # Reads handed out are still wanted after the last one (the batch being encoded);
-        # only a run stopped early (close) drops those not started.
-        pool.shutdown(wait=True, cancel_futures=not finished)
-
-
-def _may_read_more(queue: deque[tuple[Source, Future]], seconds: float, workers: int) -> bool:
-    running = sum(not future.done() for _, future in queue)
-    ready = [f.result() for _, f in queue if f.done() and f.exception() is None]
-    return running < workers and sum(w.shape[-1] / r for w, r in ready) < seconds
 
 
 @contextmanager
