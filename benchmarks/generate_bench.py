@@ -7,8 +7,9 @@ scale so that greedy decoding is well defined) and saved with ``save_pretrained`
 loads that directory with ``MusicGen.get_pretrained``. Each side generates ``--steps`` frames
 greedily for ``--batch`` copies of one prompt, with classifier-free guidance (``--cfg``, 3
 as MusicGen's default; the LM then runs a batch twice as large), after one untimed warm-up,
-``--repeats`` times with the sides alternating (medians printed); the share of tokens equal on both sides is printed (100 % in fp32: the same greedy tokens;
-in bf16 the two LMs round differently and part ways at the first tipped step). Steps/s =
+``--repeats`` times with the sides alternating (medians printed); the share of tokens equal
+on both sides is printed (100 % in fp32: the same greedy tokens; in bf16 the two LMs round
+differently and part ways at the first tipped step). Steps/s =
 frames generated per second of wall time for the LM loop (text encoding included, audio
 decoding excluded on both sides: transformers is stopped when it hands its codes to its
 codec, and audiotok's time is ``generate`` less a separately timed ``generate_audio`` of the
