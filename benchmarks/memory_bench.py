@@ -83,8 +83,7 @@ def main() -> None:
             rows.append((minutes, json.loads(out.strip().splitlines()[-1])))
     base = rows[0][1]["peak_bytes"]
     print(
-        f"compress + decompress, {args.model}, 6 kbps, {args.threads} threads, "
-        "one process per row"
+        f"compress + decompress, {args.model}, 6 kbps, {args.threads} threads, one process per row"
     )
     print(f"{'minutes':>8} {'wall s':>8} {'peak MiB':>9} {'vs first':>9}")
     for minutes, r in rows:
