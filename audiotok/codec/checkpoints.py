@@ -257,16 +257,15 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
 
 @functools.lru_cache(maxsize=32)
-def expected_shapes(config: CodecConfig) -> dict[str, tuple[int, ...]]:
-    """Key -> shape of the state dict of a model of this architecture (built on no device)."""
+def module_shapes(cls: Callable[[Any], torch.nn.Module], config: Any) -> dict[str, tuple]:
+    """Key -> shape of the state dict of ``cls(config)`` (built on no device)."""
     with torch.device("meta"):
-        model = EncodecModel(config)
+        model = cls(config)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def state_mismatch(config: CodecConfig, state: dict[str, torch.Tensor]) -> str | None:
-    """Why ``state`` does not fit ``config`` (one line), or None when it fits."""
-    expected = expected_shapes(config)
+def shape_mismatch(expected: dict[str, tuple], state: dict[str, torch.Tensor]) -> str | None:
+    """Why ``state`` does not have the keys and shapes ``expected`` (one line), or None."""
     missing = [k for k in expected if k not in state]
     extra = [k for k in state if k not in expected]
     wrong = [
@@ -280,6 +279,16 @@ def state_mismatch(config: CodecConfig, state: dict[str, torch.Tensor]) -> str |
             more = f" and {len(items) - 2} more" if len(items) > 2 else ""
             problems.append(f"{len(items)} {what}: {', '.join(items[:2])}{more}")
     return "; ".join(problems) or None
+
+
+def expected_shapes(config: CodecConfig) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of the state dict of a model of this architecture (built on no device)."""
+    return module_shapes(EncodecModel, config)
+
+
+def state_mismatch(config: CodecConfig, state: dict[str, torch.Tensor]) -> str | None:
+    """Why ``state`` does not fit ``config`` (one line), or None when it fits."""
+    return shape_mismatch(expected_shapes(config), state)
 
 
 def recognise(checkpoint: Checkpoint) -> ModelCard | None:

@@ -157,8 +157,12 @@ class CodecConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CodecConfig:
         """Builds a config from :meth:`to_dict` output, rejecting unknown fields."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = unknown_fields(cls, data)
         if unknown:
             raise ValueError(f"unknown codec config fields: {', '.join(unknown)}")
         return cls(**data)
+
+
+def unknown_fields(cls: type, data: dict[str, Any]) -> list[str]:
+    """The keys of ``data`` that are not fields of the dataclass ``cls``, sorted."""
+    return sorted(set(data) - {f.name for f in dataclasses.fields(cls)})

@@ -31,6 +31,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..codec.config import unknown_fields
+
 ACTIVATIONS = ("gelu", "relu")
 CONDITIONER_MODELS = ("t5", "chroma_stem")
 PATTERNS = ("delay", "parallel")
@@ -223,8 +225,7 @@ class LMConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LMConfig:
         """Builds a config from :meth:`to_dict` output, rejecting unknown fields."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = unknown_fields(cls, data)
         if unknown:
             raise ValueError(f"unknown LM config fields: {', '.join(unknown)}")
         return cls(**data)

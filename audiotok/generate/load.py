@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -12,7 +11,7 @@ from torch import nn
 
 from ..codec import hub
 from ..codec.base import Codec
-from ..codec.checkpoints import adopt_state
+from ..codec.checkpoints import adopt_state, module_shapes, shape_mismatch
 from ..codec.load import codec_from_hf, load_codec, resolve_device
 from ..errors import CheckpointError, ModelNotAvailableError
 from .checkpoints import COMPRESSION_FILE, LMCheckpoint, read_lm_checkpoint
@@ -90,35 +89,9 @@ def load_lm(
     return LoadedLM(lm.to(device), conditioner.to(device).eval(), codec, ckpt.config)
 
 
-@functools.lru_cache(maxsize=16)
-def expected_shapes(config: LMConfig) -> dict[str, tuple[int, ...]]:
-    """Key -> shape of the state dict of an LM of this architecture (built on no device)."""
-    with torch.device("meta"):
-        model = LMModel(config)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
 def state_mismatch(config: LMConfig, state: dict[str, torch.Tensor]) -> str | None:
     """Why ``state`` does not fit ``config`` (one line), or None when it fits."""
-    expected = expected_shapes(config)
-    problems = []
-    groups = (
-        ("missing", [k for k in expected if k not in state]),
-        ("unexpected", [k for k in state if k not in expected]),
-        (
-            "wrong shape",
-            [
-                f"{k} {list(state[k].shape)} (expected {list(s)})"
-                for k, s in expected.items()
-                if k in state and tuple(state[k].shape) != s
-            ],
-        ),
-    )
-    for what, items in groups:
-        if items:
-            more = f" and {len(items) - 2} more" if len(items) > 2 else ""
-            problems.append(f"{len(items)} {what}: {', '.join(items[:2])}{more}")
-    return "; ".join(problems) or None
+    return shape_mismatch(module_shapes(LMModel, config), state)
 
 
 def build_lm(config: LMConfig, state: dict[str, torch.Tensor], where: str) -> LMModel:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..codec.config import CodecConfig
+from ..codec.config import CodecConfig, unknown_fields
 from ..codec.trainable import CodebookTraining
 
 
@@ -178,8 +178,7 @@ class TrainConfig:
 def _reject_unknown(cls: type, data: Any, where: str) -> None:
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a JSON object")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
+    unknown = unknown_fields(cls, data)
     if unknown:
         raise ValueError(f"{where}: unknown fields {', '.join(unknown)}")
 
