@@ -105,8 +105,10 @@ class ConvState(LayerState):
 
     def step(self, x: Tensor) -> Tensor:
         self.buffer = torch.cat([self.buffer, x], dim=-1)
-        self.history = x if self.history is None else torch.cat([self.history, x], dim=-1)
-        self.history = self.history[..., -self._history_length :]
+        # Causal stride-1 layers have no right padding: nothing to reflect at the end.
+        if not self.layer.causal or self.layer.stride > 1:
+            history = x if self.history is None else torch.cat([self.history, x], dim=-1)
+            self.history = history[..., -self._history_length :]
         self.seen += x.shape[-1]
         layer = self.layer
         if not self.started:
