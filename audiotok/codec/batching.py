@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .conv import SConv1d, SConvTranspose1d, extra_padding_for_conv1d, pad1d
+from .conv import SConv1d, SConvTranspose1d, pad1d
 from .lstm import SLSTM
 from .model import EncodecModel, linear_overlap_add
 from .seanet import SEANetDecoder, SEANetEncoder, SEANetResnetBlock
@@ -103,13 +103,10 @@ def _out_length(module: nn.Module, length: int) -> int:
 
 def _ragged_conv(conv: SConv1d, x: Tensor, lengths: list[int]) -> tuple[Tensor, list[int]]:
     """Pads each row as ``conv`` pads a signal of that row's length, then convolves."""
-    total = conv.padding_total
-    padded = []
-    for row, n in enumerate(lengths):
-        extra = extra_padding_for_conv1d(n, conv._effective_kernel, conv.stride, total)
-        # As SConv1d.forward pads a signal of n samples.
-        paddings = (total, extra) if conv.causal else (total - total // 2, total // 2 + extra)
-        padded.append(pad1d(x[row : row + 1, :, :n], paddings, conv.pad_mode))
+    padded = [
+        pad1d(x[row : row + 1, :, :n], conv.paddings(n), conv.pad_mode)
+        for row, n in enumerate(lengths)
+    ]
     width = max(p.shape[-1] for p in padded)
     stacked = x.new_zeros(x.shape[0], x.shape[1], width)
     for row, p in enumerate(padded):

@@ -236,16 +236,17 @@ class SConv1d(nn.Module):
         self.padding_total = (kernel_size - 1) * dilation + 1 - stride
         self._effective_kernel = (kernel_size - 1) * dilation + 1
 
+    def paddings(self, length: int) -> tuple[int, int]:
+        """``(left, right)`` padding of an input of ``length`` samples (see the module doc)."""
+        total = self.padding_total
+        extra = extra_padding_for_conv1d(length, self._effective_kernel, self.stride, total)
+        if self.causal:
+            return total, extra
+        return total - total // 2, total // 2 + extra
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pads and convolves: ``[B, C_in, T]`` -> ``[B, C_out, ceil(T / stride)]``."""
-        total = self.padding_total
-        extra = extra_padding_for_conv1d(x.shape[-1], self._effective_kernel, self.stride, total)
-        if self.causal:
-            x = pad1d(x, (total, extra), self.pad_mode)
-        else:
-            right = total // 2
-            x = pad1d(x, (total - right, right + extra), self.pad_mode)
-        return self.conv(x)
+        return self.conv(pad1d(x, self.paddings(x.shape[-1]), self.pad_mode))
 
 
 class SConvTranspose1d(nn.Module):

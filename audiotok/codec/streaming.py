@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from .conv import SConv1d, SConvTranspose1d, extra_padding_for_conv1d, pad1d
+from .conv import SConv1d, SConvTranspose1d, pad1d
 from .lstm import SLSTM
 from .seanet import SEANetResnetBlock
 
@@ -95,8 +95,7 @@ class ConvState(LayerState):
 
     @property
     def _left(self) -> int:
-        total = self.layer.padding_total
-        return total if self.layer.causal else total - total // 2
+        return self.layer.paddings(0)[0]  # the left padding does not depend on the length
 
     @property
     def _history_length(self) -> int:
@@ -138,9 +137,7 @@ class ConvState(LayerState):
         layer = self.layer
         if not self.started:  # a stream shorter than the padding: do it offline
             return layer(self.buffer) if self.seen else self._empty()
-        total = layer.padding_total
-        extra = extra_padding_for_conv1d(self.seen, self._kernel, layer.stride, total)
-        right = extra + (0 if layer.causal else total // 2)
+        right = layer.paddings(self.seen)[1]
         if right:
             # The history holds the signal's last samples (all of it if it is short), which
             # is all the offline right padding reflects.
