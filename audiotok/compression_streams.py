@@ -15,6 +15,7 @@ import torch
 
 from .codec.base import Codec
 from .errors import TokensError, TruncatedError
+from .formats.header import Header
 from .formats.reader import AtokReader
 from .formats.writer import DEFAULT_PACKET_SECONDS, AtokWriter
 
@@ -56,12 +57,8 @@ class _SegmentFeeder:
     Packets need not be segments; the segments follow from the signal's length, as offline.
     """
 
-    def __init__(self, codec: Codec, length: int) -> None:
-        seg_len, stride = codec.segments
-        self.frames = [
-            -(-min(seg_len, length - start) // codec.hop_length)
-            for start in range(0, length, stride)
-        ]
+    def __init__(self, header: Header, length: int) -> None:
+        self.frames = header.segment_frames(length)
         self.next = 0
         self.codes: torch.Tensor | None = None
         self.scales: list[float] = []
@@ -108,7 +105,7 @@ def decompress_streaming(input: Path, output: Path, codec: Codec, overwrite: boo
                 length = header.length if header.length is not None else index and index.length
                 if length is None:
                     raise TokensError("a segmented stream of unknown length can't be streamed")
-                segments = _SegmentFeeder(codec, length)
+                segments = _SegmentFeeder(header, length)
             for offset, packet in reader.packets():
                 codes = torch.from_numpy(reader.decode(packet, offset)).unsqueeze(0)
                 codes = codes.to(codec.device)

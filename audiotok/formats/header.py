@@ -94,14 +94,14 @@ class Header:
         """Total frames, when the length is known: as the codec lays them out."""
         if self.length is None:
             return None
-        hop = self.hop_length
         if self.segment_length == 0:
-            return -(-self.length // hop)
-        frames, start = 0, 0
-        while start < self.length:
-            frames += -(-min(self.segment_length, self.length - start) // hop)
-            start += self.segment_stride
-        return int(frames)
+            return int(-(-self.length // self.hop_length))
+        return sum(self.segment_frames(self.length))
+
+    def segment_frames(self, length: int) -> list[int]:
+        """Frames of each segment of a signal of ``length`` samples (segmented codecs)."""
+        hop, seg, stride = self.hop_length, self.segment_length, self.segment_stride
+        return [int(-(-min(seg, length - start) // hop)) for start in range(0, length, stride)]
 
     def to_bytes(self) -> bytes:
         """The header's bytes, CRC included."""
