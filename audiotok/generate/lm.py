@@ -93,7 +93,11 @@ class LMModel(nn.Module):
         return sum(condition[n][0].shape[1] for n in self.config.fuse_prepend if n in condition)
 
     def _fuse(
-        self, x: torch.Tensor, condition: ConditionTensors | None, first_step: bool
+        self,
+        x: torch.Tensor,
+        condition: ConditionTensors | None,
+        first_step: bool,
+        cross_cached: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """audiocraft's ``ConditionFuser``: the input with prepended conditions, and the
         cross-attention source ``[B, T_c, dim]`` (or None)."""
@@ -119,7 +123,7 @@ class LMModel(nn.Module):
                     x = torch.cat([embeds, x], dim=1)
             else:
                 cross.append(embeds)
-        if not cross:
+        if not cross or cross_cached:  # the cache holds the source's keys and values
             return x, None
         source = torch.cat(cross, dim=1)
         if cfg.cross_attention_pos_emb:
@@ -151,7 +155,12 @@ class LMModel(nn.Module):
             raise ValueError(f"codes have {k} codebooks, the LM models {self.n_q}")
         x = sum(self.emb[i](codes[:, i]) for i in range(k))
         first_step = cache is None or cache.offset == 0
-        x, cross = self._fuse(x, condition, first_step)
+        cross_cached = (
+            cache is not None
+            and cache.cross is not None
+            and all(kv is not None for kv in cache.cross)
+        )
+        x, cross = self._fuse(x, condition, first_step, cross_cached)
         out = self.transformer(x, cross_attention_src=cross, cache=cache)
         if self.out_norm is not None:
             out = self.out_norm(out)
