@@ -12,7 +12,7 @@ from .. import __version__
 from .codec_commands import decode, encode, models
 from .compress_commands import compress, decompress, info
 from .generate_commands import generate
-from .train_commands import export_model, train
+from .train_commands import export_model, make_subset, train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,7 +21,8 @@ def cli() -> None:
     """Neural audio coding with EnCodec: compress audio, or turn it into tokens and back."""
 
 
-for command in (compress, decompress, info, encode, decode, models, generate, train, export_model):
+COMMANDS = (compress, decompress, info, encode, decode, models, generate)
+for command in (*COMMANDS, train, make_subset, export_model):
     cli.add_command(command)
 
 

@@ -33,7 +33,29 @@ def _echo_record(record: dict[str, Any]) -> None:
     help="Run directory: checkpoint, logs. An existing run is resumed.",
 )
 @click.option("--manifest", type=click.Path(dir_okay=False), help="Override data.manifest.")
+@click.option(
+    "--subset",
+    type=click.Path(file_okay=False),
+    help="Train on a subset folder (audiotok make-subset) instead of the manifest.",
+)
 @click.option("--until", type=int, help="Stop (with a checkpoint) at this step; resume later.")
+@click.option("--minutes", type=float, help="Stop (with a checkpoint) after this much training.")
+@click.option(
+    "--state",
+    "state_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="State folder (e.g. training/): resume its compact state when it is further along "
+    "than the run, replace it at the end and append the slice to its history.jsonl.",
+)
+@click.option("--batch-size", type=int, help="Crops per step (overrides the config).")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config field, e.g. --set losses.adversarial_start=2000 (repeatable).",
+)
+@click.option("--note", default="", help="Free text for the history line.")
 @click.option("--threads", type=int, help="torch threads (overrides the config).")
 @device_option
 @handle_errors
@@ -41,31 +63,113 @@ def train(
     config: Path,
     run_dir: Path,
     manifest: str | None,
+    subset: str | None,
     until: int | None,
+    minutes: float | None,
+    state_dir: Path | None,
+    batch_size: int | None,
+    overrides: tuple[str, ...],
+    note: str,
     threads: int | None,
     device: str,
 ) -> None:
-    """Train a codec by the recipe in CONFIG (JSON; see docs/TRAINING.md)."""
+    """Train a codec by the recipe in CONFIG (JSON; see docs/TRAINING.md).
+
+    SIGTERM or Ctrl-C stops it after the step in progress, with a checkpoint (and, with
+    --state, the compact state and the history line).
+    """
+    import signal
+
     from ..codec.load import resolve_device
     from ..train.config import load_config
+    from ..train.slices import run_slice
     from ..train.trainer import Trainer
 
     try:
-        cfg = load_config(config)
+        cfg = load_config(config, overrides)
     except ValueError as exc:
         fail(str(exc))
+    data = cfg.data
     if manifest:
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, manifest=manifest))
+        data = dataclasses.replace(data, manifest=manifest)
+    if subset:
+        data = dataclasses.replace(data, subset=subset)
+    if batch_size:
+        data = dataclasses.replace(data, batch_size=batch_size)
+    cfg = dataclasses.replace(cfg, data=data)
     if threads:
         cfg = dataclasses.replace(cfg, threads=threads)
     try:
         trainer = Trainer(cfg, run_dir, echo=_echo_record, device=resolve_device(device))
         if trainer.step:
             click.echo(f"resuming {run_dir} at step {trainer.step}", err=True)
-        trainer.run(until)
+
+        def stop(signum: int, _frame: Any) -> None:
+            trainer.stop_requested = True
+            click.echo(f"{signal.Signals(signum).name}: stopping after this step", err=True)
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, stop)
+        seconds = None if minutes is None else minutes * 60
+        note = " ".join([note, *(f"--set {o}" for o in overrides)]).strip()
+        record = run_slice(trainer, state_dir, seconds, until, note)
     except ValueError as exc:  # bad config, manifest or audio file: one line, not a traceback
         fail(str(exc))
+    _echo_record({"step": trainer.step, "validation": record["validation"]})
     click.echo(f"{run_dir}: step {trainer.step} of {cfg.steps}", err=True)
+
+
+@click.command("make-subset")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="The subset folder (files in it are replaced).",
+)
+@click.option("--manifest", type=click.Path(dir_okay=False), help="Override data.manifest.")
+@click.option(
+    "--seconds",
+    type=(str, float),
+    multiple=True,
+    help="Seconds of a category, e.g. --seconds speech 2000 (repeatable; default: "
+    "speech 2000, music 2800, sfx 1200).",
+)
+@click.option("--bitrate", default=32, show_default=True, help="Opus kbps.")
+@handle_errors
+def make_subset(
+    config: Path,
+    out: Path,
+    manifest: str | None,
+    seconds: tuple[tuple[str, float], ...],
+    bitrate: int,
+) -> None:
+    """Write a compressed training subset of CONFIG's manifest (Opus snippets + validation).
+
+    A GPU slice carries it instead of the full training audio (docs/TRAINING.md).
+    """
+    from ..train.config import load_config
+    from ..train.data import read_manifest
+    from ..train.subset import DEFAULT_PLAN
+    from ..train.subset import make_subset as write_subset
+
+    try:
+        cfg = load_config(config)
+        source = manifest or cfg.data.manifest
+        if not source:
+            fail(f"{config}: data.manifest is not set; give --manifest")
+        plan = dataclasses.replace(
+            DEFAULT_PLAN,
+            seconds=dict(seconds) if seconds else DEFAULT_PLAN.seconds,
+            bitrate=bitrate * 1000,
+        )
+        path = write_subset(
+            read_manifest(source), out, cfg.data, cfg.model.sample_rate, cfg.seed, plan
+        )
+    except ValueError as exc:
+        fail(str(exc))
+    click.echo(str(path))
 
 
 @click.command("export-model")

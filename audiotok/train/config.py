@@ -3,13 +3,13 @@
 A config file holds the sections below; every field has a default, so a file only states
 what it changes. ``model`` is a :class:`~audiotok.codec.config.CodecConfig` as a dict.
 
-Example (``configs/audiotok_24khz_cpu.json``, abridged)::
+Example (``configs/audiotok_24khz.json``, abridged)::
 
     {
       "model": {"sample_rate": 24000, "channels": 1, "causal": true, "n_filters": 16, ...},
-      "data": {"manifest": "audio/manifest.tsv", "segment": 1.0, "batch_size": 8},
-      "losses": {"adversarial": 0.0, "feature_matching": 0.0, "balancer": false, "l1": 100.0},
-      "steps": 3800, "checkpoint_every": 250
+      "data": {"subset": "../training/subset", "segment": 1.0, "batch_size": 32},
+      "losses": {"l1": 1.0, "mel": 2.0, "adversarial": 0.0, "feature_matching": 0.0},
+      "steps": 300000, "checkpoint_every": 1000
     }
 """
 
@@ -43,6 +43,9 @@ class DataConfig:
         min_rms_db: Crops quieter than this are redrawn (up to a few times): silence teaches
             nothing.
         validation_items: Fixed validation crops (drawn once from the held-out sources).
+        subset: A training subset folder (:mod:`audiotok.train.subset`); when set, crops
+            come from it, decoded into memory on the training device, and validation uses
+            the crops stored in it (the same on every machine), not the manifest.
     """
 
     manifest: str = ""
@@ -56,6 +59,7 @@ class DataConfig:
     gain_jitter_db: float = 6.0
     min_rms_db: float = -60.0
     validation_items: int = 48
+    subset: str = ""
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,11 @@ class LossConfig:
         l1: Waveform L1.
         sisdr: Negative SI-SDR of the waveform (scale-invariant; unlike L1 its gradient does
             not vanish at the silent output an untrained decoder starts from).
-        mel: Multi-scale mel-spectrogram loss.
+        mel: Multi-scale mel-spectrogram loss (:class:`~audiotok.train.losses.MultiScaleMelLoss`).
+        mel_fft_range: Its FFT sizes, as powers of two: ``2**start`` up to ``2**(end - 1)``.
+        mel_fmin: Its lowest mel frequency (Hz).
+        mel_normalized: Window-normalised spectrograms, sum divided by its weights' total.
+        mel_alphas: Weight its log terms by ``sqrt(2**i - 1)`` (audiocraft's ``alphas``).
         adversarial: Generator's hinge loss against the discriminator.
         feature_matching: L1 between discriminator features of real and decoded audio.
         commitment: Weight of the RVQ commitment loss (outside the balancer, as in EnCodec).
@@ -77,6 +85,7 @@ class LossConfig:
         balancer_total_norm: Norm of the balanced gradient (per batch item).
         balancer_ema: EMA decay of the per-loss gradient norms.
         disc_filters: Width of the first layer of each STFT discriminator.
+        disc_filters_scale: Width growth per discriminator layer (1: constant width).
         disc_ffts: FFT sizes of the multi-scale STFT discriminator.
         adversarial_start: Step at which the discriminator and its losses come in.
         disc_update_prob: Probability of a discriminator update at a step (EnCodec: 2/3).
@@ -91,7 +100,12 @@ class LossConfig:
     balancer: bool = True
     balancer_total_norm: float = 1.0
     balancer_ema: float = 0.999
+    mel_fft_range: tuple[int, int] = (6, 11)
+    mel_fmin: float = 64.0
+    mel_normalized: bool = True
+    mel_alphas: bool = False
     disc_filters: int = 32
+    disc_filters_scale: int = 1
     disc_ffts: tuple[int, ...] = (1024, 2048, 512, 256, 128)
     adversarial_start: int = 0
     disc_update_prob: float = 2 / 3
@@ -108,6 +122,8 @@ class OptimConfig:
         warmup_steps: Linear warm-up length.
         min_lr_ratio: Final learning rate as a share of the peak (cosine decay to ``steps``).
         grad_clip: Max gradient norm of the codec (0 to disable).
+        rewarm_steps: After a resume without optimiser moments (a compact state), the
+            learning rate ramps up again over this many steps while Adam re-estimates them.
     """
 
     lr: float = 3e-4
@@ -116,6 +132,7 @@ class OptimConfig:
     warmup_steps: int = 200
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
+    rewarm_steps: int = 100
 
 
 @dataclass(frozen=True)
@@ -189,8 +206,37 @@ def _tuples(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if k in tuple_fields else v for k, v in data.items()}
 
 
-def load_config(path: str | os.PathLike) -> TrainConfig:
-    """Reads a training config file (JSON); a relative manifest is taken from the file's folder.
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Sets ``section.field=VALUE`` (VALUE as JSON, else as a string) in a parsed config.
+
+    Example: ``apply_override(data, "losses.adversarial_start=2000")``.
+
+    Raises:
+        ValueError: No ``=`` or no key.
+    """
+    key, sep, text = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"override {assignment!r}: expected KEY=VALUE, e.g. optim.lr=0.001")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    *sections, name = key.strip().split(".")
+    target = data
+    for section in sections:
+        target = target.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ValueError(f"override {assignment!r}: {section} is not a section")
+    target[name] = value
+
+
+def load_config(path: str | os.PathLike, overrides: tuple[str, ...] = ()) -> TrainConfig:
+    """Reads a training config file (JSON); relative data paths are taken from its folder.
+
+    Args:
+        path: The JSON file.
+        overrides: ``section.field=VALUE`` assignments applied on top (see
+            :func:`apply_override`); unknown fields are errors as in the file.
 
     Raises:
         ValueError: Unreadable file or invalid config (the message says which field).
@@ -200,12 +246,20 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: not a readable JSON config ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    for assignment in overrides:
+        apply_override(data, assignment)
     try:
         config = TrainConfig.from_dict(data)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}") from None
-    manifest = config.data.manifest
-    if manifest and not Path(manifest).is_absolute():
-        data_section = dataclasses.replace(config.data, manifest=str(path.parent / manifest))
-        config = dataclasses.replace(config, data=data_section)
+    # Relative data paths are taken from the config file's folder.
+    data_paths = {}
+    for name in ("manifest", "subset"):
+        value = getattr(config.data, name)
+        if value and not Path(value).is_absolute():
+            data_paths[name] = os.path.normpath(path.parent / value)
+    if data_paths:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, **data_paths))
     return config

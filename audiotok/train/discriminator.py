@@ -5,6 +5,11 @@ channels, ``[B, 2C, frames, bins]``) through 2-d convolutions that stride along 
 only and dilate along time, and returns a map of logits plus every intermediate feature map
 (for the feature-matching loss). Scales differ by FFT size (1024, 2048, 512, 256, 128 in
 EnCodec, hop a quarter of it), so together they see both transients and harmonics.
+
+Widths follow audiocraft's ``DiscriminatorSTFT``: layer ``i`` has
+``min(filters * filters_scale**i, max_filters)`` channels, and audiocraft's EnCodec recipe
+keeps ``filters_scale`` at its default of 1 (32 channels throughout, about 0.5 M parameters
+over five scales; doubling per layer gives 8.8 M and a step ten times slower on a CPU).
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ class STFTDiscriminator(nn.Module):
     Args:
         n_fft: FFT size (window length); the hop is a quarter of it.
         channels: Audio channels.
-        filters: Width of the first convolution; grows with depth up to ``max_filters``.
+        filters: Width of the first convolution.
+        filters_scale: Growth of the width per layer (1: all layers ``filters`` wide).
         max_filters: Widest convolution.
         kernel: Kernel (time, frequency).
         dilations: Time dilations of the strided convolutions.
+        negative_slope: Of the LeakyReLU activations (0.3 in audiocraft's EnCodec recipe).
     """
 
     def __init__(
@@ -35,9 +42,11 @@ class STFTDiscriminator(nn.Module):
         n_fft: int,
         channels: int = 1,
         filters: int = 32,
+        filters_scale: int = 1,
         max_filters: int = 1024,
         kernel: tuple[int, int] = (3, 9),
         dilations: tuple[int, ...] = (1, 2, 4),
+        negative_slope: float = 0.3,
     ) -> None:
         super().__init__()
         self.n_fft, self.hop = n_fft, n_fft // 4
@@ -45,7 +54,7 @@ class STFTDiscriminator(nn.Module):
         convs = [nn.Conv2d(2 * channels, filters, kernel, padding=_same_padding(kernel))]
         width = filters
         for i, dilation in enumerate(dilations):
-            out = min(filters * 2 ** (i + 1), max_filters)
+            out = min(filters * filters_scale ** (i + 1), max_filters)
             convs.append(
                 nn.Conv2d(
                     width,
@@ -58,10 +67,11 @@ class STFTDiscriminator(nn.Module):
             )
             width = out
         square = (kernel[0], kernel[0])
-        convs.append(nn.Conv2d(width, width, square, padding=_same_padding(square)))
+        out = min(filters * filters_scale ** (len(dilations) + 1), max_filters)
+        convs.append(nn.Conv2d(width, out, square, padding=_same_padding(square)))
         self.convs = nn.ModuleList(weight_norm(c) for c in convs)
-        self.conv_post = weight_norm(nn.Conv2d(width, 1, square, padding=_same_padding(square)))
-        self.activation = nn.LeakyReLU(0.2)
+        self.conv_post = weight_norm(nn.Conv2d(out, 1, square, padding=_same_padding(square)))
+        self.activation = nn.LeakyReLU(negative_slope)
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Audio ``[B, C, T]`` -> logits ``[B, 1, frames, bins']`` and the feature maps."""
@@ -92,11 +102,20 @@ class MultiScaleSTFTDiscriminator(nn.Module):
         n_ffts: One scale per FFT size.
         channels: Audio channels.
         filters: Width of each scale's first convolution.
+        filters_scale: Width growth per layer (see :class:`STFTDiscriminator`).
     """
 
-    def __init__(self, n_ffts: tuple[int, ...], channels: int = 1, filters: int = 32) -> None:
+    def __init__(
+        self,
+        n_ffts: tuple[int, ...],
+        channels: int = 1,
+        filters: int = 32,
+        filters_scale: int = 1,
+    ) -> None:
         super().__init__()
-        self.discriminators = nn.ModuleList(STFTDiscriminator(n, channels, filters) for n in n_ffts)
+        self.discriminators = nn.ModuleList(
+            STFTDiscriminator(n, channels, filters, filters_scale) for n in n_ffts
+        )
 
     def forward(self, x: Tensor) -> tuple[list[Tensor], list[list[Tensor]]]:
         """Audio ``[B, C, T]`` -> per-scale logits and per-scale feature maps."""

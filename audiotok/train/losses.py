@@ -1,7 +1,8 @@
 """Reconstruction and adversarial losses of EnCodec, and the metrics we report.
 
 * :class:`MultiScaleMelLoss`: audiocraft's ``MultiScaleMelSpectrogramLoss``, L1 on mel
-  spectrograms plus a weighted L2 on their logarithm, at FFT sizes 64 ... 2048.
+  spectrograms plus L2 on their logarithm, at FFT sizes 64 ... 1024, with the settings of
+  audiocraft's EnCodec recipe (``normalized: true, alphas: false, f_min: 64``).
 * :func:`mel_distance`: the quality metric: mean L1 distance of log10 mel spectrograms at
   FFT sizes 512, 1024 and 2048 (80 bands), lower is better.
 * :func:`si_sdr`: scale-invariant signal-to-distortion ratio in dB, higher is better.
@@ -9,7 +10,8 @@
   :func:`feature_matching_loss`: the adversarial terms.
 
 No torchaudio: the mel filterbank is built here (HTK mel scale, no filter normalisation,
-as torchaudio's ``MelSpectrogram`` defaults).
+as torchaudio's ``MelSpectrogram`` defaults; ``tests/test_train.py`` checks it against
+transformers' copy of torchaudio's filterbank).
 """
 
 from __future__ import annotations
@@ -31,70 +33,104 @@ def _mel_to_hz(m: Tensor) -> Tensor:
 
 
 @functools.lru_cache(maxsize=64)
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> Tensor:
-    """Triangular mel filters ``[n_mels, n_fft // 2 + 1]`` from 0 Hz to Nyquist (HTK scale)."""
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0) -> Tensor:
+    """Triangular mel filters ``[n_mels, n_fft // 2 + 1]`` from ``f_min`` to Nyquist (HTK)."""
     freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
-    top = _hz_to_mel(torch.tensor(sample_rate / 2, dtype=torch.float64))
-    points = _mel_to_hz(torch.linspace(0, float(top), n_mels + 2, dtype=torch.float64))
+    bottom = float(_hz_to_mel(torch.tensor(f_min, dtype=torch.float64)))
+    top = float(_hz_to_mel(torch.tensor(sample_rate / 2, dtype=torch.float64)))
+    points = _mel_to_hz(torch.linspace(bottom, top, n_mels + 2, dtype=torch.float64))
     lower, centre, upper = points[:-2, None], points[1:-1, None], points[2:, None]
     rising = (freqs - lower) / (centre - lower)
     falling = (upper - freqs) / (upper - centre)
     return torch.clamp(torch.minimum(rising, falling), min=0).float()
 
 
-def mel_spectrogram(x: Tensor, sample_rate: int, n_fft: int, n_mels: int) -> Tensor:
+def mel_spectrogram(
+    x: Tensor,
+    sample_rate: int,
+    n_fft: int,
+    n_mels: int,
+    f_min: float = 0.0,
+    normalized: bool = False,
+) -> Tensor:
     """Power mel spectrogram of ``x`` ``[B, C, T]``: ``[B, C, n_mels, frames]``.
 
     Hop ``n_fft // 4``, Hann window, reflect padding of ``(n_fft - hop) / 2`` on each side
-    and no centring, as audiocraft's ``MelSpectrogramWrapper``.
+    no centring and zeros up to a whole last frame, as audiocraft's
+    ``MelSpectrogramWrapper``. ``normalized`` divides the
+    power by the window's energy, as torchaudio's ``Spectrogram(normalized=True)``: without
+    it the power grows with ``n_fft`` and the largest FFT dominates a multi-scale sum.
     """
     hop = n_fft // 4
     shape = x.shape
     flat = x.reshape(-1, shape[-1])
     pad = (n_fft - hop) // 2
     flat = F.pad(flat[:, None], (pad, pad), mode="reflect")[:, 0]
+    # Zeros up to a whole last frame, as audiocraft's pad_for_conv1d: ceil(T / hop) frames.
+    frames = math.ceil(max(flat.shape[-1] - n_fft, 0) / hop) + 1
+    flat = F.pad(flat, (0, (frames - 1) * hop + n_fft - flat.shape[-1]))
     window = torch.hann_window(n_fft, device=x.device, dtype=x.dtype)
     spec = torch.stft(flat, n_fft, hop, window=window, center=False, return_complex=True)
     power = spec.real.square() + spec.imag.square()
-    mel = mel_filterbank(sample_rate, n_fft, n_mels).to(x.device, x.dtype) @ power
+    if normalized:
+        power = power / window.square().sum()
+    mel = mel_filterbank(sample_rate, n_fft, n_mels, f_min).to(x.device, x.dtype) @ power
     return mel.view(*shape[:-1], n_mels, -1)
 
 
 class MultiScaleMelLoss(nn.Module):
-    """Sum over FFT sizes ``2**i`` of ``L1(mel) + alpha_i * MSE(log10 mel)``.
+    """Sum over FFT sizes ``2**i`` of ``L1(mel) + alpha_i * MSE(log10(floor + mel))``.
+
+    audiocraft's ``MultiScaleMelSpectrogramLoss``; the defaults are the settings of its
+    EnCodec recipe (``config/solver/compression/default.yaml``, ``msspec``): FFT 64 to 1024,
+    64 bands from 64 Hz, window-normalised spectrograms, ``alpha_i = 1`` and the sum divided by
+    the number of terms. With ``alphas=True`` the log term of scale ``i`` is weighted by
+    ``sqrt(2**i - 1)`` (up to 32 at FFT 1024), which makes the loss, and its gradient, tens
+    of times larger than a waveform L1 on the same audio.
 
     Args:
         sample_rate: Audio rate.
         range_start: Smallest FFT size, as a power of two (6 -> 64).
-        range_end: One past the largest (12 -> up to 2048).
+        range_end: One past the largest (11 -> up to 1024).
         n_mels: Mel bands at every scale.
-        floor: Floor of the mel power before the logarithm.
+        f_min: Lowest mel frequency (Hz).
+        normalized: Window-normalised spectrograms and the sum divided by its weights' total.
+        alphas: Weight the log terms by ``sqrt(2**i - 1)`` instead of 1.
+        floor: Added to the mel power before the logarithm.
     """
 
     def __init__(
         self,
         sample_rate: int,
         range_start: int = 6,
-        range_end: int = 12,
+        range_end: int = 11,
         n_mels: int = 64,
+        f_min: float = 64.0,
+        normalized: bool = True,
+        alphas: bool = False,
         floor: float = 1e-5,
     ) -> None:
         super().__init__()
         self.sample_rate, self.n_mels, self.floor = sample_rate, n_mels, floor
+        self.f_min, self.normalized = f_min, normalized
         self.ffts = [2**i for i in range(range_start, range_end)]
-        self.alphas = [math.sqrt(2 ** (i - 1)) for i in range(range_start, range_end)]
+        self.alphas = [
+            math.sqrt(2**i - 1) if alphas else 1.0 for i in range(range_start, range_end)
+        ]
+        self.total = sum(a + 1 for a in self.alphas)
 
     def forward(self, estimate: Tensor, reference: Tensor) -> Tensor:
         """Loss between two signals ``[B, C, T]`` (a scalar)."""
         total = estimate.new_zeros(())
         for n_fft, alpha in zip(self.ffts, self.alphas, strict=True):
-            mel_x = mel_spectrogram(estimate, self.sample_rate, n_fft, self.n_mels)
-            mel_y = mel_spectrogram(reference, self.sample_rate, n_fft, self.n_mels)
+            args = (self.sample_rate, n_fft, self.n_mels, self.f_min, self.normalized)
+            mel_x = mel_spectrogram(estimate, *args)
+            mel_y = mel_spectrogram(reference, *args)
             total = total + F.l1_loss(mel_x, mel_y)
-            log_x = torch.log10(mel_x.clamp(min=self.floor))
-            log_y = torch.log10(mel_y.clamp(min=self.floor))
+            log_x = torch.log10(mel_x + self.floor)
+            log_y = torch.log10(mel_y + self.floor)
             total = total + alpha * F.mse_loss(log_x, log_y)
-        return total
+        return total / self.total if self.normalized else total
 
 
 def mel_distance(estimate: Tensor, reference: Tensor, sample_rate: int) -> Tensor:

@@ -26,6 +26,7 @@ from torch.nn import functional as F
 
 from ..codec.trainable import TrainableCodec
 from .balancer import Balancer
+from .clipbank import ClipBank
 from .config import TrainConfig
 from .data import INIT_STREAM, CropSampler, read_manifest, split_by_source
 from .discriminator import MultiScaleSTFTDiscriminator
@@ -68,10 +69,15 @@ class Trainer:
         self.codec = TrainableCodec(config.model, config.codebooks)
         losses = config.losses
         self.disc = MultiScaleSTFTDiscriminator(
-            losses.disc_ffts, config.model.channels, losses.disc_filters
+            losses.disc_ffts, config.model.channels, losses.disc_filters, losses.disc_filters_scale
         )
         self.codec.to(self.device)
         self.disc.to(self.device)
+        if self.device.type == "cuda":
+            # TF32 matmuls and convolutions: the codec is small and launch-bound, so this
+            # is free speed; nothing trained here is bit-exact across devices anyway.
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         betas = tuple(config.optim.betas)
         self.optimizer = torch.optim.Adam(self.codec.parameters(), config.optim.lr, betas=betas)
         self.disc_optimizer = torch.optim.Adam(
@@ -89,16 +95,20 @@ class Trainer:
             losses.balancer_total_norm,
             losses.balancer_ema,
         )
-        self.mel_loss = MultiScaleMelLoss(config.model.sample_rate)
-        if not config.data.manifest:
-            raise ValueError("config: data.manifest is not set")
-        train, valid = split_by_source(
-            read_manifest(config.data.manifest), config.data.validation_sources
+        self.mel_loss = MultiScaleMelLoss(
+            config.model.sample_rate,
+            *losses.mel_fft_range,
+            f_min=losses.mel_fmin,
+            normalized=losses.mel_normalized,
+            alphas=losses.mel_alphas,
         )
-        rate = config.model.sample_rate
-        self.sampler = CropSampler(train, config.data, rate, config.seed)
-        self.valid_sampler = CropSampler(valid, config.data, rate, config.seed) if valid else None
+        self.sampler, self.valid_sampler = self._samplers()
         self.step = 0
+        # Step at which the learning rate last started ramping up again (a compact resume).
+        self.rewarm_start: int | None = None
+        # Totals over the whole run, every slice and machine: for the history.
+        self.totals = {"audio_seconds": 0.0, "train_seconds": 0.0}
+        self.stop_requested = False
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.checkpoint_path.is_file():
             self._load()
@@ -107,6 +117,18 @@ class Trainer:
             (self.run_dir / "config.json").write_text(
                 json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8"
             )
+
+    def _samplers(self) -> tuple[ClipBank | CropSampler, ClipBank | CropSampler | None]:
+        """Training and validation crops: from the subset if the config names one."""
+        data, rate, seed = self.config.data, self.config.model.sample_rate, self.config.seed
+        if data.subset:
+            bank = ClipBank(data.subset, data, rate, seed, self.device)
+            return bank, (bank if bank.info.get("validation") else None)
+        if not data.manifest:
+            raise ValueError("config: neither data.manifest nor data.subset is set")
+        train, valid = split_by_source(read_manifest(data.manifest), data.validation_sources)
+        valid_sampler = CropSampler(valid, data, rate, seed) if valid else None
+        return CropSampler(train, data, rate, seed), valid_sampler
 
     @property
     def checkpoint_path(self) -> Path:
@@ -122,7 +144,10 @@ class Trainer:
             1.0, (step - optim.warmup_steps) / max(1, self.config.steps - optim.warmup_steps)
         )
         cosine = 0.5 * (1 + math.cos(math.pi * progress))
-        return optim.lr * (optim.min_lr_ratio + (1 - optim.min_lr_ratio) * cosine)
+        rate = optim.lr * (optim.min_lr_ratio + (1 - optim.min_lr_ratio) * cosine)
+        if self.rewarm_start is not None and optim.rewarm_steps > 0:
+            rate *= min(1.0, (step - self.rewarm_start + 1) / optim.rewarm_steps)
+        return rate
 
     def _adversarial(self) -> bool:
         losses = self.config.losses
@@ -175,6 +200,7 @@ class Trainer:
                 self.disc_optimizer.step()
                 metrics["discriminator"] = float(disc_loss.detach())
         self.step += 1
+        self.totals["audio_seconds"] += x.shape[0] * x.shape[-1] / cfg.model.sample_rate
         return metrics
 
     @torch.no_grad()
@@ -213,12 +239,27 @@ class Trainer:
             modules={"codec": self.codec, "disc": self.disc},
             optimizers={"codec": self.optimizer, "disc": self.disc_optimizer},
             generator=self.generator,
-            meta={
-                "step": self.step,
-                "config": self.config.to_dict(),
-                "balancer": self.balancer.state_dict(),
-            },
+            meta=self.meta(),
         )
+
+    def meta(self) -> dict[str, Any]:
+        """The run's counters and settings, as checkpoints store them (JSON-serialisable)."""
+        return {
+            "step": self.step,
+            "config": self.config.to_dict(),
+            "balancer": self.balancer.state_dict(),
+            "rewarm_start": self.rewarm_start,
+            "totals": dict(self.totals),
+        }
+
+    def restore_meta(self, meta: dict[str, Any]) -> None:
+        """Takes counters from :meth:`meta` of a checkpoint of the same architecture."""
+        if meta["config"]["model"] != self.config.model.to_dict():
+            raise ValueError("the checkpoint was trained with another model config")
+        self.step = int(meta["step"])
+        self.balancer.load_state_dict(meta["balancer"])
+        self.rewarm_start = meta.get("rewarm_start")
+        self.totals.update(meta.get("totals", {}))
 
     def _load(self) -> None:
         meta = load_training_state(
@@ -227,10 +268,10 @@ class Trainer:
             optimizers={"codec": self.optimizer, "disc": self.disc_optimizer},
             generator=self.generator,
         )
-        if meta["config"]["model"] != self.config.model.to_dict():
-            raise ValueError(f"{self.checkpoint_path}: trained with another model config")
-        self.step = int(meta["step"])
-        self.balancer.load_state_dict(meta["balancer"])
+        try:
+            self.restore_meta(meta)
+        except ValueError as exc:
+            raise ValueError(f"{self.checkpoint_path}: {exc}") from None
 
     def _log(self, record: dict[str, Any]) -> None:
         with open(self.run_dir / LOG_NAME, "a", encoding="utf-8") as f:
@@ -238,30 +279,51 @@ class Trainer:
         if self.echo is not None:
             self.echo(record)
 
-    def run(self, until: int | None = None) -> None:
+    def run(self, until: int | None = None, seconds: float | None = None) -> dict[str, Any]:
         """Trains up to step ``until`` (default: the config's ``steps``), checkpointing on the way.
 
-        A checkpoint is always written at the end, so a run stopped by ``until`` resumes.
+        Args:
+            until: Last step (exclusive) of this call.
+            seconds: Stop after this much wall time (a time-boxed slice), or None.
+
+        Stops early too when :attr:`stop_requested` is set (a signal handler sets it): the
+        step in progress ends first. A checkpoint is always written at the end, so a run
+        stopped any of these ways resumes.
+
+        Returns:
+            The last logged training record (losses averaged over its window), or {}.
         """
         cfg = self.config
         until = cfg.steps if until is None else min(until, cfg.steps)
-        started, window = time.perf_counter(), []
-        while self.step < until:
+        started, window, last = time.perf_counter(), [], {}
+        while self.step < until and not self.stop_requested:
+            if seconds is not None and time.perf_counter() - started >= seconds:
+                break
+            step_started = time.perf_counter()
             metrics = self.train_step()
+            self.totals["train_seconds"] += time.perf_counter() - step_started
             window.append(metrics)
             if self.step % cfg.log_every == 0 or self.step == until:
-                keys = dict.fromkeys(k for m in window for k in m if k != "n_q")
-                averaged = {
-                    k: round(sum(m[k] for m in window if k in m) / sum(k in m for m in window), 6)
-                    for k in keys
-                }
-                elapsed = time.perf_counter() - started
-                self._log({"step": self.step, "seconds": round(elapsed, 1), **averaged})
+                last = self._log_window(window, time.perf_counter() - started)
                 window = []
             if cfg.validate_every and self.step % cfg.validate_every == 0:
                 self._log({"step": self.step, "validation": self.validate()})
             if self.step % cfg.checkpoint_every == 0:
                 self.save()
+        if window:  # stopped between two log steps
+            last = self._log_window(window, time.perf_counter() - started)
         if cfg.validate_every and self.step == cfg.steps and self.step % cfg.validate_every:
             self._log({"step": self.step, "validation": self.validate()})  # the final weights
         self.save()
+        return last
+
+    def _log_window(self, window: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
+        """Logs the metrics of the steps in ``window``, each averaged; returns the record."""
+        keys = dict.fromkeys(k for m in window for k in m if k != "n_q")
+        averaged = {
+            k: round(sum(m[k] for m in window if k in m) / sum(k in m for m in window), 6)
+            for k in keys
+        }
+        record = {"step": self.step, "seconds": round(elapsed, 1), **averaged}
+        self._log(record)
+        return record

@@ -1,0 +1,166 @@
+"""Training in slices: the compressed subset, crops from memory, compact state, history, CLI.
+
+Tiny model and synthetic audio, as tests/test_train.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+from test_train import RATE, tiny_config, write_manifest
+
+from audiotok.cli.main import cli
+from audiotok.train.clipbank import ClipBank
+from audiotok.train.config import DataConfig, apply_override, load_config
+from audiotok.train.data import read_manifest
+from audiotok.train.slices import (
+    HISTORY_NAME,
+    STATE_NAME,
+    load_compact_state,
+    run_slice,
+    save_compact_state,
+)
+from audiotok.train.subset import SubsetPlan, make_subset
+from audiotok.train.trainer import Trainer
+
+PLAN = SubsetPlan({"music": 1.5, "sfx": 1.0}, snippet=0.5)
+
+
+@pytest.fixture
+def subset(tmp_path):
+    manifest = write_manifest(tmp_path / "audio")
+    data = DataConfig(validation_sources=("held",), segment=0.25, validation_items=4)
+    make_subset(read_manifest(manifest), tmp_path / "subset", data, RATE, seed=0, plan=PLAN)
+    return tmp_path / "subset"
+
+
+def subset_config(subset, **changes):
+    config = tiny_config(subset.parent / "audio" / "manifest.tsv", **changes)
+    data = config.data.__class__(**{**config.data.__dict__, "subset": str(subset)})
+    return config.__class__(**{**config.__dict__, "data": data})
+
+
+def test_subset_holds_snippets_and_validation(subset):
+    info = json.loads((subset / "subset.json").read_text())
+    assert set(info["categories"]) == {"music", "sfx"}  # the held-out source is not in it
+    for category, seconds in PLAN.seconds.items():
+        entry = info["categories"][category]
+        assert entry["samples"] >= seconds * RATE
+        assert all(s["source"] != "held" for s in entry["snippets"])
+        assert (subset / entry["file"]).stat().st_size > 0
+    assert info["validation"]["categories"] == ["speech"] * 4
+
+
+def test_subset_is_deterministic(tmp_path, subset):
+    manifest = read_manifest(subset.parent / "audio" / "manifest.tsv")
+    data = DataConfig(validation_sources=("held",), segment=0.25, validation_items=4)
+    make_subset(manifest, tmp_path / "again", data, RATE, seed=0, plan=PLAN)
+    for name in ("subset.json", "validation.flac"):
+        assert (subset / name).read_bytes() == (tmp_path / "again" / name).read_bytes(), name
+    for name in ("music.opus", "sfx.opus"):  # the Ogg stream serial number is random
+        a, b = sf.read(subset / name)[0], sf.read(tmp_path / "again" / name)[0]
+        assert a.size and (a == b).all(), name
+
+
+def test_clipbank_batches_are_a_function_of_seed_and_step(subset):
+    config = DataConfig(segment=0.25, batch_size=3)
+    a, b = ClipBank(subset, config, RATE, seed=1), ClipBank(subset, config, RATE, seed=1)
+    assert a.batch(5).shape == (3, 1, 4000)
+    assert torch.equal(a.batch(5), b.batch(5))
+    assert not torch.equal(a.batch(5), a.batch(6))
+    rms_db = 20 * torch.log10(a.batch(7).square().mean(dim=-1).sqrt())
+    assert ((rms_db > -20 - 6.5) & (rms_db < -20 + 6.5)).all()
+    crops, categories = a.fixed_set(2)
+    assert crops.shape == (2, 1, 4000) and categories == ["speech", "speech"]
+
+
+def test_clipbank_refuses_another_rate(subset):
+    with pytest.raises(ValueError, match="subset at 16000 Hz, model at 24000 Hz"):
+        ClipBank(subset, DataConfig(), 24_000, seed=0)
+
+
+def test_compact_state_resumes_weights_codebooks_and_counters(tmp_path, subset):
+    config = subset_config(subset, steps=100)
+    first = Trainer(config, tmp_path / "a")
+    first.run(until=6)
+    save_compact_state(first, tmp_path / "state.safetensors")
+    second = Trainer(config, tmp_path / "b")
+    load_compact_state(second, tmp_path / "state.safetensors")
+    assert second.step == 6 and second.rewarm_start == 6
+    assert second.totals == first.totals
+    assert torch.equal(second.generator.get_state(), first.generator.get_state())
+    for key, value in first.codec.state_dict().items():
+        # float16 storage: equal to within its rounding (EMA sums rebuilt from entries * usage)
+        torch.testing.assert_close(second.codec.state_dict()[key], value, rtol=2e-3, atol=1e-3)
+    assert second.learning_rate(6) < second.learning_rate(6 + config.optim.rewarm_steps)
+    second.run(until=8)  # trains on from there
+    assert second.step == 8
+
+
+def test_run_slice_time_box_state_and_history(tmp_path, subset):
+    config = subset_config(subset, steps=1000)
+    state = tmp_path / "training"
+    record = run_slice(Trainer(config, tmp_path / "run1"), state, seconds=0.0, until=3)
+    assert record["steps"] == [0, 0]  # a zero time box trains nothing, yet saves and records
+    record = run_slice(Trainer(config, tmp_path / "run1"), state, seconds=None, until=3)
+    assert record["steps"] == [0, 3] and record["audio_seconds"] == 3 * 2 * 0.25
+    assert set(record["validation"]) == {f"{b:g}kbps/speech" for b in (4.0, 8.0, 16.0)}
+    # Another machine: a new run directory picks up the compact state where it stopped.
+    record = run_slice(Trainer(config, tmp_path / "elsewhere"), state, seconds=None, until=5)
+    assert record["steps"] == [3, 5]
+    assert record["totals"]["audio_seconds"] == 5 * 2 * 0.25
+    lines = (state / HISTORY_NAME).read_text().splitlines()
+    assert [json.loads(line)["steps"] for line in lines] == [[0, 0], [0, 3], [3, 5]]
+    # The run directory that is further along than the state is resumed as it is.
+    run_slice(Trainer(config, tmp_path / "elsewhere"), None, seconds=None, until=7)
+    record = run_slice(Trainer(config, tmp_path / "elsewhere"), state, seconds=None, until=8)
+    assert record["steps"] == [7, 8]
+
+
+def test_stop_request_ends_after_the_step_with_a_checkpoint(tmp_path, subset):
+    trainer = Trainer(subset_config(subset), tmp_path / "run")
+    trainer.stop_requested = True
+    trainer.run()
+    assert trainer.step == 0 and trainer.checkpoint_path.is_file()
+
+
+def test_config_overrides(tmp_path, subset):
+    data: dict = {"losses": {"l1": 1.0}}
+    apply_override(data, "losses.adversarial_start=2000")
+    apply_override(data, "data.subset=some/where")
+    assert data == {
+        "losses": {"l1": 1.0, "adversarial_start": 2000},
+        "data": {"subset": "some/where"},
+    }
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        apply_override(data, "losses.l1")
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(subset_config(subset).to_dict()))
+    assert load_config(path, ("optim.lr=0.5",)).optim.lr == 0.5
+    with pytest.raises(ValueError, match="optim: unknown fields lr2"):
+        load_config(path, ("optim.lr2=0.5",))
+
+
+def test_cli_slices_with_state_and_subset(tmp_path, subset):
+    path = tmp_path / "c.json"
+    data = subset_config(subset, steps=1000).to_dict()
+    data["data"]["manifest"] = ""
+    path.write_text(json.dumps(data))
+    runner = CliRunner()
+    args = ["train", str(path), "--subset", str(subset), "--state", str(tmp_path / "training")]
+    result = runner.invoke(cli, [*args, "-o", str(tmp_path / "r1"), "--until", "2"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        cli, [*args, "-o", str(tmp_path / "r2"), "--until", "4", "--set", "optim.lr=0.001"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "training" / STATE_NAME).is_file()
+    lines = [json.loads(x) for x in (tmp_path / "training" / HISTORY_NAME).read_text().splitlines()]
+    assert [x["steps"] for x in lines] == [[0, 2], [2, 4]]
+    assert lines[1]["note"] == "--set optim.lr=0.001"
+    result = runner.invoke(cli, [*args, "-o", str(tmp_path / "r3"), "--set", "optim.nope=1"])
+    assert result.exit_code == 1 and "unknown fields nope" in result.output

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The background CPU training slice of the default codec, for a whole working session.
+#
+#   training/cpu_slice.sh start [MINUTES]   train at the lowest priority from training/state
+#                                           (default: until stopped; 170 minutes at most)
+#   training/cpu_slice.sh pause | resume    SIGSTOP / SIGCONT, around benchmarks
+#   training/cpu_slice.sh stop              SIGTERM: the step in progress ends, then the
+#                                           checkpoint, validation, training/state.safetensors
+#                                           and a training/history.jsonl line; waits for it
+#   training/cpu_slice.sh status            running or not, and the last log lines
+#
+# Needs training/subset/ (audiotok make-subset) and audiotok installed. The run directory
+# (RUN, default /tmp/audiotok-cpu-slice) keeps full checkpoints between starts of one session.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN=${RUN:-/tmp/audiotok-cpu-slice}
+PIDFILE=$RUN/pid
+LOG=$RUN/stderr.txt
+BATCH=${BATCH:-8}
+
+running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+
+case "${1:-status}" in
+  start)
+    if running; then echo "already running (pid $(cat "$PIDFILE"))"; exit 0; fi
+    mkdir -p "$RUN"
+    minutes=${2:-170}
+    # setsid: the trainer outlives this shell; nice 19: benchmarks and tests come first.
+    setsid nice -n 19 audiotok train configs/audiotok_24khz.json -o "$RUN/run" --state training \
+      --batch-size "$BATCH" --threads 2 --minutes "$minutes" \
+      --note "cpu background slice" >>"$LOG" 2>&1 < /dev/null &
+    echo $! > "$PIDFILE"
+    echo "started (pid $!), log $LOG"
+    ;;
+  pause) running && kill -STOP "$(cat "$PIDFILE")" && echo paused ;;
+  resume) running && kill -CONT "$(cat "$PIDFILE")" && echo resumed ;;
+  stop)
+    if ! running; then echo "not running"; exit 0; fi
+    pid=$(cat "$PIDFILE")
+    kill -CONT "$pid"; kill -TERM "$pid"
+    while kill -0 "$pid" 2>/dev/null; do sleep 2; done
+    tail -n 2 "$LOG"
+    ;;
+  status)
+    if running; then echo "running (pid $(cat "$PIDFILE"))"; else echo "not running"; fi
+    [ -f "$LOG" ] && tail -n 3 "$LOG"
+    ;;
+  *) echo "usage: $0 start [MINUTES] | pause | resume | stop | status" >&2; exit 2 ;;
+esac
