@@ -32,7 +32,8 @@ Metrics per crop (means per row):
 Usage::
 
     python benchmarks/quality.py --manifest data/audio/manifest.tsv [--model audiotok_24khz]
-        [--bandwidths 6 12 24] [--items 60] [--seconds 5] [--seed 0] [--json out.json]
+        [--bandwidths 1.5 3 6 12 24] [--items 60] [--seconds 5] [--seed 0] [--json out.json]
+        [--pictures DIR [--picture-kbps 6]]
 """
 
 from __future__ import annotations
@@ -69,12 +70,16 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--manifest", type=Path, required=True, help="TSV manifest")
     parser.add_argument("--model", default="audiotok_24khz", help="codec name or path")
-    parser.add_argument("--bandwidths", type=float, nargs="+", default=[6.0, 12.0, 24.0])
+    parser.add_argument("--bandwidths", type=float, nargs="+", default=[1.5, 3.0, 6.0, 12.0, 24.0])
     parser.add_argument("--items", type=int, default=60, help="crops, spread over categories")
     parser.add_argument("--seconds", type=float, default=5.0, help="crop length")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument(
+        "--pictures", type=Path, help="write a log-mel PNG per category here (needs matplotlib)"
+    )
+    parser.add_argument("--picture-kbps", type=float, default=6.0, help="bitrate of the pictures")
     return parser.parse_args()
 
 
@@ -313,6 +318,17 @@ def run(args: argparse.Namespace) -> None:
         print(f"\n{title}: " + check_table(results, codec.model_id, a, b))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    if args.pictures:
+        from quality_pictures import write_pictures
+
+        kbps, rate = args.picture_kbps, codec.sample_rate
+        with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
+            roundtrips = {
+                f"{codec.model_id} {kbps:g} kbps": lambda x: codec_roundtrip(codec, x, kbps)[0],
+                f"Opus {kbps:g} kbps": lambda x: opus_roundtrip(x, kbps, rate, Path(tmp))[0],
+            }
+            paths = write_pictures(codec, crops, categories, args.pictures, kbps, roundtrips)
+        print("\nPictures: " + ", ".join(str(p) for p in paths))
 
 
 def main() -> None:

@@ -20,13 +20,13 @@ import audiotok
 from audiotok.cli.main import cli
 from audiotok.codec.config import CodecConfig
 from audiotok.codec.quantization import EuclideanCodebook
-from audiotok.codec.trainable import CodebookTraining, TrainableCodec, ema_update
 from audiotok.train.balancer import Balancer
 from audiotok.train.config import DataConfig, LossConfig, OptimConfig, TrainConfig, load_config
 from audiotok.train.data import CropSampler, read_manifest, split_by_source
 from audiotok.train.export import export_codec
 from audiotok.train.losses import mel_distance, mel_filterbank, si_sdr
 from audiotok.train.state import CHECKPOINT_NAME
+from audiotok.train.trainable import CodebookTraining, TrainableCodec, ema_update
 from audiotok.train.trainer import LOG_NAME, Trainer
 
 RATE = 16_000

@@ -190,13 +190,20 @@ def export_model(
     float32: bool,
     force: bool,
 ) -> None:
-    """Write a trained run's codec as a model card (CARD.json + CARD.safetensors)."""
+    """Write a trained codec as a model card (CARD.json + CARD.safetensors).
+
+    RUN_DIR is a run directory (its checkpoint) or a state folder such as training/ (its
+    compact state; its history gives the validation and compute on the card).
+    """
     from ..train.export import export_codec
+    from ..train.slices import STATE_NAME
     from ..train.state import CHECKPOINT_NAME
 
-    checkpoint = run_dir / CHECKPOINT_NAME
-    if not checkpoint.is_file():
-        fail(f"{run_dir}: no {CHECKPOINT_NAME}; train first")
+    checkpoint = next(
+        (run_dir / n for n in (CHECKPOINT_NAME, STATE_NAME) if (run_dir / n).is_file()), None
+    )
+    if checkpoint is None:
+        fail(f"{run_dir}: no {CHECKPOINT_NAME} or {STATE_NAME}; train first")
     try:
         path = export_codec(
             checkpoint,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..codec.config import CodecConfig, unknown_fields
-from ..codec.trainable import CodebookTraining
+from .trainable import CodebookTraining
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,9 @@ class LossConfig:
         mel_fmin: Its lowest mel frequency (Hz).
         mel_normalized: Window-normalised spectrograms, sum divided by its weights' total.
         mel_alphas: Weight its log terms by ``sqrt(2**i - 1)`` (audiocraft's ``alphas``).
+        mel_floor: Added to its mel power before the logarithm (audiocraft: 1e-5). With
+            window-normalised spectrograms 1e-5 hides everything 50 dB below full scale, so
+            noise a codec adds in an empty band (speech recorded at 8 or 16 kHz) costs nothing.
         adversarial: Generator's hinge loss against the discriminator.
         feature_matching: L1 between discriminator features of real and decoded audio.
         commitment: Weight of the RVQ commitment loss (outside the balancer, as in EnCodec).
@@ -104,6 +107,7 @@ class LossConfig:
     mel_fmin: float = 64.0
     mel_normalized: bool = True
     mel_alphas: bool = False
+    mel_floor: float = 1e-5
     disc_filters: int = 32
     disc_filters_scale: int = 1
     disc_ffts: tuple[int, ...] = (1024, 2048, 512, 256, 128)

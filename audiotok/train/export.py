@@ -23,6 +23,7 @@ from ..codec.model import EncodecModel
 from ..formats.adaptive import AdaptiveCoder
 from .config import TrainConfig
 from .data import PRIORS_STREAM, AudioItem, CropSampler, read_manifest, split_by_source
+from .slices import HISTORY_NAME
 from .state import read_training_meta
 from .trainer import LOG_NAME
 
@@ -33,14 +34,20 @@ LICENCE = (
 
 
 def load_trained_model(checkpoint: str | os.PathLike) -> tuple[EncodecModel, dict[str, Any]]:
-    """The codec of a training checkpoint (eval mode) and the checkpoint's metadata."""
+    """The codec of a training checkpoint or compact state (eval mode) and its metadata."""
     meta = read_training_meta(checkpoint)
     config = TrainConfig.from_dict(meta["config"])
     tensors = load_file(str(checkpoint))
     prefix = "codec.model."
-    state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    state = {k[len(prefix) :]: v.float() for k, v in tensors.items() if k.startswith(prefix)}
     model = EncodecModel(config.model)
-    model.load_state_dict(state, strict=True)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # A compact state leaves out the EMA sums, which inference never reads.
+    missing = [k for k in missing if not k.endswith("._codebook.embed_avg")]
+    if missing or unexpected:
+        raise ValueError(
+            f"{checkpoint}: codec keys missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
     return model.eval(), meta
 
 
@@ -69,17 +76,44 @@ def measure_priors(model: EncodecModel, sampler: CropSampler, batches: int) -> n
     return AdaptiveCoder.estimate_priors(codes, model.config.bins)
 
 
-def last_validation(run_dir: Path) -> dict[str, Any] | None:
-    """The last validation record of a run's log, or None."""
-    log = run_dir / LOG_NAME
+def last_validation(folder: Path, step: int) -> dict[str, Any] | None:
+    """The validation at ``step`` (or the last before it) of a run's log or a state's history."""
+    found = None
+    for name in (LOG_NAME, HISTORY_NAME):
+        log = folder / name
+        if not log.is_file():
+            continue
+        for line in log.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            at = record["steps"][1] if "steps" in record else record["step"]
+            if record.get("validation") and at <= step:
+                found = {"step": at, "validation": record["validation"]}
+    return found
+
+
+def compute_spent(folder: Path, step: int) -> dict[str, Any] | None:
+    """Training seconds and audio seen per machine, summed over a state's history up to ``step``.
+
+    Lines of variants that were not continued (ablations) are told apart by their first
+    step: only a chain of slices, each starting where the previous ended, counts.
+    """
+    log = folder / HISTORY_NAME
     if not log.is_file():
         return None
-    found = None
+    chain: dict[int, dict[str, Any]] = {}  # end step -> the slice ending there
     for line in log.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
-        if "validation" in record:
-            found = record
-    return found
+        first, last = record["steps"]
+        if last > first and (first == 0 or first in chain):
+            chain[last] = record
+    spent: dict[str, dict[str, float]] = {}
+    while step in chain and step > 0:
+        record = chain[step]
+        entry = spent.setdefault(record["machine"], {"train_seconds": 0.0, "audio_seconds": 0.0})
+        entry["train_seconds"] += record["train_seconds"]
+        entry["audio_seconds"] += record["audio_seconds"]
+        step = record["steps"][0]
+    return {k: {n: round(v, 1) for n, v in e.items()} for k, e in spent.items()} or None
 
 
 def export_codec(
@@ -95,7 +129,8 @@ def export_codec(
     """Writes a training checkpoint's codec as an audiotok card with priors and provenance.
 
     Args:
-        checkpoint: A ``checkpoint.safetensors`` of a run.
+        checkpoint: A ``checkpoint.safetensors`` of a run, or a compact state (its folder's
+            ``history.jsonl`` gives the validation and the compute spent).
         card_path: The card to write (``.json``; weights go beside it).
         name: The model id that compressed files and tokens will carry.
         manifest: The training manifest, when not where the run's config says.
@@ -119,9 +154,11 @@ def export_codec(
     hours: dict[str, float] = {}
     for item in train:
         hours[item.category] = hours.get(item.category, 0.0) + item.seconds / 3600
-    validation = last_validation(checkpoint.parent)
+    step = int(meta["step"])
+    validation = last_validation(checkpoint.parent, step)
     recipe = config.to_dict()
-    recipe["data"]["manifest"] = Path(recipe["data"]["manifest"]).name  # no machine paths
+    for key in ("manifest", "subset"):  # no machine paths
+        recipe["data"][key] = Path(recipe["data"][key]).name
     return save_checkpoint(
         model,
         card_path,
@@ -133,7 +170,9 @@ def export_codec(
         overwrite=overwrite,
         licence=LICENCE,
         training={
-            "steps": int(meta["step"]),
+            "steps": step,
+            "audio_hours_seen": round(meta.get("totals", {}).get("audio_seconds", 0) / 3600, 2),
+            "compute": compute_spent(checkpoint.parent, step),
             "recipe": recipe,
             "hours_by_category": {k: round(v, 2) for k, v in sorted(hours.items())},
             "validation_sources": list(config.data.validation_sources),

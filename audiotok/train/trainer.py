@@ -24,7 +24,6 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from ..codec.trainable import TrainableCodec
 from .balancer import Balancer
 from .clipbank import ClipBank
 from .config import TrainConfig
@@ -39,6 +38,7 @@ from .losses import (
     si_sdr,
 )
 from .state import CHECKPOINT_NAME, load_training_state, save_training_state
+from .trainable import TrainableCodec
 
 LOG_NAME = "log.jsonl"
 
@@ -101,6 +101,7 @@ class Trainer:
             f_min=losses.mel_fmin,
             normalized=losses.mel_normalized,
             alphas=losses.mel_alphas,
+            floor=losses.mel_floor,
         )
         self.sampler, self.valid_sampler = self._samplers()
         self.step = 0

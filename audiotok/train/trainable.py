@@ -29,10 +29,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .config import CodecConfig
-from .conv import WeightNormedConv
-from .model import EncodecModel
-from .quantization import EuclideanCodebook
+from ..codec.config import CodecConfig
+from ..codec.conv import WeightNormedConv
+from ..codec.model import EncodecModel
+from ..codec.quantization import EuclideanCodebook
 
 
 @dataclass(frozen=True)
