@@ -137,8 +137,13 @@ def read_audio(
     return wav, rate
 
 
+def can_convert_channels(channels: int, to_channels: int) -> bool:
+    """Whether the channel policy converts ``channels`` channels to ``to_channels``."""
+    return to_channels == channels or to_channels == 1 or (to_channels == 2 and channels != 2)
+
+
 def _check_channels(channels: int, to_channels: int) -> None:
-    if to_channels != channels and not (to_channels == 1 or (to_channels == 2 and channels != 2)):
+    if not can_convert_channels(channels, to_channels):
         raise AudioError(
             f"cannot convert {channels}-channel audio to {to_channels} channels "
             "(only to mono, or to stereo from mono or from more than 2 channels)"

@@ -6,8 +6,9 @@ Example:
     >>> audio, rate = audiotok.decompress(data)     # [C, T] at 44.1 kHz, like the input
 
 Decoding a whole file gives exactly ``codec.decode(codec.encode(x))`` (then converted back to
-the input's rate and channels). Damaged or missing packets are concealed with silence of the
-right length when asked to (``recover=True``), so the timing of the rest is kept.
+the input's rate and channels). A damaged or truncated file is a :class:`FormatError`, unless
+asked to conceal (``recover=True``): damaged or missing packets are then silence of the right
+length, so the timing of the rest is kept, and :meth:`Decoded.problems` says what was lost.
 """
 
 from __future__ import annotations
@@ -22,15 +23,72 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-from .audio import convert_audio, read_audio
+from .audio import can_convert_channels, convert_audio, read_audio
 from .codec.base import Codec
 from .codec.tokens import Tokens
-from .errors import TokensError
+from .errors import AudioError, FormatError, TokensError, TruncatedError, UnsupportedFormatError
 from .formats.header import Header
 from .formats.reader import AtokReader, Damage
 from .formats.writer import DEFAULT_PACKET_SECONDS, AtokWriter
 
 Source = bytes | str | os.PathLike | BinaryIO
+
+# What to do about a damaged or truncated file, in Python's words and the command line's.
+DAMAGE_HINT = ("recover=True conceals the damage", "--recover conceals the damage")
+TRUNCATED_HINT = ("recover=True decodes what is there", "--recover decodes what is there")
+
+
+def _layout(channels: int) -> str:
+    return {1: "mono", 2: "stereo"}.get(channels, f"{channels} channels")
+
+
+def coded_channels(
+    codec: Codec, channels: int, downmix: bool = False, name: str | None = None
+) -> int:
+    """The original channel count a compressed file records for audio of ``channels``.
+
+    Decompression converts the codec's channels back to that count by the policy of
+    :func:`~audiotok.audio.convert_audio`, which can't make 3 or more channels out of mono or
+    stereo. Such audio is refused unless ``downmix``: the codec then codes its conversion (the
+    average of all channels for mono models, the first two for stereo ones) and the file
+    records the codec's channels, so that it decompresses to what was coded rather than to
+    copies posing as the original layout.
+
+    Raises:
+        AudioError: Audio whose channels decompression could not give back, without
+            ``downmix``; the message starts with ``name``, the audio's file, if given.
+    """
+    ours = codec.channels
+    if downmix and channels > ours:
+        return ours
+    if can_convert_channels(ours, channels):
+        return channels
+    coded = "their average" if ours == 1 else "the first two, front left and right"
+    what = f"{name}: " if name else ""
+    what += (
+        f"{channels} channels, but {codec.model_id} codes {_layout(ours)}, "
+        f"which can't give {channels} back; "
+    )
+    how = f" to code {coded} (decompressed as {_layout(ours)})"
+    raise AudioError(f"{what}pass downmix=True{how}").for_cli(f"{what}use --downmix{how}")
+
+
+def _check_restorable(header: Header, name: str | None) -> None:
+    """Raises unless the file's channels convert back to the original's.
+
+    Files written before compression refused such audio (8 channels coded as mono, say) can
+    only be decoded as coded.
+    """
+    coded, original = header.channels, header.original_channels
+    if can_convert_channels(coded, original):
+        return
+    what = f"{name}: " if name else ""
+    what += (
+        f"the original had {original} channels, coded as {_layout(coded)}, "
+        f"which can't give {original} back; "
+    )
+    how = f" to decode the {_layout(coded)} audio that was coded"
+    raise AudioError(f"{what}pass native=True{how}").for_cli(f"{what}use --native{how}")
 
 
 def compress_to(
@@ -43,6 +101,7 @@ def compress_to(
     entropy: str = "adaptive",
     metadata: dict[str, str] | None = None,
     packet_seconds: float = DEFAULT_PACKET_SECONDS,
+    downmix: bool = False,
 ) -> Tokens:
     """Encodes ``wav`` and writes it as an ``.atok`` stream to ``file``; returns the tokens.
 
@@ -55,9 +114,14 @@ def compress_to(
         entropy: ``adaptive`` (rANS with adaptive models) or ``raw`` (bit packing).
         metadata: User key/value pairs stored in the header.
         packet_seconds: Audio per packet for unsegmented codecs.
+        downmix: Code audio of more channels than the codec's as the codec's, and decompress
+            it as such (see :func:`coded_channels`); without it, audio whose channels
+            decompression could not give back (3 or more into a mono or stereo codec) is
+            refused.
     """
     if getattr(wav, "ndim", 0) != 2:
         raise TokensError(f"compress takes one signal [C, T], not shape {list(wav.shape)}")
+    original_channels = coded_channels(codec, wav.shape[0], downmix)
     rate = codec.sample_rate if sample_rate is None else int(sample_rate)
     tokens = codec.encode(wav, sample_rate=rate, bandwidth=bandwidth)
     with AtokWriter.for_codec(
@@ -67,7 +131,7 @@ def compress_to(
         entropy=entropy,
         length=tokens.length,
         original_sample_rate=rate,
-        original_channels=wav.shape[0],
+        original_channels=original_channels,
         original_length=wav.shape[1],
         metadata=metadata,
         packet_seconds=packet_seconds,
@@ -229,21 +293,29 @@ def decode_stream(
         device: Where to load the codec when it is given by name.
 
     Raises:
-        FormatError: The stream is damaged (and ``recover`` is False), or unreadable.
+        FormatError: The stream is unreadable, or (unless ``recover``) damaged or truncated
+            (one that lacks only its index decodes whole, with :attr:`Decoded.truncated_at`).
         TokensError: The codec does not match the stream.
     """
     with AtokReader(source) as reader:
         header = reader.header
+        if not native:
+            _check_restorable(header, reader.name)
         codec = _resolve_codec(codec, header, device)
         reader.priors = codec.entropy_priors
         runs: list[_Run] = []
-        for offset, packet in reader.packets(recover=recover):
-            codes = reader.decode(packet, offset)
-            if runs and runs[-1].end_frame == packet.first_frame:
-                runs[-1].codes.append(codes)
-                runs[-1].scales.extend(packet.scales)
-            else:
-                runs.append(_Run(packet.first_frame, [codes], list(packet.scales)))
+        try:
+            for offset, packet in reader.packets(recover=recover):
+                codes = reader.decode(packet, offset)
+                if runs and runs[-1].end_frame == packet.first_frame:
+                    runs[-1].codes.append(codes)
+                    runs[-1].scales.extend(packet.scales)
+                else:
+                    runs.append(_Run(packet.first_frame, [codes], list(packet.scales)))
+        except FormatError as exc:
+            if not recover and not isinstance(exc, UnsupportedFormatError):
+                exc.with_hint(*DAMAGE_HINT)
+            raise
         index = reader.stream_index
         damage, truncated_at = reader.damage, reader.truncated_at
     decoded_end = runs[-1].end_frame if runs else 0
@@ -252,16 +324,16 @@ def decode_stream(
         total_frames = header.num_frames()
     else:
         total_frames = index.total_frames if index else decoded_end
+    lost = max(0, total_frames - sum(run.end_frame - run.first_frame for run in runs))
+    if truncated_at is not None and not recover and (lost or length is None):
+        raise _truncated(header, truncated_at, total_frames - lost, lost, length is not None,
+                         reader.name)  # fmt: skip
     if length is None:
         length = decoded_end * int(header.hop_length)
     pieces = [_decode_run(codec, header, run, length, total_frames) for run in runs]
-    if truncated_at is not None and not recover:
-        # Without concealment a truncated stream ends where its decodable audio ends.
-        length = pieces[-1][0] + pieces[-1][1].shape[-1] if pieces else 0
     audio = torch.zeros(header.channels, length)
     for start, piece in pieces:
         audio[:, start : start + piece.shape[-1]] = piece
-    lost = max(0, total_frames - sum(run.end_frame - run.first_frame for run in runs))
     rate = header.sample_rate
     if not native and (
         header.original_sample_rate != rate or header.original_channels != header.channels
@@ -276,10 +348,21 @@ def decode_stream(
         original = header.original_length if header.original_length is not None else (
             index.original_length if index else None
         )  # fmt: skip
-        if original is not None and (truncated_at is None or recover):
+        if original is not None:
             audio = torch.nn.functional.pad(audio, (0, max(0, original - audio.shape[-1])))
             audio = audio[:, :original]
     return Decoded(audio, rate, header, damage, truncated_at, lost)
+
+
+def _truncated(header: Header, at: int, decoded: int, lost: int, known: bool,
+               name: str | None) -> TruncatedError:  # fmt: skip
+    """The error for a stream that ends ``lost`` frames early (``known``: if its length is)."""
+    rate = float(header.frame_rate)
+    if known:
+        what = f"truncated: {lost / rate:.2f} s of {(decoded + lost) / rate:.2f} s missing"
+    else:  # a streamed file cut before its index: how much is missing is unknown
+        what = f"truncated after {decoded / rate:.2f} s"
+    return TruncatedError(what, at).with_hint(*TRUNCATED_HINT).in_file(name)
 
 
 def decompress(
@@ -291,9 +374,10 @@ def decompress(
 ) -> tuple[torch.Tensor, int]:
     """Decodes ``.atok`` data to ``(audio [C, T], sample_rate)``.
 
-    By default the audio has the rate and channels of what was compressed; a truncated file
-    decodes to the audio of its complete packets, with a warning saying what was lost.
-    See :func:`decode_stream` for the arguments.
+    By default the audio has the rate and channels of what was compressed. A damaged or
+    truncated file raises ``FormatError``; with ``recover=True`` it decodes with what is
+    missing as silence, and a warning says how much that is. See :func:`decode_stream` for
+    the arguments.
     """
     result = decode_stream(data, codec, recover=recover, native=native)
     for line in result.problems():
@@ -312,6 +396,7 @@ def compress_file(
     *,
     bandwidth: float | None = None,
     overwrite: bool = False,
+    downmix: bool = False,
     **options: Any,
 ) -> Tokens | None:
     """Compresses an audio file to an ``.atok`` file, atomically.
@@ -331,13 +416,15 @@ def compress_file(
     from .fileio import atomic_output
 
     info = audio_info(input)
-    if info.frames > STREAM_SECONDS * info.samplerate and codec.can_stream:
+    # Refused before reading; a downmix is coded in memory (a stream records the file's).
+    downmixed = coded_channels(codec, info.channels, downmix, str(input)) != info.channels
+    if info.frames > STREAM_SECONDS * info.samplerate and codec.can_stream and not downmixed:
         with atomic_output(Path(output), overwrite) as file:
             compress_streaming(file, Path(input), codec, bandwidth, **options)
         return None
     wav, rate = read_audio(input)
     with atomic_output(Path(output), overwrite) as file:
-        return compress_to(file, codec, wav, rate, bandwidth, **options)
+        return compress_to(file, codec, wav, rate, bandwidth, downmix=downmix, **options)
 
 
 def decompress_file(
@@ -357,12 +444,17 @@ def decompress_file(
     ``.flac`` with the ``clip`` strategy, at the original rate and without ``recover``, are
     decoded packet by packet in bounded memory (audio within 1e-5 of the offline decoder's);
     None is then returned.
+
+    Raises:
+        FormatError: As :func:`decode_stream`; nothing is written then, not even a temporary.
     """
     from .audio_output import write_audio
     from .compression_streams import decompress_streaming
 
     with AtokReader(input) as reader:
         header, index = reader.header, reader.index()
+    if not native:
+        _check_restorable(header, str(input))
     length = header.length if header.length is not None else (index.length if index else 0)
     seconds = length / header.sample_rate
     suffix = Path(output).suffix.lower()
@@ -370,6 +462,7 @@ def decompress_file(
         seconds > STREAM_SECONDS
         and strategy == "clip"
         and not recover
+        and not native  # the stream decodes to the original rate and channels
         and suffix in (".wav", ".flac")
     ):
         resolved = _resolve_codec(codec, header, device)

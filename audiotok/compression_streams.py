@@ -14,7 +14,8 @@ from typing import BinaryIO
 import torch
 
 from .codec.base import Codec
-from .errors import TokensError, TruncatedError
+from .compression import DAMAGE_HINT, TRUNCATED_HINT
+from .errors import FormatError, TokensError, TruncatedError, UnsupportedFormatError
 from .formats.header import Header
 from .formats.reader import AtokReader
 from .formats.writer import DEFAULT_PACKET_SECONDS, AtokWriter
@@ -81,6 +82,11 @@ class _SegmentFeeder:
 
 
 def decompress_streaming(input: Path, output: Path, codec: Codec, overwrite: bool) -> None:
+    """Decodes ``input`` to ``output`` (.wav or .flac) as a stream, atomically.
+
+    Raises:
+        FormatError: Damage or truncation (found as it comes: no output is left behind).
+    """
     from .audio_stream import AudioSink
 
     with open(input, "rb") as f, AtokReader(f) as reader:
@@ -106,18 +112,23 @@ def decompress_streaming(input: Path, output: Path, codec: Codec, overwrite: boo
                 if length is None:
                     raise TokensError("a segmented stream of unknown length can't be streamed")
                 segments = _SegmentFeeder(header, length)
-            for offset, packet in reader.packets():
-                codes = torch.from_numpy(reader.decode(packet, offset)).unsqueeze(0)
-                codes = codes.to(codec.device)
-                if segments is None:
-                    sink.write(stream.decode(codes)[0].cpu().numpy())
-                    continue
-                for seg_codes, scale in segments.add(codes, packet.scales):
-                    sink.write(stream.decode(seg_codes, scale)[0].cpu().numpy())
+            try:
+                for offset, packet in reader.packets():
+                    codes = torch.from_numpy(reader.decode(packet, offset)).unsqueeze(0)
+                    codes = codes.to(codec.device)
+                    if segments is None:
+                        sink.write(stream.decode(codes)[0].cpu().numpy())
+                        continue
+                    for seg_codes, scale in segments.add(codes, packet.scales):
+                        sink.write(stream.decode(seg_codes, scale)[0].cpu().numpy())
+            except FormatError as exc:  # the sink, aborted, leaves no file behind
+                if not isinstance(exc, UnsupportedFormatError):
+                    exc.with_hint(*DAMAGE_HINT)
+                raise
             if reader.truncated_at is not None:
-                raise TruncatedError(
-                    "the stream is truncated; decode it with recover", reader.truncated_at
-                )
+                error = TruncatedError("truncated: the data ends before its index",
+                                       reader.truncated_at)  # fmt: skip
+                raise error.with_hint(*TRUNCATED_HINT).in_file(reader.name)
             if segments is not None:
                 if segments.next < len(segments.frames):
                     raise TokensError(

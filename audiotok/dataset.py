@@ -38,6 +38,7 @@ import torch
 from . import __version__
 from .codec.base import Codec
 from .codec.tokens import Tokens
+from .console import stderr_is_terminal
 from .dataset_inputs import batches, encode_files, read_ahead
 from .errors import AudiotokError
 from .fileio import atomic_path
@@ -172,7 +173,8 @@ def tokenize_dataset(
         bandwidth: kbps; None for the codec's default. Must match a resumed dataset's.
         shard_bytes: A shard is closed before its tensors would exceed this many bytes.
         manifest: A TSV manifest (see :func:`read_manifest`) listing more files.
-        progress: Show a progress bar on stderr, and a line there for each failing file.
+        progress: Report on stderr: a progress bar if it is a terminal, else a line per
+            file; and a line for each failing file.
         batch_seconds: Seconds of decoded audio to keep read ahead of the model (0: none).
         read_workers: Threads reading audio.
         batch_size: Files per forward pass (:meth:`Codec.encode_batch`; for segmented models,
@@ -203,14 +205,16 @@ def tokenize_dataset(
                 todo.append(source)
         report.skipped = len(sources) - len(todo)
         writer = ShardWriter(report.out_dir, index, first_shard, shard_bytes, info)
-        bar = tqdm(total=len(todo), unit="file", file=sys.stderr, disable=not progress)
+        bar = tqdm(total=len(todo), unit="file", file=sys.stderr,
+                   disable=not (progress and stderr_is_terminal()))  # fmt: skip
+        lines = progress and bar.disable  # in a log, a line per file instead of a bar
         reads = read_ahead(todo, batch_seconds, read_workers)
         try:
             for batch in batches(reads, batch_size):
                 for done_file in encode_files(codec, batch, info["bandwidth"]):
                     source, tokens = done_file.source, done_file.tokens
                     if tokens is None:  # the file's fault: report it, go on
-                        _fail(report, source, done_file.error, bar)
+                        _fail(report, source, done_file.error, bar, progress)
                     else:
                         record = dict.fromkeys(RECORD_FIELDS)
                         record.update(
@@ -223,6 +227,9 @@ def tokenize_dataset(
                         )
                         _count(report, writer.add(record, tokens))
                         bar.set_postfix_str(f"{writer.seconds / 3600:.3f} h audio", refresh=False)
+                        if lines:
+                            seconds = tokens.length / tokens.sample_rate
+                            bar.write(f"{source.file}: {seconds:.2f} s encoded", file=sys.stderr)
                     bar.update()
         except BaseException:
             # Keep what is encoded, whatever stopped the run (Ctrl-C, a bug, CUDA out of
@@ -238,11 +245,11 @@ def tokenize_dataset(
     return report
 
 
-def _fail(report: DatasetReport, source: Source, message: str, bar: Any) -> None:
+def _fail(report: DatasetReport, source: Source, message: str, bar: Any, progress: bool) -> None:
     if not message.startswith(str(source.file)):
         message = f"{source.file}: {message}"
     report.failures.append((source.key, message))
-    if not bar.disable:
+    if progress:
         bar.write(f"audiotok: error: {message}", file=sys.stderr)
 
 

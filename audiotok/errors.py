@@ -4,13 +4,34 @@ Every error a user can cause (a missing file, unreadable audio, a checkpoint of 
 architecture, weights that are not available offline) is an :class:`AudiotokError`, whose
 message is one self-contained line. The CLI prints that line and exits with status 1;
 anything else escaping is a bug.
+
+A message that tells the user what to do names the Python argument (``overwrite=True``); the
+command line's flag (``-f/--force``) is in :attr:`AudiotokError.cli_message`, which the CLI
+prints instead, so that neither says both.
 """
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+E = TypeVar("E", bound="AudiotokError")
+F = TypeVar("F", bound="FormatError")
+
 
 class AudiotokError(Exception):
-    """Base class of all errors caused by the user's input or environment."""
+    """Base class of all errors caused by the user's input or environment.
+
+    Attributes:
+        cli_message: The message in the command line's words (its flags instead of Python's
+            arguments), where they differ; None when ``str(error)`` says it for both.
+    """
+
+    cli_message: str | None = None
+
+    def for_cli(self: E, message: str) -> E:
+        """Sets :attr:`cli_message`; returns the error, for ``raise Error(...).for_cli(...)``."""
+        self.cli_message = message
+        return self
 
 
 class AudioError(AudiotokError, ValueError):
@@ -39,13 +60,38 @@ class FormatError(AudiotokError, ValueError):
     This is the one error type that reading a file raises, whatever the damage.
 
     Attributes:
+        message: What is wrong (with the file's name, once :meth:`in_file` has added it).
         offset: The byte offset in the file where the problem was found, or None.
     """
 
     def __init__(self, message: str, offset: int | None = None) -> None:
         self.message = message
         self.offset = offset
-        super().__init__(message if offset is None else f"{message} (at byte {offset})")
+        self._hints: tuple[str, str] | None = None
+        super().__init__(self._render(0))
+
+    def _render(self, which: int) -> str:
+        """The message, the offset, and the hint for Python (``which`` 0) or the CLI (1)."""
+        text = self.message if self.offset is None else f"{self.message} (at byte {self.offset})"
+        return text if self._hints is None else f"{text}; {self._hints[which]}"
+
+    def _update(self) -> None:
+        self.args = (self._render(0),)
+        if self._hints is not None:
+            self.cli_message = self._render(1)
+
+    def in_file(self: F, name: str | None) -> F:
+        """Names the file in the message (once; not when ``name`` is None); returns the error."""
+        if name and not self.message.startswith(f"{name}: "):
+            self.message = f"{name}: {self.message}"
+            self._update()
+        return self
+
+    def with_hint(self: F, python: str, cli: str) -> F:
+        """Adds what to do about it, in Python's and the CLI's words; returns the error."""
+        self._hints = (python, cli)
+        self._update()
+        return self
 
 
 class TruncatedError(FormatError):

@@ -14,7 +14,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import AudiotokError
+from .errors import AudiotokError, E
+
+
+def exists_error(target: str | os.PathLike, error: type[E]) -> E:
+    """The error for an existing ``target``: names ``overwrite=True``, or on the CLI ``--force``."""
+    message = f"{target}: already exists; pass overwrite=True to replace it"
+    return error(message).for_cli(f"{target}: already exists; use -f/--force to replace it")
 
 
 def check_target(target: Path, overwrite: bool, error: type[AudiotokError]) -> None:
@@ -22,7 +28,7 @@ def check_target(target: Path, overwrite: bool, error: type[AudiotokError]) -> N
     if target.is_dir():
         raise error(f"{target}: is a directory")
     if target.exists() and not overwrite:
-        raise error(f"{target}: already exists; use --force (overwrite=True) to replace it")
+        raise exists_error(target, error)
     if not target.parent.is_dir():
         raise error(f"{target}: directory {target.parent} does not exist")
 
@@ -55,14 +61,10 @@ def atomic_path(
         try:
             os.link(tmp, target)
         except FileExistsError:
-            raise error(
-                f"{target}: already exists; use --force (overwrite=True) to replace it"
-            ) from None
+            raise exists_error(target, error) from None
         except OSError:  # a file system without hard links
             if target.exists():
-                raise error(
-                    f"{target}: already exists; use --force (overwrite=True) to replace it"
-                ) from None
+                raise exists_error(target, error) from None
             os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

@@ -263,7 +263,8 @@ def test_encode_refuses_to_overwrite_without_force(tmp_path, tiny):
 
     refused = run("encode", SPEECH, "-o", out, "-m", tiny.card)
 
-    assert_one_error_line(refused, f"{out} exists; use --force to overwrite it")
+    line = assert_one_error_line(refused, f"{out}: already exists; use -f/--force to replace it")
+    assert "overwrite=True" not in line
     assert out.read_bytes() == b"precious"
 
     forced = run("encode", SPEECH, "-o", out, "-m", tiny.card, "-f")
@@ -280,7 +281,7 @@ def test_decode_refuses_to_overwrite_without_force(tmp_path, tiny):
 
     refused = run("decode", tokens_path, "-m", tiny.card)
 
-    assert_one_error_line(refused, f"{out} exists; use --force to overwrite it")
+    assert_one_error_line(refused, f"{out}: already exists; use -f/--force to replace it")
     assert out.read_bytes() == b"precious"
 
     forced = run("decode", tokens_path, "-m", tiny.card, "--force")
@@ -313,18 +314,20 @@ def bad_input(kind: str, tmp_path: Path) -> tuple[list[str], list[str]]:
     if kind == "garbage tokens":
         garbage = tmp_path / "garbage.npz"
         garbage.write_bytes(np.random.default_rng(0).bytes(4096))
-        return ["decode", str(garbage), "-o", str(out)], [
-            f"{garbage}: not a readable tokens file ("
-        ]
+        return ["decode", str(garbage), "-o", str(out)], [f"{garbage}: not a tokens file ("]
     if kind == "garbage safetensors tokens":
         garbage = tmp_path / "garbage.safetensors"
         garbage.write_bytes(b"\xff" * 4096)
-        return ["decode", str(garbage), "-o", str(out)], [
-            f"{garbage}: not a readable tokens file ("
-        ]
+        return ["decode", str(garbage), "-o", str(out)], [f"{garbage}: not a tokens file ("]
     if kind == "missing tokens":
         missing = tmp_path / "nothing.npz"
         return ["decode", str(missing), "-o", str(out)], [f"{missing}: no such tokens file"]
+    if kind == "text file":
+        text = tmp_path / "notes.txt"
+        text.write_text("not tokens, just notes\n")
+        return ["decode", str(text), "-o", str(out)], [
+            f"{text}: not a tokens file (neither .npz nor .safetensors data)"
+        ]
     if kind == "not a tokens file":
         other = tmp_path / "other.npz"
         np.savez(other, codes=np.zeros((1, 1, 1), np.int64))
@@ -340,6 +343,7 @@ BAD_INPUTS = [
     "garbage tokens",
     "garbage safetensors tokens",
     "missing tokens",
+    "text file",
     "not a tokens file",
 ]
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -81,10 +83,28 @@ def test_refuses_to_overwrite_without_force(model, tmp_path):
     out = tmp_path / "s.atok"
     out.write_bytes(b"precious")
     line = error_line(run("compress", SPEECH, out, "-m", model))
-    assert "already exists; use --force" in line
+    assert line == f"audiotok: error: {out}: already exists; use -f/--force to replace it"
     assert out.read_bytes() == b"precious"
     assert run("compress", SPEECH, out, "-m", model, "-f").exit_code == 0
     assert out.read_bytes()[:4] == b"ATOK"
+    wav = tmp_path / "s.wav"
+    wav.write_bytes(b"precious")
+    line = error_line(run("decompress", out, wav, "-m", model))
+    assert line == f"audiotok: error: {wav}: already exists; use -f/--force to replace it"
+    assert wav.read_bytes() == b"precious"
+
+
+def test_python_api_names_overwrite_not_the_cli_flag(model, tmp_path):
+    from audiotok.compression import compress_file
+    from audiotok.errors import AudiotokError
+
+    (tmp_path / "s.atok").write_bytes(b"precious")
+    with pytest.raises(AudiotokError) as info:
+        compress_file(SPEECH, tmp_path / "s.atok", tiny_codec())
+    assert (
+        str(info.value)
+        == f"{tmp_path / 's.atok'}: already exists; pass overwrite=True to replace it"
+    )
 
 
 def test_stdin_and_stdout(model, tmp_path):
@@ -103,7 +123,7 @@ def test_stdin_and_stdout(model, tmp_path):
     assert decode_stream(tmp_path / "piped.atok", tiny_codec()).audio.shape == (1, 63_599)
 
 
-def test_directory_with_progress_and_a_failing_file(model, tmp_path):
+def test_directory_with_a_line_per_file_and_a_failing_file(model, tmp_path):
     tree = tmp_path / "in" / "sub"
     tree.mkdir(parents=True)
     (tree / "a.flac").write_bytes(SPEECH.read_bytes())
@@ -112,24 +132,45 @@ def test_directory_with_progress_and_a_failing_file(model, tmp_path):
     result = run("compress", tmp_path / "in", "-o", tmp_path / "out", "-m", model)
     assert result.exit_code == 1
     assert (tmp_path / "out" / "sub" / "a.atok").exists() and (tmp_path / "out" / "b.atok").exists()
-    assert "bad.wav: cannot read audio" in result.stderr
-    assert "1 of 3 files failed" in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 4 and "\r" not in result.stderr, "stderr is no terminal: no bar"
+    assert lines[0].startswith(f"{tmp_path / 'out' / 'b.atok'}: 2.50 s, ")
+    assert lines[1].startswith(f"audiotok: error: {tmp_path / 'in' / 'bad.wav'}: cannot read audio")
+    assert lines[2].startswith(f"{tmp_path / 'out' / 'sub' / 'a.atok'}: 2.65 s, ")
+    assert lines[3] == "audiotok: error: 1 of 3 files failed"
     result = run("decompress", tmp_path / "out", "-o", tmp_path / "wav", "-m", model)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "wav").rglob("*.wav")) == ["a.wav", "b.wav"]
+    assert len(result.stderr.splitlines()) == 2
 
 
-def test_truncated_file_decodes_with_a_warning(model, tmp_path):
+def test_progress_bar_only_on_a_terminal(model, tmp_path, monkeypatch):
+    from audiotok.cli import compress_commands
+
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.flac").write_bytes(SPEECH.read_bytes())
+    monkeypatch.setattr(compress_commands, "stderr_is_terminal", lambda: True)
+    result = run("compress", tmp_path / "a.flac", tmp_path / "b.flac", "-m", model)
+    assert result.exit_code == 0, result.output
+    assert "2/2" in result.stderr and "file/s" in result.stderr
+
+
+def test_truncated_file_fails_in_one_line_unless_recovering(model, tmp_path):
     assert run("compress", SPEECH, tmp_path / "s.atok", "-m", model).exit_code == 0
     data = (tmp_path / "s.atok").read_bytes()
-    (tmp_path / "cut.atok").write_bytes(data[: len(data) * 2 // 3])
-    result = run("decompress", tmp_path / "cut.atok", "-m", model)
-    assert result.exit_code == 0
-    assert "audiotok: warning:" in result.stderr and "(truncated)" in result.stderr
-    short = sf.info(tmp_path / "cut.wav").frames
-    result = run("decompress", tmp_path / "cut.atok", "rec.wav", "-m", model, "--recover")
-    assert sf.info(tmp_path / "rec.wav").frames == 63_599 > short
-    info = run("info", tmp_path / "cut.atok")
+    cut = tmp_path / "cut.atok"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    before = sorted(tmp_path.iterdir())
+    line = error_line(run("decompress", cut, "-m", model))
+    assert line.startswith(f"audiotok: error: {cut}: truncated: 0.65 s of 2.65 s missing (at byte ")
+    assert line.endswith("; --recover decodes what is there") and "recover=True" not in line
+    assert sorted(tmp_path.iterdir()) == before, "no output, no temporary file"
+    result = run("decompress", cut, "rec.wav", "-m", model, "--recover")
+    assert result.exit_code == 0, result.output
+    assert f"audiotok: warning: {cut}: the data ends at byte " in result.stderr
+    assert "(truncated): 0.65 s lost in all" in result.stderr
+    assert sf.info(tmp_path / "rec.wav").frames == 63_599
+    info = run("info", cut)
     assert info.exit_code == 1 and "truncated" in info.stdout
 
 
@@ -137,12 +178,81 @@ def test_damaged_file_fails_in_one_line_unless_recovering(model, tmp_path):
     assert run("compress", SPEECH, tmp_path / "s.atok", "-m", model).exit_code == 0
     data = bytearray((tmp_path / "s.atok").read_bytes())
     data[len(data) // 2] ^= 0xFF
-    (tmp_path / "bad.atok").write_bytes(bytes(data))
-    line = error_line(run("decompress", tmp_path / "bad.atok", "-m", model))
-    assert "damaged" in line and "(at byte " in line
-    assert not (tmp_path / "bad.wav").exists()
-    result = run("decompress", tmp_path / "bad.atok", "-m", model, "--recover")
-    assert result.exit_code == 0 and "concealed" in result.stderr
+    bad = tmp_path / "bad.atok"
+    bad.write_bytes(bytes(data))
+    before = sorted(tmp_path.iterdir())
+    line = error_line(run("decompress", bad, "-m", model))
+    assert line.startswith(f"audiotok: error: {bad}: damaged") and "(at byte " in line
+    assert line.endswith("; --recover conceals the damage")
+    assert sorted(tmp_path.iterdir()) == before, "no output, no temporary file"
+    result = run("decompress", bad, "-m", model, "--recover")
+    assert result.exit_code == 0 and "1.00 s concealed" in result.stderr
+
+
+def test_damage_in_a_batch_fails_that_file_only(model, tmp_path):
+    (tmp_path / "in").mkdir()
+    assert run("compress", SPEECH, tmp_path / "in" / "a.atok", "-m", model).exit_code == 0
+    data = (tmp_path / "in" / "a.atok").read_bytes()
+    (tmp_path / "in" / "b.atok").write_bytes(data[: len(data) // 2])
+    result = run("decompress", tmp_path / "in", "-o", tmp_path / "out", "-m", model)
+    assert result.exit_code == 1
+    assert f"audiotok: error: {tmp_path / 'in' / 'b.atok'}: truncated: " in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.wav"]
+
+
+# Run in a real process, with a hook that stops while the output's temporary file is open:
+# the signal then lands mid-write, every time, however fast the machine.
+STOP_MID_WRITE = """
+import time
+
+import soundfile
+
+from audiotok.cli.main import main
+from audiotok.formats.writer import AtokWriter
+
+
+def block(*args, **kwargs):
+    print("writing", flush=True)
+    time.sleep(120)
+
+
+AtokWriter.write_tokens = block  # compress
+soundfile.SoundFile.write = block  # decompress
+main()
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no SIGHUP, and SIGTERM kills at once")
+@pytest.mark.parametrize(
+    ("command", "name", "status"),
+    [("compress", "SIGTERM", 143), ("compress", "SIGHUP", 129), ("decompress", "SIGTERM", 143)],
+)
+def test_sigterm_and_sighup_remove_the_partial_output(model, tmp_path, command, name, status):
+    signum = getattr(signal, name)
+    if command == "compress":
+        args = [SPEECH, tmp_path / "out.atok"]
+    else:
+        assert run("compress", SPEECH, tmp_path / "s.atok", "-m", model).exit_code == 0
+        args = [tmp_path / "s.atok", tmp_path / "out.wav"]
+    before = sorted(tmp_path.iterdir())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STOP_MID_WRITE, command, *map(str, args), "-m", model],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+    )  # fmt: skip
+    watchdog = threading.Timer(120, proc.kill)  # a hang fails the test, not the whole run
+    watchdog.start()
+    try:
+        assert proc.stdout.readline() == b"writing\n", proc.stderr.read().decode()
+        assert len(list(tmp_path.glob(".out.*.tmp"))) == 1, "the signal lands mid-write"
+        proc.send_signal(signum)
+        _, stderr = proc.communicate()
+    finally:
+        watchdog.cancel()
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == status, stderr.decode()
+    assert stderr.decode().strip().splitlines() == [f"audiotok: stopped by {name}"]
+    assert sorted(tmp_path.iterdir()) == before, "no output, no temporary file"
 
 
 @pytest.mark.parametrize(
@@ -159,9 +269,15 @@ def test_bad_input_is_one_line(model, args, message):
 
 
 def test_garbage_compressed_file(model, tmp_path):
-    (tmp_path / "g.atok").write_bytes(os.urandom(300))
-    assert "not an .atok file" in error_line(run("decompress", tmp_path / "g.atok", "-m", model))
-    assert "not an .atok file" in error_line(run("info", tmp_path / "g.atok"))
+    garbage = tmp_path / "g.atok"
+    garbage.write_bytes(os.urandom(300))
+    expected = f"audiotok: error: {garbage}: not an .atok file"
+    assert error_line(run("decompress", garbage, "-m", model)).startswith(expected)
+    assert error_line(run("info", garbage)).startswith(expected)
+
+
+def test_info_on_a_missing_file_is_one_line(model, tmp_path):
+    assert error_line(run("info", "missing.atok")) == "audiotok: error: missing.atok: no such file"
 
 
 def test_usage_errors_exit_2(model):

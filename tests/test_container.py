@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import warnings
 
 import numpy as np
@@ -151,21 +152,62 @@ def test_decoding_without_a_codec_needs_a_registry_model(codec):
         decompress(compress(codec, noise(1, 4000)))
 
 
-def test_truncated_file_decodes_its_complete_packets(codec):
+def test_truncated_file_is_an_error_unless_recovering(codec):
     x = noise(1, 24_000 * 5)
     data = compress(codec, x, 24_000)
     full = decompress(data, codec)[0]
     with AtokReader(data) as reader:
         offsets = [offset for offset, _ in reader.packets()]
     cut = offsets[3] + 10  # inside packet 3: packets 0 to 2 are complete
+    with pytest.raises(TruncatedError) as info:
+        decompress(data[:cut], codec)
+    assert str(info.value) == (
+        f"truncated: 2.00 s of 5.00 s missing (at byte {offsets[3]}); "
+        "recover=True decodes what is there"
+    )
+    assert info.value.offset == offsets[3]
+    assert info.value.cli_message.endswith("; --recover decodes what is there")
     with pytest.warns(UserWarning, match=rf"ends at byte {offsets[3]} \(truncated\): 2\.00 s lost"):
-        audio, _ = decompress(data[:cut], codec)
-    assert audio.shape == (1, 3 * 24_000)
-    assert torch.equal(audio, codec.decode(codec.encode(x[:, : 3 * 24_000]))[0])
-    recovered = decode_stream(data[:cut], codec, recover=True)
-    assert recovered.audio.shape == full.shape, "with --recover the timing is kept"
-    assert recovered.audio[:, 3 * 24_000 :].abs().max() == 0
-    assert recovered.lost_frames == 150
+        audio, _ = decompress(data[:cut], codec, recover=True)
+    assert audio.shape == full.shape, "with recover the timing is kept"
+    assert torch.equal(audio[:, : 3 * 24_000], codec.decode(codec.encode(x[:, : 3 * 24_000]))[0])
+    assert audio[:, 3 * 24_000 :].abs().max() == 0
+    assert decode_stream(data[:cut], codec, recover=True).lost_frames == 150
+
+
+def test_a_stream_that_lacks_only_its_index_decodes_whole(codec):
+    from audiotok.formats.index import TRAILER_SIZE, Index
+
+    data = compress(codec, noise(1, 24_000 * 2))
+    index_at = Index.trailer_offset(data[-TRAILER_SIZE:])
+    with pytest.warns(UserWarning, match=r"\(truncated\): 0\.00 s lost"):
+        audio, _ = decompress(data[:index_at], codec)
+    assert torch.equal(audio, decompress(data, codec)[0]), "no audio is missing: no error"
+
+
+def test_format_errors_name_their_file(codec, tmp_path):
+    from audiotok.compression import decompress_file
+
+    data = compress(codec, noise(1, 24_000 * 2))
+    path = tmp_path / "x.atok"
+    named = re.escape(f"{path}: ")
+    path.write_bytes(b"ATOX" + data[4:])
+    with pytest.raises(UnsupportedFormatError, match=f"^{named}not an .atok file"):
+        decompress(path, codec)
+    damaged = bytearray(data)
+    damaged[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(FormatError, match=f"^{named}.*; recover=True conceals the damage$"):
+        decode_stream(path, codec)
+    path.write_bytes(data[: len(data) // 2])
+    before = sorted(tmp_path.iterdir())
+    with pytest.raises(TruncatedError, match=f"^{named}truncated: "):
+        decompress_file(path, tmp_path / "x.wav", codec)
+    assert sorted(tmp_path.iterdir()) == before, "no output, no temporary file"
+    with pytest.raises(TruncatedError, match=f"^{named}the stream ends before its index"):
+        read_tokens(path)
+    with open(path, "rb") as f, pytest.raises(TruncatedError, match=f"^{named}truncated: "):
+        decode_stream(f, codec)
 
 
 def test_every_truncation_point_decodes_or_raises_format_error(codec):

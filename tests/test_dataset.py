@@ -127,14 +127,31 @@ def audio_files(corpus: Path) -> list[Path]:
 # --- directories and codes ------------------------------------------------------------------
 
 
+def test_progress_bar_only_on_a_terminal(tmp_path, tiny, corpus, monkeypatch):
+    from audiotok import dataset
+
+    monkeypatch.setattr(dataset, "stderr_is_terminal", lambda: True)
+
+    result = run("encode", corpus, "-o", tmp_path / "out", "-m", tiny.card)
+
+    assert result.exit_code == 0, result.output
+    assert "7/7" in result.stderr and "file/s" in result.stderr and "h audio" in result.stderr
+    assert " s encoded" not in result.stderr
+
+
 def test_directory_gives_the_codes_of_one_by_one_encoding(tmp_path, tiny, corpus):
     out = tmp_path / "out"
 
     result = run("encode", corpus, "-o", out, "-m", tiny.card, "-b", "0.6")
 
     assert result.exit_code == 0, result.output
-    assert "7/7" in result.stderr and "file/s" in result.stderr and "h audio" in result.stderr
-    assert result.stderr.rstrip().splitlines()[-1].startswith(f"{out}: 7 files encoded (")
+    lines = result.stderr.rstrip().splitlines()
+    assert "\r" not in result.stderr, "stderr is no terminal: a line per file, no bar"
+    assert sorted(line.split(": ")[0] for line in lines[:-1]) == sorted(
+        str(path) for path in audio_files(corpus)
+    )
+    assert all(re.fullmatch(r".*: \d+\.\d\d s encoded", line) for line in lines[:-1])
+    assert lines[-1].startswith(f"{out}: 7 files encoded (")
     ds = TokenDataset(out)
     files = audio_files(corpus)
     assert ds.paths() == [str(p) for p in files]

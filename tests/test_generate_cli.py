@@ -61,7 +61,7 @@ def test_generate_refuses_to_overwrite_and_reports_bad_input(model_dir, tmp_path
     result = run("generate", "beat", "-m", model_dir, "-d", "0.2", "-o", out)
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
-        f"audiotok: error: {out}: already exists; use --force (overwrite=True) to replace it"
+        f"audiotok: error: {out}: already exists; use -f/--force to replace it"
     ]
     assert out.read_bytes() == b"precious"
     missing = run("generate", "beat", "-m", tmp_path / "nope", "-o", tmp_path / "y.wav")

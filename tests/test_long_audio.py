@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -9,6 +11,7 @@ import torch
 from conftest import tiny_codec
 
 from audiotok import compression
+from audiotok.errors import FormatError, TruncatedError
 from audiotok.formats.atok import read_tokens
 
 
@@ -94,3 +97,23 @@ def test_segmented_codecs_stream_by_segment(tmp_path, monkeypatch, segmented_cod
     assert rate == 48_000 and audio.shape == expected.T.shape
     # 16-bit output: one step is 3e-5.
     assert np.abs(audio - expected.T).max() < 1e-4
+
+
+def test_damage_stops_a_streamed_decode_and_leaves_nothing(long_file, tmp_path, monkeypatch):
+    codec = tiny_codec()
+    atok = tmp_path / "x.atok"
+    assert compression.compress_file(long_file, atok, codec) is None
+    data = bytearray(atok.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # the index is intact: the decode streams, and meets it late
+    atok.write_bytes(bytes(data))
+    before = sorted(tmp_path.iterdir())
+    with monkeypatch.context() as m:
+        forbid_whole_file_io(m)
+        with pytest.raises(FormatError, match=f"^{re.escape(str(atok))}: .*recover=True"):
+            compression.decompress_file(atok, tmp_path / "x.wav", codec)
+    assert sorted(tmp_path.iterdir()) == before, "no output, no temporary file"
+    atok.write_bytes(bytes(data[: len(data) // 3]))
+    with pytest.raises(TruncatedError, match=r"truncated after \d+\.\d\d s \(at byte \d+\); "):
+        compression.decompress_file(atok, tmp_path / "x.wav", codec)  # streamed: length unknown
+    assert sorted(tmp_path.iterdir()) == before
+    assert compression.decompress_file(atok, tmp_path / "x.wav", codec, recover=True)

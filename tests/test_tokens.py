@@ -51,13 +51,26 @@ def test_unknown_suffix(tokens, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "content", [b"", b"not a zip at all", b"PK\x03\x04garbage"], ids=["empty", "text", "bad-zip"]
+    ("content", "message"),
+    [
+        (b"", "not a tokens file"),
+        (b"not a zip at all", "not a tokens file"),  # numpy would try it as a pickle
+        (b"PK\x03\x04garbage", "not a readable tokens file"),
+    ],
+    ids=["empty", "text", "bad-zip"],
 )
-def test_garbage_is_a_tokens_error(tmp_path, content):
+def test_garbage_is_a_tokens_error(tmp_path, content, message):
     path = tmp_path / "t.npz"
     path.write_bytes(content)
-    with pytest.raises(TokensError, match="not a readable tokens file"):
+    with pytest.raises(TokensError, match=message) as info:
         Tokens.load(path)
+    assert "pickle" not in str(info.value)
+
+
+def test_the_format_is_told_by_the_content_not_the_name(tokens, tmp_path):
+    tokens.save(tmp_path / "t.safetensors")
+    (tmp_path / "t.safetensors").rename(tmp_path / "renamed.npz")
+    assert torch.equal(Tokens.load(tmp_path / "renamed.npz").codes, tokens.codes)
 
 
 def test_pickled_arrays_are_not_loaded(tmp_path):

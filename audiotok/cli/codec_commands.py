@@ -151,9 +151,7 @@ def _encode_file(input: Path, output: Path | None, settings: _ModelSettings, for
     output = output or input.with_suffix(".npz")
     if output.suffix not in SUFFIXES:
         raise click.UsageError(f"the tokens file must end in {' or '.join(SUFFIXES)}")
-    if output.exists() and not force:
-        fail(f"{output} exists; use --force to overwrite it")
-    check_target(output, force, TokensError)
+    check_target(output, force, TokensError)  # before the model loads: fail fast
     wav, rate = read_audio(input)
     codec = settings.load()
     tokens = codec.encode(wav, sample_rate=rate, bandwidth=settings.bandwidth)
@@ -239,10 +237,11 @@ def decode(
     """Decode a tokens file to audio (with the model that made it, unless --model)."""
     from ..audio_output import write_audio
     from ..codec.tokens import Tokens
+    from ..errors import AudioError
+    from ..fileio import check_target
 
     output = output or tokens_file.with_suffix(".wav")
-    if output.exists() and not force:
-        fail(f"{output} exists; use --force to overwrite it")
+    check_target(output, force, AudioError)  # before the model loads: fail fast
     tokens = Tokens.load(tokens_file)
     if tokens.batch_size != 1:
         fail(f"{tokens_file} holds {tokens.batch_size} signals; decode it with the Python API")

@@ -1,15 +1,20 @@
 """What the ``audiotok`` commands share: error handling, options, model loading.
 
 Errors a user can cause are printed as one line, ``audiotok: error: ...``, with exit status 1;
-usage errors exit with 2 (click's convention).
+usage errors exit with 2 (click's convention). Ctrl-C, SIGTERM and SIGHUP stop a command the
+same way: every output being written is removed, and the exit status is 128 + the signal's
+number (130, 143, 129), as a shell reports a process killed by it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +33,71 @@ def fail(message: str) -> None:
     sys.exit(1)
 
 
+def message(exc: AudiotokError) -> str:
+    """An error's message in the command line's words (``--force``, not ``overwrite=True``)."""
+    return exc.cli_message or str(exc)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread like Ctrl-C's KeyboardInterrupt.
+
+    Being a KeyboardInterrupt, it unwinds through the same cleanup: ``atomic_path`` removes
+    its temporary file, the dataset writer keeps what is complete.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+# Windows has no SIGHUP.
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """Makes SIGTERM and SIGHUP raise :class:`Terminated` while the block runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; signals are delivered to it anyway
+        return
+
+    def stop(signum: int, _frame: Any) -> None:
+        for other in STOP_SIGNALS:  # a second signal must not cut the cleanup short
+            signal.signal(other, signal.SIG_IGN)
+        raise Terminated(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turns the errors a user can cause into one line on stderr and exit status 1."""
+    """Turns the errors a user can cause into one line on stderr and exit status 1.
+
+    Ctrl-C, SIGTERM and SIGHUP unwind the command (removing partial outputs), then exit with
+    128 + the signal's number.
+    """
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return command(*args, **kwargs)
+            with _signals_interrupt():
+                return command(*args, **kwargs)
         except AudiotokError as exc:
-            fail(str(exc))
+            fail(message(exc))
         except BrokenPipeError:  # the reader went away (`audiotok models | head`): not an error
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(0)
+        except FileNotFoundError as exc:  # said as AudioError says it for a missing input
+            fail(f"{exc.filename}: no such file" if exc.filename else str(exc.strerror or exc))
         except OSError as exc:  # permissions, full disk, a missing output folder
             fail(f"{exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}")
+        except Terminated as exc:
+            click.echo(f"audiotok: stopped by {signal.Signals(exc.signum).name}", err=True)
+            sys.exit(128 + exc.signum)
         except KeyboardInterrupt:
             click.echo("audiotok: interrupted", err=True)
             sys.exit(130)

@@ -3,8 +3,9 @@
 ``compress IN [OUT]`` and ``decompress IN [OUT]`` take one file (``-`` for stdin/stdout), or
 several files or directories, whose outputs go beside each input or into ``-o DIR``. Every
 output is written atomically, and none is overwritten without ``-f``. With several inputs a
-progress bar runs on stderr; a failing file is reported and the others still processed (exit
-status 1 at the end).
+line per file goes to stderr, under a progress bar when stderr is a terminal; a failing file is
+reported and the others still processed (exit status 1 at the end). A damaged or truncated
+file is an error unless ``decompress --recover`` conceals what is missing.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import click
 
+from ..console import stderr_is_terminal
 from ..errors import AudiotokError
 from .common import (
     AUDIO_SUFFIXES,
@@ -28,6 +30,7 @@ from .common import (
     force_option,
     handle_errors,
     load,
+    message,
     model_option,
 )
 
@@ -60,11 +63,15 @@ def _targets(
 
 
 def _run_batch(items: list[tuple[Path, Path]], job: Callable[[Path, Path], str | None]) -> None:
-    """Runs ``job`` on every ``(input, output)``, with a progress bar; exit 1 if any failed."""
+    """Runs ``job`` on every ``(input, output)``, a line for each; exit 1 if any failed.
+
+    The progress bar is drawn only on a terminal: in a log its redraws would be noise.
+    """
     from tqdm import tqdm
 
     failures = 0
-    with tqdm(items, unit="file", disable=len(items) < 2, file=sys.stderr) as bar:
+    bar_off = len(items) < 2 or not stderr_is_terminal()
+    with tqdm(items, unit="file", disable=bar_off, file=sys.stderr) as bar:
         for source, target in bar:
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -73,7 +80,7 @@ def _run_batch(items: list[tuple[Path, Path]], job: Callable[[Path, Path], str |
                     bar.write(note, file=sys.stderr)
             except AudiotokError as exc:
                 failures += 1
-                bar.write(f"audiotok: error: {exc}", file=sys.stderr)
+                bar.write(f"audiotok: error: {message(exc)}", file=sys.stderr)
     if failures:
         fail(f"{failures} of {len(items)} files failed")
 
@@ -106,6 +113,9 @@ def _parse_meta(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--entropy", type=click.Choice(["adaptive", "raw", "lm"]), default="adaptive",
               show_default=True, help="Entropy coding (lm: .ecdc outputs only).")  # fmt: skip
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Metadata to store (repeatable).")
+@click.option("--downmix", is_flag=True,
+              help="Code audio of more channels than the model's as the model's (mono: their "
+                   "average; stereo: the first two), decompressed as such.")  # fmt: skip
 @device_option
 @force_option
 @handle_errors
@@ -117,12 +127,17 @@ def compress(
     bandwidth: float | None,
     entropy: str,
     meta: tuple[str, ...],
+    downmix: bool,
     device: str,
     force: bool,
 ) -> None:
-    """Compress audio files to .atok (or .ecdc, the encodec package's format)."""
+    """Compress audio files to .atok (or .ecdc, the encodec package's format).
+
+    Audio of 3 or more channels, which a mono or stereo model can't give back, is refused
+    unless --downmix.
+    """
     from ..audio import read_audio
-    from ..compression import compress_file, compress_to
+    from ..compression import coded_channels, compress_file, compress_to
     from ..fileio import atomic_output
 
     metadata = _parse_meta(meta)
@@ -132,23 +147,24 @@ def compress(
     def job(source: Path | str, target: Path | str) -> str:
         if _long_file_to_atok(source, target, codec, entropy):
             compress_file(source, target, codec, bandwidth=bandwidth, overwrite=force,
-                          entropy=entropy, metadata=metadata)  # fmt: skip
+                          entropy=entropy, metadata=metadata, downmix=downmix)  # fmt: skip
             return _file_summary(Path(target))
         data = sys.stdin.buffer.read() if source == "-" else None
         wav, rate = read_audio(io.BytesIO(data) if data is not None else source)
         sink = io.BytesIO() if target == "-" else None
         suffix = ".atok" if target == "-" else Path(target).suffix.lower()
+        # Refused before anything is written, .ecdc (which decodes as coded) included.
+        coded_channels(codec, wav.shape[0], downmix, None if source == "-" else str(source))
         if suffix == ".ecdc" or entropy == "lm":
             return _compress_ecdc(codec, wav, rate, bandwidth, entropy, target, force, suffix)
         if sink is not None:
-            tokens = compress_to(
-                sink, codec, wav, rate, bandwidth, entropy=entropy, metadata=metadata
-            )
+            tokens = compress_to(sink, codec, wav, rate, bandwidth, entropy=entropy,
+                                 metadata=metadata, downmix=downmix)  # fmt: skip
             sys.stdout.buffer.write(sink.getvalue())
         else:
             with atomic_output(target, force) as file:
                 tokens = compress_to(file, codec, wav, rate, bandwidth, entropy=entropy,
-                                     metadata=metadata)  # fmt: skip
+                                     metadata=metadata, downmix=downmix)  # fmt: skip
         return _summary(target, tokens)
 
     if _single(inputs, output, output_dir):
@@ -219,7 +235,8 @@ def _compress_ecdc(codec: Any, wav: Any, rate: int, bandwidth: float | None, ent
 @output_dir_option
 @model_option
 @checkpoint_option
-@click.option("--recover", is_flag=True, help="Conceal damaged packets with silence.")
+@click.option("--recover", is_flag=True,
+              help="Decode damaged or truncated files, with what is lost as silence.")  # fmt: skip
 @click.option("--native", is_flag=True, help="Keep the model's rate and channels.")
 @click.option("--strategy", type=click.Choice(["clip", "peak", "rms", "loudness"]), default="clip",
               show_default=True, help="How to bring the audio into [-1, 1].")  # fmt: skip
@@ -237,7 +254,10 @@ def decompress(
     device: str,
     force: bool,
 ) -> None:
-    """Decompress .atok (or .ecdc) files to audio (wav, flac, ogg, mp3 by the suffix)."""
+    """Decompress .atok (or .ecdc) files to audio (wav, flac, ogg, mp3 by the suffix).
+
+    A damaged or truncated file is an error, and nothing is written, unless --recover.
+    """
     import soundfile as sf
 
     from ..audio_output import write_audio
@@ -261,7 +281,7 @@ def decompress(
             )
         data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
         if data[:4] == b"ECDC":
-            audio, rate, notes = _decode_ecdc(data, codec, device, native)
+            audio, rate, notes = _decode_ecdc(data, codec, device, native, source)
         else:
             result = decode_stream(data, codec, recover=recover, native=native, device=device)
             audio, rate, notes = result.audio, result.sample_rate, result.problems()
@@ -292,17 +312,23 @@ def _magic(path: Path | str) -> bytes:
         return b""
 
 
-def _decode_ecdc(data: bytes, codec: Any, device: str, native: bool) -> tuple[Any, int, list[str]]:
+def _decode_ecdc(data: bytes, codec: Any, device: str, native: bool,
+                 source: Path | str) -> tuple[Any, int, list[str]]:  # fmt: skip
+    from ..errors import FormatError
     from ..formats.ecdc import read_ecdc
     from ..formats.ecdc_lm import load_ecdc_lm
 
-    tokens = read_ecdc(data, lm_loader=load_ecdc_lm)
+    try:
+        tokens = read_ecdc(data, lm_loader=load_ecdc_lm)
+    except FormatError as exc:  # read from bytes, which have no name to give
+        exc.in_file(None if source == "-" else str(source))
+        raise
     codec = codec or load(tokens.model_id, None, device)
     return codec.decode(tokens)[0].cpu(), codec.sample_rate, []
 
 
 @click.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(path_type=Path))  # missing: one line, as elsewhere
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
 def info(file: Path, as_json: bool) -> None:

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import torch
 
 from ..errors import CheckpointError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, exists_error
 from .config import CodecConfig
 from .convert import config_from_audiocraft, config_from_hf, hf_key_to_ours
 from .model import EncodecModel
@@ -395,7 +395,7 @@ def save_checkpoint(
     weights_path = card_path.with_suffix(".safetensors")
     for p in (card_path, weights_path):
         if p.exists() and not overwrite:
-            raise CheckpointError(f"{p} exists; pass overwrite=True (--force) to replace it")
+            raise exists_error(p, CheckpointError)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if inference_only:
         training = ("._codebook.embed_avg", "._codebook.cluster_size", "._codebook.inited")

@@ -18,12 +18,14 @@ trim.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from .config import NORMS
+from .inference import tensor_version
 
 
 def extra_padding_for_conv1d(length: int, kernel_size: int, stride: int, padding_total: int) -> int:
@@ -62,8 +64,12 @@ class WeightNormedConv(nn.Module):
     With ``weight_norm`` the parameters are ``weight_g`` and ``weight_v`` and the effective
     weight is ``weight_g * weight_v / ||weight_v||`` over all axes but the first, computed by
     ``torch._weight_norm`` exactly as ``torch.nn.utils.weight_norm`` does, so results are
-    bit-identical to the reference. In inference (no autograd) the folded weight is cached and
-    recomputed only when a parameter changes in place (``load_state_dict``, an optimiser step).
+    bit-identical to the reference. In inference (no autograd) the folded weight is cached, so
+    that streaming does not fold every layer again at each frame, and recomputed when a
+    parameter changes: in place (an optimiser step, ``load_state_dict``), replaced, or moved
+    (``.to()``). Weights created under ``torch.inference_mode()`` (a codec loaded inside it)
+    have no version counter: for them only ``load_state_dict``, ``.to()`` and replacement are
+    seen, and other in-place edits must be followed by :meth:`clear_cache`.
 
     Args:
         in_channels: Input channels.
@@ -107,6 +113,24 @@ class WeightNormedConv(nn.Module):
         self._folded: torch.Tensor | None = None
         self._folded_key: tuple[int, ...] = ()
 
+    def clear_cache(self) -> None:
+        """Forgets the folded weight; the next inference call folds it again.
+
+        Only needed after editing weights made under ``torch.inference_mode()`` in place by
+        hand: other changes are detected (see the class docstring).
+        """
+        self._folded, self._folded_key = None, ()
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        # The one in-place change that inference tensors can't signal by their version.
+        self.clear_cache()
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> WeightNormedConv:
+        # .to(), .half(), .cuda()...: a cached weight would keep the old device and dtype.
+        self.clear_cache()
+        return super()._apply(fn, recurse)
+
     def effective_weight(self) -> torch.Tensor:
         """The weight actually applied: ``[out, in, k]``, or ``[in, out, k]`` transposed."""
         if not self.weight_norm:
@@ -115,7 +139,7 @@ class WeightNormedConv(nn.Module):
         if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return torch._weight_norm(self.weight_v, self.weight_g, 0)
         g, v = self.weight_g, self.weight_v
-        key = (g._version, v._version, g.data_ptr(), v.data_ptr())
+        key = (tensor_version(g), tensor_version(v), g.data_ptr(), v.data_ptr())
         if self._folded is None or key != self._folded_key:
             self._folded = torch._weight_norm(v, g, 0)
             self._folded_key = key

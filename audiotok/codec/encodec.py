@@ -11,6 +11,7 @@ from ..errors import TokensError
 from .base import Codec
 from .batching import decode_batch, encode_batch
 from .config import CodecConfig
+from .inference import module_to, tensor_version
 from .model import EncodecModel
 from .precision import check_precision, precision_context
 from .segment_streaming import SegmentStream
@@ -140,7 +141,7 @@ class EncodecCodec(Codec):
 
     def to(self, device: str | torch.device) -> EncodecCodec:
         """Moves the weights to ``device``; returns self."""
-        self.model.to(device)
+        module_to(self.model, device)
         return self
 
     def fingerprint(self) -> bytes:
@@ -151,8 +152,12 @@ class EncodecCodec(Codec):
         format or device they came from.
         """
         state = self.model.state_dict()
-        # In-place updates (load_state_dict, optimiser steps) bump the tensors' versions.
-        versions = tuple(t._version for t in state.values())
+        # In-place updates (load_state_dict, optimiser steps) bump the tensors' versions;
+        # weights made under inference mode have none, and count on the model's loads.
+        versions = (
+            self.model.loads,
+            *(v for t in state.values() for v in (tensor_version(t), t.data_ptr())),
+        )
         if self._fingerprint is None or self._fingerprint[0] != versions:
             digest = hashlib.sha256()
             for name, tensor in state.items():

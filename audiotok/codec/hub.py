@@ -17,12 +17,14 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import sys
 import tempfile
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..console import stderr_is_terminal
 from ..errors import CheckpointError, ModelNotAvailableError
 from .registry import PACKAGED_DIR, PRIORS_KEY, WeightsSource
 
@@ -145,8 +147,11 @@ def _download_url(source: WeightsSource, progress: bool) -> Path:
             total = int(response.headers.get("Content-Length") or 0) or None
             from tqdm import tqdm
 
+            bar_on = progress and stderr_is_terminal()
+            if progress and not bar_on:  # a log gets one line, not a bar's redraws
+                print(f"{target.name}: downloading {source.url}", file=sys.stderr)
             with tqdm(
-                total=total, unit="B", unit_scale=True, desc=target.name, disable=not progress
+                total=total, unit="B", unit_scale=True, desc=target.name, disable=not bar_on
             ) as bar:
                 for block in iter(lambda: response.read(1 << 20), b""):
                     out.write(block)

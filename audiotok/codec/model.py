@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -54,6 +55,14 @@ class EncodecModel(nn.Module):
         self.encoder = SEANetEncoder(config)
         self.quantizer = ResidualVectorQuantizer(config.dimension, config.n_q, config.bins)
         self.decoder = SEANetDecoder(config)
+        # Counts load_state_dict calls: weights made under torch.inference_mode() keep no
+        # version counter, so caches keyed on the weights (EncodecCodec.fingerprint) need
+        # this to see a load that overwrites them in place.
+        self.loads = 0
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self.loads += 1
+        super()._load_from_state_dict(*args, **kwargs)
 
     def segments(self, length: int) -> list[Segment]:
         """The segments of a signal of ``length`` samples (one for unsegmented models)."""

@@ -149,8 +149,11 @@ class Tokens:
         path = Path(path)
         if not path.is_file():
             raise TokensError(f"{path}: no such tokens file")
+        kind = _container(path)
+        if kind is None:  # numpy would try it as a pickle, and blame pickling
+            raise TokensError(f"{path}: not a tokens file (neither .npz nor .safetensors data)")
         try:
-            if path.suffix == ".safetensors":
+            if kind == ".safetensors":
                 from safetensors import safe_open
 
                 with safe_open(str(path), framework="pt") as f:
@@ -192,3 +195,16 @@ class Tokens:
             )
         except (KeyError, ValueError) as exc:
             raise TokensError(f"{path}: bad tokens metadata ({exc})") from None
+
+
+def _container(path: Path) -> str | None:
+    """``.npz`` or ``.safetensors``, by the file's first bytes (not its name); None if neither."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):  # a zip archive, as npz files are
+        return ".npz"
+    # safetensors: the JSON header's size (8 bytes, little-endian), then the JSON object.
+    size = path.stat().st_size
+    if len(head) == 9 and head[8:] == b"{" and int.from_bytes(head[:8], "little") <= size - 8:
+        return ".safetensors"
+    return None

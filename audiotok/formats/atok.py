@@ -35,7 +35,9 @@ def read_tokens(source: bytes | str | os.PathLike | BinaryIO) -> Tokens:
             pieces.append(reader.decode(packet, offset))
             scales += packet.scales
         if reader.truncated_at is not None:
-            raise TruncatedError("the stream ends before its index: truncated", reader.truncated_at)
+            raise TruncatedError(
+                "the stream ends before its index: truncated", reader.truncated_at
+            ).in_file(reader.name)
         header, index = reader.header, reader.stream_index
     codes = (
         np.concatenate(pieces, axis=1) if pieces else np.zeros((header.num_codebooks, 0), np.int64)

@@ -43,16 +43,18 @@ def describe(
             reader.priors = priors_for(h.model_id)
         packets = frames = 0
         problems = []
+        # The report names the file once; its problems need not each repeat it.
+        prefix = f"{reader.name}: "
         try:
             for offset, packet in reader.packets(recover=True):
                 try:
                     reader.decode(packet, offset)
                 except FormatError as exc:
-                    problems.append(str(exc))
+                    problems.append(str(exc).removeprefix(prefix))
                 packets += 1
                 frames += packet.num_frames
         except FormatError as exc:
-            problems.append(str(exc))
+            problems.append(str(exc).removeprefix(prefix))
         problems += [f"{d.reason} (at byte {d.offset})" for d in reader.damage]
         if reader.truncated_at is not None:
             problems.append(f"the data ends at byte {reader.truncated_at}: truncated")

@@ -8,7 +8,9 @@ Damage handling: in strict mode the first damaged packet raises its ``FormatErro
 ``recover=True`` a damaged packet is skipped, the stream is searched for the next sync word,
 and the frames lost are recorded in :attr:`AtokReader.damage`. Either way a stream that just
 ends (a truncated file) yields every complete packet, and :attr:`AtokReader.truncated_at`
-says where the data stopped.
+says where the data stopped: whether that is an error is for the caller to say
+(:func:`audiotok.compression.decode_stream` raises unless recovering). Every ``FormatError``
+starts with the file's name, when the source has one.
 """
 
 from __future__ import annotations
@@ -89,21 +91,34 @@ class AtokReader:
         priors: Static entropy-coder priors ``[K_max, cardinality]`` if the stream uses them
             (from the codec's card); may also be set as :attr:`priors` before reading packets.
 
+    Attributes:
+        name: The file's name, which every ``FormatError`` raised starts with; None for bytes
+            and unnamed file objects.
+
     Raises:
         FormatError: The header is missing, damaged or unsupported.
     """
 
     def __init__(self, source: bytes | str | os.PathLike | BinaryIO, *, priors=None) -> None:
+        opened = isinstance(source, (str, os.PathLike))
         if isinstance(source, (bytes, bytearray, memoryview)):
             source = io.BytesIO(bytes(source))
-        elif isinstance(source, (str, os.PathLike)):
+        elif opened:
             source = open(source, "rb")  # noqa: SIM115 - closed by close()
         self.file: BinaryIO = source
+        name = getattr(source, "name", None)
+        self.name: str | None = name if isinstance(name, str) else None
         self._start = self._tell()
-        prefix = self.file.read(PREFIX_SIZE)
-        size = Header.read_size(prefix)
-        rest = self.file.read(size - len(prefix))
-        self.header = Header.from_bytes(prefix + rest)
+        try:
+            prefix = self.file.read(PREFIX_SIZE)
+            size = Header.read_size(prefix)
+            rest = self.file.read(size - len(prefix))
+            self.header = Header.from_bytes(prefix + rest)
+        except FormatError as exc:
+            if opened:  # the caller gets no reader to close
+                self.file.close()
+            exc.in_file(self.name)
+            raise
         self.header_size = size
         self.priors = priors
         self._coder: EntropyCoder | None = None
@@ -146,7 +161,8 @@ class AtokReader:
         try:
             codes = self.coder.decode(packet.payload, packet.num_frames)
         except FormatError as exc:
-            raise CorruptDataError(f"packet {packet.sequence}: {exc.message}", offset) from None
+            message = f"packet {packet.sequence}: {exc.message}"
+            raise CorruptDataError(message, offset).in_file(self.name) from None
         return codes
 
     def packets(self, *, recover: bool = False) -> Iterator[tuple[int, Packet]]:
@@ -156,6 +172,13 @@ class AtokReader:
         :attr:`truncated_at` is set). Damage raises, or with ``recover`` is skipped and
         recorded in :attr:`damage`.
         """
+        try:
+            yield from self._packets(recover)
+        except FormatError as exc:
+            exc.in_file(self.name)
+            raise
+
+    def _packets(self, recover: bool) -> Iterator[tuple[int, Packet]]:
         if self._start is not None:
             self.file.seek(self._start + self.header_size)
         src = _Source(self.file, self.header_size)
@@ -260,5 +283,10 @@ class AtokReader:
         self.file.seek(self._start + offset)
         fixed = Packet.fixed_size(self.header)
         prefix = self.file.read(fixed)
-        *_, size = Packet.parse_prefix(prefix, self.header, offset, self.coder)
-        return Packet.from_bytes(prefix + self.file.read(size + 4), self.header, offset, self.coder)
+        try:
+            *_, size = Packet.parse_prefix(prefix, self.header, offset, self.coder)
+            data = prefix + self.file.read(size + 4)
+            return Packet.from_bytes(data, self.header, offset, self.coder)
+        except FormatError as exc:
+            exc.in_file(self.name)
+            raise

@@ -199,6 +199,10 @@ class TokenGeneration:
         self._rows = torch.arange(n_q, device=device)[:, None]
         self._caches = self._new_caches()
         self._done = False
+        # State made under inference mode (the sequence, the caches) is inference tensors,
+        # which only inference mode may update in place: the steps run under the mode the
+        # state was made in, wherever the consumer of __iter__ resumes them.
+        self._inference = torch.is_inference_mode_enabled()
 
     @property
     def num_steps(self) -> int:
@@ -245,8 +249,10 @@ class TokenGeneration:
         seq, mask, p = self.sequence, self.mask, self.params
         special = self.lm.special_token_id
         prev = 0
-        with torch.no_grad():
-            for offset in range(self.start_step, seq.shape[-1]):
+        for offset in range(self.start_step, seq.shape[-1]):
+            # A mode per step, not around the loop: a generator's `with` would leak into the
+            # consumer between yields, and not be in force when it resumes the loop.
+            with torch.inference_mode() if self._inference else torch.no_grad():
                 next_token = sample_next_token(
                     self._next_logits(seq[..., prev:offset]),
                     use_sampling=p.use_sampling,
@@ -266,9 +272,12 @@ class TokenGeneration:
                 prev = offset
                 if self.callback is not None:
                     self.callback(1 + offset - self.start_step, self.num_steps)
+                completed = None
                 if gather and offset in self._completed:
                     first, end = self._completed[offset]
-                    yield self.sequence[:, self._rows, self._gather[:, first:end]]
+                    completed = self.sequence[:, self._rows, self._gather[:, first:end]]
+            if completed is not None:
+                yield completed
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         """Runs the loop, yielding the codes ``[B, K, n]`` of the timesteps past the prompt

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ..audio import convert_audio
+from ..codec.inference import module_to
 from ..codec.tokens import Tokens
 from .codec_io import GenerationCodec
 from .conditioners import ConditionTensors
@@ -174,7 +175,7 @@ class BaseGenModel(StreamOutputMixin):
             raise GenerationError(
                 f"the LM's weights are {self.precision} now; load the model again for {precision}"
             )
-        self.lm.to(dtypes[precision])
+        module_to(self.lm, dtypes[precision])
 
     @property
     def compression_model(self) -> Any:
