@@ -146,8 +146,10 @@ def test_reduced_precision_keeps_most_codes_and_float32_output():
     codec.set_precision("bf16")
     assert codec.precision == "bf16"
     reduced = codec.encode(wav)
-    agree = (reduced.codes[:, 0] == exact.codes[:, 0]).float().mean().item()
-    assert 0.8 < agree < 1.0  # bf16 rounding tips some codes, but not most
+    first = (reduced.codes[:, 0] == exact.codes[:, 0]).float().mean().item()
+    every = (reduced.codes == exact.codes).float().mean().item()
+    # bf16 rounding tips some codes (the fine codebooks' residuals are small), not most
+    assert first > 0.8 and 0.5 < every < 1.0, (first, every)
     assert codec.decode(reduced).dtype == torch.float32
     assert codec.decode_batch([reduced])[0].dtype == torch.float32
     codec.set_precision("fp32")

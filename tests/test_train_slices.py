@@ -164,3 +164,25 @@ def test_cli_slices_with_state_and_subset(tmp_path, subset):
     assert lines[1]["note"] == "--set optim.lr=0.001"
     result = runner.invoke(cli, [*args, "-o", str(tmp_path / "r3"), "--set", "optim.nope=1"])
     assert result.exit_code == 1 and "unknown fields nope" in result.output
+
+
+def test_export_follows_the_chain_of_slices_not_ablations(tmp_path):
+    from audiotok.train.export import compute_spent, history_chain, last_validation
+
+    def line(first, last, machine, sdr):
+        return json.dumps({"steps": [first, last], "machine": machine, "train_seconds": 10.0,
+                           "audio_seconds": 100.0, "validation": {"6kbps/music": sdr}})  # fmt: skip
+
+    lines = [
+        line(0, 90, "gpu", 1.0),  # ablation, not continued
+        line(0, 100, "gpu", 2.0),
+        line(100, 150, "cpu", 3.0),
+        line(100, 149, "cpu", 9.0),  # ablation from the same state, ends just before
+    ]
+    (tmp_path / HISTORY_NAME).write_text("\n".join(lines) + "\n")
+    assert [r["steps"] for r in history_chain(tmp_path, 150)] == [[100, 150], [0, 100]]
+    assert last_validation(tmp_path, 150) == {"step": 150, "validation": {"6kbps/music": 3.0}}
+    assert compute_spent(tmp_path, 150) == {
+        "cpu": {"train_seconds": 10.0, "audio_seconds": 100.0},
+        "gpu": {"train_seconds": 10.0, "audio_seconds": 100.0},
+    }

@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 RUN=${RUN:-/tmp/audiotok-cpu-slice}
 PIDFILE=$RUN/pid
 LOG=$RUN/stderr.txt
-BATCH=${BATCH:-8}
+BATCH=${BATCH:-16}
 # One thread: two OpenMP pools on two cores (the trainer's and a test run's or a benchmark's)
 # spin against each other and both crawl (measured: a benchmark ran 20x slower beside a
 # 2-thread trainer, even at nice 19). THREADS=2 for a machine left alone.

@@ -79,7 +79,7 @@ class LossConfig:
         mel_normalized: Window-normalised spectrograms, sum divided by its weights' total.
         mel_alphas: Weight its log terms by ``sqrt(2**i - 1)`` (audiocraft's ``alphas``).
         mel_floor: Added to its mel power before the logarithm (audiocraft: 1e-5). With
-            window-normalised spectrograms 1e-5 hides everything 50 dB below full scale, so
+            window-normalised spectrograms 1e-5 hides what is ~60 dB below a full-scale tone, so
             noise a codec adds in an empty band (speech recorded at 8 or 16 kHz) costs nothing.
         adversarial: Generator's hinge loss against the discriminator.
         feature_matching: L1 between discriminator features of real and decoded audio.

@@ -76,43 +76,53 @@ def measure_priors(model: EncodecModel, sampler: CropSampler, batches: int) -> n
     return AdaptiveCoder.estimate_priors(codes, model.config.bins)
 
 
+def history_chain(folder: Path, step: int) -> list[dict[str, Any]]:
+    """The slices of a state's history that led to ``step``, latest first.
+
+    Lines of variants that were not continued (ablations from the same state) are told
+    apart by their steps: only the chain of slices each starting where the previous one
+    ended, back from ``step`` to 0, counts.
+    """
+    log = folder / HISTORY_NAME
+    if not log.is_file():
+        return []
+    ending: dict[int, list[dict[str, Any]]] = {}  # end step -> the slices ending there
+    for line in log.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        ending.setdefault(record["steps"][1], []).append(record)
+    chain: list[dict[str, Any]] = []
+    while step in ending:
+        # Of two slices ending at the same step (rare), the later line is the one kept.
+        record = ending[step][-1]
+        chain.append(record)
+        if record["steps"][0] >= step:  # a zero-length slice ends the walk
+            break
+        step = record["steps"][0]
+    return chain
+
+
 def last_validation(folder: Path, step: int) -> dict[str, Any] | None:
-    """The validation at ``step`` (or the last before it) of a run's log or a state's history."""
+    """The validation of the state at ``step``: from its history chain or its run's log."""
+    for record in history_chain(folder, step):
+        if record.get("validation"):
+            return {"step": record["steps"][1], "validation": record["validation"]}
     found = None
-    for name in (LOG_NAME, HISTORY_NAME):
-        log = folder / name
-        if not log.is_file():
-            continue
+    log = folder / LOG_NAME
+    if log.is_file():
         for line in log.read_text(encoding="utf-8").splitlines():
             record = json.loads(line)
-            at = record["steps"][1] if "steps" in record else record["step"]
-            if record.get("validation") and at <= step:
-                found = {"step": at, "validation": record["validation"]}
+            if record.get("validation") and record["step"] <= step:
+                found = {"step": record["step"], "validation": record["validation"]}
     return found
 
 
 def compute_spent(folder: Path, step: int) -> dict[str, Any] | None:
-    """Training seconds and audio seen per machine, summed over a state's history up to ``step``.
-
-    Lines of variants that were not continued (ablations) are told apart by their first
-    step: only a chain of slices, each starting where the previous ended, counts.
-    """
-    log = folder / HISTORY_NAME
-    if not log.is_file():
-        return None
-    chain: dict[int, dict[str, Any]] = {}  # end step -> the slice ending there
-    for line in log.read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        first, last = record["steps"]
-        if last > first and (first == 0 or first in chain):
-            chain[last] = record
+    """Training seconds and audio seen per machine over the history chain up to ``step``."""
     spent: dict[str, dict[str, float]] = {}
-    while step in chain and step > 0:
-        record = chain[step]
+    for record in history_chain(folder, step):
         entry = spent.setdefault(record["machine"], {"train_seconds": 0.0, "audio_seconds": 0.0})
         entry["train_seconds"] += record["train_seconds"]
         entry["audio_seconds"] += record["audio_seconds"]
-        step = record["steps"][0]
     return {k: {n: round(v, 1) for n, v in e.items()} for k, e in spent.items()} or None
 
 
