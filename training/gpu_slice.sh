@@ -13,7 +13,8 @@
 #   $OUT/NAME.safetensors   compact state of variant NAME
 #   $OUT/logs.tar.gz        each run's log.jsonl and history.jsonl, stderr, nvidia-smi samples
 # Back here: pick the variant to continue, copy its state to training/state.safetensors and
-# append its history line to training/history.jsonl (the others' lines too, as ablations).
+# append its history line to training/history.jsonl (the others' lines too, as ablations;
+# export follows the chain of slices, so they don't count towards the model's history).
 set -uo pipefail
 MINUTES=${MINUTES:-7.5}
 OUT=${OUT:-/tmp/gpu_slice_out}
@@ -30,11 +31,12 @@ export PYTHONUNBUFFERED=1
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, soundfile; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 
-# name | overrides of configs/audiotok_24khz.json (EnCodec's recipe)
-VARIANTS=${VARIANTS:-"encodec|
-recon|--set losses.adversarial=0 --set losses.feature_matching=0 --set losses.l1=1.0
-warmup|--set losses.adversarial_start=2000
-smalldisc|--set losses.disc_filters=8"}
+# name | overrides of configs/audiotok_24khz.json. The first continues the shipped recipe; the
+# others are ablations from the same state (docs/TRAINING.md says which and why). The processes
+# share the GPU (no faster together than one alone), so each gets its share of MINUTES.
+VARIANTS=${VARIANTS:-"default|
+floor|--set losses.mel_floor=1e-7
+l1mid|--set losses.l1=0.3"}
 
 (command -v nvidia-smi >/dev/null && nvidia-smi dmon -s u -d 5 > /tmp/slice/dmon.txt 2>&1) &
 dmon=$!
