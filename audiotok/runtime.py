@@ -12,7 +12,6 @@ its peak memory until it exits, which suits a command-line run or a dedicated wo
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -27,8 +26,9 @@ def tune_allocator() -> bool:
     if _tuned or os.environ.get("AUDIOTOK_KEEP_MALLOC") or not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        # The process's own symbols, which hold the C library's: no search for libc's file
+        # (ctypes.util.find_library runs ldconfig in a subprocess, a few ms at every start).
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # musl and others have no mallopt
         return False
     _tuned = bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 31))

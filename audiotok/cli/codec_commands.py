@@ -18,6 +18,7 @@ from .common import (
     fail,
     force_option,
     handle_errors,
+    import_torch,
     load,
     model_option,
 )
@@ -143,6 +144,7 @@ def _makes_dataset(inputs: tuple[Path, ...], output: Path | None, manifest: Path
 
 
 def _encode_file(input: Path, output: Path | None, settings: _ModelSettings, force: bool) -> None:
+    import_torch()
     from ..audio import read_audio
     from ..codec.tokens import SUFFIXES
     from ..errors import TokensError
@@ -173,6 +175,7 @@ def _encode_dataset(
     batch_size: int | None,
 ) -> None:
     """Encodes the files (and the manifest's) into ``out_dir``; exit status 1 if any failed."""
+    import_torch()
     from ..codec.tokens import SUFFIXES
     from ..dataset import tokenize_dataset
 
@@ -235,6 +238,7 @@ def decode(
     force: bool,
 ) -> None:
     """Decode a tokens file to audio (with the model that made it, unless --model)."""
+    import_torch()
     from ..audio_output import write_audio
     from ..codec.tokens import Tokens
     from ..errors import AudioError

@@ -29,6 +29,7 @@ from .common import (
     fail,
     force_option,
     handle_errors,
+    import_torch,
     load,
     message,
     model_option,
@@ -136,6 +137,7 @@ def compress(
     Audio of 3 or more channels, which a mono or stereo model can't give back, is refused
     unless --downmix.
     """
+    import_torch()
     from ..audio import read_audio
     from ..compression import coded_channels, compress_file, compress_to
     from ..fileio import atomic_output
@@ -258,6 +260,7 @@ def decompress(
 
     A damaged or truncated file is an error, and nothing is written, unless --recover.
     """
+    import_torch()
     import soundfile as sf
 
     from ..audio_output import write_audio

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ..errors import AudiotokError
-from .common import device_option, force_option, handle_errors
+from .common import device_option, force_option, handle_errors, import_torch
 
 DEFAULT_GENERATOR = "musicgen-small"
 
@@ -150,6 +150,7 @@ def generate(
 
 
 def _load(model: str, device: str, text_encoder: str | None) -> Any:
+    import_torch()
     from ..generate import AudioGen, MusicGen, load_lm
 
     loaded = load_lm(model, device=device, text_encoder=text_encoder)

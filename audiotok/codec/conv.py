@@ -105,7 +105,14 @@ class WeightNormedConv(nn.Module):
         if weight_norm:
             v = init.weight.detach()
             self.bias = nn.Parameter(init.bias.detach().clone())
-            self.weight_g = nn.Parameter(torch.norm_except_dim(v, 2, 0).clone())
+            if v.is_meta:
+                # Built to adopt a checkpoint's tensors (checkpoints.adopt_state): only the
+                # shape matters, and torch computes a norm on the meta device through its
+                # Python references, whose first use imports sympy and torch._dynamo (~1 s).
+                g = v.new_empty((v.shape[0],) + (1,) * (v.dim() - 1))
+            else:
+                g = torch.norm_except_dim(v, 2, 0).clone()
+            self.weight_g = nn.Parameter(g)
             self.weight_v = nn.Parameter(v.clone())
         else:
             self.weight = nn.Parameter(init.weight.detach().clone())

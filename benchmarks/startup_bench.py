@@ -1,0 +1,348 @@
+"""Start-up cost of the command line: ``audiotok compress`` / ``decompress`` of a short clip.
+
+A short clip's command should be dominated by work, not by starting up. The script makes a
+clip of the repository's speech (``tests/data/speech_24k.flac``, looped to ``--seconds``,
+written as a 16-bit WAV at 24 kHz to a temporary folder) and times whole processes, as a user
+runs them, the kinds alternating within each round:
+
+- ``python -c pass``: the interpreter alone;
+- ``python -c "import torch"``: the reference, what any torch program pays;
+- ``audiotok compress CLIP out.atok -f`` with the packaged default model (or ``--model``);
+- ``audiotok decompress out.atok out.wav -f``.
+
+It prints min / median / max of each and the median's ratio to the torch import, then an
+in-process breakdown (fresh processes timing each step with ``time.perf_counter``: imports,
+``load_codec``, the weights' fingerprint, encoding, writing, entropy decoding, decoding...),
+medians over the same number of runs. Also printed: the machine (CPU model, cores, Python,
+torch), and the CPU time other processes used during the timed runs (0 on an idle machine:
+pause background jobs, e.g. ``training/cpu_slice.sh pause``, while this runs).
+
+Target (issue 12): compress and decompress of a 6 s clip each under 1.5 s wall.
+
+To measure another tree (the code before a change, say), put its root first on
+``PYTHONPATH``: the commands and the breakdown then import ``audiotok`` from there.
+
+Usage::
+
+    python benchmarks/startup_bench.py [--runs 7] [--seconds 6] [--model NAME_OR_PATH]
+        [--no-breakdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEECH = ROOT / "tests" / "data" / "speech_24k.flac"
+TARGET_S = 1.5
+
+
+class BenchError(Exception):
+    """A problem reported as one line."""
+
+
+def machine() -> str:
+    """CPU model and cores, Python and torch versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    torch_version = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.__version__)"],
+        capture_output=True, text=True,
+    ).stdout.strip() or "not installed"  # fmt: skip
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch_version}"
+    )
+
+
+def bytecode_note() -> str:
+    """Whether audiotok's modules start from cached bytecode or are compiled at every start."""
+    import importlib.util
+
+    source = ROOT / "audiotok" / "__init__.py"
+    if Path(importlib.util.cache_from_source(str(source))).is_file():
+        return "audiotok's bytecode cached"
+    why = " (PYTHONDONTWRITEBYTECODE is set)" if os.environ.get("PYTHONDONTWRITEBYTECODE") else ""
+    return f"no cached bytecode for audiotok: its modules are compiled at every start{why}"
+
+
+def busy_cpu_seconds() -> float:
+    """CPU time the whole machine has been busy, from ``/proc/stat`` (NaN elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return float("nan")
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def make_clip(path: Path, seconds: float) -> None:
+    """``seconds`` of the repository's speech clip, looped, as a 24 kHz 16-bit WAV."""
+    import numpy as np
+    import soundfile as sf
+
+    wav, rate = sf.read(SPEECH, dtype="float32", always_2d=True)
+    n = round(seconds * rate)
+    wav = np.tile(wav, (-(-n // len(wav)), 1))[:n]
+    sf.write(path, wav, rate, subtype="PCM_16")
+
+
+def audiotok_script() -> str:
+    """The ``audiotok`` command beside this Python (a venv's), else the one on ``PATH``."""
+    beside = Path(sys.executable).with_name("audiotok")
+    found = str(beside) if beside.is_file() else shutil.which("audiotok")
+    if not found:
+        raise BenchError("no `audiotok` command beside this Python or on PATH: pip install -e .")
+    return found
+
+
+def time_process(cmd: list[str], cwd: Path) -> float:
+    """Wall seconds of one run of ``cmd``; BenchError with its stderr if it fails."""
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise BenchError(f"`{' '.join(cmd)}` failed ({done.returncode}): {last}")
+    return elapsed
+
+
+# -- the in-process breakdown, run in a fresh child process per kind --------------------------
+
+
+def _import_torch() -> None:
+    """torch imported as the commands import it (a plain import in trees before issue 12)."""
+    from audiotok.cli import common
+
+    if hasattr(common, "import_torch"):
+        common.import_torch()
+    else:
+        import torch  # noqa: F401
+
+
+def _steps_compress(clip: Path, out: Path, model: str | None) -> dict[str, float]:
+    steps: dict[str, float] = {}
+    t = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        steps[name] = now - t
+        t = now
+
+    import audiotok.cli.main  # noqa: F401  (what the `audiotok` script imports)
+
+    lap("import the CLI (click, no torch)")
+    _import_torch()
+    lap("import torch (as the commands do)")
+    from audiotok.audio import read_audio
+    from audiotok.compression import coded_channels
+    from audiotok.fileio import atomic_output
+    from audiotok.formats.writer import AtokWriter
+
+    lap("import the compress modules")
+    from audiotok.codec.load import load_codec
+    from audiotok.codec.registry import DEFAULT_CODEC
+
+    codec = load_codec(model or DEFAULT_CODEC)
+    lap("load_codec")
+    wav, rate = read_audio(clip)
+    lap("read audio")
+    channels = coded_channels(codec, wav.shape[0])
+    tokens = codec.encode(wav, sample_rate=rate)
+    lap("encode (model)")
+    codec.fingerprint()
+    lap("weights fingerprint")
+    options = {"bandwidth": tokens.bandwidth, "entropy": "adaptive", "length": tokens.length,
+               "original_sample_rate": rate, "original_channels": channels,
+               "original_length": wav.shape[1]}  # fmt: skip
+    with atomic_output(out, True) as file, AtokWriter.for_codec(file, codec, **options) as writer:
+        writer.write_tokens(tokens)
+    lap("entropy code + write .atok")
+    return steps
+
+
+def _steps_decompress(atok: Path, out: Path, model: str | None) -> dict[str, float]:
+    steps: dict[str, float] = {}
+    t = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        steps[name] = now - t
+        t = now
+
+    import audiotok.cli.main  # noqa: F401
+
+    lap("import the CLI (click, no torch)")
+    _import_torch()
+    lap("import torch (as the commands do)")
+    import numpy as np
+    import soundfile  # noqa: F401  (the decompress command imports it)
+    import torch
+
+    from audiotok.audio_output import write_audio
+    from audiotok.codec.tokens import Tokens
+    from audiotok.compression import decode_stream  # noqa: F401
+    from audiotok.formats.reader import AtokReader
+
+    lap("import the decompress modules")
+    from audiotok.codec.load import load_codec
+
+    with AtokReader(atok) as reader:
+        header = reader.header
+    codec = load_codec(model or header.model_id)
+    lap("load_codec")
+    codec.fingerprint()
+    lap("weights fingerprint")
+    with AtokReader(atok, priors=codec.entropy_priors) as reader:
+        packets = [(reader.decode(p, o), p.scales) for o, p in reader.packets()]
+    codes = np.concatenate([c for c, _ in packets], axis=1)
+    scales = [s for _, ss in packets for s in ss]
+    lap("read + entropy decode")
+    tokens = Tokens(
+        torch.from_numpy(codes).unsqueeze(0),
+        torch.tensor([scales], dtype=torch.float32) if header.scales_per_packet else None,
+        header.length, header.sample_rate, header.bandwidth, codec.model_id,
+    )  # fmt: skip
+    audio = codec.decode(tokens)[0]
+    lap("decode (model)")
+    write_audio(out, audio, header.sample_rate, overwrite=True)
+    lap("write audio")
+    return steps
+
+
+def breakdown(kind: str, clip: Path, work: Path, model: str | None, runs: int) -> dict:
+    """Median seconds of each step of ``kind`` over ``runs`` fresh processes."""
+    cmd = [sys.executable, __file__, "--child", kind, str(clip), str(work)]
+    if model:
+        cmd += ["--model", model]
+    samples: dict[str, list[float]] = {}
+    for _ in range(runs):
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode:
+            last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+            raise BenchError(f"breakdown of {kind} failed: {last}")
+        for name, seconds in json.loads(done.stdout.strip().splitlines()[-1]).items():
+            samples.setdefault(name, []).append(seconds)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def child(kind: str, clip: Path, work: Path, model: str | None) -> None:
+    if kind == "compress":
+        steps = _steps_compress(clip, work / "breakdown.atok", model)
+    else:
+        steps = _steps_decompress(work / "out.atok", work / "breakdown.wav", model)
+    print(json.dumps(steps))
+
+
+# -- the report ----------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.runs < 1 or args.seconds <= 0:
+        raise BenchError("--runs and --seconds must be positive")
+    if not SPEECH.is_file():
+        raise BenchError(f"{SPEECH}: missing (run from a checkout of the repository)")
+    script = audiotok_script()
+    model = ["-m", args.model] if args.model else []
+    import audiotok
+
+    print(f"Machine: {machine()}; {bytecode_note()}")
+    print(f"audiotok from {Path(audiotok.__file__).parent}, command {script}")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        clip = work / "clip.wav"
+        make_clip(clip, args.seconds)
+        kinds = {
+            "python -c pass": [sys.executable, "-c", "pass"],
+            'python -c "import torch"': [sys.executable, "-c", "import torch"],
+            "audiotok compress": [script, "compress", str(clip), "out.atok", "-f", *model],
+            "audiotok decompress": [script, "decompress", "out.atok", "out.wav", "-f", *model],
+        }
+        time_process(kinds["audiotok compress"], work)  # warm the file cache, make out.atok
+        time_process(kinds["audiotok decompress"], work)
+        times: dict[str, list[float]] = {k: [] for k in kinds}
+        busy, ours = busy_cpu_seconds(), children_cpu_seconds()
+        for _ in range(args.runs):
+            for kind, cmd in kinds.items():  # alternating, so drifts hit every kind alike
+                times[kind].append(time_process(cmd, work))
+        other = (busy_cpu_seconds() - busy) - (children_cpu_seconds() - ours)
+
+        torch_median = statistics.median(times['python -c "import torch"'])
+        what = args.model or "the packaged default model"
+        print(f"{args.seconds:g} s clip (24 kHz mono WAV), {what}, {args.runs} runs of each, "
+              f"alternating; other processes used {other:.1f} CPU-s meanwhile")  # fmt: skip
+        print(f"\n{'process':28} {'min s':>7} {'median s':>9} {'max s':>7} {'/ torch':>8}")
+        for kind, values in times.items():
+            median = statistics.median(values)
+            print(f"{kind:28} {min(values):7.2f} {median:9.2f} {max(values):7.2f} "
+                  f"{median / torch_median:7.2f}x")  # fmt: skip
+        verdicts = [
+            f"{kind.split()[1]} {statistics.median(times[kind]):.2f} s"
+            for kind in ("audiotok compress", "audiotok decompress")
+        ]
+        met = all(
+            statistics.median(times[k]) < TARGET_S
+            for k in ("audiotok compress", "audiotok decompress")
+        )
+        print(f"target: each under {TARGET_S:g} s (median): {', '.join(verdicts)}: "
+              f"{'met' if met else 'NOT met'}")  # fmt: skip
+
+        if args.no_breakdown:
+            return
+        for kind in ("compress", "decompress"):
+            busy, ours = busy_cpu_seconds(), children_cpu_seconds()
+            steps = breakdown(kind, clip, work, args.model, args.runs)
+            other = (busy_cpu_seconds() - busy) - (children_cpu_seconds() - ours)
+            wall = statistics.median(times[f"audiotok {kind}"])
+            total = sum(steps.values())
+            print(f"\nin-process breakdown of {kind} (median of {args.runs} fresh processes; "
+                  f"other processes used {other:.1f} CPU-s meanwhile)")  # fmt: skip
+            for name, seconds in steps.items():
+                print(f"  {name:44} {seconds:6.3f} s")
+            print(f"  {'sum of the steps':44} {total:6.3f} s")
+            print(f"  {'rest of the process (interpreter, exit...)':44} {wall - total:6.3f} s"
+                  f"  (of {wall:.2f} s wall)")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=7, help="timed runs of each process")
+    parser.add_argument("--seconds", type=float, default=6.0, help="the clip's duration")
+    parser.add_argument("--model", help="-m for the commands; default: the packaged model")
+    parser.add_argument("--no-breakdown", action="store_true", help="skip the breakdown")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, clip, work = args.child
+        child(kind, Path(clip), Path(work), args.model)
+        return
+    try:
+        run(args)
+    except BenchError as exc:
+        print(f"startup_bench.py: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
