@@ -16,7 +16,9 @@ logit nearly 0 and hide mistakes).
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +121,31 @@ def tiny_musicgen(seed: int = 0, channels: int = 1, melody: bool = False) -> Any
         embeds = [layer.codebook.embed for layer in model.audio_encoder.quantizer.layers]
         codebooks_from_latents_(embeds, model.audio_encoder.encoder(wav), seed)
     return model.eval()
+
+
+@contextlib.contextmanager
+def audiocraft_cross_attention(model: Any) -> Iterator[Any]:
+    """transformers' MusicGen with audiocraft's text conditioning, for as long as it is open.
+
+    transformers already zeroes the projected T5 states at padded positions
+    (``enc_to_dec_proj(...) * attention_mask[..., None]``, as audiocraft's ``T5Conditioner``
+    multiplies ``output_proj``'s output by the mask), but it then also passes the mask to the
+    decoder's cross-attention. audiocraft does not: its ``ConditionFuser`` drops the mask and
+    ``StreamingTransformerLayer`` cross-attends to every position, so zeroed padding takes
+    part in the softmax. Dropping ``encoder_attention_mask`` on its way into the decoder gives
+    audiocraft's semantics (also for the null condition of guidance, which is all zeros).
+    """
+    forward = model.decoder.forward
+
+    def without_mask(*args: Any, **kwargs: Any) -> Any:
+        kwargs["encoder_attention_mask"] = None
+        return forward(*args, **kwargs)
+
+    model.decoder.forward = without_mask
+    try:
+        yield model
+    finally:
+        del model.decoder.forward
 
 
 def save_hf(model: Any, directory: Path) -> Path:

@@ -13,6 +13,7 @@ from generate_reference import (
     CARD,
     CHROMA_LENGTH,
     N_Q,
+    audiocraft_cross_attention,
     save_audiocraft,
     save_hf,
     tiny_musicgen,
@@ -119,6 +120,30 @@ def test_padding_and_null_texts_follow_audiocraft(reference, loaded):
         embeds, cond_mask = condition["description"]
         assert torch.equal(cond_mask, mask) and not embeds[2].any()
         torch.testing.assert_close(lm(codes, condition), expected, atol=ATOL, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_padded_batch_equals_transformers_with_audiocrafts_cross_attention(reference, loaded):
+    """A batch of texts of different token lengths: our logits are transformers' MusicGen's
+    run as audiocraft conditions (padding zeroed after the projection and *not* masked in
+    cross-attention); plain transformers, which masks it, differs on the padded row only."""
+    model = reference[0]
+    texts = ["lo fi beat with calm piano and drums", "rock"]  # 9 and 2 T5 tokens
+    assert tiny_tokenizer()(texts, padding=True)["attention_mask"][1].count(0) == 7
+    codes = random_codes(2, 12, seed=4)
+    masked = hf_logits(model, texts, codes)
+    with audiocraft_cross_attention(model):
+        expected = hf_logits(model, texts, codes)
+    for fmt in ("hf", "audiocraft"):
+        lm, conditioner, _, _ = loaded[fmt]
+        logits = lm(codes, conditioner(texts))
+        torch.testing.assert_close(logits, expected, atol=ATOL, rtol=1e-5)
+    # The unpadded row is the same either way; the padded one is not (the zeroed positions
+    # dilute its cross-attention): on this model, by some 40% of the logits' magnitude.
+    torch.testing.assert_close(masked[0], expected[0], atol=ATOL, rtol=1e-5)
+    difference = (masked[1] - expected[1]).abs().mean()
+    assert difference > 0.1 * expected[1].abs().mean()
+    assert (masked[1].argmax(-1) != expected[1].argmax(-1)).any()
 
 
 @torch.no_grad()

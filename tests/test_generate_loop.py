@@ -2,15 +2,22 @@
 
 Greedy decoding must give exactly transformers' tokens for the same weights and text, with
 classifier-free guidance (``guidance_scale=3``) and without (``1``), from scratch and from a
-prompt. Texts of a batch have equal lengths: transformers masks padded text in
-cross-attention, audiocraft does not (see ``conditioners``).
+prompt. Texts of a batch have equal lengths, except in the padded-batch test: transformers
+masks padded text in cross-attention, audiocraft does not (see ``conditioners``), so there
+the reference is transformers run with audiocraft's cross-attention.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from generate_reference import N_Q, save_hf, tiny_musicgen, tiny_tokenizer
+from generate_reference import (
+    N_Q,
+    audiocraft_cross_attention,
+    save_hf,
+    tiny_musicgen,
+    tiny_tokenizer,
+)
 
 from audiotok.errors import AudiotokError
 from audiotok.generate import MusicGen, SamplingParams, TokenGeneration, generate_tokens
@@ -35,7 +42,7 @@ def reference(tmp_path_factory):
 def transformers_codes(model, texts, frames, guidance, prompt=None):
     """Codes ``[B, K, frames]`` of transformers' greedy ``generate`` (caught on their way to
     the codec: ``generate`` returns audio)."""
-    inputs = tiny_tokenizer()(texts, return_tensors="pt")
+    inputs = tiny_tokenizer()(texts, return_tensors="pt", padding=True)
     if prompt is not None:
         inputs["decoder_input_ids"] = prompt.reshape(-1, prompt.shape[-1])
     caught = []
@@ -66,6 +73,29 @@ def test_greedy_tokens_equal_transformers(reference, guidance):
     assert codes.unique().numel() > 16  # not a degenerate, constant output
     # Rows of a batch are generated independently: each equals its own run.
     assert torch.equal(ours.generate(TEXTS[1:], return_tokens=True)[1], codes[1:])
+
+
+@pytest.mark.parametrize("guidance", [3.0, 1.0])
+def test_padded_batch_follows_audiocraft(reference, guidance):
+    """Texts of different token lengths: our greedy tokens are transformers' with audiocraft's
+    cross-attention (zeroed padding attended, not masked); plain transformers differs on the
+    padded row. That row also differs from the same text generated alone, as in audiocraft:
+    the padding it was batched with takes part in its cross-attention."""
+    model, ours = reference
+    texts = ["lo fi beat with calm piano and drums", "rock"]  # 9 and 2 T5 tokens
+    frames = 30
+    ours.set_generation_params(use_sampling=False, duration=frames / 50, cfg_coef=guidance)
+    codes = ours.generate(texts, return_tokens=True)[1]
+    with audiocraft_cross_attention(model):
+        expected = transformers_codes(model, texts, frames, guidance)
+    assert torch.equal(codes, expected)
+    masked = transformers_codes(model, texts, frames, guidance)
+    assert torch.equal(masked[0], codes[0])
+    assert (masked[1] != codes[1]).sum() > codes[1].numel() // 2  # a real difference
+    # transformers' masked row is the text's own run; ours is not, audiocraft's is not.
+    alone = ours.generate(texts[1:], return_tokens=True)[1]
+    assert torch.equal(masked[1:], alone) and not torch.equal(codes[1:], alone)
+    assert torch.equal(ours.generate(texts[:1], return_tokens=True)[1], codes[:1])
 
 
 def test_greedy_continuation_equals_transformers(reference):
