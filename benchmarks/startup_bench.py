@@ -17,7 +17,7 @@ medians over the same number of runs. Also printed: the machine (CPU model, core
 torch), and the CPU time other processes used during the timed runs (0 on an idle machine:
 pause background jobs, e.g. ``training/cpu_slice.sh pause``, while this runs).
 
-Target (issue 12): compress and decompress of a 6 s clip each under 1.5 s wall.
+Target: compress and decompress of a 6 s clip each under 1.5 s wall.
 
 To measure another tree (the code before a change, say), put its root first on
 ``PYTHONPATH``: the commands and the breakdown then import ``audiotok`` from there.
@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,7 +131,7 @@ def time_process(cmd: list[str], cwd: Path) -> float:
 
 
 def _import_torch() -> None:
-    """torch imported as the commands import it (a plain import in trees before issue 12)."""
+    """torch imported as the commands import it (a plain import in older audiotok trees)."""
     from audiotok.cli import common
 
     if hasattr(common, "import_torch"):
@@ -139,15 +140,21 @@ def _import_torch() -> None:
         import torch  # noqa: F401
 
 
-def _steps_compress(clip: Path, out: Path, model: str | None) -> dict[str, float]:
-    steps: dict[str, float] = {}
-    t = time.perf_counter()
+def _lap_timer(steps: dict[str, float]) -> Callable[[str], None]:
+    """``lap(name)`` records in ``steps`` the seconds since the previous lap (or creation)."""
+    last = [time.perf_counter()]
 
     def lap(name: str) -> None:
-        nonlocal t
         now = time.perf_counter()
-        steps[name] = now - t
-        t = now
+        steps[name] = now - last[0]
+        last[0] = now
+
+    return lap
+
+
+def _steps_compress(clip: Path, out: Path, model: str | None) -> dict[str, float]:
+    steps: dict[str, float] = {}
+    lap = _lap_timer(steps)
 
     import audiotok.cli.main  # noqa: F401  (what the `audiotok` script imports)
 
@@ -183,13 +190,7 @@ def _steps_compress(clip: Path, out: Path, model: str | None) -> dict[str, float
 
 def _steps_decompress(atok: Path, out: Path, model: str | None) -> dict[str, float]:
     steps: dict[str, float] = {}
-    t = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal t
-        now = time.perf_counter()
-        steps[name] = now - t
-        t = now
+    lap = _lap_timer(steps)
 
     import audiotok.cli.main  # noqa: F401
 
