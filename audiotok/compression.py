@@ -42,6 +42,19 @@ def _layout(channels: int) -> str:
     return {1: "mono", 2: "stereo"}.get(channels, f"{channels} channels")
 
 
+def _channels_error(name: str | None, problem: str, option: str, how: str) -> AudioError:
+    """``NAME: PROBLEM; pass OPTION=True HOW``, on the command line ``use --OPTION HOW``."""
+    what = f"{name}: {problem}; " if name else f"{problem}; "
+    return AudioError(f"{what}pass {option}=True{how}").for_cli(f"{what}use --{option}{how}")
+
+
+def hint_damage(exc: FormatError) -> FormatError:
+    """Adds to a damage error how to decode anyway (not to a format this reader can't read)."""
+    if not isinstance(exc, UnsupportedFormatError):
+        exc.with_hint(*DAMAGE_HINT)
+    return exc
+
+
 def coded_channels(
     codec: Codec, channels: int, downmix: bool = False, name: str | None = None
 ) -> int:
@@ -64,13 +77,13 @@ def coded_channels(
     if can_convert_channels(ours, channels):
         return channels
     coded = "their average" if ours == 1 else "the first two, front left and right"
-    what = f"{name}: " if name else ""
-    what += (
+    problem = (
         f"{channels} channels, but {codec.model_id} codes {_layout(ours)}, "
-        f"which can't give {channels} back; "
+        f"which can't give {channels} back"
     )
-    how = f" to code {coded} (decompressed as {_layout(ours)})"
-    raise AudioError(f"{what}pass downmix=True{how}").for_cli(f"{what}use --downmix{how}")
+    raise _channels_error(
+        name, problem, "downmix", f" to code {coded} (decompressed as {_layout(ours)})"
+    )
 
 
 def _check_restorable(header: Header, name: str | None) -> None:
@@ -82,13 +95,13 @@ def _check_restorable(header: Header, name: str | None) -> None:
     coded, original = header.channels, header.original_channels
     if can_convert_channels(coded, original):
         return
-    what = f"{name}: " if name else ""
-    what += (
+    problem = (
         f"the original had {original} channels, coded as {_layout(coded)}, "
-        f"which can't give {original} back; "
+        f"which can't give {original} back"
     )
-    how = f" to decode the {_layout(coded)} audio that was coded"
-    raise AudioError(f"{what}pass native=True{how}").for_cli(f"{what}use --native{how}")
+    raise _channels_error(
+        name, problem, "native", f" to decode the {_layout(coded)} audio that was coded"
+    )
 
 
 def compress_to(
@@ -313,8 +326,8 @@ def decode_stream(
                 else:
                     runs.append(_Run(packet.first_frame, [codes], list(packet.scales)))
         except FormatError as exc:
-            if not recover and not isinstance(exc, UnsupportedFormatError):
-                exc.with_hint(*DAMAGE_HINT)
+            if not recover:
+                hint_damage(exc)
             raise
         index = reader.stream_index
         damage, truncated_at = reader.damage, reader.truncated_at

@@ -14,8 +14,8 @@ from typing import BinaryIO
 import torch
 
 from .codec.base import Codec
-from .compression import DAMAGE_HINT, TRUNCATED_HINT
-from .errors import FormatError, TokensError, TruncatedError, UnsupportedFormatError
+from .compression import TRUNCATED_HINT, hint_damage
+from .errors import FormatError, TokensError, TruncatedError
 from .formats.header import Header
 from .formats.reader import AtokReader
 from .formats.writer import DEFAULT_PACKET_SECONDS, AtokWriter
@@ -122,8 +122,7 @@ def decompress_streaming(input: Path, output: Path, codec: Codec, overwrite: boo
                     for seg_codes, scale in segments.add(codes, packet.scales):
                         sink.write(stream.decode(seg_codes, scale)[0].cpu().numpy())
             except FormatError as exc:  # the sink, aborted, leaves no file behind
-                if not isinstance(exc, UnsupportedFormatError):
-                    exc.with_hint(*DAMAGE_HINT)
+                hint_damage(exc)
                 raise
             if reader.truncated_at is not None:
                 error = TruncatedError("truncated: the data ends before its index",

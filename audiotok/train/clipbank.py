@@ -81,11 +81,6 @@ class ClipBank:
             raise ValueError(f"{path}: {rate} Hz, expected {self.sample_rate} Hz")
         return audio.mean(axis=1)
 
-    @property
-    def seconds(self) -> float:
-        """Seconds of audio in the bank."""
-        return sum(a.numel() - self.length for a in self.audio.values()) / self.sample_rate
-
     def _starts(self, rng: np.random.Generator, category: str) -> np.ndarray:
         """Start samples of ``_CANDIDATES`` crops of ``category``, snippets drawn by length."""
         offsets, lengths, probs = self.snippets[category]

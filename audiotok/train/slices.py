@@ -37,6 +37,7 @@ from safetensors.torch import load_file, save
 
 from ..fileio import atomic_path
 from .state import META_KEY, read_training_meta
+from .trainable import smoothed_usage
 from .trainer import Trainer
 
 STATE_NAME = "state.safetensors"
@@ -86,10 +87,8 @@ def load_compact_state(trainer: Trainer, path: str | os.PathLike) -> None:
         for key in list(state):
             if key.endswith("._codebook.cluster_size"):
                 base = key[: -len("cluster_size")]
-                usage = state[key]
-                total = usage.sum()
-                smoothed = (usage + settings.epsilon) / (total + usage.numel() * settings.epsilon)
-                state[base + "embed_avg"] = state[base + "embed"] * (smoothed * total)[:, None]
+                usage = smoothed_usage(state[key], settings.epsilon)
+                state[base + "embed_avg"] = state[base + "embed"] * usage[:, None]
         try:
             module.load_state_dict(state, strict=True)
         except RuntimeError as exc:

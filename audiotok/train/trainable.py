@@ -98,6 +98,15 @@ def kmeans_init(
     codebook.inited.fill_(1.0)
 
 
+def smoothed_usage(cluster_size: Tensor, epsilon: float) -> Tensor:
+    """Laplace-smoothed usage ``[bins]``, the divisor of the EMA sums: ``embed = embed_avg / it``.
+
+    Smoothing keeps entries nobody chose finite; the total usage is kept.
+    """
+    total = cluster_size.sum()
+    return (cluster_size + epsilon) / (total + cluster_size.numel() * epsilon) * total
+
+
 @torch.no_grad()
 def ema_update(
     codebook: EuclideanCodebook,
@@ -111,9 +120,9 @@ def ema_update(
     onehot = F.one_hot(codes, bins).to(x.dtype)
     codebook.cluster_size.lerp_(onehot.sum(0), 1 - settings.decay)
     codebook.embed_avg.lerp_(onehot.t() @ x, 1 - settings.decay)
-    total = codebook.cluster_size.sum()
-    smoothed = (codebook.cluster_size + settings.epsilon) / (total + bins * settings.epsilon)
-    codebook.embed.copy_(codebook.embed_avg / (smoothed * total)[:, None])
+    codebook.embed.copy_(
+        codebook.embed_avg / smoothed_usage(codebook.cluster_size, settings.epsilon)[:, None]
+    )
     dead = codebook.cluster_size < settings.dead_code_threshold
     n_dead = int(dead.sum())
     if n_dead:
