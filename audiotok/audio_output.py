@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import soundfile as sf
 from audiotok.audio import check_audio, is_tensor, one_line, resample, same_kind_as, to_numpy
 from audiotok.errors import AudioError
 from audiotok.fileio import atomic_path, check_target
-from audiotok.loudness import integrated_loudness
+from audiotok.loudness import LoudnessMeter
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,108 @@ def _clip(x: np.ndarray, log_clipping: bool, what: str) -> np.ndarray:
     return np.clip(x, -1.0, 1.0)
 
 
+@dataclass
+class Normalization:
+    """One of the :data:`STRATEGIES` with its settings: how audio is brought into [-1, 1].
+
+    Strategies that depend on the whole signal's level (``peak``, ``rms``, ``loudness``) take
+    a gain from a :class:`LevelMeter` fed the whole signal first, so a long signal can be
+    measured block by block, then scaled block by block (see :func:`normalize_audio` for what
+    each strategy does).
+    """
+
+    strategy: str = "peak"
+    normalize: bool = True
+    peak_clip_headroom_db: float = 1.0
+    rms_headroom_db: float = 18.0
+    loudness_headroom_db: float = 14.0
+    loudness_compressor: bool = False
+    log_clipping: bool = False
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise AudioError(f"unknown strategy {self.strategy!r}; use one of {STRATEGIES}")
+
+    @property
+    def needs_level(self) -> bool:
+        """Whether the gain depends on the whole signal (so it must be measured first)."""
+        return self.strategy in ("peak", "rms", "loudness")
+
+    def meter(self, sample_rate: int, channels: int) -> LevelMeter:
+        return LevelMeter(sample_rate, channels, self.strategy == "loudness")
+
+    def gain(self, meter: LevelMeter) -> float | None:
+        """The gain the strategy applies to the signal ``meter`` measured (None: audio too
+        quiet for ``loudness``, left as it is, not even compressed)."""
+        if self.strategy in ("peak", "rms"):
+            if self.strategy == "peak":
+                level, headroom = meter.peak, self.peak_clip_headroom_db
+            else:
+                level, headroom = meter.mono_rms, self.rms_headroom_db
+            gain = 10 ** (-headroom / 20) / level if level > 0 else 1.0
+            return gain if self.normalize or gain < 1 else 1.0
+        if self.strategy == "loudness":
+            if meter.rms < 2e-3:
+                return None
+            loudness = meter.loudness()
+            return (
+                10 ** ((-self.loudness_headroom_db - loudness) / 20)
+                if math.isfinite(loudness)
+                else 1.0
+            )
+        return 1.0
+
+    def apply(self, x: np.ndarray, gain: float | None, what: str = "audio") -> np.ndarray:
+        """Scales a block ``[C, n]`` (float32) by ``gain`` and brings it into [-1, 1]."""
+        if self.strategy == "none":
+            if x.size and np.abs(x).max() > 1:
+                raise AudioError(
+                    f"{what}: samples exceed [-1, 1] and strategy 'none' does not rescale"
+                )
+            return x
+        if gain is not None and gain != 1.0:
+            x = x * np.float32(gain)
+        if self.strategy == "loudness" and self.loudness_compressor and gain is not None:
+            x = np.tanh(x)
+        if self.strategy in ("rms", "loudness"):
+            return _clip(x, self.log_clipping, what)
+        return np.clip(x, -1.0, 1.0) if self.strategy == "clip" else x
+
+
+class LevelMeter:
+    """The level statistics of a signal fed in blocks ``[C, n]``: peak, RMS and loudness."""
+
+    def __init__(self, sample_rate: int, channels: int, loudness: bool = False) -> None:
+        self.peak, self.count = 0.0, 0
+        self._squares = self._mono_squares = 0.0  # float64 sums
+        self._loudness = LoudnessMeter(sample_rate, channels) if loudness else None
+
+    def add(self, x: np.ndarray) -> None:
+        if not x.size:
+            return
+        self.peak = max(self.peak, float(np.abs(x).max()))
+        x64 = x.astype(np.float64)
+        self._squares += float((x64**2).sum())
+        self._mono_squares += float((x64.mean(axis=0) ** 2).sum())
+        self.count += x.shape[-1]
+        if self._loudness is not None:
+            self._loudness.add(x64)
+
+    @property
+    def rms(self) -> float:
+        """Over all samples of all channels."""
+        channels = 1 if self._loudness is None else self._loudness.channels
+        return math.sqrt(self._squares / max(1, self.count * channels))
+
+    @property
+    def mono_rms(self) -> float:
+        """Of the channels' average."""
+        return math.sqrt(self._mono_squares / max(1, self.count))
+
+    def loudness(self) -> float:
+        return self._loudness.loudness()
+
+
 def normalize_audio(
     wav: Any,
     sample_rate: int,
@@ -70,7 +173,7 @@ def normalize_audio(
     ``loudness`` applies the gain to reach ``-loudness_headroom_db`` LUFS (leaving audio with an
     RMS below 2e-3 as it is), then an optional ``tanh``, then clips; ``none`` changes nothing and
     rejects audio beyond [-1, 1]. With ``normalize=False``, ``peak`` and ``rms`` only scale down.
-    Silence is never scaled.
+    Silence is never scaled. (Signals in blocks: :class:`Normalization`.)
 
     Args:
         wav: Audio ``[C, T]``, numpy or torch.
@@ -93,30 +196,14 @@ def normalize_audio(
     if wav.ndim != 2:
         raise AudioError(f"{what}: expected audio of shape [C, T], got {list(wav.shape)}")
     x = to_numpy(wav).astype(np.float32)
-    if strategy == "clip":
-        x = np.clip(x, -1.0, 1.0)
-    elif strategy in ("peak", "rms"):
-        if strategy == "peak":
-            level, headroom = float(np.abs(x).max()), peak_clip_headroom_db
-        else:
-            mono = x.mean(axis=0, dtype=np.float64)
-            level, headroom = float(np.sqrt(np.mean(mono**2))), rms_headroom_db
-        gain = 10 ** (-headroom / 20) / level if level > 0 else 1.0
-        if normalize or gain < 1:
-            x = x * np.float32(gain)
-        if strategy == "rms":
-            x = _clip(x, log_clipping, what)
-    elif strategy == "loudness":
-        if np.sqrt(np.mean(x.astype(np.float64) ** 2)) >= 2e-3:
-            loudness = integrated_loudness(x, sample_rate)
-            if math.isfinite(loudness):
-                x = x * np.float32(10 ** ((-loudness_headroom_db - loudness) / 20))
-            if loudness_compressor:
-                x = np.tanh(x)
-        x = _clip(x, log_clipping, what)
-    elif np.abs(x).max() > 1:
-        raise AudioError(f"{what}: samples exceed [-1, 1] and strategy 'none' does not rescale")
-    return same_kind_as(x, wav)
+    norm = Normalization(strategy, normalize, peak_clip_headroom_db, rms_headroom_db,
+                         loudness_headroom_db, loudness_compressor, log_clipping)  # fmt: skip
+    gain: float | None = 1.0
+    if norm.needs_level:
+        meter = norm.meter(sample_rate, x.shape[0])
+        meter.add(x)
+        gain = norm.gain(meter)
+    return same_kind_as(norm.apply(x, gain, what), wav)
 
 
 def pcm16(x: np.ndarray) -> np.ndarray:
@@ -138,6 +225,31 @@ def _compression_level(fmt: str, kbps: float, rate: int, channels: int) -> float
     else:  # Vorbis: quality = 1 - level; interpolated from the nominal bitrates (approximate)
         level = 1 - float(np.interp(kbps, _VORBIS_KBPS, np.arange(11) / 10))
     return min(max(level, 0.0), 1.0)
+
+
+def sound_file(path: Path, fmt: str, sample_rate: int, channels: int, subtype: str,
+               bitrate_kbps: float | None, target: Path) -> sf.SoundFile:  # fmt: skip
+    """``path`` opened for writing ``fmt`` (one of :data:`FORMATS`) as :func:`write_audio`
+    writes it: mp3 constant bitrate, 320 kbps by default; a bitrate mapped onto libsndfile's
+    compression level. Errors name ``target``, the file the user asked for."""
+    container = FORMATS[fmt][0]
+    options: dict[str, Any] = {}
+    if fmt == "mp3":
+        options["bitrate_mode"] = "CONSTANT"
+        bitrate_kbps = 320 if bitrate_kbps is None else bitrate_kbps
+    if bitrate_kbps is not None and fmt in ("mp3", "ogg", "opus"):
+        options["compression_level"] = _compression_level(fmt, bitrate_kbps, sample_rate, channels)
+    try:
+        return sf.SoundFile(path, "w", sample_rate, channels, subtype, format=container, **options)
+    except (sf.SoundFileError, RuntimeError, OSError) as err:
+        raise AudioError(f"{target}: cannot write {fmt} audio: {one_line(err)}") from err
+
+
+def file_rate(fmt: str, sample_rate: int) -> int:
+    """The rate audio at ``sample_rate`` is written at in ``fmt``: its own, or 48 kHz where
+    the encoder (mp3, Opus) does not take it."""
+    rates = FORMATS[fmt][2]
+    return sample_rate if rates is None or sample_rate in rates else 48000
 
 
 def write_audio(
@@ -188,7 +300,7 @@ def write_audio(
     fmt = (format or target.suffix.lstrip(".")).lower()
     if fmt not in FORMATS:
         raise AudioError(f"{target}: unknown audio format {fmt!r}; use one of {tuple(FORMATS)}")
-    container, default_subtype, rates = FORMATS[fmt]
+    container, default_subtype, _ = FORMATS[fmt]
     subtype = (subtype or default_subtype).upper()
     if subtype not in sf.available_subtypes(container):
         raise AudioError(f"{target}: this libsndfile cannot write {subtype} in {container} files")
@@ -208,24 +320,15 @@ def write_audio(
             what=str(target),
         )
     )
-    if rates is not None and sample_rate not in rates:
+    if file_rate(fmt, sample_rate) != sample_rate:
         x, sample_rate = resample(x, sample_rate, 48000), 48000
-    options: dict[str, Any] = {}
-    if fmt == "mp3":
-        options["bitrate_mode"] = "CONSTANT"
-        bitrate_kbps = 320 if bitrate_kbps is None else bitrate_kbps
-    if bitrate_kbps is not None and fmt in ("mp3", "ogg", "opus"):
-        options["compression_level"] = _compression_level(fmt, bitrate_kbps, sample_rate, len(x))
     data = (pcm16(x) if subtype == "PCM_16" else x).T
-
-    try:
-        with (
-            atomic_path(target, overwrite, AudioError) as tmp,
-            sf.SoundFile(tmp, "w", sample_rate, len(x), subtype, format=container, **options) as f,
-        ):
-            f.write(np.ascontiguousarray(data))
-    except (sf.SoundFileError, RuntimeError, OSError) as err:
-        raise AudioError(f"{target}: cannot write {fmt} audio: {one_line(err)}") from err
+    with atomic_path(target, overwrite, AudioError) as tmp:
+        try:
+            with sound_file(tmp, fmt, sample_rate, len(x), subtype, bitrate_kbps, target) as f:
+                f.write(np.ascontiguousarray(data))
+        except (sf.SoundFileError, RuntimeError, OSError) as err:
+            raise AudioError(f"{target}: cannot write {fmt} audio: {one_line(err)}") from err
     return target
 
 

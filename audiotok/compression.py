@@ -398,8 +398,13 @@ def decompress(
     return result.audio, result.sample_rate
 
 
-STREAM_SECONDS = 600.0
-"""Files longer than this are processed as a stream, in bounded memory (``Codec.can_stream``)."""
+STREAM_SECONDS = 20.0
+"""Files longer than this are processed as streams, block by block, in bounded memory, when
+the codec streams (``Codec.can_stream``) and one-pass ``exact`` processing is not asked for.
+
+In one pass, memory grows with the length (a peak of 2.8 GiB to compress and decompress one
+minute with the 24 kHz EnCodec architecture on a CPU, 13.6 GiB for nine); streamed, it stays
+that of a 2 s block (under 0.5 GiB at any length: ``benchmarks/memory_bench.py``)."""
 
 
 def compress_file(
@@ -410,16 +415,28 @@ def compress_file(
     bandwidth: float | None = None,
     overwrite: bool = False,
     downmix: bool = False,
+    exact: bool = False,
     **options: Any,
 ) -> Tokens | None:
     """Compresses an audio file to an ``.atok`` file, atomically.
 
     Files longer than :data:`STREAM_SECONDS` go through the codec's streaming encoder, read
     and written block by block, so memory does not grow with the file (unsegmented codecs
-    frame by frame, segmented ones segment by segment; see ``Codec.can_stream``). Segmented
-    codecs' streamed tokens equal the offline ones; the others' do too but where float
-    rounding differences of about 1e-7 between chunked and whole-signal kernels flip a
-    near-tie.
+    carry each layer's state from block to block, segmented ones code segment by segment; see
+    ``Codec.can_stream``). Segmented codecs' streamed codes equal the one-pass ones. The
+    others' do too, but where float rounding (different kernel shapes round differently, by
+    about 1e-7) tips a near-tie between two code vectors: ``benchmarks/exactness_bench.py``
+    counts those on real audio. ``exact=True`` codes in one pass in memory, as the reference
+    model does, whatever the length.
+
+    Args:
+        input, output: The audio file and the ``.atok`` file to write.
+        codec: The codec.
+        bandwidth: kbps; None for the codec's default.
+        overwrite: Whether an existing output may be replaced.
+        downmix: As for :func:`compress_to`.
+        exact: One pass in memory (memory grows with the length), never streamed.
+        options: ``entropy``, ``metadata``, ``packet_seconds``, as for :func:`compress_to`.
 
     Returns:
         The tokens, or None for a streamed file (they were never all in memory).
@@ -429,15 +446,21 @@ def compress_file(
     from .fileio import atomic_output
 
     info = audio_info(input)
-    # Refused before reading; a downmix is coded in memory (a stream records the file's).
-    downmixed = coded_channels(codec, info.channels, downmix, str(input)) != info.channels
-    if info.frames > STREAM_SECONDS * info.samplerate and codec.can_stream and not downmixed:
+    # Refused before reading.
+    channels = coded_channels(codec, info.channels, downmix, str(input))
+    if streams(codec, info.frames / info.samplerate, exact):
         with atomic_output(Path(output), overwrite) as file:
-            compress_streaming(file, Path(input), codec, bandwidth, **options)
+            compress_streaming(file, Path(input), codec, bandwidth, original_channels=channels,
+                               **options)  # fmt: skip
         return None
     wav, rate = read_audio(input)
     with atomic_output(Path(output), overwrite) as file:
         return compress_to(file, codec, wav, rate, bandwidth, downmix=downmix, **options)
+
+
+def streams(codec: Codec, seconds: float, exact: bool = False) -> bool:
+    """Whether a file of ``seconds`` is processed as a stream (see :data:`STREAM_SECONDS`)."""
+    return codec.can_stream and not exact and seconds > STREAM_SECONDS
 
 
 def decompress_file(
@@ -450,13 +473,15 @@ def decompress_file(
     overwrite: bool = False,
     strategy: str = "clip",
     device: str | torch.device = "cpu",
+    exact: bool = False,
 ) -> Decoded | None:
     """Decodes an ``.atok`` file to an audio file (format from its suffix), atomically.
 
-    Streams longer than :data:`STREAM_SECONDS` of a codec that can stream, written to ``.wav`` or
-    ``.flac`` with the ``clip`` strategy, at the original rate and without ``recover``, are
-    decoded packet by packet in bounded memory (audio within 1e-5 of the offline decoder's);
-    None is then returned.
+    Streams longer than :data:`STREAM_SECONDS`, of a codec that can stream, are decoded packet
+    by packet in bounded memory, to any format with any strategy (audio within 1e-5 of the
+    one-pass decoder's; ``peak``, ``rms`` and ``loudness`` measure the level in a first pass
+    through a temporary file beside the output); None is then returned. ``recover`` (which
+    conceals damage) and ``exact`` decode in one pass in memory.
 
     Raises:
         FormatError: As :func:`decode_stream`; nothing is written then, not even a temporary.
@@ -469,20 +494,11 @@ def decompress_file(
     if not native:
         _check_restorable(header, str(input))
     length = header.length if header.length is not None else (index.length if index else 0)
-    seconds = length / header.sample_rate
-    suffix = Path(output).suffix.lower()
-    if (
-        seconds > STREAM_SECONDS
-        and strategy == "clip"
-        and not recover
-        and not native  # the stream decodes to the original rate and channels
-        and suffix in (".wav", ".flac")
-    ):
-        resolved = _resolve_codec(codec, header, device)
-        if resolved.can_stream:
-            decompress_streaming(Path(input), Path(output), resolved, overwrite)
-            return None
-        codec = resolved
+    codec = _resolve_codec(codec, header, device)
+    if not recover and streams(codec, length / header.sample_rate, exact):
+        decompress_streaming(Path(input), Path(output), codec, overwrite=overwrite,
+                             native=native, strategy=strategy)  # fmt: skip
+        return None
     with open(input, "rb") as f:
         result = decode_stream(f, codec, recover=recover, native=native, device=device)
     write_audio(output, result.audio, result.sample_rate, strategy=strategy, overwrite=overwrite)

@@ -2,8 +2,8 @@
 
 :func:`audiotok.compression.compress_file` and :func:`~audiotok.compression.decompress_file`
 use these for files longer than ``STREAM_SECONDS`` when the codec streams
-(``Codec.can_stream``): unsegmented codecs frame by frame, segmented ones (48 kHz) segment by
-segment, each segment with its scale.
+(``Codec.can_stream``): unsegmented codecs carry every layer's state from block to block,
+segmented ones (48 kHz) code segment by segment, each segment with its scale.
 """
 
 from __future__ import annotations
@@ -22,16 +22,24 @@ from .formats.writer import DEFAULT_PACKET_SECONDS, AtokWriter
 
 
 def compress_streaming(file: BinaryIO, path: Path, codec: Codec, bandwidth: float | None,
-                        *, entropy: str = "adaptive", metadata: dict[str, str] | None = None,
+                        *, original_channels: int | None = None, entropy: str = "adaptive",
+                        metadata: dict[str, str] | None = None,
                         packet_seconds: float = DEFAULT_PACKET_SECONDS) -> None:  # fmt: skip
+    """Codes the audio file ``path`` block by block into an ``.atok`` stream on ``file``.
+
+    ``original_channels`` is what the file records as the original layout (the file's own
+    channels if None; the codec's for a downmix, see ``compression.coded_channels``).
+    """
     from .audio_stream import AudioBlocks
 
     blocks = AudioBlocks(path, codec.sample_rate, codec.channels)
     bandwidth = codec.check_bandwidth(bandwidth)
+    if original_channels is None:
+        original_channels = blocks.source_channels
     length = 0
     with AtokWriter.for_codec(
         file, codec, bandwidth=bandwidth, entropy=entropy,
-        original_sample_rate=blocks.source_rate, original_channels=blocks.source_channels,
+        original_sample_rate=blocks.source_rate, original_channels=original_channels,
         original_length=blocks.source_frames, metadata=metadata, packet_seconds=packet_seconds,
     ) as writer, codec.streaming(1, bandwidth) as stream:  # fmt: skip
         for block in blocks:
@@ -81,37 +89,39 @@ class _SegmentFeeder:
         return out
 
 
-def decompress_streaming(input: Path, output: Path, codec: Codec, overwrite: bool) -> None:
-    """Decodes ``input`` to ``output`` (.wav or .flac) as a stream, atomically.
+def decompress_streaming(input: Path, output: Path, codec: Codec, *, overwrite: bool = False,
+                          native: bool = False, strategy: str = "clip") -> None:  # fmt: skip
+    """Decodes ``input`` to ``output`` (any format ``write_audio`` writes) as a stream,
+    atomically: at the original rate and channels, or the codec's if ``native``; brought into
+    [-1, 1] by ``strategy`` (see :class:`~audiotok.audio_stream.AudioSink`).
 
     Raises:
         FormatError: Damage or truncation (found as it comes: no output is left behind).
     """
+    from .audio_output import Normalization
     from .audio_stream import AudioSink
 
     with open(input, "rb") as f, AtokReader(f) as reader:
         header = reader.header
         reader.priors = codec.entropy_priors
-        original = header.original_length
-        if original is None:
-            index = reader.index()
-            original = index.original_length if index else None
-        sink = AudioSink(
-            output,
-            header.original_sample_rate,
-            header.original_channels,
-            from_rate=header.sample_rate,
-            length=original,
-            overwrite=overwrite,
-        )
+        index = reader.index() if header.length is None or header.original_length is None else None
+        if native:
+            rate, channels = header.sample_rate, header.channels
+            length = header.length if header.length is not None else index and index.length
+        else:
+            rate, channels = header.original_sample_rate, header.original_channels
+            length = header.original_length
+            if length is None:
+                length = index.original_length if index else None
+        sink = AudioSink(output, rate, channels, from_rate=header.sample_rate, length=length,
+                         overwrite=overwrite, normalization=Normalization(strategy))  # fmt: skip
         with sink, codec.streaming(1, header.bandwidth) as stream:
             segments = None
             if header.segment_length:
-                index = reader.index()
-                length = header.length if header.length is not None else index and index.length
-                if length is None:
+                coded = header.length if header.length is not None else index and index.length
+                if coded is None:
                     raise TokensError("a segmented stream of unknown length can't be streamed")
-                segments = _SegmentFeeder(header, length)
+                segments = _SegmentFeeder(header, coded)
             try:
                 for offset, packet in reader.packets():
                     codes = torch.from_numpy(reader.decode(packet, offset)).unsqueeze(0)
@@ -128,10 +138,10 @@ def decompress_streaming(input: Path, output: Path, codec: Codec, overwrite: boo
                 error = TruncatedError("truncated: the data ends before its index",
                                        reader.truncated_at)  # fmt: skip
                 raise error.with_hint(*TRUNCATED_HINT).in_file(reader.name)
-            if segments is not None:
-                if segments.next < len(segments.frames):
-                    raise TokensError(
-                        f"{input}: holds {segments.next} whole segments of "
-                        f"{len(segments.frames)} (codes or scales missing)"
-                    )
-                sink.write(stream.decode_end()[0].cpu().numpy())
+            if segments is not None and segments.next < len(segments.frames):
+                raise TokensError(
+                    f"{input}: holds {segments.next} whole segments of "
+                    f"{len(segments.frames)} (codes or scales missing)"
+                )
+            # What is still owed: non-causal decoders' lookahead, the last segments' overlap.
+            sink.write(stream.decode_end()[0].cpu().numpy())

@@ -81,17 +81,22 @@ def k_weighting_impulse_response(sample_rate: int) -> np.ndarray:
     return np.fft.irfft(response, n)[:length]
 
 
-def k_weight(x: np.ndarray, sample_rate: int) -> np.ndarray:
+def k_weight(
+    x: np.ndarray, sample_rate: int, h: np.ndarray | None = None, full: bool = False
+) -> np.ndarray:
     """K-weights signals along their last axis.
 
     Args:
         x: Signals ``[..., T]``.
         sample_rate: Their sample rate in Hz.
+        h: The cascade's impulse response, if already computed for ``sample_rate``.
+        full: Whether to return the whole convolution, tail included (``[..., T + L - 1]``
+            for a response of ``L`` samples), for signals continued in the next call.
 
     Returns:
         ``[..., T]`` float64: what the two biquads give from a zero initial state, to ~1e-10.
     """
-    h = k_weighting_impulse_response(sample_rate)
+    h = k_weighting_impulse_response(sample_rate) if h is None else h
     # Overlap-add FFT convolution: blocks of `step` samples, each followed by a tail shorter
     # than the next block. Blocks keep the FFTs small (one FFT of a long signal is slower).
     n_fft = 1 << (8 * len(h)).bit_length()
@@ -106,7 +111,109 @@ def k_weight(x: np.ndarray, sample_rate: int) -> np.ndarray:
     y = np.fft.irfft(spectra, n_fft)
     out = y[..., :step].copy()
     out[..., 1:, : n_fft - step] += y[..., :-1, step:]
-    return out.reshape(*x.shape[:-1], blocks * step)[..., :length]
+    out = out.reshape(*x.shape[:-1], blocks * step)
+    if not full:
+        return out[..., :length]
+    return np.concatenate([out, y[..., -1, step:]], axis=-1)[..., : length + len(h) - 1]
+
+
+class LoudnessMeter:
+    """Integrated loudness of a signal given in blocks of any size (bounded memory).
+
+    The K-weighting runs as an overlap-add FIR convolution that carries its tail from block to
+    block; the block energies come from a running sum of the K-weighted power, read at the
+    400 ms gating blocks' edges (so the sums over blocks are differences of two numbers, not
+    sums over 400 ms each). Fed the whole signal at once or in pieces, it gives the same figure
+    to float64 rounding.
+
+    Example:
+        >>> meter = LoudnessMeter(48_000, channels=2)              # doctest: +SKIP
+        >>> for block in blocks:                                  # [2, n], any n
+        ...     meter.add(block)
+        >>> meter.loudness()                                      # LUFS
+    """
+
+    def __init__(self, sample_rate: int, channels: int) -> None:
+        if not 1 <= channels <= len(CHANNEL_WEIGHTS):
+            raise AudioError(f"loudness needs 1 to {len(CHANNEL_WEIGHTS)} channels, got {channels}")
+        self.sample_rate, self.channels = sample_rate, channels
+        self.block = int(BLOCK_SECONDS * sample_rate)
+        self.hop = int(HOP_SECONDS * sample_rate)
+        self._h = k_weighting_impulse_response(sample_rate)
+        # Small pieces wait for company: each filtering pass costs FFTs of >= 8 x len(h).
+        self._pending: list[np.ndarray] = []
+        self._pending_samples = 0
+        self._tail = np.zeros((channels, len(self._h) - 1))  # owed to the next samples
+        self._seen = 0  # samples received
+        self._total = np.zeros(channels)  # running sum of the power up to `_seen`
+        # The running sum at each gating block's start and end (sample index -> sums [C]).
+        self._marks: dict[int, np.ndarray] = {0: np.zeros(channels)}
+
+    def add(self, wav: np.ndarray) -> None:
+        """Feeds the next samples ``[C, n]``."""
+        x = np.asarray(wav, dtype=np.float64)
+        if x.ndim != 2 or x.shape[0] != self.channels:
+            raise AudioError(f"expected [{self.channels}, n] audio, got {list(x.shape)}")
+        self._pending.append(x)
+        self._pending_samples += x.shape[1]
+        if self._pending_samples >= 8 * len(self._h):
+            self._flush()
+
+    def _flush(self) -> None:
+        x = np.concatenate(self._pending, axis=1)
+        self._pending, self._pending_samples = [], 0
+        n = x.shape[1]
+        if n == 0:
+            return
+        y = k_weight(x, self.sample_rate, self._h, full=True)  # [C, n + len(h) - 1]
+        y[:, : self._tail.shape[1]] += self._tail
+        self._tail, y = y[:, n:], y[:, :n]
+        cumsum = self._total[:, None] + np.cumsum(y**2, axis=-1)
+        first, last = self._seen + 1, self._seen + n
+        # Positions p in (seen, seen + n] where a gating block starts or ends.
+        for offset in (0, self.block):
+            lo = max(0, -(-(first - offset) // self.hop))
+            for p in range(lo * self.hop + offset, last + 1, self.hop):
+                self._marks[p] = cumsum[:, p - self._seen - 1]
+        self._total = cumsum[:, -1]
+        self._seen = last
+
+    def loudness(self) -> float:
+        """The integrated loudness of what was fed, in LUFS (``-inf`` below the gate).
+
+        Raises:
+            AudioError: Nothing was fed.
+        """
+        if self._pending:
+            self._flush()
+        if self._seen == 0:
+            raise AudioError("loudness needs some samples")
+        if self._seen < self.block:  # a signal shorter than one block is one block
+            energy = (self._total / self._seen)[:, None]
+        else:
+            starts = range(0, self._seen - self.block + 1, self.hop)
+            energy = np.stack(
+                [(self._marks[s + self.block] - self._marks[s]) / self.block for s in starts],
+                axis=-1,
+            )
+        return gated_loudness(energy)
+
+
+def gated_loudness(energy: np.ndarray) -> float:
+    """BS.1770 gating of block mean squares ``[C, blocks]``: the loudness in LUFS."""
+    weights = np.array(CHANNEL_WEIGHTS[: energy.shape[0]])[:, None]
+
+    def lufs(mean_squares: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore"):  # silence is -inf LUFS
+            return -0.691 + 10 * np.log10((weights * mean_squares).sum(axis=0))
+
+    block_lufs = lufs(energy)
+    gated = block_lufs > ABSOLUTE_GATE_LUFS
+    if not gated.any():
+        return -math.inf
+    relative_gate = lufs(energy[:, gated].mean(axis=-1, keepdims=True))[0] + RELATIVE_GATE_LU
+    gated &= block_lufs > relative_gate
+    return float(lufs(energy[:, gated].mean(axis=-1, keepdims=True))[0])
 
 
 def integrated_loudness(wav: np.ndarray, sample_rate: int) -> float:
@@ -115,7 +222,8 @@ def integrated_loudness(wav: np.ndarray, sample_rate: int) -> float:
     Mean squares of the K-weighted channels over 400 ms blocks every 100 ms (a signal shorter
     than one block is one block), weighted by :data:`CHANNEL_WEIGHTS`; blocks below -70 LUFS are
     dropped, then blocks 10 LU below the loudness of the rest. Unlike torchaudio, the K-weighted
-    signal is not clamped to [-1, 1], which BS.1770 does not do either.
+    signal is not clamped to [-1, 1], which BS.1770 does not do either. (For signals read in
+    blocks, :class:`LoudnessMeter`, which this uses.)
 
     Args:
         wav: Finite audio ``[C, T]`` with 1 to 5 channels (a numpy array or a CPU tensor).
@@ -130,25 +238,6 @@ def integrated_loudness(wav: np.ndarray, sample_rate: int) -> float:
     x = np.asarray(wav, dtype=np.float64)
     if x.ndim != 2 or not 1 <= x.shape[0] <= len(CHANNEL_WEIGHTS) or x.shape[1] == 0:
         raise AudioError(f"loudness needs audio [C, T] with 1 <= C <= 5, got {list(x.shape)}")
-    power = k_weight(x, sample_rate) ** 2
-    block, hop = int(BLOCK_SECONDS * sample_rate), int(HOP_SECONDS * sample_rate)
-    if x.shape[1] < block:
-        energy = power.mean(axis=-1, keepdims=True)
-    else:
-        # Block sums as differences of a running sum: O(T) instead of O(T * block).
-        cumsum = np.concatenate([np.zeros((x.shape[0], 1)), power.cumsum(axis=-1)], axis=-1)
-        starts = np.arange(0, x.shape[1] - block + 1, hop)
-        energy = (cumsum[:, starts + block] - cumsum[:, starts]) / block
-    weights = np.array(CHANNEL_WEIGHTS[: x.shape[0]])[:, None]
-
-    def lufs(mean_squares: np.ndarray) -> np.ndarray:
-        with np.errstate(divide="ignore"):  # silence is -inf LUFS
-            return -0.691 + 10 * np.log10((weights * mean_squares).sum(axis=0))
-
-    block_lufs = lufs(energy)
-    gated = block_lufs > ABSOLUTE_GATE_LUFS
-    if not gated.any():
-        return -math.inf
-    relative_gate = lufs(energy[:, gated].mean(axis=-1, keepdims=True))[0] + RELATIVE_GATE_LU
-    gated &= block_lufs > relative_gate
-    return float(lufs(energy[:, gated].mean(axis=-1, keepdims=True))[0])
+    meter = LoudnessMeter(sample_rate, x.shape[0])
+    meter.add(x)
+    return meter.loudness()

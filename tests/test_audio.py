@@ -526,3 +526,24 @@ def test_audio_write_mp3_rate(tmp_path: Path) -> None:
     small = audio_write(tmp_path / "small", x, 44100, format="mp3", mp3_rate=96)
     big = audio_write(tmp_path / "big", x, 44100, format="mp3")  # 320 kbps
     assert big.stat().st_size / small.stat().st_size == pytest.approx(320 / 96, rel=0.1)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    rate=st.sampled_from([8000, 11025, 24000, 44100, 48000]),
+    channels=st.integers(1, 5),
+    seconds=st.floats(0.05, 2.5),
+    chunk=st.integers(1, 30_000),  # 1: a sample at a time
+)
+def test_loudness_meter_in_blocks_equals_whole(rate, channels, seconds, chunk) -> None:
+    """Any block size gives the whole-signal figure: the K-weighting's tail is carried, and
+    gating blocks that straddle two pieces are summed from the running sum."""
+    from audiotok.loudness import LoudnessMeter
+
+    rng = np.random.default_rng(chunk)
+    n = max(1, int(seconds * rate))
+    x = rng.standard_normal((channels, n)) * np.linspace(1e-3, 0.3, n)
+    meter = LoudnessMeter(rate, channels)
+    for i in range(0, n, chunk):
+        meter.add(x[:, i : i + chunk])
+    assert meter.loudness() == pytest.approx(integrated_loudness(x, rate), abs=1e-9)

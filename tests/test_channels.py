@@ -111,9 +111,8 @@ def test_old_files_suggest_native(codec):
 
 
 def test_long_files_follow_the_policy(tmp_path, monkeypatch, codec):
-    """Files long enough to stream: refused before anything is written; a downmix (which
-    a streamed compression does not make) is coded whole, and decodes as a stream, as mono;
-    a native decode is done whole."""
+    """Files long enough to stream: refused before anything is written; a downmix streams,
+    records mono and decodes as a stream, as mono; a native decode streams too."""
     monkeypatch.setattr(compression, "STREAM_SECONDS", 0.1)
     path = tmp_path / "six.wav"
     sf.write(path, noise(6, 12_000).numpy().T, 24_000, subtype="FLOAT")
@@ -121,7 +120,7 @@ def test_long_files_follow_the_policy(tmp_path, monkeypatch, codec):
         compress_file(path, tmp_path / "six.atok", codec)
     assert not (tmp_path / "six.atok").exists()
     tokens = compress_file(path, tmp_path / "six.atok", codec, downmix=True)
-    assert tokens is not None and original_channels(tmp_path / "six.atok") == 1
+    assert tokens is None and original_channels(tmp_path / "six.atok") == 1
     assert decompress_file(tmp_path / "six.atok", tmp_path / "back.wav", codec) is None
     info = sf.info(tmp_path / "back.wav")
     assert (info.channels, info.frames) == (1, 12_000)
@@ -131,7 +130,12 @@ def test_long_files_follow_the_policy(tmp_path, monkeypatch, codec):
         decompress_file(tmp_path / "old.atok", tmp_path / "old.wav", codec)
     assert not (tmp_path / "old.wav").exists()
     result = decompress_file(tmp_path / "old.atok", tmp_path / "old.wav", codec, native=True)
-    assert result is not None and sf.info(tmp_path / "old.wav").channels == 1
+    assert result is None and sf.info(tmp_path / "old.wav").channels == 1
+    whole = decompress_file(tmp_path / "old.atok", tmp_path / "o1.wav", codec, native=True,
+                            exact=True)  # fmt: skip
+    assert whole is not None and whole.audio.shape == (1, 12_000)
+    streamed, _ = sf.read(tmp_path / "old.wav", dtype="float32", always_2d=True)
+    np.testing.assert_allclose(streamed.T, whole.audio.clamp(-1, 1).numpy(), atol=1e-4)
 
 
 @pytest.fixture

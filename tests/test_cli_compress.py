@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -64,6 +65,28 @@ def test_compress_decompress_round_trip(model, tmp_path):
     info = json.loads(run("info", tmp_path / "s.atok", "--json").stdout)
     assert info["metadata"] == {"title": "fox"} and info["problems"] == []
     assert info["model"] == "tiny" and info["packets"] == 3 and info["seek_index"] is True
+
+
+def test_long_files_stream_unless_exact(model, tmp_path, monkeypatch):
+    """Beyond STREAM_SECONDS both commands stream (a "(streamed)" summary); --exact codes and
+    decodes in one pass, exactly as the one-pass API does."""
+    from audiotok import compression
+
+    monkeypatch.setattr(compression, "STREAM_SECONDS", 1.0)
+    result = run("compress", SPEECH, tmp_path / "s.atok", "-m", model)
+    assert result.exit_code == 0 and "(streamed)" in result.stderr, result.output
+    result = run("compress", SPEECH, tmp_path / "e.atok", "-m", model, "--exact")
+    assert result.exit_code == 0 and "(streamed)" not in result.stderr, result.output
+    codec = tiny_codec()
+    wav, rate = read_audio(SPEECH)
+    exact = decode_stream(tmp_path / "e.atok", codec)
+    assert torch.equal(exact.audio, codec.decode(codec.encode(wav, sample_rate=rate))[0])
+    for flags, name in [((), "s.flac"), (("--exact",), "e.flac")]:
+        result = run("decompress", tmp_path / "e.atok", tmp_path / name, "-m", model, *flags)
+        assert result.exit_code == 0, result.output
+    streamed, _ = sf.read(tmp_path / "s.flac", dtype="float32")
+    whole, _ = sf.read(tmp_path / "e.flac", dtype="float32")
+    assert streamed.shape == whole.shape and np.abs(streamed - whole).max() < 1e-4
 
 
 def test_default_output_names_and_original_format(model, tmp_path):

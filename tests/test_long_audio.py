@@ -117,3 +117,90 @@ def test_damage_stops_a_streamed_decode_and_leaves_nothing(long_file, tmp_path, 
         compression.decompress_file(atok, tmp_path / "x.wav", codec)  # streamed: length unknown
     assert sorted(tmp_path.iterdir()) == before
     assert compression.decompress_file(atok, tmp_path / "x.wav", codec, recover=True)
+
+
+def test_exact_codes_long_files_in_one_pass(long_file, tmp_path):
+    codec = tiny_codec()
+    tokens = compression.compress_file(long_file, tmp_path / "x.atok", codec, exact=True)
+    assert tokens is not None, "exact: one pass in memory, whatever the length"
+    assert torch.equal(read_tokens(tmp_path / "x.atok").codes, tokens.codes)
+    result = compression.decompress_file(tmp_path / "x.atok", tmp_path / "x.wav", codec,
+                                         exact=True)  # fmt: skip
+    assert result is not None and result.audio.shape == (2, 3 * 44_100)
+
+
+@pytest.mark.parametrize("strategy", ["clip", "peak", "rms", "loudness"])
+def test_streamed_decode_normalises_as_the_one_pass_writer(long_file, tmp_path, strategy):
+    """peak, rms and loudness need the whole signal's level: measured in a first pass through
+    a temporary file, which is gone afterwards; the output equals the one-pass writer's."""
+    codec = tiny_codec()
+    atok = tmp_path / "x.atok"
+    compression.compress_file(long_file, atok, codec)
+    before = sorted(tmp_path.iterdir())
+    streamed = tmp_path / "s.wav"
+    assert compression.decompress_file(atok, streamed, codec, strategy=strategy) is None
+    assert sorted(tmp_path.iterdir()) == sorted([*before, streamed]), "no temporary left"
+    compression.decompress_file(atok, tmp_path / "o.wav", codec, strategy=strategy, exact=True)
+    a, _ = sf.read(streamed, dtype="float32")
+    b, _ = sf.read(tmp_path / "o.wav", dtype="float32")
+    # Decoders within 1e-5, resampled as a stream or whole, scaled by the same level.
+    assert a.shape == b.shape and np.abs(a - b).max() < 5e-3
+    if strategy == "peak":
+        assert abs(np.abs(a).max() - 10 ** (-1 / 20)) < 1e-3
+
+
+@pytest.mark.parametrize("suffix", ["flac", "ogg", "mp3", "opus"])
+def test_streamed_decode_writes_every_format(long_file, tmp_path, suffix):
+    codec = tiny_codec()
+    atok = tmp_path / "x.atok"
+    compression.compress_file(long_file, atok, codec)
+    out = tmp_path / f"x.{suffix}"
+    assert compression.decompress_file(atok, out, codec) is None
+    info = sf.info(out)
+    # 44.1 kHz: mp3 takes it, Opus does not (48 kHz then, as write_audio does).
+    rate = 48_000 if suffix == "opus" else 44_100
+    assert (info.samplerate, info.channels) == (rate, 2)
+    assert abs(info.frames / rate - 3.0) < 0.1
+
+
+def test_streamed_decode_refuses_what_none_cannot_write(tmp_path):
+    from audiotok.audio_output import Normalization
+    from audiotok.audio_stream import AudioSink
+    from audiotok.errors import AudioError
+
+    sink = AudioSink(tmp_path / "x.wav", 8000, 1, from_rate=8000,
+                     normalization=Normalization("none"))  # fmt: skip
+    with pytest.raises(AudioError, match="exceed"), sink:
+        sink.write(np.zeros((1, 100), np.float32))
+        sink.write(np.full((1, 100), 1.5, np.float32))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stream_states_hold_no_whole_chunk():
+    """Kept samples are copies: a view of a chunk would keep all of it alive, in every layer
+    (memory then grows with the chunk size times the number of layers)."""
+    from audiotok.codec.streaming import LayerState
+
+    codec = tiny_codec()
+    chunk = torch.randn(1, 1, 48_000)
+    with codec.streaming(1) as stream:
+        codes = stream.encode(chunk)
+        stream.decode(codes)
+        held = []
+
+        def walk(value: object) -> None:
+            if isinstance(value, torch.Tensor):
+                held.append(value)
+            elif isinstance(value, (list, tuple)):
+                for item in value:
+                    walk(item)
+            elif isinstance(value, LayerState):
+                for name, item in vars(value).items():
+                    if name != "layer":
+                        walk(item)
+
+        walk(stream.encoder)
+        walk(stream.decoder)
+    assert len(held) > 20
+    biggest = max(t.untyped_storage().nbytes() for t in held)
+    assert biggest < 100_000, f"a state holds {biggest} bytes: a view of a whole chunk"

@@ -105,6 +105,12 @@ def _parse_meta(values: tuple[str, ...]) -> dict[str, str]:
     return meta
 
 
+exact_option = click.option(
+    "--exact", is_flag=True,
+    help="One pass in memory, as the reference model (memory grows with the length).",
+)  # fmt: skip
+
+
 @click.command()
 @paths_argument
 @output_dir_option
@@ -117,6 +123,7 @@ def _parse_meta(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--downmix", is_flag=True,
               help="Code audio of more channels than the model's as the model's (mono: their "
                    "average; stereo: the first two), decompressed as such.")  # fmt: skip
+@exact_option
 @device_option
 @force_option
 @handle_errors
@@ -129,11 +136,14 @@ def compress(
     entropy: str,
     meta: tuple[str, ...],
     downmix: bool,
+    exact: bool,
     device: str,
     force: bool,
 ) -> None:
     """Compress audio files to .atok (or .ecdc, the encodec package's format).
 
+    Files longer than 20 s are coded as streams, in blocks, in bounded memory (the codes
+    equal one-pass coding's but where rounding tips a near-tie); --exact codes in one pass.
     Audio of 3 or more channels, which a mono or stereo model can't give back, is refused
     unless --downmix.
     """
@@ -147,7 +157,7 @@ def compress(
     codec = load(model or DEFAULT_MODEL, checkpoint, device)
 
     def job(source: Path | str, target: Path | str) -> str:
-        if _long_file_to_atok(source, target, codec, entropy):
+        if _streamed_to_atok(source, target, codec, entropy, exact):
             compress_file(source, target, codec, bandwidth=bandwidth, overwrite=force,
                           entropy=entropy, metadata=metadata, downmix=downmix)  # fmt: skip
             return _file_summary(Path(target))
@@ -176,15 +186,17 @@ def compress(
     _run_batch(list(_targets(expand_inputs(inputs, AUDIO_SUFFIXES), output_dir, ".atok")), job)
 
 
-def _long_file_to_atok(source: Path | str, target: Path | str, codec: Any, entropy: str) -> bool:
+def _streamed_to_atok(
+    source: Path | str, target: Path | str, codec: Any, entropy: str, exact: bool
+) -> bool:
     """Whether to compress as a stream: a long file, to an .atok file, with a codec that streams."""
     from ..audio_stream import audio_info
-    from ..compression import STREAM_SECONDS
+    from ..compression import streams
 
     if "-" in (source, target) or Path(target).suffix.lower() != ".atok" or entropy == "lm":
         return False
     info = audio_info(source)
-    return codec.can_stream and info.frames > STREAM_SECONDS * info.samplerate
+    return streams(codec, info.frames / info.samplerate, exact)
 
 
 def _file_summary(target: Path) -> str:
@@ -242,6 +254,7 @@ def _compress_ecdc(codec: Any, wav: Any, rate: int, bandwidth: float | None, ent
 @click.option("--native", is_flag=True, help="Keep the model's rate and channels.")
 @click.option("--strategy", type=click.Choice(["clip", "peak", "rms", "loudness"]), default="clip",
               show_default=True, help="How to bring the audio into [-1, 1].")  # fmt: skip
+@exact_option
 @device_option
 @force_option
 @handle_errors
@@ -253,12 +266,15 @@ def decompress(
     recover: bool,
     native: bool,
     strategy: str,
+    exact: bool,
     device: str,
     force: bool,
 ) -> None:
-    """Decompress .atok (or .ecdc) files to audio (wav, flac, ogg, mp3 by the suffix).
+    """Decompress .atok (or .ecdc) files to audio (wav, flac, ogg, mp3, opus by the suffix).
 
-    A damaged or truncated file is an error, and nothing is written, unless --recover.
+    Files longer than 20 s are decoded as streams, packet by packet, in bounded memory;
+    --exact (and --recover) decode in one pass. A damaged or truncated file is an error, and
+    nothing is written, unless --recover.
     """
     import_torch()
     import soundfile as sf
@@ -273,7 +289,8 @@ def decompress(
         if "-" not in (source, target) and _magic(source) != b"ECDC":
             # Long files decode as a stream there; others as below.
             result = decompress_file(source, target, codec, recover=recover, native=native,
-                                     overwrite=force, strategy=strategy, device=device)  # fmt: skip
+                                     overwrite=force, strategy=strategy, device=device,
+                                     exact=exact)  # fmt: skip
             if result is None:
                 info = sf.info(str(target))
                 return f"{target}: {info.duration:.2f} s, {info.samplerate} Hz, {info.channels} ch"

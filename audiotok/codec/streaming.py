@@ -107,7 +107,8 @@ class ConvState(LayerState):
         # Causal stride-1 layers have no right padding: nothing to reflect at the end.
         if not self.layer.causal or self.layer.stride > 1:
             history = x if self.history is None else torch.cat([self.history, x], dim=-1)
-            self.history = history[..., -self._history_length :]
+            # A copy: a view would keep every layer's whole input chunk alive.
+            self.history = history[..., -self._history_length :].clone()
         self.seen += x.shape[-1]
         layer = self.layer
         if not self.started:
@@ -126,7 +127,7 @@ class ConvState(LayerState):
         if frames <= 0:
             return self._empty()
         out = self.layer.conv(self.buffer[..., : (frames - 1) * stride + kernel])
-        self.buffer = self.buffer[..., frames * stride :]
+        self.buffer = self.buffer[..., frames * stride :].clone()  # (the chunk may be long)
         return out
 
     def _empty(self) -> Tensor:
@@ -180,7 +181,7 @@ class ConvTrState(LayerState):
         if self.tail is not None:
             y[..., : self.tail.shape[-1]] += self.tail
         ready = x.shape[-1] * conv.stride
-        self.tail = y[..., ready:]
+        self.tail = y[..., ready:].clone()
         return self._finish(y[..., :ready])
 
     def end(self) -> Tensor:
@@ -249,7 +250,7 @@ class ResidualState(LayerState):
             )
         n = min(p.shape[-1] for p in self.pending)
         out = self.pending[0][..., :n] + self.pending[1][..., :n]
-        self.pending = [p[..., n:] for p in self.pending]
+        self.pending = [p[..., n:].clone() for p in self.pending]
         return out
 
     def step(self, x: Tensor) -> Tensor:
