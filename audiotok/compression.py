@@ -26,16 +26,19 @@ import torch
 from .audio import can_convert_channels, convert_audio, read_audio
 from .codec.base import Codec
 from .codec.tokens import Tokens
-from .errors import AudioError, FormatError, TokensError, TruncatedError, UnsupportedFormatError
+from .errors import (
+    TRUNCATED_HINT,
+    AudioError,
+    FormatError,
+    TokensError,
+    TruncatedError,
+    hint_damage,
+)
 from .formats.header import Header
 from .formats.reader import AtokReader, Damage
 from .formats.writer import DEFAULT_PACKET_SECONDS, AtokWriter
 
 Source = bytes | str | os.PathLike | BinaryIO
-
-# What to do about a damaged or truncated file, in Python's words and the command line's.
-DAMAGE_HINT = ("recover=True conceals the damage", "--recover conceals the damage")
-TRUNCATED_HINT = ("recover=True decodes what is there", "--recover decodes what is there")
 
 
 def _layout(channels: int) -> str:
@@ -46,13 +49,6 @@ def _channels_error(name: str | None, problem: str, option: str, how: str) -> Au
     """``NAME: PROBLEM; pass OPTION=True HOW``, on the command line ``use --OPTION HOW``."""
     what = f"{name}: {problem}; " if name else f"{problem}; "
     return AudioError(f"{what}pass {option}=True{how}").for_cli(f"{what}use --{option}{how}")
-
-
-def hint_damage(exc: FormatError) -> FormatError:
-    """Adds to a damage error how to decode anyway (not to a format this reader can't read)."""
-    if not isinstance(exc, UnsupportedFormatError):
-        exc.with_hint(*DAMAGE_HINT)
-    return exc
 
 
 def coded_channels(

@@ -14,8 +14,7 @@ from typing import BinaryIO
 import torch
 
 from .codec.base import Codec
-from .compression import TRUNCATED_HINT, hint_damage
-from .errors import FormatError, TokensError, TruncatedError
+from .errors import TRUNCATED_HINT, FormatError, TokensError, TruncatedError, hint_damage
 from .formats.header import Header
 from .formats.reader import AtokReader
 from .formats.writer import DEFAULT_PACKET_SECONDS, AtokWriter

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO
 
 import torch
 
@@ -39,7 +39,7 @@ from . import __version__
 from .codec.base import Codec
 from .codec.tokens import Tokens
 from .console import stderr_is_terminal
-from .dataset_inputs import batches, encode_files, read_ahead
+from .dataset_inputs import Source, batches, encode_files, read_ahead
 from .errors import AudiotokError
 from .fileio import atomic_path
 
@@ -65,14 +65,6 @@ _IDENTITY_DEFAULTS = {"precision": "fp32"}
 
 class DatasetError(AudiotokError, ValueError):
     """A dataset directory or manifest that can't be used: another model, damage, bad TSV."""
-
-
-class Source(NamedTuple):
-    """One file to encode: its index key, where it is, and the manifest's other columns."""
-
-    key: str
-    file: Path
-    extra: dict[str, str]
 
 
 @dataclass

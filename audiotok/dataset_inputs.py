@@ -11,15 +11,21 @@ import itertools
 from collections import deque
 from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple
 
 from .audio import read_audio
 from .codec.base import Codec
 from .codec.tokens import Tokens
 from .errors import AudiotokError
 
-if TYPE_CHECKING:
-    from .dataset import Source
+
+class Source(NamedTuple):
+    """One file to encode: its index key, where it is, and the manifest's other columns."""
+
+    key: str
+    file: Path
+    extra: dict[str, str]
 
 
 def batches(

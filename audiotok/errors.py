@@ -108,3 +108,15 @@ class UnsupportedFormatError(FormatError):
 
 class CorruptDataError(FormatError):
     """Structurally valid bytes that don't decode: inconsistent sizes, a bad payload."""
+
+
+# What to do about a damaged or truncated file, in Python's words and the command line's.
+DAMAGE_HINT = ("recover=True conceals the damage", "--recover conceals the damage")
+TRUNCATED_HINT = ("recover=True decodes what is there", "--recover decodes what is there")
+
+
+def hint_damage(exc: FormatError) -> FormatError:
+    """Adds to a damage error how to decode anyway (not to a format this reader can't read)."""
+    if not isinstance(exc, UnsupportedFormatError):
+        exc.with_hint(*DAMAGE_HINT)
+    return exc

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from audiotok.errors import CorruptDataError, FormatError, UnsupportedFormatError
 from audiotok.formats.adaptive import AdaptiveCoder
-from audiotok.formats.entropy import EntropyCoder, coder_for_id, coder_for_name, coder_names
+from audiotok.formats.coders import coder_for_id, coder_for_name, coder_names
+from audiotok.formats.entropy import EntropyCoder
 from audiotok.formats.rawpack import RawCoder
 
 CODERS = (RawCoder, AdaptiveCoder)

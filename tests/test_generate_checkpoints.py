@@ -11,8 +11,7 @@ from test_generate_cache import CHROMA, SMALL, TEXT, random_lm
 
 from audiotok.errors import AudiotokError, CheckpointError, ModelNotAvailableError
 from audiotok.generate import ConditionTensors, LMConfig, find_generation_card, load_lm
-from audiotok.generate.checkpoints import read_lm_checkpoint
-from audiotok.generate.load import build_lm
+from audiotok.generate.load import build_lm, read_lm_checkpoint
 
 MELODY = LMConfig(
     **SMALL,

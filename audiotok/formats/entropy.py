@@ -1,4 +1,5 @@
-"""Entropy coders: the interface of the ``.atok`` payload coders, and their registry.
+"""Entropy coders: the interface of the ``.atok`` payload coders (their registry is
+:mod:`.coders`).
 
 A container packet holds the codes ``[K, F]`` of about a second of audio (``K`` codebooks,
 ``F`` frames, every code in ``[0, cardinality)``). An :class:`EntropyCoder` turns them into
@@ -6,8 +7,8 @@ the packet's payload and back. Each packet is coded on its own (a coder keeps no
 one packet to the next), so any packet decodes alone.
 
 The container header stores the coder's :attr:`~EntropyCoder.coder_id` and its serialised
-:meth:`~EntropyCoder.params`; a reader rebuilds the coder with :func:`coder_for_id` and
-:meth:`~EntropyCoder.from_params`.
+:meth:`~EntropyCoder.params`; a reader rebuilds the coder with
+:func:`~audiotok.formats.coders.coder_for_id` and :meth:`~EntropyCoder.from_params`.
 
 =====  ============  =========================================================================
 id     name          coder
@@ -22,6 +23,7 @@ payload that does not decode raises :class:`~audiotok.errors.CorruptDataError`.
 
 Example:
     >>> import numpy as np
+    >>> from audiotok.formats.coders import coder_for_id, coder_for_name
     >>> coder = coder_for_name("raw")(16, 2)
     >>> payload = coder.encode(np.array([[1, 2, 3], [4, 5, 6]]))
     >>> payload.hex()
@@ -38,7 +40,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import CorruptDataError, UnsupportedFormatError
+from ..errors import CorruptDataError
 
 MAX_CARDINALITY = 1 << 16  # codes must fit a 16-bit word (raw) and the rANS precision
 
@@ -174,34 +176,3 @@ class EntropyCoder(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.cardinality}, {self.num_codebooks})"
-
-
-def _coders() -> tuple[type[EntropyCoder], ...]:
-    # Imported here, not at the top: the coder modules import this one.
-    from .adaptive import AdaptiveCoder
-    from .rawpack import RawCoder
-
-    return (RawCoder, AdaptiveCoder)
-
-
-def coder_names() -> tuple[str, ...]:
-    """The names of all coders, by id (the CLI's ``--entropy`` choices)."""
-    return tuple(c.name for c in _coders())
-
-
-def coder_for_id(coder_id: int) -> type[EntropyCoder]:
-    """The coder class stored as ``coder_id``; UnsupportedFormatError if there is none."""
-    for coder in _coders():
-        if coder.coder_id == coder_id:
-            return coder
-    raise UnsupportedFormatError(f"unknown entropy coder id {coder_id}")
-
-
-def coder_for_name(name: str) -> type[EntropyCoder]:
-    """The coder class called ``name``; UnsupportedFormatError if there is none."""
-    for coder in _coders():
-        if coder.name == name:
-            return coder
-    raise UnsupportedFormatError(
-        f"unknown entropy coder {name!r} (known: {', '.join(coder_names())})"
-    )

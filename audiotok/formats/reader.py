@@ -24,7 +24,8 @@ from typing import BinaryIO
 import numpy as np
 
 from ..errors import CorruptDataError, FormatError, TruncatedError
-from .entropy import EntropyCoder, coder_for_id
+from .coders import coder_for_id
+from .entropy import EntropyCoder
 from .header import PREFIX_SIZE, Header
 from .index import MAGIC as INDEX_MAGIC
 from .index import TRAILER_SIZE, Index

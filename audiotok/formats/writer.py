@@ -15,7 +15,8 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from ..errors import TokensError
-from .entropy import EntropyCoder, coder_for_name
+from .coders import coder_for_name
+from .entropy import EntropyCoder
 from .header import Header
 from .index import Index
 from .packet import Packet

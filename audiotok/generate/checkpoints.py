@@ -263,30 +263,3 @@ def read_audiocraft(path: Path) -> LMCheckpoint:
         conditioner_states=conditioner_states,
         codec_path=codec if codec.is_file() else None,
     )
-
-
-def read_lm_checkpoint(path: str | Path) -> LMCheckpoint:
-    """Reads an LM checkpoint in either format, detected from the path.
-
-    A directory holding both formats (a Hugging Face snapshot of an official repository) is
-    read as the audiocraft export, the official one.
-
-    Raises:
-        CheckpointError: Missing, unreadable, or not an LM checkpoint we support.
-    """
-    from .hf import read_hf_dir
-
-    path = Path(path)
-    if path.is_dir():
-        if (path / LM_FILE).is_file():
-            return read_audiocraft(path / LM_FILE)
-        if (path / "config.json").is_file():
-            return read_hf_dir(path)
-        raise CheckpointError(
-            f"{path}: a directory without {LM_FILE} (audiocraft) or config.json (transformers)"
-        )
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file or directory")
-    if path.name == "config.json" or path.suffix == ".safetensors":
-        return read_hf_dir(path.parent)
-    return read_audiocraft(path)

@@ -14,7 +14,7 @@ from ..codec.base import Codec
 from ..codec.checkpoints import adopt_state, module_shapes, shape_mismatch
 from ..codec.load import codec_from_hf, load_codec, resolve_device
 from ..errors import CheckpointError, ModelNotAvailableError
-from .checkpoints import COMPRESSION_FILE, LMCheckpoint, read_lm_checkpoint
+from .checkpoints import COMPRESSION_FILE, LM_FILE, LMCheckpoint, read_audiocraft
 from .conditioners import (
     ChromaConditioner,
     ConditionProvider,
@@ -22,9 +22,35 @@ from .conditioners import (
     load_t5,
     t5_from_state,
 )
+from .hf import read_hf_dir
 from .lm import LMModel
 from .lm_config import LMConfig
 from .registry import find_generation_card, generation_card_names
+
+
+def read_lm_checkpoint(path: str | Path) -> LMCheckpoint:
+    """Reads an LM checkpoint in either format, detected from the path.
+
+    A directory holding both formats (a Hugging Face snapshot of an official repository) is
+    read as the audiocraft export, the official one.
+
+    Raises:
+        CheckpointError: Missing, unreadable, or not an LM checkpoint we support.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if (path / LM_FILE).is_file():
+            return read_audiocraft(path / LM_FILE)
+        if (path / "config.json").is_file():
+            return read_hf_dir(path)
+        raise CheckpointError(
+            f"{path}: a directory without {LM_FILE} (audiocraft) or config.json (transformers)"
+        )
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file or directory")
+    if path.name == "config.json" or path.suffix == ".safetensors":
+        return read_hf_dir(path.parent)
+    return read_audiocraft(path)
 
 
 class LoadedLM(NamedTuple):
