@@ -122,6 +122,7 @@ class LevelMeter:
     """The level statistics of a signal fed in blocks ``[C, n]``: peak, RMS and loudness."""
 
     def __init__(self, sample_rate: int, channels: int, loudness: bool = False) -> None:
+        self.channels = channels
         self.peak, self.count = 0.0, 0
         self._squares = self._mono_squares = 0.0  # float64 sums
         self._loudness = LoudnessMeter(sample_rate, channels) if loudness else None
@@ -140,8 +141,7 @@ class LevelMeter:
     @property
     def rms(self) -> float:
         """Over all samples of all channels."""
-        channels = 1 if self._loudness is None else self._loudness.channels
-        return math.sqrt(self._squares / max(1, self.count * channels))
+        return math.sqrt(self._squares / max(1, self.count * self.channels))
 
     @property
     def mono_rms(self) -> float:
@@ -245,6 +245,15 @@ def sound_file(path: Path, fmt: str, sample_rate: int, channels: int, subtype: s
         raise AudioError(f"{target}: cannot write {fmt} audio: {one_line(err)}") from err
 
 
+def audio_format(target: Path, format: str | None = None) -> str:
+    """The format to write ``target`` in: ``format``, or the path's suffix; AudioError if it is
+    not one of :data:`FORMATS`."""
+    fmt = (format or target.suffix.lstrip(".")).lower()
+    if fmt not in FORMATS:
+        raise AudioError(f"{target}: unknown audio format {fmt!r}; use one of {tuple(FORMATS)}")
+    return fmt
+
+
 def file_rate(fmt: str, sample_rate: int) -> int:
     """The rate audio at ``sample_rate`` is written at in ``fmt``: its own, or 48 kHz where
     the encoder (mp3, Opus) does not take it."""
@@ -297,9 +306,7 @@ def write_audio(
             missing directory, or an encoder error.
     """
     target = Path(path)
-    fmt = (format or target.suffix.lstrip(".")).lower()
-    if fmt not in FORMATS:
-        raise AudioError(f"{target}: unknown audio format {fmt!r}; use one of {tuple(FORMATS)}")
+    fmt = audio_format(target, format)
     container, default_subtype, _ = FORMATS[fmt]
     subtype = (subtype or default_subtype).upper()
     if subtype not in sf.available_subtypes(container):

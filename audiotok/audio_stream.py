@@ -20,7 +20,7 @@ import soundfile as sf
 import soxr
 
 from .audio import SOXR_QUALITY, check_audio, convert_channels, one_line
-from .audio_output import FORMATS, Normalization, file_rate, pcm16, sound_file
+from .audio_output import FORMATS, Normalization, audio_format, file_rate, pcm16, sound_file
 from .errors import AudioError
 from .fileio import atomic_path
 
@@ -126,11 +126,7 @@ class AudioSink:
                  normalization: Normalization | None = None,
                  bitrate_kbps: float | None = None) -> None:  # fmt: skip
         self.target = Path(target)
-        fmt = self.target.suffix.lstrip(".").lower()
-        if fmt not in FORMATS:
-            raise AudioError(
-                f"{self.target}: unknown audio format {fmt!r}; use one of {tuple(FORMATS)}"
-            )
+        fmt = audio_format(self.target)
         self.channels, self.length, self.written = channels, length, 0
         self.norm = normalization or Normalization("clip")
         self._pcm16 = FORMATS[fmt][1] == "PCM_16"
