@@ -11,9 +11,6 @@ does not pay for importing torch:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from .errors import (
     AudioError,
     AudiotokError,
@@ -23,22 +20,21 @@ from .errors import (
     ModelNotAvailableError,
     TokensError,
 )
+from .runtime.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "load_codec": "audiotok.codec.load",
-    "Codec": "audiotok.codec.base",
-    "CodecConfig": "audiotok.codec.config",
-    "Tokens": "audiotok.codec.tokens",
-    "read_audio": "audiotok.audio",
-    "write_audio": "audiotok.audio_output",
-    "convert_audio": "audiotok.audio",
-    "audio_write": "audiotok.audio_output",
-    "compress": "audiotok.compression",
-    "decompress": "audiotok.compression",
-    "compress_file": "audiotok.compression",
-    "decompress_file": "audiotok.compression",
+# module -> the names it defines, imported when first used.
+_EXPORTS = {
+    "audiotok.codec.load": ("load_codec",),
+    "audiotok.codec.base": ("Codec",),
+    "audiotok.codec.config": ("CodecConfig",),
+    "audiotok.codec.tokens": ("Tokens",),
+    "audiotok.audio.read": ("read_audio", "convert_audio"),
+    "audiotok.audio.write": ("write_audio", "audio_write"),
+    "audiotok.compression.encode": ("compress",),
+    "audiotok.compression.decode": ("decompress",),
+    "audiotok.compression.files": ("compress_file", "decompress_file"),
 }
 
 __all__ = [
@@ -50,17 +46,8 @@ __all__ = [
     "ModelNotAvailableError",
     "TokensError",
     "__version__",
-    *_LAZY,
+    *(name for names in _EXPORTS.values() for name in names),
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'audiotok' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)

@@ -17,7 +17,7 @@ repeated to ``--seconds``. Each side runs in a fresh process (the sides alternat
 (model loading excluded; the references under ``torch.no_grad()``, as their own code and
 documentation run them). Codes of every timed run are compared across the sides.
 
-audiotok tunes glibc's allocator when a codec is loaded (``audiotok/runtime.py``); the
+audiotok tunes glibc's allocator when a codec is loaded (``audiotok/runtime/``); the
 references run with the default allocator, as their users would: separate processes keep
 the setting to its side. Two controls tell how much of the difference that setting makes:
 ``--default-malloc`` adds a side ``audiotok-libc``, audiotok with ``AUDIOTOK_KEEP_MALLOC=1``;
@@ -126,7 +126,7 @@ def transformers_from_encodec(arch: str, model):
     """
     from reference_models import hf_model
 
-    from audiotok.codec.convert import hf_key_to_ours
+    from audiotok.zoo.codec_convert import hf_key_to_ours
 
     source = model.state_dict()
     hf = hf_model(arch)
@@ -300,7 +300,7 @@ def main() -> None:
                         f"(AUDIOTOK_KEEP_MALLOC=1), as side {LIBC}")  # fmt: skip
     parser.add_argument("--tune-references", action="store_true",
                         help="give the references audiotok's allocator setting too "
-                        "(audiotok.runtime.tune_allocator)")  # fmt: skip
+                        "(audiotok.runtime.allocator.tune_allocator)")  # fmt: skip
     parser.add_argument("--side", choices=(*SIDES, LIBC), help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -311,7 +311,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.side:
         if args.tune_references and args.side in REFERENCES:
-            from audiotok.runtime import tune_allocator
+            from audiotok.runtime.allocator import tune_allocator
 
             assert tune_allocator(), "the allocator setting is not available here"
         result = run_side(args.side, args.models[0], args.dir, args.bandwidth, args.profile)

@@ -91,8 +91,8 @@ def run_side(side: str, codec_path: Path, lm_path: Path, seconds: float, bandwid
         audio, _ = ref_compress.decompress(data)
     else:
         import audiotok
-        from audiotok.formats.ecdc import read_ecdc, write_ecdc
-        from audiotok.formats.ecdc_lm import load_ecdc_lm
+        from audiotok.compression.container.ecdc import read_ecdc, write_ecdc
+        from audiotok.compression.container.ecdc_lm import load_ecdc_lm
 
         codec = audiotok.load_codec(codec_path)
         lm = load_ecdc_lm("encodec_24khz", lm_path) if side == "ecdc-lm" else None

@@ -14,14 +14,13 @@ coder knowing their exact distribution would need, without any per-packet overhe
 
 Simulated tokens are drawn independently per frame from a Zipf-like law per codebook,
 ``p(r) ~ 1 / (r + 1)^s`` over a random permutation of the codes, with ``s`` going from 1.2 in
-the first codebook to 0.8 in the last (residual codebooks are flatter). Real codec tokens
-also repeat over time (silence, steady notes), which the adaptive model exploits and this
-simulation does not. ``adaptive+priors`` uses static priors estimated
-(:meth:`~audiotok.formats.adaptive.AdaptiveCoder.estimate_priors`) from separate training
-packets of the same law; with ``--tokens`` they are estimated from the files themselves
+the first codebook to 0.8 in the last (residual codebooks are flatter). Real codec tokens also
+repeat over time (silence, steady notes), which the adaptive model exploits and this simulation
+does not. ``adaptive+priors`` uses static priors estimated
+(:meth:`~audiotok.compression.container.adaptive.AdaptiveCoder.estimate_priors`) from separate
+training packets of the same law; with ``--tokens`` they are estimated from the files themselves
 (in-sample, so optimistic), or, with ``--priors-from MODEL``, taken from that model's card
-(counted on its training data: out-of-sample, what ``audiotok compress`` uses).
-"""
+(counted on its training data: out-of-sample, what ``audiotok compress`` uses)."""
 
 from __future__ import annotations
 
@@ -31,9 +30,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from audiotok.formats.adaptive import AdaptiveCoder
-from audiotok.formats.entropy import EntropyCoder
-from audiotok.formats.rawpack import RawCoder
+from audiotok.compression.container.adaptive import AdaptiveCoder
+from audiotok.compression.container.entropy import EntropyCoder
+from audiotok.compression.container.rawpack import RawCoder
 
 
 def zipf_packets(

@@ -1,7 +1,7 @@
 """How often block-by-block (streamed) coding differs from one-pass coding, per model.
 
 Files longer than ``STREAM_SECONDS`` are coded as streams, in blocks of
-``audio_stream.BLOCK_SECONDS``, each layer carrying its state from block to block. The
+``audio.blocks.BLOCK_SECONDS``, each layer carrying its state from block to block. The
 arithmetic is the same as one pass over the whole signal, but matrix kernels run on other
 shapes and may round differently (about 1e-7); where a latent vector lies almost halfway
 between two codebook entries, that can pick the other entry. This script counts such flips on
@@ -41,7 +41,7 @@ def load_audio(files: list[Path], seconds: float, rate: int, channels: int):
     import torch
     from codec_bench import real_audio
 
-    from audiotok.audio import convert_audio, read_audio
+    from audiotok.audio.read import convert_audio, read_audio
 
     if not files:
         return real_audio(seconds, rate, channels)[0]
@@ -136,7 +136,7 @@ def main() -> None:
     import torch
 
     import audiotok
-    from audiotok.audio_stream import BLOCK_SECONDS
+    from audiotok.audio.blocks import BLOCK_SECONDS
 
     torch.set_num_threads(args.threads)
     rows = []

@@ -1,6 +1,6 @@
 """Peak memory and wall time of compressing and decompressing long files, streamed or not.
 
-For each model and duration, a fresh process runs ``audiotok.compression.compress_file`` then
+For each model and duration, a fresh process runs ``audiotok.compression.files.compress_file`` then
 ``decompress_file`` (to FLAC) on a FLAC at the model's rate made of the repository's real clips
 repeated, and reports the peak resident memory of that process (``VmHWM``) and the wall
 time of the two calls. Files longer than ``STREAM_SECONDS`` are processed as streams, block by
@@ -37,7 +37,7 @@ def child(audio: Path, weights: str, out: Path, threads: int, exact: bool) -> No
     import torch
 
     import audiotok
-    from audiotok.compression import compress_file, decompress_file
+    from audiotok.compression.files import compress_file, decompress_file
 
     torch.set_num_threads(threads)
     codec = audiotok.load_codec(weights)

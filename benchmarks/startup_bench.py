@@ -161,14 +161,14 @@ def _steps_compress(clip: Path, out: Path, model: str | None) -> dict[str, float
     lap("import the CLI (click, no torch)")
     _import_torch()
     lap("import torch (as the commands do)")
-    from audiotok.audio import read_audio
-    from audiotok.compression import coded_channels
-    from audiotok.fileio import atomic_output
-    from audiotok.formats.writer import AtokWriter
+    from audiotok.audio.read import read_audio
+    from audiotok.compression.channels import coded_channels
+    from audiotok.compression.container.writer import AtokWriter
+    from audiotok.runtime.files import atomic_output
 
     lap("import the compress modules")
     from audiotok.codec.load import load_codec
-    from audiotok.codec.registry import DEFAULT_CODEC
+    from audiotok.zoo.codec_cards import DEFAULT_CODEC
 
     codec = load_codec(model or DEFAULT_CODEC)
     lap("load_codec")
@@ -201,10 +201,10 @@ def _steps_decompress(atok: Path, out: Path, model: str | None) -> dict[str, flo
     import soundfile  # noqa: F401  (the decompress command imports it)
     import torch
 
-    from audiotok.audio_output import write_audio
+    from audiotok.audio.write import write_audio
     from audiotok.codec.tokens import Tokens
-    from audiotok.compression import decode_stream  # noqa: F401
-    from audiotok.formats.reader import AtokReader
+    from audiotok.compression.container.reader import AtokReader
+    from audiotok.compression.decode import decode_stream  # noqa: F401
 
     lap("import the decompress modules")
     from audiotok.codec.load import load_codec

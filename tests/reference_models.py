@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-# Architectures in the vocabulary of each reference; see audiotok.codec.registry for ours.
+# Architectures in the vocabulary of each reference; see audiotok.zoo.codec_cards for ours.
 ARCHS: dict[str, dict[str, Any]] = {
     "encodec_24khz": dict(
         sample_rate=24_000, channels=1, causal=True, norm="weight_norm", pad_mode="reflect",

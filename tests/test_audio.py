@@ -1,4 +1,4 @@
-"""Tests of audiotok.audio and audiotok.loudness: reading, conversion, normalisation, writing."""
+"""Tests of audiotok.audio: reading, conversion, loudness, normalisation, writing."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audiotok.audio import check_audio, convert_audio, read_audio
-from audiotok.audio_output import audio_write, normalize_audio, write_audio
+from audiotok.audio.loudness import integrated_loudness, k_weight, k_weighting_biquads
+from audiotok.audio.read import check_audio, convert_audio, read_audio
+from audiotok.audio.write import audio_write, normalize_audio, write_audio
 from audiotok.errors import AudioError
-from audiotok.loudness import integrated_loudness, k_weight, k_weighting_biquads
 
 DATA = Path(__file__).parent / "data"
 
@@ -271,7 +271,7 @@ def test_channel_conversion_shapes(channels: int, length: int, to_channels: int)
 
 
 def test_importing_audio_does_not_import_torch() -> None:
-    code = "import sys, audiotok.audio, audiotok.loudness; sys.exit('torch' in sys.modules)"
+    code = "import sys, audiotok.audio, audiotok.audio.loudness; sys.exit('torch' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
 
@@ -538,7 +538,7 @@ def test_audio_write_mp3_rate(tmp_path: Path) -> None:
 def test_loudness_meter_in_blocks_equals_whole(rate, channels, seconds, chunk) -> None:
     """Any block size gives the whole-signal figure: the K-weighting's tail is carried, and
     gating blocks that straddle two pieces are summed from the running sum."""
-    from audiotok.loudness import LoudnessMeter
+    from audiotok.audio.loudness import LoudnessMeter
 
     rng = np.random.default_rng(chunk)
     n = max(1, int(seconds * rate))

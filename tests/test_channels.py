@@ -17,13 +17,15 @@ import torch
 from click.testing import CliRunner
 from conftest import tiny_codec
 
-from audiotok import compression
 from audiotok.cli.main import cli
-from audiotok.codec.checkpoints import save_checkpoint
-from audiotok.compression import compress, compress_file, decompress, decompress_file
+from audiotok.compression import files
+from audiotok.compression.container.reader import AtokReader
+from audiotok.compression.container.writer import AtokWriter
+from audiotok.compression.decode import decompress
+from audiotok.compression.encode import compress
+from audiotok.compression.files import compress_file, decompress_file
 from audiotok.errors import AudioError
-from audiotok.formats.reader import AtokReader
-from audiotok.formats.writer import AtokWriter
+from audiotok.zoo.codec_checkpoints import save_checkpoint
 
 
 def noise(channels: int, samples: int, seed: int = 0) -> torch.Tensor:
@@ -113,7 +115,7 @@ def test_old_files_suggest_native(codec):
 def test_long_files_follow_the_policy(tmp_path, monkeypatch, codec):
     """Files long enough to stream: refused before anything is written; a downmix streams,
     records mono and decodes as a stream, as mono; a native decode streams too."""
-    monkeypatch.setattr(compression, "STREAM_SECONDS", 0.1)
+    monkeypatch.setattr(files, "STREAM_SECONDS", 0.1)
     path = tmp_path / "six.wav"
     sf.write(path, noise(6, 12_000).numpy().T, 24_000, subtype="FLOAT")
     with pytest.raises(AudioError, match=r"six\.wav: 6 channels, but tiny codes mono"):

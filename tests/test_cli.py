@@ -24,12 +24,14 @@ from click.testing import CliRunner
 from conftest import DATA, tiny_codec
 
 import audiotok
-from audiotok.audio import read_audio
+from audiotok.audio.read import read_audio
 from audiotok.cli.main import cli
-from audiotok.codec import checkpoints, registry
-from audiotok.codec.checkpoints import save_checkpoint, sha256_file
 from audiotok.codec.tokens import Tokens
-from audiotok.generate.registry import generation_card_names
+from audiotok.zoo import codec_cards as registry
+from audiotok.zoo import codec_checkpoints
+from audiotok.zoo.codec_checkpoints import save_checkpoint
+from audiotok.zoo.lm_cards import generation_card_names
+from audiotok.zoo.weights import sha256_file
 
 SPEECH = DATA / "speech_24k.flac"
 NAMES = ("encodec_24khz", "encodec_48khz", "encodec_32khz", "encodec_16khz")
@@ -471,7 +473,7 @@ def test_models_shows_cached_weights(caches, monkeypatch):
         dataclasses.replace(c, sources=(source,)) if c is card else c for c in registry.CARDS
     )
     monkeypatch.setattr(registry, "CARDS", new)
-    monkeypatch.setattr(checkpoints, "CARDS", new)
+    monkeypatch.setattr(codec_checkpoints, "CARDS", new)
 
     result = run("models")
 

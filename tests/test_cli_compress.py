@@ -17,10 +17,10 @@ import torch
 from click.testing import CliRunner
 from conftest import DATA, tiny_codec
 
-from audiotok.audio import read_audio
+from audiotok.audio.read import read_audio
 from audiotok.cli.main import cli
-from audiotok.codec.checkpoints import save_checkpoint
-from audiotok.compression import decode_stream
+from audiotok.compression.decode import decode_stream
+from audiotok.zoo.codec_checkpoints import save_checkpoint
 
 SPEECH = DATA / "speech_24k.flac"
 MUSIC = DATA / "music_48k_stereo.flac"
@@ -70,9 +70,9 @@ def test_compress_decompress_round_trip(model, tmp_path):
 def test_long_files_stream_unless_exact(model, tmp_path, monkeypatch):
     """Beyond STREAM_SECONDS both commands stream (a "(streamed)" summary); --exact codes and
     decodes in one pass, exactly as the one-pass API does."""
-    from audiotok import compression
+    from audiotok.compression import files
 
-    monkeypatch.setattr(compression, "STREAM_SECONDS", 1.0)
+    monkeypatch.setattr(files, "STREAM_SECONDS", 1.0)
     result = run("compress", SPEECH, tmp_path / "s.atok", "-m", model)
     assert result.exit_code == 0 and "(streamed)" in result.stderr, result.output
     result = run("compress", SPEECH, tmp_path / "e.atok", "-m", model, "--exact")
@@ -118,7 +118,7 @@ def test_refuses_to_overwrite_without_force(model, tmp_path):
 
 
 def test_python_api_names_overwrite_not_the_cli_flag(model, tmp_path):
-    from audiotok.compression import compress_file
+    from audiotok.compression.files import compress_file
     from audiotok.errors import AudiotokError
 
     (tmp_path / "s.atok").write_bytes(b"precious")
@@ -231,7 +231,7 @@ import time
 import soundfile
 
 from audiotok.cli.main import main
-from audiotok.formats.writer import AtokWriter
+from audiotok.compression.container.writer import AtokWriter
 
 
 def block(*args, **kwargs):

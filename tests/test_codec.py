@@ -10,12 +10,12 @@ import pytest
 import torch
 from conftest import tiny_codec, tiny_config
 
-from audiotok.audio import convert_audio
+from audiotok.audio.read import convert_audio
 from audiotok.codec.config import CodecConfig
 from audiotok.codec.model import EncodecModel, Segment
-from audiotok.codec.registry import ENCODEC_24KHZ, ENCODEC_32KHZ, ENCODEC_48KHZ
 from audiotok.codec.tokens import Tokens
 from audiotok.errors import AudioError, TokensError
+from audiotok.zoo.codec_cards import ENCODEC_24KHZ, ENCODEC_32KHZ, ENCODEC_48KHZ
 
 
 def noise(*shape: int, seed: int = 0) -> torch.Tensor:

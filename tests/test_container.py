@@ -12,7 +12,12 @@ import pytest
 import torch
 from conftest import tiny_codec
 
-from audiotok.compression import compress, decode_stream, decompress
+from audiotok.compression.container.atok import read_tokens, write_tokens
+from audiotok.compression.container.header import Header
+from audiotok.compression.container.reader import AtokReader
+from audiotok.compression.container.writer import AtokWriter
+from audiotok.compression.decode import decode_stream, decompress
+from audiotok.compression.encode import compress
 from audiotok.errors import (
     ChecksumError,
     FormatError,
@@ -20,10 +25,6 @@ from audiotok.errors import (
     TruncatedError,
     UnsupportedFormatError,
 )
-from audiotok.formats.atok import read_tokens, write_tokens
-from audiotok.formats.header import Header
-from audiotok.formats.reader import AtokReader
-from audiotok.formats.writer import AtokWriter
 
 
 def noise(channels: int, samples: int, seed: int = 0) -> torch.Tensor:
@@ -176,7 +177,7 @@ def test_truncated_file_is_an_error_unless_recovering(codec):
 
 
 def test_a_stream_that_lacks_only_its_index_decodes_whole(codec):
-    from audiotok.formats.index import TRAILER_SIZE, Index
+    from audiotok.compression.container.index import TRAILER_SIZE, Index
 
     data = compress(codec, noise(1, 24_000 * 2))
     index_at = Index.trailer_offset(data[-TRAILER_SIZE:])
@@ -186,7 +187,7 @@ def test_a_stream_that_lacks_only_its_index_decodes_whole(codec):
 
 
 def test_format_errors_name_their_file(codec, tmp_path):
-    from audiotok.compression import decompress_file
+    from audiotok.compression.files import decompress_file
 
     data = compress(codec, noise(1, 24_000 * 2))
     path = tmp_path / "x.atok"
@@ -287,8 +288,8 @@ def test_newer_minor_version_with_extension_bytes_is_read(codec, monkeypatch):
     """A later minor version may append header fields; this reader skips them."""
     import struct
 
-    from audiotok.formats import header as header_module
-    from audiotok.formats.binary import crc32
+    from audiotok.compression.container import header as header_module
+    from audiotok.compression.container.binary import crc32
 
     plain_to_bytes = Header.to_bytes
 
@@ -318,10 +319,10 @@ def test_header_num_frames_matches_the_codec(codec, segmented_codec):
 
 
 def test_static_priors_from_the_model_card(tmp_path):
-    from audiotok.codec.checkpoints import save_checkpoint
     from audiotok.codec.load import load_codec
+    from audiotok.compression.container.adaptive import AdaptiveCoder
     from audiotok.errors import UnsupportedFormatError
-    from audiotok.formats.adaptive import AdaptiveCoder
+    from audiotok.zoo.codec_checkpoints import save_checkpoint
 
     plain = tiny_codec()
     x = noise(1, 24_000 * 2)
@@ -342,7 +343,7 @@ def test_static_priors_from_the_model_card(tmp_path):
 
 
 def test_compress_file_and_decompress_file(codec, tmp_path):
-    from audiotok.compression import compress_file, decompress_file
+    from audiotok.compression.files import compress_file, decompress_file
     from audiotok.errors import AudiotokError
 
     source = tmp_path / "in.wav"

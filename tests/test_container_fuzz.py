@@ -11,7 +11,8 @@ from conftest import tiny_codec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audiotok.compression import compress, decode_stream
+from audiotok.compression.decode import decode_stream
+from audiotok.compression.encode import compress
 from audiotok.errors import FormatError
 
 CODEC = tiny_codec()
@@ -53,7 +54,7 @@ def test_arbitrary_bytes(data, recover):
 @FUZZ
 @given(st.binary(max_size=600), st.booleans())
 def test_arbitrary_bytes_after_a_valid_header(tail, recover):
-    from audiotok.formats.reader import AtokReader
+    from audiotok.compression.container.reader import AtokReader
 
     with AtokReader(VALID["adaptive"]) as reader:
         size = reader.header_size

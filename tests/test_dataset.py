@@ -22,19 +22,15 @@ from conftest import DATA, load_clip, tiny_codec
 from safetensors import safe_open
 
 from audiotok import __version__
-from audiotok.audio import read_audio
+from audiotok.audio.read import read_audio
 from audiotok.cli import codec_commands
 from audiotok.cli.main import cli
-from audiotok.codec.checkpoints import save_checkpoint
 from audiotok.codec.tokens import Tokens
-from audiotok.dataset import (
-    DEFAULT_BATCH_SECONDS,
-    DEFAULT_SHARD_BYTES,
-    DatasetError,
-    ShardWriter,
-    TokenDataset,
-    tokenize_dataset,
-)
+from audiotok.dataset.layout import DEFAULT_BATCH_SECONDS, DEFAULT_SHARD_BYTES, DatasetError
+from audiotok.dataset.reader import TokenDataset
+from audiotok.dataset.shards import ShardWriter
+from audiotok.dataset.tokenize import tokenize_dataset
+from audiotok.zoo.codec_checkpoints import save_checkpoint
 
 SPEECH = DATA / "speech_24k.flac"
 MUSIC = DATA / "music_48k_stereo.flac"
@@ -128,9 +124,9 @@ def audio_files(corpus: Path) -> list[Path]:
 
 
 def test_progress_bar_only_on_a_terminal(tmp_path, tiny, corpus, monkeypatch):
-    from audiotok import dataset
+    from audiotok.dataset import tokenize
 
-    monkeypatch.setattr(dataset, "stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(tokenize, "stderr_is_terminal", lambda: True)
 
     result = run("encode", corpus, "-o", tmp_path / "out", "-m", tiny.card)
 

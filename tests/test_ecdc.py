@@ -22,8 +22,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference_models import calibrate_codebooks_, encodec_package_model, import_encodec
 
-from audiotok.codec.registry import find_card
 from audiotok.codec.tokens import Tokens
+from audiotok.compression.container import arithmetic
+from audiotok.compression.container.ecdc import (
+    pack_codes,
+    read_ecdc,
+    read_ecdc_header,
+    segment_frames,
+    unpack_codes,
+    write_ecdc,
+)
+from audiotok.compression.container.ecdc_lm import EcdcLM, build_ecdc_lm, load_ecdc_lm
 from audiotok.errors import (
     CheckpointError,
     CorruptDataError,
@@ -32,16 +41,7 @@ from audiotok.errors import (
     TruncatedError,
     UnsupportedFormatError,
 )
-from audiotok.formats import arithmetic
-from audiotok.formats.ecdc import (
-    pack_codes,
-    read_ecdc,
-    read_ecdc_header,
-    segment_frames,
-    unpack_codes,
-    write_ecdc,
-)
-from audiotok.formats.ecdc_lm import EcdcLM, build_ecdc_lm, load_ecdc_lm
+from audiotok.zoo.codec_cards import find_card
 
 LM_FILES = {
     "encodec_24khz": "encodec_lm_24khz-1608e3c0.th",

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from audiotok.compression.container.adaptive import AdaptiveCoder
+from audiotok.compression.container.coders import coder_for_id, coder_for_name, coder_names
+from audiotok.compression.container.entropy import EntropyCoder
+from audiotok.compression.container.rawpack import RawCoder
 from audiotok.errors import CorruptDataError, FormatError, UnsupportedFormatError
-from audiotok.formats.adaptive import AdaptiveCoder
-from audiotok.formats.coders import coder_for_id, coder_for_name, coder_names
-from audiotok.formats.entropy import EntropyCoder
-from audiotok.formats.rawpack import RawCoder
 
 CODERS = (RawCoder, AdaptiveCoder)
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -467,7 +467,7 @@ def test_output_does_not_depend_on_the_input_integer_type(dtype):
 
 def test_no_platform_dependent_integers_in_the_coders():
     """numpy's default integer is 32 bits on some platforms: the coders name every dtype."""
-    root = Path(__file__).parent.parent / "audiotok" / "formats"
+    root = Path(__file__).parent.parent / "audiotok" / "compression" / "container"
     pattern = re.compile(r"np\.int_\b|np\.intp\b|np\.uint\b|dtype=int\b|astype\(int\)|np\.long\b")
     for name in ("entropy.py", "rawpack.py", "rans.py", "adaptive.py"):
         source = (root / name).read_text()

@@ -165,7 +165,7 @@ def test_registry():
 
 
 def test_registry_model_not_cached_offline(monkeypatch):
-    from audiotok.codec import hub
+    from audiotok.zoo import hub
 
     monkeypatch.setenv("AUDIOTOK_OFFLINE", "1")
     monkeypatch.setattr(hub, "find_local", lambda card: None)

@@ -10,7 +10,7 @@ from generate_reference import save_hf, tiny_musicgen
 
 from audiotok.cli.main import cli
 from audiotok.codec.tokens import Tokens
-from audiotok.formats.atok import read_tokens
+from audiotok.compression.container.atok import read_tokens
 
 pytest.importorskip("transformers")
 

@@ -9,16 +9,16 @@ import pytest
 import torch
 
 from audiotok.codec.tokens import Tokens
-from audiotok.formats.atok import read_tokens
-from audiotok.formats.reader import AtokReader
-from audiotok.formats.writer import AtokWriter
+from audiotok.compression.container.atok import read_tokens
+from audiotok.compression.container.reader import AtokReader
+from audiotok.compression.container.writer import AtokWriter
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 FILES = sorted(GOLDEN.glob("v*.atok"))
 
 
 def test_there_are_golden_files_for_the_current_version():
-    from audiotok.formats.header import MAJOR, MINOR
+    from audiotok.compression.container.header import MAJOR, MINOR
 
     names = {p.name for p in FILES}
     for case in ("adaptive", "raw", "segmented"):
@@ -46,7 +46,7 @@ def test_todays_writer_reproduces_the_golden_bytes(path):
         if path.stem.endswith("_adaptive"):
             modes = {packet.payload[:1] for _, packet in reader.packets()}
             assert modes == {b"\x00", b"\x01"}, "the golden covers both payload modes"
-    from audiotok.formats.header import MAJOR, MINOR
+    from audiotok.compression.container.header import MAJOR, MINOR
 
     if not path.name.startswith(f"v{MAJOR}.{MINOR}_"):
         pytest.skip("older versions need only decode")

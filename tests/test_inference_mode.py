@@ -11,10 +11,10 @@ import pytest
 import torch
 from conftest import tiny_codec
 
-from audiotok.codec.checkpoints import save_checkpoint
 from audiotok.codec.conv import WeightNormedConv
 from audiotok.codec.inference import module_to
 from audiotok.codec.load import load_codec
+from audiotok.zoo.codec_checkpoints import save_checkpoint
 
 
 def noise(*shape: int, seed: int = 0) -> torch.Tensor:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from reference_models import ARCHS, encodec_package_model
 
-from audiotok.codec.checkpoints import expected_shapes
-from audiotok.codec.registry import find_card
+from audiotok.zoo.codec_cards import find_card
+from audiotok.zoo.codec_checkpoints import expected_shapes
 
 KEYS = Path(__file__).parent / "data" / "keys"
 

@@ -30,10 +30,13 @@ from reference_models import (
 )
 
 from audiotok import load_codec
-from audiotok.codec import checkpoints, hub, registry
-from audiotok.codec.checkpoints import save_checkpoint, sha256_file
-from audiotok.codec.convert import config_from_audiocraft, config_from_hf, resolve_interpolations
 from audiotok.errors import CheckpointError, ModelNotAvailableError
+from audiotok.zoo import codec_cards as registry
+from audiotok.zoo import codec_checkpoints, hub
+from audiotok.zoo.codec_checkpoints import save_checkpoint
+from audiotok.zoo.codec_convert import config_from_audiocraft, config_from_hf
+from audiotok.zoo.interpolation import ConfigView
+from audiotok.zoo.weights import sha256_file
 
 OFFICIAL_24 = "encodec_24khz-d7cc33bc.th"
 POINTER_32 = {"pretrained": "facebook/encodec_32khz", "exported": True, "version": "1.3.0"}
@@ -84,7 +87,7 @@ def use_cards(monkeypatch, *cards: registry.ModelCard) -> None:
     by_name = {card.name: card for card in cards}
     new = tuple(by_name.get(card.name, card) for card in registry.CARDS)
     monkeypatch.setattr(registry, "CARDS", new)  # what find_card (hence load_codec) reads
-    monkeypatch.setattr(checkpoints, "CARDS", new)  # what recognise reads
+    monkeypatch.setattr(codec_checkpoints, "CARDS", new)  # what recognise reads
 
 
 def card_24khz(**source_changes) -> registry.ModelCard:
@@ -627,7 +630,7 @@ def test_resolve_interpolations():
         "plain": "$ {not} one",
     }
 
-    out = resolve_interpolations(root, root)
+    out = ConfigView(root).to_dict()
 
     assert out["whole"] == 3 and isinstance(out["whole"], int)
     assert out["chained"] == 3
@@ -649,8 +652,29 @@ def test_resolve_interpolations():
 )
 def test_resolve_interpolations_refuses(root, pattern):
     with pytest.raises(CheckpointError, match=pattern) as info:
-        resolve_interpolations(root, root)
+        ConfigView(root).to_dict()
     one_line(str(info.value))
+
+
+def test_interpolations_resolve_only_where_read():
+    """As OmegaConf does: a reference is resolved when its value is read, relative ones from
+    the node that holds them, and a resolver (``${oc.env:...}``) only fails if read."""
+    root = {
+        "dora": {"dir": "${oc.env:AUDIOCRAFT_DORA_DIR}", "missing": "${no.such.key}"},
+        "seanet": {"n_filters": 32, "width": "${.n_filters}", "deeper": {"up": "${..n_filters}"}},
+        "list": ["${seanet.width}", {"x": "${list.0}"}],
+    }
+    cfg = ConfigView(root)
+
+    assert cfg.select("seanet.width") == 32
+    assert cfg.select("seanet.deeper.up") == 32
+    assert cfg["list"][0] == 32 and cfg["list"][1]["x"] == 32
+    assert cfg.select("seanet.nothing", None) is None
+    with pytest.raises(CheckpointError, match=r"^audiocraft config: no seanet\.nothing$"):
+        cfg.select("seanet.nothing")
+    with pytest.raises(CheckpointError, match=r"oc\.env:AUDIOCRAFT_DORA_DIR.*at dora\.dir"):
+        cfg.select("dora.dir")
+    assert root["seanet"]["width"] == "${.n_filters}", "the input is not modified"
 
 
 AUDIOGEN_YAML = """\
@@ -685,6 +709,13 @@ rvq:
 
 def test_config_from_audiocraft_resolves_interpolations():
     assert config_from_audiocraft(AUDIOGEN_YAML) == registry.ENCODEC_16KHZ
+
+
+def test_config_from_audiocraft_ignores_references_it_does_not_read():
+    """audiocraft's saved configs name the training machine's environment (``dora.dir``,
+    ``${oc.env:USER}``): harmless, since only the model's own values are read."""
+    yaml = AUDIOGEN_YAML + "dora:\n  dir: ${oc.env:AUDIOCRAFT_DORA_DIR}\nuser: ${oc.env:USER}\n"
+    assert config_from_audiocraft(yaml) == registry.ENCODEC_16KHZ
 
 
 @pytest.mark.parametrize(

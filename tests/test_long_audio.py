@@ -10,15 +10,15 @@ import soundfile as sf
 import torch
 from conftest import tiny_codec
 
-from audiotok import compression
+from audiotok.compression import files
+from audiotok.compression.container.atok import read_tokens
 from audiotok.errors import FormatError, TruncatedError
-from audiotok.formats.atok import read_tokens
 
 
 @pytest.fixture
 def long_file(tmp_path, monkeypatch):
     """A 3 s stereo 44.1 kHz file, with 'long' meaning more than 1 s for this test."""
-    monkeypatch.setattr(compression, "STREAM_SECONDS", 1.0)
+    monkeypatch.setattr(files, "STREAM_SECONDS", 1.0)
     rng = np.random.default_rng(0)
     t = np.arange(3 * 44_100) / 44_100
     wav = np.stack([0.3 * np.sin(2 * np.pi * 220 * t), 0.2 * np.sin(2 * np.pi * 330 * t)])
@@ -32,27 +32,27 @@ def forbid_whole_file_io(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a long file must not be read or decoded whole")
 
-    monkeypatch.setattr(compression, "read_audio", refuse)
-    monkeypatch.setattr(compression, "decode_stream", refuse)
+    monkeypatch.setattr(files, "read_audio", refuse)
+    monkeypatch.setattr(files, "decode_stream", refuse)
 
 
 def test_long_file_round_trip_streams_and_matches_offline(long_file, tmp_path, monkeypatch):
     codec = tiny_codec()
     offline_atok = tmp_path / "offline.atok"
-    tokens = compression.compress_file(long_file, offline_atok, codec)  # read whole (shorter path)
+    tokens = files.compress_file(long_file, offline_atok, codec)  # read whole (shorter path)
     assert tokens is None, "3 s counts as long here: streamed"
-    monkeypatch.setattr(compression, "STREAM_SECONDS", 1e9)
-    compression.compress_file(long_file, tmp_path / "whole.atok", codec)
+    monkeypatch.setattr(files, "STREAM_SECONDS", 1e9)
+    files.compress_file(long_file, tmp_path / "whole.atok", codec)
     streamed, whole = read_tokens(offline_atok), read_tokens(tmp_path / "whole.atok")
     assert streamed.length == whole.length
     agree = (streamed.codes == whole.codes).float().mean().item()
     assert agree > 0.99, f"streamed codes agree with offline ones ({agree:.4f})"
 
-    monkeypatch.setattr(compression, "STREAM_SECONDS", 1.0)
+    monkeypatch.setattr(files, "STREAM_SECONDS", 1.0)
     forbid_whole_file_io(monkeypatch)
-    assert compression.decompress_file(offline_atok, tmp_path / "s.wav", codec) is None
+    assert files.decompress_file(offline_atok, tmp_path / "s.wav", codec) is None
     monkeypatch.undo()
-    result = compression.decompress_file(offline_atok, tmp_path / "o.wav", codec)
+    result = files.decompress_file(offline_atok, tmp_path / "o.wav", codec)
     streamed_audio, rate = sf.read(tmp_path / "s.wav", dtype="float32", always_2d=True)
     offline_audio, _ = sf.read(tmp_path / "o.wav", dtype="float32", always_2d=True)
     assert rate == 44_100 and streamed_audio.shape == offline_audio.shape == (3 * 44_100, 2)
@@ -64,7 +64,7 @@ def test_long_file_round_trip_streams_and_matches_offline(long_file, tmp_path, m
 def test_streamed_compression_reads_block_by_block(long_file, tmp_path, monkeypatch):
     codec = tiny_codec()
     forbid_whole_file_io(monkeypatch)
-    assert compression.compress_file(long_file, tmp_path / "x.atok", codec) is None
+    assert files.compress_file(long_file, tmp_path / "x.atok", codec) is None
     tokens = read_tokens(tmp_path / "x.atok")
     assert tokens.length == round(3 * 44_100 * 24_000 / 44_100)
     assert tokens.num_frames == codec.num_frames(tokens.length)
@@ -72,7 +72,7 @@ def test_streamed_compression_reads_block_by_block(long_file, tmp_path, monkeypa
 
 def test_segmented_codecs_stream_by_segment(tmp_path, monkeypatch, segmented_codec):
     # At the model's rate (no resampling), streamed and whole-file paths see the same samples.
-    monkeypatch.setattr(compression, "STREAM_SECONDS", 0.1)
+    monkeypatch.setattr(files, "STREAM_SECONDS", 0.1)
     rng = np.random.default_rng(1)
     t = np.arange(24_123) / 48_000
     wav = np.stack([0.3 * np.sin(2 * np.pi * 220 * t), 0.2 * np.sin(2 * np.pi * 330 * t)])
@@ -82,7 +82,7 @@ def test_segmented_codecs_stream_by_segment(tmp_path, monkeypatch, segmented_cod
     streamed_atok = tmp_path / "streamed.atok"
     with monkeypatch.context() as m:
         forbid_whole_file_io(m)
-        assert compression.compress_file(source, streamed_atok, segmented_codec) is None
+        assert files.compress_file(source, streamed_atok, segmented_codec) is None
     whole = segmented_codec.encode(torch.from_numpy(wav))
     streamed = read_tokens(streamed_atok)
     assert torch.equal(streamed.codes, whole.codes)
@@ -91,7 +91,7 @@ def test_segmented_codecs_stream_by_segment(tmp_path, monkeypatch, segmented_cod
     with monkeypatch.context() as m:
         forbid_whole_file_io(m)
         out = tmp_path / "streamed.wav"
-        assert compression.decompress_file(streamed_atok, out, segmented_codec) is None
+        assert files.decompress_file(streamed_atok, out, segmented_codec) is None
     audio, rate = sf.read(out, dtype="float32", always_2d=True)
     expected = segmented_codec.decode(whole)[0].numpy().clip(-1, 1)
     assert rate == 48_000 and audio.shape == expected.T.shape
@@ -102,7 +102,7 @@ def test_segmented_codecs_stream_by_segment(tmp_path, monkeypatch, segmented_cod
 def test_damage_stops_a_streamed_decode_and_leaves_nothing(long_file, tmp_path, monkeypatch):
     codec = tiny_codec()
     atok = tmp_path / "x.atok"
-    assert compression.compress_file(long_file, atok, codec) is None
+    assert files.compress_file(long_file, atok, codec) is None
     data = bytearray(atok.read_bytes())
     data[len(data) // 2] ^= 0xFF  # the index is intact: the decode streams, and meets it late
     atok.write_bytes(bytes(data))
@@ -110,21 +110,21 @@ def test_damage_stops_a_streamed_decode_and_leaves_nothing(long_file, tmp_path, 
     with monkeypatch.context() as m:
         forbid_whole_file_io(m)
         with pytest.raises(FormatError, match=f"^{re.escape(str(atok))}: .*recover=True"):
-            compression.decompress_file(atok, tmp_path / "x.wav", codec)
+            files.decompress_file(atok, tmp_path / "x.wav", codec)
     assert sorted(tmp_path.iterdir()) == before, "no output, no temporary file"
     atok.write_bytes(bytes(data[: len(data) // 3]))
     with pytest.raises(TruncatedError, match=r"truncated after \d+\.\d\d s \(at byte \d+\); "):
-        compression.decompress_file(atok, tmp_path / "x.wav", codec)  # streamed: length unknown
+        files.decompress_file(atok, tmp_path / "x.wav", codec)  # streamed: length unknown
     assert sorted(tmp_path.iterdir()) == before
-    assert compression.decompress_file(atok, tmp_path / "x.wav", codec, recover=True)
+    assert files.decompress_file(atok, tmp_path / "x.wav", codec, recover=True)
 
 
 def test_exact_codes_long_files_in_one_pass(long_file, tmp_path):
     codec = tiny_codec()
-    tokens = compression.compress_file(long_file, tmp_path / "x.atok", codec, exact=True)
+    tokens = files.compress_file(long_file, tmp_path / "x.atok", codec, exact=True)
     assert tokens is not None, "exact: one pass in memory, whatever the length"
     assert torch.equal(read_tokens(tmp_path / "x.atok").codes, tokens.codes)
-    result = compression.decompress_file(tmp_path / "x.atok", tmp_path / "x.wav", codec,
+    result = files.decompress_file(tmp_path / "x.atok", tmp_path / "x.wav", codec,
                                          exact=True)  # fmt: skip
     assert result is not None and result.audio.shape == (2, 3 * 44_100)
 
@@ -135,12 +135,12 @@ def test_streamed_decode_normalises_as_the_one_pass_writer(long_file, tmp_path, 
     a temporary file, which is gone afterwards; the output equals the one-pass writer's."""
     codec = tiny_codec()
     atok = tmp_path / "x.atok"
-    compression.compress_file(long_file, atok, codec)
+    files.compress_file(long_file, atok, codec)
     before = sorted(tmp_path.iterdir())
     streamed = tmp_path / "s.wav"
-    assert compression.decompress_file(atok, streamed, codec, strategy=strategy) is None
+    assert files.decompress_file(atok, streamed, codec, strategy=strategy) is None
     assert sorted(tmp_path.iterdir()) == sorted([*before, streamed]), "no temporary left"
-    compression.decompress_file(atok, tmp_path / "o.wav", codec, strategy=strategy, exact=True)
+    files.decompress_file(atok, tmp_path / "o.wav", codec, strategy=strategy, exact=True)
     a, _ = sf.read(streamed, dtype="float32")
     b, _ = sf.read(tmp_path / "o.wav", dtype="float32")
     # Decoders within 1e-5, resampled as a stream or whole, scaled by the same level.
@@ -153,9 +153,9 @@ def test_streamed_decode_normalises_as_the_one_pass_writer(long_file, tmp_path, 
 def test_streamed_decode_writes_every_format(long_file, tmp_path, suffix):
     codec = tiny_codec()
     atok = tmp_path / "x.atok"
-    compression.compress_file(long_file, atok, codec)
+    files.compress_file(long_file, atok, codec)
     out = tmp_path / f"x.{suffix}"
-    assert compression.decompress_file(atok, out, codec) is None
+    assert files.decompress_file(atok, out, codec) is None
     info = sf.info(out)
     # 44.1 kHz: mp3 takes it, Opus does not (48 kHz then, as write_audio does).
     rate = 48_000 if suffix == "opus" else 44_100
@@ -164,8 +164,8 @@ def test_streamed_decode_writes_every_format(long_file, tmp_path, suffix):
 
 
 def test_streamed_decode_refuses_what_none_cannot_write(tmp_path):
-    from audiotok.audio_output import Normalization
-    from audiotok.audio_stream import AudioSink
+    from audiotok.audio.blocks import AudioSink
+    from audiotok.audio.write import Normalization
     from audiotok.errors import AudioError
 
     sink = AudioSink(tmp_path / "x.wav", 8000, 1, from_rate=8000,

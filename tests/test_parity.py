@@ -24,7 +24,7 @@ from reference_models import (
 )
 
 from audiotok import load_codec
-from audiotok.codec.checkpoints import save_checkpoint
+from audiotok.zoo.codec_checkpoints import save_checkpoint
 
 CLIPS = {
     "encodec_24khz": "speech_24k.flac",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 from pathlib import Path
@@ -37,8 +38,6 @@ def test_no_pickle_in_the_package():
 
 def _imports(path: Path, module: str, modules: set[str]) -> set[str]:
     """The package's modules that ``module`` (at ``path``) imports, anywhere in its body."""
-    import ast
-
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -56,26 +55,69 @@ def _imports(path: Path, module: str, modules: set[str]) -> set[str]:
     return found
 
 
-def test_no_import_circles():
-    """No module imports, even lazily inside a function, one that imports it back: a
-    registry or dispatcher lives above the modules it dispatches to."""
+def _package_modules() -> dict[str, Path]:
+    """Module name -> file, for every module of the package."""
     paths = {}
     for path in (ROOT / "audiotok").rglob("*.py"):
         name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
         paths[name.removesuffix(".__init__")] = path
-    graph = {m: _imports(p, m, set(paths)) for m, p in paths.items()}
+    return paths
 
-    def reaches(start: str, goal: str) -> bool:
-        seen, todo = set(), [start]
-        while todo:
-            m = todo.pop()
-            if m == goal:
-                return True
-            if m not in seen:
-                seen.add(m)
-                todo.extend(graph[m])
-        return False
 
+def _import_graph() -> dict[str, set[str]]:
+    paths = _package_modules()
+    return {m: _imports(p, m, set(paths)) for m, p in paths.items()}
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """The modules ``start`` imports, directly or through others (itself included)."""
+    seen, todo = set(), [start]
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo.extend(graph[m])
+    return seen
+
+
+def test_no_import_circles():
+    """No module imports, even lazily inside a function, one that imports it back: a
+    registry or dispatcher lives above the modules it dispatches to."""
+    graph = _import_graph()
     # Every circle has an edge from a smaller name to a larger one.
-    circles = sorted(f"{a} -> {b}" for a in graph for b in graph[a] if a < b and reaches(b, a))
+    circles = sorted(
+        f"{a} -> {b}" for a in graph for b in graph[a] if a < b and a in _reachable(graph, b)
+    )
     assert circles == [], circles
+
+
+def test_inference_never_imports_training():
+    """Compression, generation, datasets and the zoo run without the training package: only
+    the training commands reach it."""
+    graph = _import_graph()
+    leaks = sorted(
+        m
+        for m in graph
+        if not m.startswith(("audiotok.train", "audiotok.cli", "audiotok.__main__"))
+        and any(r.startswith("audiotok.train") for r in _reachable(graph, m))
+    )
+    assert leaks == [], leaks
+
+
+def test_folders_show_the_data_flow():
+    """Nothing loose at the top of the package (issue 13): every module lives in the package
+    of its step (audio, codec, compression, generate, dataset, train, zoo, ...), and no file
+    grows past a sitting's reading (about 400 lines; 420 allowed)."""
+    top = sorted(p.name for p in (ROOT / "audiotok").glob("*.py"))
+    assert top == ["__init__.py", "__main__.py", "errors.py"]
+    for package in (p for p in (ROOT / "audiotok").iterdir() if p.is_dir() and any(p.glob("*.py"))):
+        init = package / "__init__.py"
+        assert init.is_file() and ast.get_docstring(ast.parse(init.read_text())), (
+            f"{package.name}/__init__.py explains its package"
+        )
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in _package_modules().values()
+        if (n := len(p.read_text().splitlines())) > 420
+    }
+    assert long == {}, long

@@ -145,10 +145,10 @@ def _makes_dataset(inputs: tuple[Path, ...], output: Path | None, manifest: Path
 
 def _encode_file(input: Path, output: Path | None, settings: _ModelSettings, force: bool) -> None:
     import_torch()
-    from ..audio import read_audio
+    from ..audio.read import read_audio
     from ..codec.tokens import SUFFIXES
     from ..errors import TokensError
-    from ..fileio import check_target
+    from ..runtime.files import check_target
 
     output = output or input.with_suffix(".npz")
     if output.suffix not in SUFFIXES:
@@ -177,7 +177,7 @@ def _encode_dataset(
     """Encodes the files (and the manifest's) into ``out_dir``; exit status 1 if any failed."""
     import_torch()
     from ..codec.tokens import SUFFIXES
-    from ..dataset import tokenize_dataset
+    from ..dataset.tokenize import tokenize_dataset
 
     if out_dir is None:
         raise click.UsageError("a dataset needs an output directory: -o OUT_DIR")
@@ -239,10 +239,10 @@ def decode(
 ) -> None:
     """Decode a tokens file to audio (with the model that made it, unless --model)."""
     import_torch()
-    from ..audio_output import write_audio
+    from ..audio.write import write_audio
     from ..codec.tokens import Tokens
     from ..errors import AudioError
-    from ..fileio import check_target
+    from ..runtime.files import check_target
 
     output = output or tokens_file.with_suffix(".wav")
     check_target(output, force, AudioError)  # before the model loads: fail fast
@@ -250,7 +250,7 @@ def decode(
     if tokens.batch_size != 1:
         fail(f"{tokens_file} holds {tokens.batch_size} signals; decode it with the Python API")
     if model is None:
-        from ..codec.registry import find_card
+        from ..zoo.codec_cards import find_card
 
         if find_card(tokens.model_id) is None:
             fail(
@@ -274,8 +274,8 @@ def models(ctx: click.Context) -> None:
     """List the known models and whether their weights are here."""
     if ctx.invoked_subcommand is not None:
         return
-    from ..codec.registry import CARDS
-    from ..generate.registry import GENERATION_CARDS
+    from ..zoo.codec_cards import CARDS
+    from ..zoo.lm_cards import GENERATION_CARDS
 
     for card in CARDS:
         cfg = card.config
@@ -298,7 +298,7 @@ def models(ctx: click.Context) -> None:
 
 def _where(card: Any) -> str:
     """Where a card's weights are, or how to get them."""
-    from ..codec import hub
+    from ..zoo import hub
 
     try:
         found = hub.find_local(card)
@@ -312,9 +312,9 @@ def _where(card: Any) -> str:
 @handle_errors
 def models_fetch(name: str) -> None:
     """Download a model's weights into the local cache and verify them."""
-    from ..codec import hub
-    from ..codec.registry import card_names, find_card
-    from ..generate.registry import find_generation_card, generation_card_names
+    from ..zoo import hub
+    from ..zoo.codec_cards import card_names, find_card
+    from ..zoo.lm_cards import find_generation_card, generation_card_names
 
     card = find_card(name) or find_generation_card(name)
     if card is None:

@@ -21,8 +21,8 @@ from typing import Any
 
 import click
 
-from ..codec.registry import DEFAULT_CODEC
 from ..errors import AudiotokError
+from ..zoo.codec_cards import DEFAULT_CODEC
 
 DEFAULT_MODEL = DEFAULT_CODEC
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")

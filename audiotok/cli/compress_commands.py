@@ -18,8 +18,8 @@ from typing import Any
 
 import click
 
-from ..console import stderr_is_terminal
 from ..errors import AudiotokError
+from ..runtime.console import stderr_is_terminal
 from .common import (
     AUDIO_SUFFIXES,
     DEFAULT_MODEL,
@@ -148,9 +148,11 @@ def compress(
     unless --downmix.
     """
     import_torch()
-    from ..audio import read_audio
-    from ..compression import coded_channels, compress_file, compress_to
-    from ..fileio import atomic_output
+    from ..audio.read import read_audio
+    from ..compression.channels import coded_channels
+    from ..compression.encode import compress_to
+    from ..compression.files import compress_file
+    from ..runtime.files import atomic_output
 
     metadata = _parse_meta(meta)
     inputs, output = _split_output(paths, COMPRESSED_SUFFIXES)
@@ -190,8 +192,8 @@ def _streamed_to_atok(
     source: Path | str, target: Path | str, codec: Any, entropy: str, exact: bool
 ) -> bool:
     """Whether to compress as a stream: a long file, to an .atok file, with a codec that streams."""
-    from ..audio_stream import audio_info
-    from ..compression import streams
+    from ..audio.blocks import audio_info
+    from ..compression.files import streams
 
     if "-" in (source, target) or Path(target).suffix.lower() != ".atok" or entropy == "lm":
         return False
@@ -200,7 +202,7 @@ def _streamed_to_atok(
 
 
 def _file_summary(target: Path) -> str:
-    from ..formats.reader import AtokReader
+    from ..compression.container.reader import AtokReader
 
     with AtokReader(target) as reader:
         header, index = reader.header, reader.index()
@@ -228,8 +230,8 @@ def _compress_ecdc(codec: Any, wav: Any, rate: int, bandwidth: float | None, ent
                    target: Path | str, force: bool, suffix: str) -> str:  # fmt: skip
     if suffix != ".ecdc":
         fail("--entropy lm writes the encodec package's .ecdc format: name an .ecdc output")
-    from ..formats.ecdc import write_ecdc
-    from ..formats.ecdc_lm import load_ecdc_lm
+    from ..compression.container.ecdc import write_ecdc
+    from ..compression.container.ecdc_lm import load_ecdc_lm
 
     tokens = codec.encode(wav, sample_rate=rate, bandwidth=bandwidth)
     lm = load_ecdc_lm(codec.model_id) if entropy == "lm" else None
@@ -237,7 +239,7 @@ def _compress_ecdc(codec: Any, wav: Any, rate: int, bandwidth: float | None, ent
     if target == "-":
         sys.stdout.buffer.write(data)
     else:
-        from ..fileio import atomic_output
+        from ..runtime.files import atomic_output
 
         with atomic_output(target, force) as file:
             file.write(data)
@@ -279,8 +281,9 @@ def decompress(
     import_torch()
     import soundfile as sf
 
-    from ..audio_output import write_audio
-    from ..compression import decode_stream, decompress_file
+    from ..audio.write import write_audio
+    from ..compression.decode import decode_stream
+    from ..compression.files import decompress_file
 
     inputs, output = _split_output(paths, AUDIO_SUFFIXES)
     codec = load(model, checkpoint, device) if model else None
@@ -334,9 +337,9 @@ def _magic(path: Path | str) -> bytes:
 
 def _decode_ecdc(data: bytes, codec: Any, device: str, native: bool,
                  source: Path | str) -> tuple[Any, int, list[str]]:  # fmt: skip
+    from ..compression.container.ecdc import read_ecdc
+    from ..compression.container.ecdc_lm import load_ecdc_lm
     from ..errors import FormatError
-    from ..formats.ecdc import read_ecdc
-    from ..formats.ecdc_lm import load_ecdc_lm
 
     try:
         tokens = read_ecdc(data, lm_loader=load_ecdc_lm)
@@ -355,8 +358,8 @@ def info(file: Path, as_json: bool) -> None:
     """Describe a compressed file and check its integrity."""
     import json
 
-    from ..codec.hub import packaged_priors
-    from ..formats.inspect import describe
+    from ..compression.container.inspect import describe
+    from ..zoo.hub import packaged_priors
 
     report = describe(file, priors_for=packaged_priors)
     if as_json:

@@ -114,7 +114,7 @@ def generate(
 
     Needs the optional dependencies: pip install 'audiotok[generate]'.
     """
-    from ..fileio import check_target
+    from ..runtime.files import check_target
 
     if continue_from is not None and melody is not None:
         raise click.UsageError("--continue and --melody can't be combined")
@@ -176,7 +176,7 @@ def _show_progress(generator: Any) -> Any:
 
 
 def _run(generator: Any, prompt: str | None, continue_from: Path | None, melody: Path | None):
-    from ..audio import read_audio
+    from ..audio.read import read_audio
 
     descriptions = [prompt] if prompt else [None]
     if continue_from is not None:
@@ -192,7 +192,7 @@ def _run(generator: Any, prompt: str | None, continue_from: Path | None, melody:
 
 def _write(generator: Any, wav: Any, codes: Any, output: Path, tokens_out: Path | None,
            strategy: str, force: bool) -> None:  # fmt: skip
-    from ..audio_output import write_audio
+    from ..audio.write import write_audio
 
     write_audio(output, wav[0].cpu(), generator.sample_rate, strategy=strategy, overwrite=force)
     click.echo(
@@ -204,8 +204,8 @@ def _write(generator: Any, wav: Any, codes: Any, output: Path, tokens_out: Path 
         return
     tokens = generator.to_tokens(codes, wav.shape[-1])
     if tokens_out.suffix == ".atok":
-        from ..fileio import atomic_output
-        from ..formats.atok import write_tokens
+        from ..compression.container.atok import write_tokens
+        from ..runtime.files import atomic_output
 
         with atomic_output(tokens_out, force) as file:
             write_tokens(file, tokens, generator.codec)

@@ -1,36 +1,31 @@
-"""The codec core and the tokenizer interface.
+"""The codec: the network, running it, and the tokenizer interface in front of both.
 
 Everything outside this package reaches a model through :func:`load_codec`, :class:`Codec`
-and :class:`Tokens`; the layers (SEANet, quantizer) are internal. Names are imported lazily so
-that the registry (and ``audiotok models``) can be read without importing torch.
+and :class:`Tokens`; the layers are internal. The network: ``conv``, ``lstm``, ``seanet``
+(encoder and decoder), ``quantization`` (residual VQ), ``model`` (``EncodecModel``, whose
+parameter names equal the official checkpoints' keys). Running it: ``encodec``
+(``EncodecCodec``, the :class:`Codec` of every EnCodec model), ``streaming`` and
+``segment_streaming`` (block by block, equal to one pass), ``batching``, ``precision``,
+``inference``. Which models exist and how their checkpoints are read is :mod:`audiotok.zoo`'s;
+training is :mod:`audiotok.train`'s. Names are imported lazily, so that the model cards (and
+``audiotok models``) can be read without importing torch.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..runtime.lazy import lazy_exports
 
-_LAZY = {
-    "Codec": ".base",
-    "CodecConfig": ".config",
-    "EncodecCodec": ".encodec",
-    "load_codec": ".load",
-    "CARDS": ".registry",
-    "ModelCard": ".registry",
-    "find_card": ".registry",
-    "Tokens": ".tokens",
+# module -> the names it defines, imported when first used.
+_EXPORTS = {
+    ".base": ("Codec",),
+    ".config": ("CodecConfig",),
+    ".encodec": ("EncodecCodec",),
+    ".load": ("load_codec",),
+    "..zoo.codec_cards": ("CARDS", "ModelCard", "find_card"),
+    ".tokens": ("Tokens",),
 }
 
-__all__ = sorted(_LAZY)
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'audiotok.codec' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

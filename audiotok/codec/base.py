@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..audio import check_audio, convert_audio
+from ..audio.read import check_audio, convert_audio
 from ..errors import AudioError, TokensError
 from .tokens import Tokens
 
@@ -159,7 +159,7 @@ class Codec(abc.ABC):
             wav: Audio ``[C, T]`` or ``[B, C, T]``, float, torch or numpy.
             sample_rate: Rate of ``wav``; when it differs from :attr:`sample_rate` the audio is
                 resampled, and its channels are converted to :attr:`channels` (see
-                :func:`audiotok.audio.convert_audio` for the policy). None means the model's.
+                :func:`audiotok.audio.read.convert_audio` for the policy). None means the model's.
             bandwidth: kbps, one of :attr:`bandwidths`; None for :attr:`default_bandwidth`.
 
         Returns:

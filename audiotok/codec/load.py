@@ -9,9 +9,10 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError, DeviceError, ModelNotAvailableError
-from ..runtime import tune_allocator
-from . import hub
-from .checkpoints import (
+from ..runtime.allocator import tune_allocator
+from ..zoo import hub
+from ..zoo.codec_cards import DEFAULT_CODEC, ModelCard, card_names, find_card
+from ..zoo.codec_checkpoints import (
     Checkpoint,
     build_model,
     hf_checkpoint,
@@ -19,9 +20,8 @@ from .checkpoints import (
     recognise,
     state_mismatch,
 )
-from .convert import config_from_hf
+from ..zoo.codec_convert import config_from_hf
 from .encodec import EncodecCodec
-from .registry import DEFAULT_CODEC, ModelCard, card_names, find_card
 
 
 def load_codec(

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import TokensError
-from ..fileio import atomic_path
+from ..runtime.files import atomic_path
 
 FORMAT_VERSION = 1
 SUFFIXES = (".npz", ".safetensors")

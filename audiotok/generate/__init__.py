@@ -20,42 +20,27 @@ audiocraft's generation API (``MusicGen``, ``AudioGen``) is built on them:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..runtime.lazy import lazy_exports
 
-# name -> the module (relative to this package) that defines it.
-_LAZY: dict[str, str] = {
-    "LMConfig": ".lm_config",
-    "ConditionerConfig": ".lm_config",
-    "LMModel": ".lm",
-    "LMCache": ".transformer",
-    "ConditionTensors": ".conditioners",
-    "ConditionProvider": ".conditioners",
-    "TextConditioner": ".conditioners",
-    "ChromaConditioner": ".conditioners",
-    "load_lm": ".load",
-    "LoadedLM": ".load",
-    "GENERATION_CARDS": ".registry",
-    "GenerationCard": ".registry",
-    "find_generation_card": ".registry",
-    "MusicGen": ".musicgen",
-    "AudioGen": ".audiogen",
-    "GenerationError": ".generation",
-    "SamplingParams": ".generation",
-    "TokenGeneration": ".generation",
-    "generate_tokens": ".generation",
+# module -> the names it defines, imported when first used.
+_EXPORTS = {
+    ".lm_config": ("LMConfig", "ConditionerConfig"),
+    ".lm": ("LMModel",),
+    ".transformer": ("LMCache",),
+    ".conditioners": (
+        "ConditionTensors",
+        "ConditionProvider",
+        "TextConditioner",
+        "ChromaConditioner",
+    ),
+    ".load": ("load_lm", "LoadedLM"),
+    "..zoo.lm_cards": ("GENERATION_CARDS", "GenerationCard", "find_generation_card"),
+    ".musicgen": ("MusicGen",),
+    ".audiogen": ("AudioGen",),
+    ".generation": ("GenerationError", "SamplingParams", "TokenGeneration", "generate_tokens"),
 }
 
-__all__ = sorted(_LAZY)
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'audiotok.generate' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..audio import convert_audio
+from ..audio.read import convert_audio
 from ..errors import AudioError
 
 

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..audio import convert_audio
+from ..audio.read import convert_audio
 from ..codec.inference import module_to
 from ..codec.tokens import Tokens
 from .codec_io import GenerationCodec

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..audio import check_audio
+from ..audio.read import check_audio
 from ..errors import AudioError
 from .generation import GenerationError
 

@@ -9,12 +9,14 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..codec import hub
 from ..codec.base import Codec
-from ..codec.checkpoints import adopt_state, module_shapes, shape_mismatch
 from ..codec.load import codec_from_hf, load_codec, resolve_device
 from ..errors import CheckpointError, ModelNotAvailableError
-from .checkpoints import COMPRESSION_FILE, LM_FILE, LMCheckpoint, read_audiocraft
+from ..zoo import hub
+from ..zoo.lm_cards import find_generation_card, generation_card_names
+from ..zoo.lm_checkpoints import COMPRESSION_FILE, LM_FILE, LMCheckpoint, read_audiocraft
+from ..zoo.lm_hf import read_hf_dir
+from ..zoo.weights import adopt_state, module_shapes, shape_mismatch
 from .conditioners import (
     ChromaConditioner,
     ConditionProvider,
@@ -22,10 +24,8 @@ from .conditioners import (
     load_t5,
     t5_from_state,
 )
-from .hf import read_hf_dir
 from .lm import LMModel
 from .lm_config import LMConfig
-from .registry import find_generation_card, generation_card_names
 
 
 def read_lm_checkpoint(path: str | Path) -> LMCheckpoint:

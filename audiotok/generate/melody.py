@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..audio import check_audio, convert_audio
+from ..audio.read import check_audio, convert_audio
 from ..errors import AudioError
 from .chroma import ChromaExtractor
 from .lm_config import ConditionerConfig

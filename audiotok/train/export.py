@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from ..codec.checkpoints import save_checkpoint
 from ..codec.model import EncodecModel
-from ..formats.adaptive import AdaptiveCoder
+from ..compression.container.adaptive import AdaptiveCoder
+from ..zoo.codec_checkpoints import save_checkpoint
 from .config import TrainConfig
 from .data import PRIORS_STREAM, AudioItem, CropSampler, read_manifest, split_by_source
 from .slices import HISTORY_NAME

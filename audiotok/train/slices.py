@@ -35,7 +35,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save
 
-from ..fileio import atomic_path
+from ..runtime.files import atomic_path
 from .state import META_KEY, read_training_meta
 from .trainable import smoothed_usage
 from .trainer import Trainer

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..fileio import atomic_path
+from ..runtime.files import atomic_path
 
 META_KEY = "audiotok.train"
 CHECKPOINT_NAME = "checkpoint.safetensors"

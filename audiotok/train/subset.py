@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from ..fileio import atomic_path
+from ..runtime.files import atomic_path
 from .config import DataConfig
 from .data import AudioItem, CropSampler, normalise, read_crop, split_by_source
 

@@ -19,8 +19,8 @@ sys.path.insert(0, str(HERE.parent.parent))
 
 from conftest import load_clip, tiny_codec  # noqa: E402
 
-from audiotok.compression import compress_to  # noqa: E402
-from audiotok.formats.header import MAJOR, MINOR  # noqa: E402
+from audiotok.compression.container.header import MAJOR, MINOR  # noqa: E402
+from audiotok.compression.encode import compress_to  # noqa: E402
 
 SEGMENTED = dict(sample_rate=48_000, channels=2, causal=False, norm="time_group_norm",
                  normalize=True, segment=0.1, target_bandwidths=(1.2, 2.4))  # fmt: skip

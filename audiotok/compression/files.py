@@ -1,0 +1,128 @@
+"""Compressing and decompressing files, atomically, streamed when they are long.
+
+Example:
+    >>> audiotok.compress_file("talk.flac", "talk.atok", codec, bandwidth=6.0)   # doctest: +SKIP
+    >>> audiotok.decompress_file("talk.atok", "talk.wav")                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..audio.read import read_audio
+from ..codec.base import Codec
+from ..codec.tokens import Tokens
+from .channels import check_restorable, coded_channels
+from .container.reader import AtokReader
+from .decode import Decoded, decode_stream, resolve_codec
+from .encode import compress_to
+
+STREAM_SECONDS = 20.0
+"""Files longer than this are processed as streams, block by block, in bounded memory, when
+the codec streams (``Codec.can_stream``) and one-pass ``exact`` processing is not asked for.
+
+In one pass, memory grows with the length (a peak of 2.8 GiB to compress and decompress one
+minute with the 24 kHz EnCodec architecture on a CPU, 13.6 GiB for nine); streamed, it stays
+that of a 2 s block (under 0.5 GiB at any length: ``benchmarks/memory_bench.py``)."""
+
+
+def compress_file(
+    input: str | os.PathLike,
+    output: str | os.PathLike,
+    codec: Codec,
+    *,
+    bandwidth: float | None = None,
+    overwrite: bool = False,
+    downmix: bool = False,
+    exact: bool = False,
+    **options: Any,
+) -> Tokens | None:
+    """Compresses an audio file to an ``.atok`` file, atomically.
+
+    Files longer than :data:`STREAM_SECONDS` go through the codec's streaming encoder, read
+    and written block by block, so memory does not grow with the file (unsegmented codecs
+    carry each layer's state from block to block, segmented ones code segment by segment; see
+    ``Codec.can_stream``). Segmented codecs' streamed codes equal the one-pass ones. The
+    others' do too, but where float rounding (different kernel shapes round differently, by
+    about 1e-7) tips a near-tie between two code vectors: ``benchmarks/exactness_bench.py``
+    counts those on real audio. ``exact=True`` codes in one pass in memory, as the reference
+    model does, whatever the length.
+
+    Args:
+        input, output: The audio file and the ``.atok`` file to write.
+        codec: The codec.
+        bandwidth: kbps; None for the codec's default.
+        overwrite: Whether an existing output may be replaced.
+        downmix: As for :func:`compress_to`.
+        exact: One pass in memory (memory grows with the length), never streamed.
+        options: ``entropy``, ``metadata``, ``packet_seconds``, as for :func:`compress_to`.
+
+    Returns:
+        The tokens, or None for a streamed file (they were never all in memory).
+    """
+    from ..audio.blocks import audio_info
+    from ..runtime.files import atomic_output
+    from .streams import compress_streaming
+
+    info = audio_info(input)
+    # Refused before reading.
+    channels = coded_channels(codec, info.channels, downmix, str(input))
+    if streams(codec, info.frames / info.samplerate, exact):
+        with atomic_output(Path(output), overwrite) as file:
+            compress_streaming(file, Path(input), codec, bandwidth, original_channels=channels,
+                               **options)  # fmt: skip
+        return None
+    wav, rate = read_audio(input)
+    with atomic_output(Path(output), overwrite) as file:
+        return compress_to(file, codec, wav, rate, bandwidth, downmix=downmix, **options)
+
+
+def streams(codec: Codec, seconds: float, exact: bool = False) -> bool:
+    """Whether a file of ``seconds`` is processed as a stream (see :data:`STREAM_SECONDS`)."""
+    return codec.can_stream and not exact and seconds > STREAM_SECONDS
+
+
+def decompress_file(
+    input: str | os.PathLike,
+    output: str | os.PathLike,
+    codec: Codec | str | os.PathLike | None = None,
+    *,
+    recover: bool = False,
+    native: bool = False,
+    overwrite: bool = False,
+    strategy: str = "clip",
+    device: str | torch.device = "cpu",
+    exact: bool = False,
+) -> Decoded | None:
+    """Decodes an ``.atok`` file to an audio file (format from its suffix), atomically.
+
+    Streams longer than :data:`STREAM_SECONDS`, of a codec that can stream, are decoded packet
+    by packet in bounded memory, to any format with any strategy (audio within 1e-5 of the
+    one-pass decoder's; ``peak``, ``rms`` and ``loudness`` measure the level in a first pass
+    through a temporary file beside the output); None is then returned. ``recover`` (which
+    conceals damage) and ``exact`` decode in one pass in memory.
+
+    Raises:
+        FormatError: As :func:`decode_stream`; nothing is written then, not even a temporary.
+    """
+    from ..audio.write import write_audio
+    from .streams import decompress_streaming
+
+    with AtokReader(input) as reader:
+        header, index = reader.header, reader.index()
+    if not native:
+        check_restorable(header, str(input))
+    length = header.length if header.length is not None else (index.length if index else 0)
+    codec = resolve_codec(codec, header, device)
+    if not recover and streams(codec, length / header.sample_rate, exact):
+        decompress_streaming(Path(input), Path(output), codec, overwrite=overwrite,
+                             native=native, strategy=strategy)  # fmt: skip
+        return None
+    with open(input, "rb") as f:
+        result = decode_stream(f, codec, recover=recover, native=native, device=device)
+    write_audio(output, result.audio, result.sample_rate, strategy=strategy, overwrite=overwrite)
+    return result

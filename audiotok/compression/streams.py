@@ -1,0 +1,146 @@
+"""Long files compressed and decompressed as streams, block by block, in bounded memory.
+
+:func:`audiotok.compression.files.compress_file` and :func:`~.files.decompress_file` use these
+for files longer than ``STREAM_SECONDS`` when the codec streams (``Codec.can_stream``):
+unsegmented codecs carry every layer's state from block to block, segmented ones (48 kHz) code
+segment by segment, each segment with its scale.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import BinaryIO
+
+import torch
+
+from ..codec.base import Codec
+from ..errors import TRUNCATED_HINT, FormatError, TokensError, TruncatedError, hint_damage
+from .container.header import Header
+from .container.reader import AtokReader
+from .container.writer import DEFAULT_PACKET_SECONDS, AtokWriter
+
+
+def compress_streaming(file: BinaryIO, path: Path, codec: Codec, bandwidth: float | None,
+                        *, original_channels: int | None = None, entropy: str = "adaptive",
+                        metadata: dict[str, str] | None = None,
+                        packet_seconds: float = DEFAULT_PACKET_SECONDS) -> None:  # fmt: skip
+    """Codes the audio file ``path`` block by block into an ``.atok`` stream on ``file``.
+
+    ``original_channels`` is what the file records as the original layout (the file's own
+    channels if None; the codec's for a downmix, see ``compression.coded_channels``).
+    """
+    from ..audio.blocks import AudioBlocks
+
+    blocks = AudioBlocks(path, codec.sample_rate, codec.channels)
+    bandwidth = codec.check_bandwidth(bandwidth)
+    if original_channels is None:
+        original_channels = blocks.source_channels
+    length = 0
+    with AtokWriter.for_codec(
+        file, codec, bandwidth=bandwidth, entropy=entropy,
+        original_sample_rate=blocks.source_rate, original_channels=original_channels,
+        original_length=blocks.source_frames, metadata=metadata, packet_seconds=packet_seconds,
+    ) as writer, codec.streaming(1, bandwidth) as stream:  # fmt: skip
+        for block in blocks:
+            length += block.shape[-1]
+            _write_streamed(writer, stream.encode(torch.from_numpy(block)[None].to(codec.device)))
+        _write_streamed(writer, stream.encode_end())
+        writer.close(length=length)
+
+
+def _write_streamed(
+    writer: AtokWriter, out: torch.Tensor | list[tuple[torch.Tensor, torch.Tensor]]
+) -> None:
+    """Writes what a stream's ``encode`` returned: codes, or (codes, scales) per segment."""
+    if isinstance(out, torch.Tensor):
+        writer.write(out)
+        return
+    for codes, scales in out:
+        writer.write(codes, scales)
+
+
+class _SegmentFeeder:
+    """Regroups a segmented stream's packets into segments: ``(codes [1, K, f], scale [1])``.
+
+    Packets need not be segments; the segments follow from the signal's length, as offline.
+    """
+
+    def __init__(self, header: Header, length: int) -> None:
+        self.frames = header.segment_frames(length)
+        self.next = 0
+        self.codes: torch.Tensor | None = None
+        self.scales: list[float] = []
+
+    def add(
+        self, codes: torch.Tensor, scales: tuple[float, ...]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        self.codes = codes if self.codes is None else torch.cat([self.codes, codes], dim=-1)
+        self.scales += scales
+        out = []
+        while self.next < len(self.frames) and self.scales:
+            n = self.frames[self.next]
+            if self.codes.shape[-1] < n:
+                break
+            scale = torch.tensor([self.scales.pop(0)], device=codes.device)
+            out.append((self.codes[..., :n], scale))
+            self.codes = self.codes[..., n:]
+            self.next += 1
+        return out
+
+
+def decompress_streaming(input: Path, output: Path, codec: Codec, *, overwrite: bool = False,
+                          native: bool = False, strategy: str = "clip") -> None:  # fmt: skip
+    """Decodes ``input`` to ``output`` (any format ``write_audio`` writes) as a stream,
+    atomically: at the original rate and channels, or the codec's if ``native``; brought into
+    [-1, 1] by ``strategy`` (see :class:`~audiotok.audio.blocks.AudioSink`).
+
+    Raises:
+        FormatError: Damage or truncation (found as it comes: no output is left behind).
+    """
+    from ..audio.blocks import AudioSink
+    from ..audio.write import Normalization
+
+    with open(input, "rb") as f, AtokReader(f) as reader:
+        header = reader.header
+        reader.priors = codec.entropy_priors
+        index = reader.index() if header.length is None or header.original_length is None else None
+        if native:
+            rate, channels = header.sample_rate, header.channels
+            length = header.length if header.length is not None else index and index.length
+        else:
+            rate, channels = header.original_sample_rate, header.original_channels
+            length = header.original_length
+            if length is None:
+                length = index.original_length if index else None
+        sink = AudioSink(output, rate, channels, from_rate=header.sample_rate, length=length,
+                         overwrite=overwrite, normalization=Normalization(strategy))  # fmt: skip
+        with sink, codec.streaming(1, header.bandwidth) as stream:
+            segments = None
+            if header.segment_length:
+                coded = header.length if header.length is not None else index and index.length
+                if coded is None:
+                    raise TokensError("a segmented stream of unknown length can't be streamed")
+                segments = _SegmentFeeder(header, coded)
+            try:
+                for offset, packet in reader.packets():
+                    codes = torch.from_numpy(reader.decode(packet, offset)).unsqueeze(0)
+                    codes = codes.to(codec.device)
+                    if segments is None:
+                        sink.write(stream.decode(codes)[0].cpu().numpy())
+                        continue
+                    for seg_codes, scale in segments.add(codes, packet.scales):
+                        sink.write(stream.decode(seg_codes, scale)[0].cpu().numpy())
+            except FormatError as exc:  # the sink, aborted, leaves no file behind
+                hint_damage(exc)
+                raise
+            if reader.truncated_at is not None:
+                error = TruncatedError("truncated: the data ends before its index",
+                                       reader.truncated_at)  # fmt: skip
+                raise error.with_hint(*TRUNCATED_HINT).in_file(reader.name)
+            if segments is not None and segments.next < len(segments.frames):
+                raise TokensError(
+                    f"{input}: holds {segments.next} whole segments of "
+                    f"{len(segments.frames)} (codes or scales missing)"
+                )
+            # What is still owed: non-causal decoders' lookahead, the last segments' overlap.
+            sink.write(stream.decode_end()[0].cpu().numpy())

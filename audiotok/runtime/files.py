@@ -1,0 +1,79 @@
+"""Atomic output files: written under a temporary name beside the target, then moved in place.
+
+Nothing half written is ever seen under the target's name, and an existing file is replaced
+only when asked: without ``overwrite`` the temporary file is hard-linked into place, which
+fails if the target appeared in the meantime (a rename would silently replace it).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from ..errors import AudiotokError, E
+
+
+def exists_error(target: str | os.PathLike, error: type[E]) -> E:
+    """The error for an existing ``target``: names ``overwrite=True``, or on the CLI ``--force``."""
+    message = f"{target}: already exists; pass overwrite=True to replace it"
+    return error(message).for_cli(f"{target}: already exists; use -f/--force to replace it")
+
+
+def check_target(target: Path, overwrite: bool, error: type[AudiotokError]) -> None:
+    """Raises ``error`` if ``target`` can't be written: exists, is a directory, no parent."""
+    if target.is_dir():
+        raise error(f"{target}: is a directory")
+    if target.exists() and not overwrite:
+        raise exists_error(target, error)
+    if not target.parent.is_dir():
+        raise error(f"{target}: directory {target.parent} does not exist")
+
+
+@contextmanager
+def atomic_path(
+    target: str | os.PathLike, overwrite: bool = False, error: type[AudiotokError] = AudiotokError
+) -> Iterator[Path]:
+    """A fresh temporary path beside ``target``, moved to ``target`` when the block succeeds.
+
+    Args:
+        target: The final path.
+        overwrite: Whether an existing file may be replaced.
+        error: The error type to raise when the target can't be written.
+    """
+    target = Path(target)
+    check_target(target, overwrite, error)
+    while True:  # O_EXCL, mode 0o666: the file gets the permissions the umask gives
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
+    try:
+        yield tmp
+        if overwrite:
+            os.replace(tmp, target)
+            return
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            raise exists_error(target, error) from None
+        except OSError:  # a file system without hard links
+            if target.exists():
+                raise exists_error(target, error) from None
+            os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_output(
+    target: str | os.PathLike, overwrite: bool = False, error: type[AudiotokError] = AudiotokError
+) -> Iterator[BinaryIO]:
+    """:func:`atomic_path`, opened for binary writing."""
+    with atomic_path(target, overwrite, error) as tmp, open(tmp, "wb") as f:
+        yield f
