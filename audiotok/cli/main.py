@@ -12,6 +12,7 @@ from .. import __version__
 from .codec_commands import decode, encode, models
 from .compress_commands import compress, decompress, info
 from .generate_commands import generate
+from .serve_commands import serve
 from .train_commands import export_model, make_subset, train
 
 
@@ -21,7 +22,7 @@ def cli() -> None:
     """Neural audio coding with EnCodec: compress audio, or turn it into tokens and back."""
 
 
-COMMANDS = (compress, decompress, info, encode, decode, models, generate)
+COMMANDS = (compress, decompress, info, encode, decode, models, generate, serve)
 for command in (*COMMANDS, train, make_subset, export_model):
     cli.add_command(command)
 

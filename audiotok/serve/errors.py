@@ -1,0 +1,85 @@
+"""Every error answer is ``{"error": {"code": ..., "message": ...}}`` with its HTTP status.
+
+=====  ======================  ================================================================
+code   status                  when
+=====  ======================  ================================================================
+400    ``bad_parameters``      a parameter is missing, of the wrong type or out of range
+400    ``bad_file``            compressed data or tokens that can't be read
+401    ``unauthorized``        an API key is set and the request has none or another
+404    ``not_found``           no such job
+409    ``not_ready``...        the job's audio is not there (queued, running, failed, cancelled)
+410    ``expired``             the job's audio outlived the cache's TTL
+413    ``too_large``           the upload is over the service's cap
+415    ``unreadable_audio``    audio that can't be decoded
+422    ``unknown_model``       a model this service did not load
+429    ``queue_full``          too many jobs queued (with ``Retry-After``)
+504    ``deadline_exceeded``   the job was stopped at its deadline
+=====  ======================  ================================================================
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import AudioError, AudiotokError, CheckpointError, FormatError, TokensError
+from .models import UnknownModel
+
+
+class ApiError(Exception):
+    """An error answer: ``status``, a stable ``code`` and a one-line ``message``."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
+
+
+def _from_audiotok(exc: AudiotokError) -> ApiError:
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, UnknownModel):
+        return ApiError(422, "unknown_model", message)
+    if isinstance(exc, AudioError):
+        return ApiError(415, "unreadable_audio", message)
+    if isinstance(exc, (FormatError, TokensError, CheckpointError)):
+        return ApiError(400, "bad_file", message)
+    return ApiError(400, "bad_parameters", message)
+
+
+def install(app: FastAPI) -> None:
+    """Routes every error through :func:`error_response`, never a traceback."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(AudiotokError)
+    async def audiotok_error(request: Request, exc: AudiotokError) -> JSONResponse:
+        error = _from_audiotok(exc)
+        return error_response(error.status, error.code, error.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        message = (
+            f"{where}: {first.get('msg', 'invalid')}" if where else first.get("msg", "invalid")
+        )
+        return error_response(400, "bad_parameters", message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        request.app.state.service.logger.exception("internal error")
+        return error_response(500, "internal", f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,147 @@
+"""``/v1/generate`` and ``/v1/jobs``: generation as jobs in the persistent queue.
+
+``POST /v1/generate`` answers ``202`` at once with one job per prompt; the client polls
+``GET /v1/jobs/{id}`` and fetches ``GET /v1/jobs/{id}/audio`` when it is ``done``. A request
+equal to one answered within the cache's TTL is ``done`` at once (``cache_hit``); one equal
+to a job in flight joins it (``joined``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
+
+from .codec_routes import AUDIO_TYPES
+from .errors import ApiError
+from .jobs import Job, QueueFull
+from .observability import log_event
+from .requests import GenerateRequest, batch_key, cache_key
+from .service import Service
+
+router = APIRouter(prefix="/v1", tags=["generation"])
+
+
+def _service(request: Request) -> Service:
+    return request.app.state.service
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    """What ``GET /v1/jobs/{id}`` says of a job."""
+    view: dict[str, Any] = {
+        "id": job.id,
+        "status": job.status,
+        "model": job.model,
+        "progress": round(job.progress, 4),
+        "cache_hit": job.cache_hit,
+        "attempts": job.attempts,
+        "batch_size": job.batch_size,
+        "request": job.request,
+        "timings": {
+            "created": job.created,
+            "started": job.started,
+            "finished": job.finished,
+            "queue_wait": None if job.started is None else round(job.started - job.created, 4),
+            "run": None
+            if None in (job.started, job.finished)
+            else round(job.finished - job.started, 4),
+        },
+    }
+    if job.status == "done":
+        view["result_url"] = f"/v1/jobs/{job.id}/audio"
+    if job.error_code:
+        view["error"] = {"code": job.error_code, "message": job.error}
+    return view
+
+
+@router.post("/generate", status_code=202)
+def generate(request: Request, body: GenerateRequest) -> dict[str, Any]:
+    """Queues one job per prompt (or answers it from the cache); ``202`` with their ids."""
+    service = _service(request)
+    settings = service.settings
+    generator = service.models.generator(body.model)
+    if body.duration > settings.max_duration:
+        raise ApiError(400, "bad_parameters", f"duration: at most {settings.max_duration:g} s")
+    jobs = []
+    for job_request in body.job_requests(generator.name, generator.weights):
+        key = cache_key(job_request)
+        try:
+            submitted = service.store.submit(
+                key,
+                batch_key(job_request),
+                generator.name,
+                job_request,
+                settings.deadline(body.duration),
+                use_cache=body.cache,
+                result_exists=service.result_exists,
+            )
+        except QueueFull as exc:
+            raise ApiError(
+                429, "queue_full", f"{exc}; try again later", headers={"Retry-After": "5"}
+            ) from None
+        if submitted.cache_hit:
+            service.metrics.cache_hits.inc()
+        if submitted.joined:
+            service.metrics.dedup_joins.inc()
+        log_event(
+            service.logger,
+            "job submitted",
+            job=submitted.job.id,
+            model=generator.name,
+            key=key[:16],
+            cache_hit=submitted.cache_hit,
+            joined=submitted.joined,
+            request_id=request.state.request_id,
+        )
+        jobs.append(
+            {
+                **job_view(submitted.job),
+                "joined": submitted.joined,
+                "url": f"/v1/jobs/{submitted.job.id}",
+            }
+        )
+    return {"id": jobs[0]["id"], "jobs": jobs}
+
+
+def _job(service: Service, job_id: str) -> Job:
+    job = service.store.get(job_id)
+    if job is None:
+        raise ApiError(404, "not_found", f"no job {job_id!r}")
+    return job
+
+
+@router.get("/jobs/{job_id}")
+def get_job(request: Request, job_id: str) -> dict[str, Any]:
+    """The job's status, progress, timings, and its result URL once done."""
+    return job_view(_job(_service(request), job_id))
+
+
+@router.get("/jobs/{job_id}/audio", response_class=FileResponse)
+def get_audio(request: Request, job_id: str) -> FileResponse:
+    """The generated audio of a ``done`` job, in the format it asked for."""
+    service = _service(request)
+    job = _job(service, job_id)
+    if job.status == "done" and service.result_exists(job.result):
+        fmt = job.request["format"]
+        return FileResponse(
+            service.results / job.result, media_type=AUDIO_TYPES[fmt], filename=f"{job.id}.{fmt}"
+        )
+    if job.status in ("done", "expired"):
+        raise ApiError(410, "expired", "the job's audio is no longer kept; generate again")
+    if job.error_code == "deadline_exceeded":
+        raise ApiError(504, "deadline_exceeded", job.error or "deadline exceeded")
+    if job.status == "failed":
+        raise ApiError(409, "job_failed", f"{job.error_code}: {job.error}")
+    raise ApiError(409, "not_ready", f"the job is {job.status}")
+
+
+@router.delete("/jobs/{job_id}")
+def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
+    """Cancels the job (when no identical request still waits on it); a running batch stops
+    at its next step once none of its jobs is wanted."""
+    service = _service(request)
+    _job(service, job_id)
+    job = service.store.cancel(job_id)
+    log_event(service.logger, "job cancel", job=job_id, status=job.status if job else None)
+    return job_view(job)

@@ -1,0 +1,111 @@
+"""The models a service holds: codecs for compression, generators for ``/v1/generate``.
+
+Each is loaded once at start-up. A generator's ``weights`` is the SHA-256 of its LM, text
+conditioner and codec tensors, so the cache key changes whenever the weights behind a name do
+(a new checkpoint under the same name never serves the old one's cached audio).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..codec.base import Codec
+from ..errors import AudiotokError
+
+
+class UnknownModel(AudiotokError):
+    """A request names a model the service did not load (HTTP 422)."""
+
+
+def weights_hash(*modules: torch.nn.Module, extra: bytes = b"") -> str:
+    """SHA-256 over the modules' state dicts (names, dtypes, shapes, bytes), hex."""
+    digest = hashlib.sha256(extra)
+    for module in modules:
+        for name, tensor in sorted(module.state_dict().items()):
+            t = tensor.detach().cpu().contiguous()
+            digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+@dataclass
+class Generator:
+    """A loaded MusicGen or AudioGen, its weights' hash, and a lock: one batch at a time."""
+
+    name: str
+    model: Any
+    weights: str
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.model.sample_rate)
+
+    @property
+    def max_duration(self) -> float:
+        return float(self.model.max_duration)
+
+
+@dataclass
+class ServedModels:
+    """The codecs (by name; the first is the default) and generators of one service."""
+
+    codecs: dict[str, Codec]
+    generators: dict[str, Generator]
+    codec_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def codec(self, name: str | None) -> Codec:
+        if name is None:
+            return next(iter(self.codecs.values()))
+        try:
+            return self.codecs[name]
+        except KeyError:
+            raise UnknownModel(
+                f"unknown codec {name!r}; this service has {self._names(self.codecs)}"
+            ) from None
+
+    def generator(self, name: str | None) -> Generator:
+        if not self.generators:
+            raise UnknownModel("this service has no generator (start it with --generator NAME)")
+        if name is None:
+            return next(iter(self.generators.values()))
+        try:
+            return self.generators[name]
+        except KeyError:
+            raise UnknownModel(
+                f"unknown generator {name!r}; this service has {self._names(self.generators)}"
+            ) from None
+
+    @staticmethod
+    def _names(table: dict[str, Any]) -> str:
+        return ", ".join(sorted(table)) or "none"
+
+
+def load_generator(name: str, source: str, device: str = "cpu") -> Generator:
+    """Loads ``source`` (registry name, Hugging Face id or path) as generator ``name``."""
+    from ..generate import AudioGen, MusicGen, load_lm
+
+    loaded = load_lm(source, device=device, progress=False)
+    # AudioGen is the 16 kHz model (its defaults differ), whatever its files are called.
+    cls = AudioGen if loaded.config.sample_rate == 16_000 else MusicGen
+    model = cls(name, loaded)
+    weights = weights_hash(loaded.lm, loaded.conditioner, extra=loaded.codec.fingerprint())
+    return Generator(name, model, weights)
+
+
+def load_codecs(names: list[str], device: str = "cpu") -> dict[str, Codec]:
+    """The codecs by the names requests use (``NAME`` or ``NAME=PATH``)."""
+    from ..codec.load import load_codec
+
+    codecs = {}
+    for spec in names:
+        name, _, source = spec.partition("=")
+        codec = load_codec(source or name, device=device)
+        codecs[name] = codec
+        codecs.setdefault(codec.model_id, codec)
+    return codecs

@@ -1,0 +1,123 @@
+"""One running service: its settings, state folder, queue, models, metrics and worker.
+
+The state folder holds ``jobs.sqlite`` (the queue) and ``results/`` (generated audio, named by
+cache key). One service owns it at a time (an exclusive lock on ``lock``), so at start-up the
+jobs the previous owner left running are queued again at once instead of after their lease.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import AudiotokError
+from .jobs import JobStore
+from .models import ServedModels
+from .observability import Metrics, json_logger, log_event
+from .worker import GenerationWorker
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; two services on one folder are then not caught
+    fcntl = None
+
+
+@dataclass
+class ServeSettings:
+    """What ``audiotok serve`` is told (its options, with these defaults)."""
+
+    state: Path = field(default_factory=lambda: Path(".audiotok-serve"))
+    max_batch: int = 8
+    batch_wait_ms: float = 50.0
+    api_key: str | None = None
+    max_upload_bytes: int = 64 * 1024 * 1024
+    max_duration: float = 120.0
+    # Accelerator memory: jobs x seconds in one batch at most.
+    max_batch_seconds: float = 480.0
+    max_queued: int = 256
+    cache_ttl: float = 24 * 3600.0
+    # Deadline: 2 minutes for 60 s of audio, never under 30 s.
+    deadline_per_second: float = 2.0
+    min_deadline: float = 30.0
+    lease: float = 30.0
+
+    def deadline(self, duration: float) -> float:
+        return max(self.min_deadline, self.deadline_per_second * duration)
+
+
+class ServiceError(AudiotokError):
+    """The service can't start (its state folder is in use or unusable)."""
+
+
+class Service:
+    """Everything a service's routes use; :meth:`start` and :meth:`stop` bracket its life."""
+
+    def __init__(self, settings: ServeSettings, models: ServedModels) -> None:
+        self.settings, self.models = settings, models
+        self.metrics = Metrics()
+        self.logger = json_logger()
+        self.results = settings.state / "results"
+        self.tmp = settings.state / "tmp"
+        self.store: JobStore | None = None
+        self.worker: GenerationWorker | None = None
+        self._lock_file: Any = None
+
+    def start(self) -> None:
+        state = self.settings.state
+        for folder in (state, self.results, self.tmp):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(state / "lock", "a+")  # noqa: SIM115  (held for the service's life)
+        if fcntl is not None:
+            try:
+                fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ServiceError(f"{state}: another service is using this state folder") from None
+        self.store = JobStore(
+            state / "jobs.sqlite", self.settings.cache_ttl, self.settings.max_queued
+        )
+        # We own the folder: whatever the last owner left running is ours to run again.
+        requeued = self.store.requeue_lost(now=float("inf"))
+        for name in self.store.expire():
+            (self.results / name).unlink(missing_ok=True)
+        log_event(
+            self.logger,
+            "service started",
+            state=str(state),
+            requeued=requeued,
+            codecs=sorted(self.models.codecs),
+            generators=sorted(self.models.generators),
+            pid=os.getpid(),
+        )
+        if self.models.generators:
+            self.worker = GenerationWorker(
+                self.store,
+                self.models,
+                self.results,
+                self.metrics,
+                self.logger,
+                max_batch=self.settings.max_batch,
+                batch_wait=self.settings.batch_wait_ms / 1000,
+                lease=self.settings.lease,
+                max_batch_seconds=self.settings.max_batch_seconds,
+            )
+            self.worker.start()
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker.join(timeout=10)
+        if self.store is not None:
+            self.store.close()
+        if self._lock_file is not None:
+            self._lock_file.close()
+        log_event(self.logger, "service stopped")
+
+    def result_exists(self, name: str | None) -> bool:
+        return bool(name) and (self.results / name).is_file()
+
+    def update_queue_gauges(self) -> None:
+        counts = self.store.counts() if self.store else {}
+        for status in ("queued", "running", "done", "failed", "cancelled", "expired"):
+            self.metrics.queue_depth.labels(status).set(counts.get(status, 0))

@@ -1,0 +1,206 @@
+"""The generation worker: takes batches of compatible jobs from the queue and runs them.
+
+A batch is the oldest queued job and the jobs queued with the same batch key (model,
+duration, sampling parameters, seed) within ``batch_wait`` seconds of it, up to ``max_batch``:
+one batched LM pass generates all their prompts, and each job gets its own clip. At every LM
+step the worker renews the jobs' leases, records progress, fails the jobs past their
+deadline and drops cancelled ones; a batch with no job left stops at that step, freeing the
+accelerator. Results are written atomically under the job's cache key, so running a job twice
+(after a lost lease) writes the same file.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from ..audio.write import write_audio
+from .jobs import Job, JobStore
+from .models import ServedModels, UnknownModel
+from .observability import Metrics, log_event
+
+
+class _BatchStopped(Exception):
+    """Every job of the running batch was cancelled or ran out of time."""
+
+
+class GenerationWorker(threading.Thread):
+    """One worker thread; a service runs one per generator device.
+
+    Args:
+        store: The queue.
+        models: The service's models.
+        results: Folder of result files.
+        metrics, logger: Where the worker reports.
+        max_batch: Jobs per LM pass at most.
+        max_batch_seconds: Jobs times seconds per LM pass at most (accelerator memory).
+        batch_wait: Seconds a batch waits, from its oldest job's arrival, for more.
+        lease: Seconds a claimed job stays ours without a renewal.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        models: ServedModels,
+        results: Path,
+        metrics: Metrics,
+        logger: logging.Logger,
+        max_batch: int = 8,
+        batch_wait: float = 0.05,
+        lease: float = 30.0,
+        max_batch_seconds: float = float("inf"),
+    ) -> None:
+        super().__init__(name="audiotok-generation-worker", daemon=True)
+        self.store, self.models, self.results = store, models, results
+        self.metrics, self.logger = metrics, logger
+        self.max_batch, self.batch_wait, self.lease = max_batch, batch_wait, lease
+        self.max_batch_seconds = max_batch_seconds
+        self.stopping = threading.Event()
+        self.batches = 0
+
+    def stop(self) -> None:
+        self.stopping.set()
+        with self.store.changed:
+            self.store.changed.notify_all()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                jobs = self._next_batch()
+                if jobs:
+                    self._run_batch(jobs)
+            except Exception:  # a worker must outlive any one batch; the jobs were failed
+                self.logger.exception("worker error")
+                self.stopping.wait(1.0)
+
+    def _next_batch(self) -> list[Job]:
+        """Waits for a job, then for compatible ones until the batch is full or its time is up."""
+        if lost := self.store.requeue_lost():
+            log_event(self.logger, "jobs requeued", count=lost, reason="lease expired")
+        first = self.store.oldest_queued()
+        with self.store.changed:
+            if first is None:
+                self.store.changed.wait(0.5)
+                return []
+            size = self.batch_size(first.request["duration"])
+            until = first.created + self.batch_wait
+            while (
+                not self.stopping.is_set()
+                and self.store.queued_like(first.batch_key) < size
+                and (left := until - time.time()) > 0
+            ):
+                self.store.changed.wait(left)
+        return self.store.claim(size, self.lease)
+
+    def batch_size(self, duration: float) -> int:
+        """Jobs of ``duration`` seconds per batch: ``max_batch``, fewer for long clips."""
+        return max(1, min(self.max_batch, int(self.max_batch_seconds // duration)))
+
+    def _run_batch(self, jobs: list[Job]) -> None:
+        request = jobs[0].request
+        try:
+            generator = self.models.generator(request["model"])
+        except UnknownModel as exc:  # queued before a restart without that model
+            for job in jobs:
+                self._fail(job, "unknown_model", str(exc))
+            return
+        for job in jobs:
+            self.metrics.queue_wait_seconds.observe(max(0.0, job.started - job.created))
+        alive = {job.id for job in jobs}
+        renewed = [time.monotonic()]
+
+        def on_step(done: int, total: int) -> None:
+            now = time.time()
+            for job in jobs:
+                if job.id in alive and now - job.started > job.deadline:
+                    alive.discard(job.id)
+                    self.metrics.timeouts.inc()
+                    self._fail(
+                        job,
+                        "deadline_exceeded",
+                        f"stopped after {job.deadline:.0f} s, its deadline",
+                    )
+            if time.monotonic() - renewed[0] > 0.2 or done == total:
+                alive.intersection_update(self.store.renew(sorted(alive), self.lease, done / total))
+                renewed[0] = time.monotonic()
+            if not alive:
+                raise _BatchStopped
+
+        start = time.monotonic()
+        with generator.lock:
+            model = generator.model
+            model.set_generation_params(
+                use_sampling=request["use_sampling"],
+                top_k=request["top_k"],
+                top_p=request["top_p"],
+                temperature=request["temperature"],
+                duration=request["duration"],
+                cfg_coef=request["cfg_coef"],
+                seed=request["seed"],
+                **(
+                    {"extend_stride": min(18.0, generator.max_duration / 2)}
+                    if request["duration"] > generator.max_duration
+                    else {}
+                ),
+            )
+            model.set_custom_progress_callback(on_step)
+            try:
+                wav = model.generate([job.request["prompt"] for job in jobs])
+            except _BatchStopped:
+                log_event(self.logger, "batch stopped", jobs=[j.id for j in jobs])
+                return
+            except Exception as exc:  # a model error fails this batch's jobs, not the service
+                self.metrics.errors.labels("generation").inc()
+                for job in jobs:
+                    if job.id in alive:
+                        self._fail(job, "generation_failed", f"{type(exc).__name__}: {exc}")
+                return
+            finally:
+                model.set_custom_progress_callback(None)
+        elapsed = time.monotonic() - start
+        self.batches += 1
+        self.metrics.run_seconds.observe(elapsed)
+        self.metrics.batch_size.observe(len(jobs))
+        wav = wav.detach().cpu().float().numpy()
+        for i, job in enumerate(jobs):
+            current = self.store.get(job.id)
+            if current is None or current.status != "running":
+                continue  # cancelled or timed out after the last step
+            monitors = self.metrics.observe_audio(wav[i], generator.sample_rate)
+            name = f"{job.key}.{job.request['format']}"
+            write_audio(
+                self.results / name,
+                wav[i],
+                generator.sample_rate,
+                strategy="loudness",
+                overwrite=True,
+            )
+            self.store.finish(job.id, name)
+            log_event(
+                self.logger,
+                "job done",
+                job=job.id,
+                model=job.model,
+                status="done",
+                queue_wait=round(job.started - job.created, 4),
+                run_seconds=round(elapsed, 4),
+                batch_size=len(jobs),
+                attempts=job.attempts,
+                cache_hit=False,
+                **{k: round(v, 4) for k, v in monitors.items()},
+            )
+
+    def _fail(self, job: Job, code: str, message: str) -> None:
+        self.store.fail(job.id, code, message)
+        self.metrics.errors.labels(code).inc()
+        log_event(
+            self.logger,
+            "job failed",
+            job=job.id,
+            model=job.model,
+            status="failed",
+            error_code=code,
+            error=message,
+        )

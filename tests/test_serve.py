@@ -1,0 +1,345 @@
+"""``audiotok serve`` over real HTTP: a server process started by each test on a loopback port,
+serving the packaged default codec and a tiny random MusicGen written by the test.
+
+Every wait is bounded (``TIMEOUT``); the servers are killed at the end of their test.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import DATA
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+
+TIMEOUT = 90.0
+SPEECH = DATA / "speech_24k.flac"
+
+
+class Server:
+    """A ``python -m audiotok serve`` process on a free loopback port."""
+
+    def __init__(self, state: Path, *args: str) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = state.parent / f"{state.name}-{self.port}.log"
+        command = [
+            sys.executable,
+            "-m",
+            "audiotok",
+            "serve",
+            "--port",
+            str(self.port),
+            "--state",
+            str(state),
+            *args,
+        ]
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        self.client = httpx.Client(base_url=self.url, timeout=TIMEOUT)
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"the server exited: {self.log.read_text()[-2000:]}")
+            try:
+                if self.client.get("/healthz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        pytest.fail("the server did not start in time")
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(TIMEOUT)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.client.close()
+
+    def metric(self, name: str) -> float:
+        """The value of one sample of ``/metrics`` (0 when absent)."""
+        for line in self.client.get("/metrics").text.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def wait_for(self, job_id: str, statuses: tuple[str, ...] = ("done",)) -> dict:
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            job = self.client.get(f"/v1/jobs/{job_id}").json()
+            if job["status"] in statuses:
+                return job
+            time.sleep(0.05)
+        pytest.fail(f"job {job_id} never reached {statuses}: {job}")
+
+
+@pytest.fixture(scope="module")
+def generator_dir(tmp_path_factory) -> Path:
+    from generate_reference import save_hf, tiny_musicgen
+
+    return save_hf(tiny_musicgen(seed=7), tmp_path_factory.mktemp("generator") / "tiny")
+
+
+@pytest.fixture
+def server_factory(tmp_path) -> Iterator:
+    servers = []
+
+    def start(*args: str, state: Path | None = None) -> Server:
+        server = Server(state or tmp_path / "state", *args)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, generator_dir) -> Iterator[Server]:
+    """One server with the default codec and the tiny generator, shared by the fast tests."""
+    state = tmp_path_factory.mktemp("served") / "state"
+    server = Server(
+        state,
+        "--generator",
+        f"tiny={generator_dir}",
+        "--batch-wait-ms",
+        "300",
+        "--max-batch",
+        "4",
+        "--max-upload-mb",
+        "2",
+    )
+    yield server
+    server.stop()
+
+
+def error_of(response) -> tuple[int, str]:
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    assert "\n" not in body["error"]["message"] and "Traceback" not in body["error"]["message"]
+    return response.status_code, body["error"]["code"]
+
+
+# --- operations ------------------------------------------------------------------------------
+
+
+def test_health_readiness_metrics_and_docs(served):
+    assert served.client.get("/healthz").json()["status"] == "ok"
+    ready = served.client.get("/readyz").json()
+    assert ready["status"] == "ready" and ready["generators"] == ["tiny"]
+    assert "audiotok_24khz" in ready["codecs"]
+    served.client.get("/healthz")
+    text = served.client.get("/metrics").text
+    assert 'audiotok_request_seconds_count{route="/healthz",status="200"}' in text
+    assert "audiotok_queue_depth" in text
+    assert served.client.get("/docs").status_code == 200
+    paths = served.client.get("/openapi.json").json()["paths"]
+    assert {
+        "/v1/compress",
+        "/v1/decompress",
+        "/v1/encode",
+        "/v1/decode",
+        "/v1/generate",
+        "/v1/jobs/{job_id}",
+        "/v1/jobs/{job_id}/audio",
+    } <= set(paths)
+    assert served.client.get("/healthz").headers["x-request-id"]
+
+
+# --- the codec -------------------------------------------------------------------------------
+
+
+def test_compress_then_decompress(served):
+    original, rate = sf.read(SPEECH, dtype="float32")
+    with open(SPEECH, "rb") as f:
+        r = served.client.post(
+            "/v1/compress", files={"audio": ("s.flac", f)}, data={"bitrate": "6"}
+        )
+    assert r.status_code == 200, r.text
+    assert r.content[:4] == b"ATOK" and len(r.content) < SPEECH.stat().st_size / 4
+    for how in ("body", "multipart"):
+        if how == "body":
+            d = served.client.post("/v1/decompress?format=flac", content=r.content)
+        else:
+            d = served.client.post("/v1/decompress", files={"file": ("s.atok", r.content)})
+        assert d.status_code == 200, d.text
+        audio, out_rate = sf.read(io.BytesIO(d.content), dtype="float32")
+        assert out_rate == rate and audio.shape == original.shape
+
+
+def test_encode_then_decode(served):
+    with open(SPEECH, "rb") as f:
+        data = f.read()
+    for fmt in ("npz", "safetensors"):
+        r = served.client.post(
+            "/v1/encode", files={"audio": ("s.flac", data)}, data={"bitrate": "1.5", "format": fmt}
+        )
+        assert r.status_code == 200, r.text
+        assert r.headers["x-codebooks"] == "2"
+        d = served.client.post("/v1/decode", content=r.content)
+        assert d.status_code == 200, d.text
+        audio, rate = sf.read(io.BytesIO(d.content))
+        assert rate == 24_000 and abs(len(audio) - sf.info(SPEECH).frames) < 24_000 * 0.1
+
+
+def test_errors_are_json_with_the_right_status(served):
+    c = served.client
+    speech = SPEECH.read_bytes()
+    assert error_of(c.post("/v1/compress", files={"audio": ("x.wav", b"not audio at all")})) == (
+        415,
+        "unreadable_audio",
+    )
+    assert error_of(
+        c.post("/v1/compress", files={"audio": ("s.flac", speech)}, data={"model": "nope"})
+    ) == (422, "unknown_model")
+    assert error_of(c.post("/v1/compress", data={"bitrate": "6"})) == (400, "bad_parameters")
+    assert error_of(
+        c.post("/v1/compress", files={"audio": ("s.flac", speech)}, data={"bitrate": "abc"})
+    ) == (400, "bad_parameters")
+    assert error_of(c.post("/v1/decompress", content=b"ATOK garbage")) == (400, "bad_file")
+    assert error_of(c.post("/v1/decompress", content=os.urandom(3 * 1024 * 1024))) == (
+        413,
+        "too_large",
+    )
+    assert error_of(c.get("/v1/jobs/nope")) == (404, "not_found")
+    assert error_of(c.post("/v1/generate", json={"prompt": "x", "duration": -1})) == (
+        400,
+        "bad_parameters",
+    )
+    assert error_of(c.post("/v1/generate", json={"prompt": "x", "model": "big"})) == (
+        422,
+        "unknown_model",
+    )
+    assert error_of(c.post("/v1/generate", json={"prompt": "x", "duration": 1e4})) == (
+        400,
+        "bad_parameters",
+    )
+
+
+def test_api_key(server_factory):
+    server = server_factory("--api-key", "s3cret")
+    assert error_of(server.client.get("/v1/jobs/x")) == (401, "unauthorized")
+    bad = {"Authorization": "Bearer wrong"}
+    assert error_of(server.client.get("/v1/jobs/x", headers=bad)) == (401, "unauthorized")
+    good = {"Authorization": "Bearer s3cret"}
+    assert error_of(server.client.get("/v1/jobs/x", headers=good)) == (404, "not_found")
+    assert server.client.get("/healthz").status_code == 200  # probes need no key
+    # No generator loaded: generation is an unknown model, not a crash.
+    r = server.client.post("/v1/generate", json={"prompt": "x"}, headers={"X-API-Key": "s3cret"})
+    assert error_of(r) == (422, "unknown_model")
+
+
+# --- generation ------------------------------------------------------------------------------
+
+
+def test_generate_job_lifecycle(served):
+    r = served.client.post(
+        "/v1/generate", json={"prompt": "lo-fi beat", "duration": 0.5, "seed": 1, "format": "flac"}
+    )
+    assert r.status_code == 202, r.text
+    job = served.wait_for(r.json()["id"])
+    assert job["progress"] == 1 and job["timings"]["queue_wait"] >= 0
+    audio = served.client.get(job["result_url"])
+    assert audio.status_code == 200 and audio.headers["content-type"] == "audio/flac"
+    wav, rate = sf.read(io.BytesIO(audio.content))
+    assert rate == 32_000 and len(wav) == 16_000 and np.abs(wav).max() > 0
+
+
+def test_concurrent_requests_are_batched(served):
+    before = served.metric("audiotok_batch_size_count")
+    prompts = [f"prompt {i}" for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        responses = list(
+            pool.map(
+                lambda p: served.client.post(
+                    "/v1/generate", json={"prompt": p, "duration": 0.4, "cache": False}
+                ),
+                prompts,
+            )
+        )
+    jobs = [served.wait_for(r.json()["id"]) for r in responses]
+    batches = served.metric("audiotok_batch_size_count") - before
+    assert batches < len(prompts), "4 concurrent requests ran as fewer LM passes than requests"
+    assert max(j["batch_size"] for j in jobs) > 1
+
+
+def test_identical_requests_generate_once_then_hit_the_cache(served):
+    body = {"prompt": "same", "duration": 0.4, "seed": 3}
+    before = served.metric("audiotok_batch_size_count")
+    with ThreadPoolExecutor(3) as pool:
+        responses = list(
+            pool.map(lambda _: served.client.post("/v1/generate", json=body), range(3))
+        )
+    ids = {r.json()["id"] for r in responses}
+    assert len(ids) == 1 and sum(r.json()["jobs"][0]["joined"] for r in responses) == 2
+    served.wait_for(ids.pop())
+    assert served.metric("audiotok_batch_size_count") - before == 1
+    assert served.metric("audiotok_dedup_joins_total") >= 2
+    again = served.client.post("/v1/generate", json=body).json()["jobs"][0]
+    assert again["status"] == "done" and again["cache_hit"]
+    assert served.metric("audiotok_cache_hits_total") >= 1
+    assert served.client.get(f"/v1/jobs/{again['id']}/audio").status_code == 200
+
+
+def test_cancel_and_deadline(server_factory, generator_dir):
+    server = server_factory(
+        "--generator",
+        f"tiny={generator_dir}",
+        "--max-batch",
+        "1",
+        "--min-deadline",
+        "0.3",
+        "--deadline-per-second",
+        "0.01",
+    )
+    slow = server.client.post("/v1/generate", json={"prompt": "a", "duration": 20}).json()["id"]
+    queued = server.client.post("/v1/generate", json={"prompt": "b", "duration": 1}).json()["id"]
+    assert server.client.delete(f"/v1/jobs/{queued}").json()["status"] == "cancelled"
+    job = server.wait_for(slow, ("failed",))
+    assert job["error"]["code"] == "deadline_exceeded"
+    assert error_of(server.client.get(f"/v1/jobs/{slow}/audio")) == (504, "deadline_exceeded")
+    assert error_of(server.client.get(f"/v1/jobs/{queued}/audio")) == (409, "not_ready")
+    assert server.metric("audiotok_timeouts_total") == 1
+
+
+def test_killed_and_restarted_server_loses_nothing(server_factory, generator_dir, tmp_path):
+    """A server killed mid-job (SIGKILL: its worker dies with it) and restarted on the same
+    state folder finishes the running job and the queued ones, each once."""
+    args = ("--generator", f"tiny={generator_dir}", "--max-batch", "1")
+    first = server_factory(*args)
+    ids = [
+        first.client.post("/v1/generate", json={"prompt": f"p{i}", "duration": d}).json()["id"]
+        for i, d in enumerate((8, 0.4, 0.4))
+    ]
+    deadline = time.monotonic() + TIMEOUT
+    while first.client.get(f"/v1/jobs/{ids[0]}").json()["progress"] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    first.kill()
+    second = server_factory(*args)
+    jobs = [second.wait_for(i) for i in ids]
+    assert jobs[0]["attempts"] == 2, "the job that was running ran again"
+    results = sorted((tmp_path / "state" / "results").iterdir())
+    assert len(results) == len(ids), "one result per job, none twice"
+    for job in jobs:
+        assert second.client.get(job["result_url"]).status_code == 200
