@@ -219,10 +219,11 @@ def gated_loudness(energy: np.ndarray) -> float:
 def integrated_loudness(wav: np.ndarray, sample_rate: int) -> float:
     """The integrated loudness of audio, in LUFS (what torchaudio's ``loudness`` computes).
 
-    Mean squares of the K-weighted channels over 400 ms blocks every 100 ms (a signal shorter
-    than one block is one block), weighted by :data:`CHANNEL_WEIGHTS`; blocks below -70 LUFS are
-    dropped, then blocks 10 LU below the loudness of the rest. Unlike torchaudio, the K-weighted
-    signal is not clamped to [-1, 1], which BS.1770 does not do either. (For signals read in
+    Mean squares of the K-weighted channels over 400 ms blocks every 100 ms, weighted by
+    :data:`CHANNEL_WEIGHTS`; blocks below -70 LUFS are dropped, then blocks 10 LU below the
+    loudness of the rest. Unlike torchaudio, the K-weighted signal is not clamped to [-1, 1],
+    which BS.1770 does not do either, and a signal shorter than one block counts as one block
+    (torchaudio gives NaN). (For signals read in
     blocks, :class:`LoudnessMeter`, which this uses.)
 
     Args:

@@ -173,7 +173,9 @@ def normalize_audio(
     ``loudness`` applies the gain to reach ``-loudness_headroom_db`` LUFS (leaving audio with an
     RMS below 2e-3 as it is), then an optional ``tanh``, then clips; ``none`` changes nothing and
     rejects audio beyond [-1, 1]. With ``normalize=False``, ``peak`` and ``rms`` only scale down.
-    Silence is never scaled. (Signals in blocks: :class:`Normalization`.)
+    Unlike audiocraft's, silence is left as it is (audiocraft's ``peak`` and ``rms`` give NaN
+    there), and ``none`` accepts samples of exactly +-1 (audiocraft asserts below 1). (Signals
+    in blocks: :class:`Normalization`.)
 
     Args:
         wav: Audio ``[C, T]``, numpy or torch.
@@ -362,7 +364,8 @@ def audio_write(
     of ``stem_name`` (``a.b`` gives ``a.b.wav``) when ``add_suffix``; an existing file is
     replaced; ``clip`` clamps to +-10^(-peak_clip_headroom_db / 20), not to [-1, 1]. But errors
     are :class:`AudioError` rather than assertions or ``RuntimeError``, the encoders are
-    libsndfile's, and ``ogg_rate`` only picks a Vorbis quality of about that bitrate.
+    libsndfile's, ``ogg_rate`` only picks a Vorbis quality of about that bitrate, and ``flac``
+    is written in 16 bits (audiocraft leaves the depth to ffmpeg).
 
     Args:
         stem_name: The path, without the extension if ``add_suffix``.

@@ -83,7 +83,8 @@ def top_k_filter(probs: torch.Tensor, k: int) -> torch.Tensor:
 
     Args:
         probs: ``[..., card]`` probabilities; not modified (audiocraft edits them in place).
-        k: How many tokens to keep; ``k >= card`` keeps all (audiocraft would raise).
+        k: How many tokens to keep; ``k >= card`` keeps all (audiocraft raises when
+            ``k > card``).
 
     Returns:
         ``[..., card]`` probabilities.

@@ -1,8 +1,9 @@
 """audiocraft's YAML configs read lazily: ``${a.b}`` references resolved only where read.
 
-audiocraft saves an experiment's config (``xp.cfg``) with ``OmegaConf.to_yaml``, which keeps
-interpolations as written: ``sample_rate: ${encodec.sample_rate}``, and elsewhere in the same
-file ``${oc.env:USER}`` or ``${dora.dir}``, which only mean something on the machine that
+audiocraft's exports store an experiment's config (``xp.cfg``) as ``OmegaConf.to_yaml``
+writes it, which keeps interpolations as written: ``causal: ${encodec.causal}``,
+``sample_rate: ${sample_rate}``, and elsewhere in the same file
+``dir: /checkpoint/${oc.env:USER}/...``, which only means something on the machine that
 trained. Like OmegaConf's ``DictConfig``, a :class:`ConfigView` resolves a value when it is
 read, so references we never read do no harm. Supported, as OmegaConf does:
 
