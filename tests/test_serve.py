@@ -7,6 +7,7 @@ Every wait is bounded (``TIMEOUT``); the servers are killed at the end of their 
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import socket
@@ -343,3 +344,56 @@ def test_killed_and_restarted_server_loses_nothing(server_factory, generator_dir
     assert len(results) == len(ids), "one result per job, none twice"
     for job in jobs:
         assert second.client.get(job["result_url"]).status_code == 200
+
+
+def test_rollout_shares():
+    """Requests for a name go to its versions by their shares; other names are untouched."""
+    import random
+
+    from audiotok.serve.models import Generator, ServedModels, UnknownModel, parse_rollout
+
+    generators = {n: Generator(n, None, n) for n in ("music", "music-v2", "sfx")}
+    models = ServedModels({}, generators, rng=random.Random(0))
+    models.rollouts["music"] = [parse_rollout("music:music-v2=0.25", generators)[1:]]
+    picks = [models.generator("music").name for _ in range(4000)]
+    assert abs(picks.count("music-v2") / len(picks) - 0.25) < 0.03
+    assert {models.generator("sfx").name for _ in range(50)} == {"sfx"}
+    assert models.generator("music-v2").name == "music-v2"  # a version named directly
+    for bad in ("music:nope=0.1", "music:music-v2=1.5", "music-v2"):
+        with pytest.raises(UnknownModel, match="--rollout"):
+            parse_rollout(bad, generators)
+
+
+def test_rollout_and_tracing_over_http(server_factory, generator_dir):
+    """With a full rollout the new version runs and is recorded; spans go to stdout."""
+    server = server_factory(
+        "--generator", f"tiny={generator_dir}", "--generator", f"tiny-v2={generator_dir}",
+        "--rollout", "tiny:tiny-v2=1", "--otel-exporter", "console",
+    )  # fmt: skip
+    r = server.client.post("/v1/generate", json={"prompt": "x", "model": "tiny", "duration": 0.3})
+    job = server.wait_for(r.json()["id"])
+    assert job["model"] == "tiny-v2" and job["request"]["model"] == "tiny-v2"
+    server.stop()
+    log = server.log.read_text()
+    spans = [json.loads(line) for line in log.splitlines() if line.startswith('{"name"')]
+    names = {s["name"] for s in spans}
+    assert {"http POST /v1/generate", "generate batch", "job"} <= names, names
+    assert any(s["name"] == "job" and s["attributes"]["model"] == "tiny-v2" for s in spans)
+
+
+def test_a_second_service_on_the_same_state_is_one_line(server_factory, tmp_path):
+    server_factory()
+    command = ["serve", "--port", "0", "--state", str(tmp_path / "state")]
+    result = subprocess.run(
+        [sys.executable, "-m", "audiotok", *command],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .endswith("another service is using this state folder")
+    ), result.stderr
+    assert "Traceback" not in result.stderr

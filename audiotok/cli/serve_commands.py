@@ -19,6 +19,13 @@ from .common import device_option, handle_errors, import_torch
     help="Port (0: any free port, printed at start).",
 )
 @click.option(
+    "--grpc-port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="Also serve gRPC (audiotok/serve/audiotok.proto) on this port, same queue "
+    "(0: any free port, logged; default: no gRPC).",
+)
+@click.option(
     "--codec",
     "codecs",
     multiple=True,
@@ -52,6 +59,13 @@ from .common import device_option, handle_errors, import_torch
     show_default=True,
     type=click.FloatRange(0),
     help="How long a batch waits for more compatible jobs.",
+)
+@click.option(
+    "--max-batch-seconds",
+    default=480.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Jobs x seconds of audio per LM pass at most (bounds accelerator memory).",
 )
 @click.option(
     "--api-key",
@@ -95,6 +109,20 @@ from .common import device_option, handle_errors, import_torch
     help="Seconds a running job stays claimed without progress.",
 )
 @click.option(
+    "--rollout",
+    "rollouts",
+    multiple=True,
+    metavar="NAME:VERSION=SHARE",
+    help="Send SHARE (0-1) of the requests for generator NAME to generator VERSION (repeatable).",
+)
+@click.option(
+    "--otel-exporter",
+    type=click.Choice(["none", "console", "otlp"]),
+    default="none",
+    show_default=True,
+    help="OpenTelemetry spans per request and job: off, to stdout, or OTLP ($OTEL_EXPORTER_*).",
+)
+@click.option(
     "--deadline-per-second",
     default=2.0,
     show_default=True,
@@ -113,31 +141,36 @@ from .common import device_option, handle_errors, import_torch
 def serve(
     host: str,
     port: int,
+    grpc_port: int | None,
     codecs: tuple[str, ...],
     generators: tuple[str, ...],
     state: Path,
     max_batch: int,
     batch_wait_ms: float,
+    max_batch_seconds: float,
     api_key: str | None,
     max_upload_mb: float,
     max_duration: float,
     max_queued: int,
     cache_ttl: float,
     lease: float,
+    rollouts: tuple[str, ...],
+    otel_exporter: str,
     deadline_per_second: float,
     min_deadline: float,
     device: str,
 ) -> None:
-    """Serve compression and generation over HTTP until stopped (Ctrl-C or SIGTERM).
+    """Serve compression and generation over HTTP (and gRPC) until stopped (Ctrl-C, SIGTERM).
 
     Models are loaded once at start; jobs and results persist in --state across restarts.
     """
     import_torch()
     import uvicorn
 
-    from ..serve.app import create_app
-    from ..serve.models import ServedModels, load_codecs, load_generator
+    from ..serve.app import create_app, open_service
+    from ..serve.models import ServedModels, load_codecs, load_generator, parse_rollout
     from ..serve.service import ServeSettings
+    from ..serve.tracing import setup_tracing
 
     models = ServedModels(
         codecs=load_codecs(list(codecs) or ["audiotok_24khz"], device=device),
@@ -146,10 +179,19 @@ def serve(
     for spec in generators:
         name, _, source = spec.partition("=")
         models.generators[name] = load_generator(name, source or name, device=device)
+    for spec in rollouts:
+        name, version, share = parse_rollout(spec, models.generators)
+        models.rollouts.setdefault(name, []).append((version, share))
+        if sum(share for _, share in models.rollouts[name]) > 1.0:
+            raise click.BadParameter(
+                f"the shares of {name!r} add up to more than 1", param_hint="--rollout"
+            )
+    setup_tracing(otel_exporter)
     settings = ServeSettings(
         state=state,
         max_batch=max_batch,
         batch_wait_ms=batch_wait_ms,
+        max_batch_seconds=max_batch_seconds,
         api_key=api_key,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         max_duration=max_duration,
@@ -158,8 +200,11 @@ def serve(
         lease=lease,
         deadline_per_second=deadline_per_second,
         min_deadline=min_deadline,
+        host=host,
+        grpc_port=grpc_port,
     )
     app = create_app(settings, models)
+    open_service(app.state.service)  # errors as one line, before the server starts
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
     server = uvicorn.Server(config)
     server.run()

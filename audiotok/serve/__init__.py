@@ -5,5 +5,7 @@ errors in ``errors``); ``service`` holds one running service's settings, state f
 models and worker; ``jobs`` is the persistent queue (SQLite) with its cache and dedup;
 ``requests`` the generation request and its keys; ``worker`` runs batches of compatible jobs
 in one LM pass; ``models`` loads the codecs and generators once; ``observability`` holds the
-metrics, JSON logs and audio monitors. Deployment, settings and metrics: docs/SERVING.md.
+metrics, JSON logs and audio monitors, ``tracing`` the OpenTelemetry spans; ``grpc_service``
+serves the same operations over gRPC (``audiotok.proto``, stubs in ``grpc_gen``), and
+``static/`` is the web page at ``/``. Deployment, settings and metrics: docs/SERVING.md.
 """

@@ -4,7 +4,8 @@
     >>> uvicorn.run(app, host="127.0.0.1", port=8000)
 
 ``/healthz`` says the process answers, ``/readyz`` that its models are loaded and its queue
-open, ``/metrics`` is Prometheus' text format, ``/docs`` the OpenAPI page.
+open, ``/metrics`` is Prometheus' text format, ``/docs`` the OpenAPI page, ``/`` a web page
+to try the service in a browser (``static/``).
 """
 
 from __future__ import annotations
@@ -14,19 +15,31 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import __version__
 from . import codec_routes, errors, job_routes
 from .models import ServedModels
 from .observability import log_event
-from .service import ServeSettings, Service
+from .service import ServeSettings, Service, ServiceError
+from .tracing import span
 
-OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/redoc")
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/redoc", "/static/")
+# The web page (``GET /``, exactly: a prefix "/" would open every path) needs no key either;
+# it holds no data, and the API requests it makes carry the key its user enters.
+PAGE_PATHS = ("/",)
+STATIC = Path(__file__).parent / "static"
+# The page loads nothing from elsewhere; its audio players play blob: URLs.
+PAGE_POLICY = (
+    "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
 
 
 def create_app(settings: ServeSettings, models: ServedModels) -> FastAPI:
@@ -35,11 +48,12 @@ def create_app(settings: ServeSettings, models: ServedModels) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service.start()
+        if not service.running:  # ``audiotok serve`` opens it first, to report errors in one line
+            open_service(service)
         try:
             yield
         finally:
-            service.stop()
+            close_service(service)
 
     app = FastAPI(
         title="audiotok",
@@ -58,11 +72,15 @@ def create_app(settings: ServeSettings, models: ServedModels) -> FastAPI:
     ) -> Response:
         request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         start = time.perf_counter()
-        response = _refusal(request, settings)
-        if response is None:
-            response = await call_next(request)
+        with span(f"http {request.method}", request_id=request.state.request_id) as current:
+            response = _refusal(request, settings)
+            if response is None:
+                response = await call_next(request)
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            if current is not None:
+                current.update_name(f"http {request.method} {route}")
+                current.set_attribute("http.status_code", response.status_code)
         elapsed = time.perf_counter() - start
-        route = getattr(request.scope.get("route"), "path", "unmatched")
         service.metrics.request_seconds.labels(route, str(response.status_code)).observe(elapsed)
         if response.status_code >= 400:
             service.metrics.errors.labels(f"http_{response.status_code}").inc()
@@ -100,13 +118,48 @@ def create_app(settings: ServeSettings, models: ServedModels) -> FastAPI:
         service.update_queue_gauges()
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        """The web page: compress and compare, generate with progress (static/)."""
+        return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": PAGE_POLICY})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def open_service(service: Service) -> None:
+    """Starts the service and, when its settings name a port, its gRPC server.
+
+    Raises:
+        ServiceError: The state folder is taken, or the gRPC port can't be bound.
+    """
+    service.start()
+    port = service.settings.grpc_port
+    if port is None:
+        return
+    from .grpc_service import start_grpc  # imported here: HTTP alone needs no grpcio
+
+    try:
+        service.grpc_server = start_grpc(service, service.settings.host, port)
+    except ServiceError:
+        service.stop()
+        raise
+
+
+def close_service(service: Service) -> None:
+    """Stops the gRPC server first (no call left on a closed queue), then the service."""
+    if service.grpc_server is not None:
+        from .grpc_service import stop_grpc
+
+        stop_grpc(service.grpc_server)
+        service.grpc_server = None
+    service.stop()
 
 
 def _refusal(request: Request, settings: ServeSettings) -> Response | None:
     """The answer to a request refused before routing: a missing key, an upload too large."""
     path = request.url.path
-    if settings.api_key and not path.startswith(OPEN_PATHS):
+    if settings.api_key and path not in PAGE_PATHS and not path.startswith(OPEN_PATHS):
         auth = request.headers.get("authorization", "")
         given = (
             auth[7:] if auth.lower().startswith("bearer ") else request.headers.get("x-api-key", "")

@@ -3,6 +3,7 @@
 Each request is answered in the request (a few seconds of audio code in milliseconds); the
 codec runs one request at a time, so that concurrent requests don't fight over the cores.
 Uploads are multipart (``audio`` or ``file``) or, for the decoding routes, the raw body.
+The work itself is in ``*_bytes`` functions of bytes in, bytes out, which gRPC calls too.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from fastapi.responses import Response
 
 from ..audio.read import read_audio
 from ..audio.write import write_audio
+from ..codec.base import Codec
 from ..codec.tokens import Tokens
 from ..compression.container.ecdc import MAGIC as ECDC_MAGIC
 from ..compression.container.ecdc import read_ecdc, write_ecdc
@@ -37,19 +39,25 @@ AUDIO_TYPES = {
     "mp3": "audio/mpeg",
 }
 OutputFormat = Literal["wav", "flac", "ogg", "opus", "mp3"]
+CompressedFormat = Literal["atok", "ecdc"]
+TokensFormat = Literal["npz", "safetensors"]
 
 
 def _service(request: Request) -> Service:
     return request.app.state.service
 
 
-def _read_upload(service: Service, upload: UploadFile) -> bytes:
-    data = upload.file.read(service.settings.max_upload_bytes + 1)
+def check_size(service: Service, data: bytes) -> bytes:
+    """``data``, unless it is over the service's upload cap (413)."""
     if len(data) > service.settings.max_upload_bytes:
         raise ApiError(
             413, "too_large", f"uploads are limited to {service.settings.max_upload_bytes} bytes"
         )
     return data
+
+
+def _read_upload(service: Service, upload: UploadFile) -> bytes:
+    return check_size(service, upload.file.read(service.settings.max_upload_bytes + 1))
 
 
 def _read_audio(data: bytes) -> tuple[Any, int]:
@@ -75,11 +83,7 @@ async def _body_or_file(request: Request) -> bytes:
         if upload is None or isinstance(upload, str):
             raise ApiError(400, "bad_parameters", "multipart uploads carry the data as 'file'")
         return await run_in_threadpool(_read_upload, service, upload)
-    data = await request.body()
-    if len(data) > service.settings.max_upload_bytes:
-        raise ApiError(
-            413, "too_large", f"uploads are limited to {service.settings.max_upload_bytes} bytes"
-        )
+    data = check_size(service, await request.body())
     if not data:
         raise ApiError(400, "bad_parameters", "no data: send the file as the body or as 'file'")
     return data
@@ -93,26 +97,35 @@ def compress(
         float | None, Form(description="kbps; the model's default if absent")
     ] = None,
     model: Annotated[str | None, Form(description="A codec this service loaded")] = None,
-    format: Annotated[Literal["atok", "ecdc"], Form()] = "atok",
+    format: Annotated[CompressedFormat, Form()] = "atok",
 ) -> Response:
     """Audio in, compressed bytes out (``.atok``, or the ``encodec`` package's ``.ecdc``)."""
     service = _service(request)
     codec = service.models.codec(model)
-    wav, rate = _read_audio(_read_upload(service, audio))
+    data, seconds = compress_bytes(service, codec, _read_upload(service, audio), bitrate, format)
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={"X-Audio-Seconds": f"{seconds:.3f}", "X-Model": codec.model_id},
+    )
+
+
+def compress_bytes(
+    service: Service, codec: Codec, audio: bytes, bitrate: float | None, format: str
+) -> tuple[bytes, float]:
+    """An audio file compressed by ``codec`` (``atok`` or ``ecdc``), and its seconds."""
+    wav, rate = _read_audio(audio)
     with service.models.codec_lock:
         if format == "ecdc":
             tokens = codec.encode(wav, sample_rate=rate, bandwidth=bitrate)
             data = write_ecdc(tokens, codec.model_id)
         else:
             data = compress_audio(codec, wav, rate, bitrate)
-    return Response(
-        data,
-        media_type="application/octet-stream",
-        headers={"X-Audio-Seconds": f"{wav.shape[-1] / rate:.3f}", "X-Model": codec.model_id},
-    )
+    return data, wav.shape[-1] / rate
 
 
-def _decompress(service: Service, data: bytes, format: str) -> tuple[bytes, int]:
+def decompress_bytes(service: Service, data: bytes, format: str) -> tuple[bytes, int]:
+    """``.atok`` or ``.ecdc`` bytes decoded by the codec they name: audio file, sample rate."""
     if data[:4] == ECDC_MAGIC:
         tokens = read_ecdc(data)
         codec = service.models.codec(tokens.model_id)
@@ -134,7 +147,7 @@ async def decompress(
     """``.atok`` or ``.ecdc`` bytes (body or multipart ``file``) in, audio out."""
     service = _service(request)
     data = await _body_or_file(request)
-    audio, rate = await run_in_threadpool(_decompress, service, data, format)
+    audio, rate = await run_in_threadpool(decompress_bytes, service, data, format)
     return Response(audio, media_type=AUDIO_TYPES[format], headers={"X-Sample-Rate": str(rate)})
 
 
@@ -144,20 +157,12 @@ def encode(
     audio: Annotated[UploadFile, File()],
     bitrate: Annotated[float | None, Form()] = None,
     model: Annotated[str | None, Form()] = None,
-    format: Annotated[Literal["npz", "safetensors"], Form()] = "npz",
+    format: Annotated[TokensFormat, Form()] = "npz",
 ) -> Response:
     """Audio in, tokens out: codes ``[1, K, F]`` with what decoding needs (docs/TOKENS.md)."""
     service = _service(request)
     codec = service.models.codec(model)
-    wav, rate = _read_audio(_read_upload(service, audio))
-    with service.models.codec_lock:
-        tokens = codec.encode(wav, sample_rate=rate, bandwidth=bitrate)
-    path = service.tmp / f"{uuid.uuid4().hex}.{format}"
-    try:
-        tokens.save(path)
-        data = path.read_bytes()
-    finally:
-        path.unlink(missing_ok=True)
+    data, tokens = encode_bytes(service, codec, _read_upload(service, audio), bitrate, format)
     return Response(
         data,
         media_type="application/octet-stream",
@@ -165,7 +170,23 @@ def encode(
     )
 
 
-def _decode(service: Service, data: bytes, format: str) -> bytes:
+def encode_bytes(
+    service: Service, codec: Codec, audio: bytes, bitrate: float | None, format: str
+) -> tuple[bytes, Tokens]:
+    """An audio file's tokens by ``codec``, as a file of ``format`` (npz or safetensors)."""
+    wav, rate = _read_audio(audio)
+    with service.models.codec_lock:
+        tokens = codec.encode(wav, sample_rate=rate, bandwidth=bitrate)
+    path = service.tmp / f"{uuid.uuid4().hex}.{format}"
+    try:
+        tokens.save(path)
+        return path.read_bytes(), tokens
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def decode_bytes(service: Service, data: bytes, format: str) -> tuple[bytes, int]:
+    """Tokens (``.npz`` or ``.safetensors`` bytes) decoded: audio file, sample rate."""
     suffix = ".npz" if data[:2] == b"PK" else ".safetensors"
     path = service.tmp / f"{uuid.uuid4().hex}{suffix}"
     try:
@@ -176,7 +197,7 @@ def _decode(service: Service, data: bytes, format: str) -> bytes:
     codec = service.models.codec(tokens.model_id)
     with service.models.codec_lock:
         audio = codec.decode(tokens)[0].cpu()
-    return _audio_bytes(service, audio, codec.sample_rate, format)
+    return _audio_bytes(service, audio, codec.sample_rate, format), codec.sample_rate
 
 
 @router.post("/decode", response_class=Response)
@@ -184,5 +205,5 @@ async def decode(request: Request, format: Annotated[OutputFormat, Query()] = "w
     """Tokens (``.npz`` or ``.safetensors``, body or multipart ``file``) in, audio out."""
     service = _service(request)
     data = await _body_or_file(request)
-    audio = await run_in_threadpool(_decode, service, data, format)
+    audio, _ = await run_in_threadpool(decode_bytes, service, data, format)
     return Response(audio, media_type=AUDIO_TYPES[format])

@@ -3,11 +3,13 @@
 ``POST /v1/generate`` answers ``202`` at once with one job per prompt; the client polls
 ``GET /v1/jobs/{id}`` and fetches ``GET /v1/jobs/{id}/audio`` when it is ``done``. A request
 equal to one answered within the cache's TTL is ``done`` at once (``cache_hit``); one equal
-to a job in flight joins it (``joined``).
+to a job in flight joins it (``joined``). ``submit``, ``find_job``, ``result_path`` and
+``cancel`` are the routes' work, which gRPC calls too.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -15,7 +17,7 @@ from fastapi.responses import FileResponse
 
 from .codec_routes import AUDIO_TYPES
 from .errors import ApiError
-from .jobs import Job, QueueFull
+from .jobs import Job, QueueFull, Submitted
 from .observability import log_event
 from .requests import GenerateRequest, batch_key, cache_key
 from .service import Service
@@ -58,12 +60,21 @@ def job_view(job: Job) -> dict[str, Any]:
 @router.post("/generate", status_code=202)
 def generate(request: Request, body: GenerateRequest) -> dict[str, Any]:
     """Queues one job per prompt (or answers it from the cache); ``202`` with their ids."""
-    service = _service(request)
+    jobs = [
+        {**job_view(s.job), "joined": s.joined, "url": f"/v1/jobs/{s.job.id}"}
+        for s in submit(_service(request), body, request.state.request_id)
+    ]
+    return {"id": jobs[0]["id"], "jobs": jobs}
+
+
+def submit(service: Service, body: GenerateRequest, request_id: str | None) -> list[Submitted]:
+    """Queues one job per prompt of ``body``, answers it from the cache or joins an identical
+    one in flight; HTTP and gRPC both submit here."""
     settings = service.settings
     generator = service.models.generator(body.model)
     if body.duration > settings.max_duration:
         raise ApiError(400, "bad_parameters", f"duration: at most {settings.max_duration:g} s")
-    jobs = []
+    submissions = []
     for job_request in body.job_requests(generator.name, generator.weights):
         key = cache_key(job_request)
         try:
@@ -92,19 +103,14 @@ def generate(request: Request, body: GenerateRequest) -> dict[str, Any]:
             key=key[:16],
             cache_hit=submitted.cache_hit,
             joined=submitted.joined,
-            request_id=request.state.request_id,
+            request_id=request_id,
         )
-        jobs.append(
-            {
-                **job_view(submitted.job),
-                "joined": submitted.joined,
-                "url": f"/v1/jobs/{submitted.job.id}",
-            }
-        )
-    return {"id": jobs[0]["id"], "jobs": jobs}
+        submissions.append(submitted)
+    return submissions
 
 
-def _job(service: Service, job_id: str) -> Job:
+def find_job(service: Service, job_id: str) -> Job:
+    """The job ``job_id`` (404 if there is none)."""
     job = service.store.get(job_id)
     if job is None:
         raise ApiError(404, "not_found", f"no job {job_id!r}")
@@ -114,19 +120,24 @@ def _job(service: Service, job_id: str) -> Job:
 @router.get("/jobs/{job_id}")
 def get_job(request: Request, job_id: str) -> dict[str, Any]:
     """The job's status, progress, timings, and its result URL once done."""
-    return job_view(_job(_service(request), job_id))
+    return job_view(find_job(_service(request), job_id))
 
 
 @router.get("/jobs/{job_id}/audio", response_class=FileResponse)
 def get_audio(request: Request, job_id: str) -> FileResponse:
     """The generated audio of a ``done`` job, in the format it asked for."""
     service = _service(request)
-    job = _job(service, job_id)
+    job = find_job(service, job_id)
+    fmt = job.request["format"]
+    return FileResponse(
+        result_path(service, job), media_type=AUDIO_TYPES[fmt], filename=f"{job.id}.{fmt}"
+    )
+
+
+def result_path(service: Service, job: Job) -> Path:
+    """The file of a ``done`` job's audio; an error (410, 504, 409) for any other job."""
     if job.status == "done" and service.result_exists(job.result):
-        fmt = job.request["format"]
-        return FileResponse(
-            service.results / job.result, media_type=AUDIO_TYPES[fmt], filename=f"{job.id}.{fmt}"
-        )
+        return service.results / job.result
     if job.status in ("done", "expired"):
         raise ApiError(410, "expired", "the job's audio is no longer kept; generate again")
     if job.error_code == "deadline_exceeded":
@@ -140,8 +151,13 @@ def get_audio(request: Request, job_id: str) -> FileResponse:
 def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
     """Cancels the job (when no identical request still waits on it); a running batch stops
     at its next step once none of its jobs is wanted."""
-    service = _service(request)
-    _job(service, job_id)
+    return job_view(cancel(_service(request), job_id))
+
+
+def cancel(service: Service, job_id: str) -> Job:
+    """One subscriber fewer on the job ``job_id`` (404 if there is none); it is cancelled
+    when none is left."""
+    find_job(service, job_id)
     job = service.store.cancel(job_id)
     log_event(service.logger, "job cancel", job=job_id, status=job.status if job else None)
-    return job_view(job)
+    return job

@@ -1,13 +1,20 @@
 """The models a service holds: codecs for compression, generators for ``/v1/generate``.
 
-Each is loaded once at start-up. A generator's ``weights`` is the SHA-256 of its LM, text
-conditioner and codec tensors, so the cache key changes whenever the weights behind a name do
-(a new checkpoint under the same name never serves the old one's cached audio).
+Each is loaded once at start-up. Several versions of a generator can be loaded side by side
+and traffic split between them by weight (a *rollout*): with ``--generator musicgen=OLD
+--generator musicgen-v2=NEW --rollout musicgen:musicgen-v2=0.1``, a request for ``musicgen``
+runs on ``musicgen-v2`` one time in ten. The version that ran is recorded in the job, its log
+line and its cache key; rolling back is removing the ``--rollout``.
+
+A generator's ``weights`` is the SHA-256 of its LM, text conditioner and codec tensors, so the
+cache key changes whenever the weights behind a name do (a new checkpoint under the same name
+never serves the old one's cached audio).
 """
 
 from __future__ import annotations
 
 import hashlib
+import random
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,7 +64,10 @@ class ServedModels:
 
     codecs: dict[str, Codec]
     generators: dict[str, Generator]
+    # name -> [(version, share)]: requests for ``name`` go to ``version`` with that share.
+    rollouts: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     codec_lock: threading.Lock = field(default_factory=threading.Lock)
+    rng: random.Random = field(default_factory=random.Random)
 
     def codec(self, name: str | None) -> Codec:
         if name is None:
@@ -73,7 +83,13 @@ class ServedModels:
         if not self.generators:
             raise UnknownModel("this service has no generator (start it with --generator NAME)")
         if name is None:
-            return next(iter(self.generators.values()))
+            name = next(iter(self.generators))
+        draw = self.rng.random()
+        for version, share in self.rollouts.get(name, ()):
+            if draw < share:
+                name = version
+                break
+            draw -= share
         try:
             return self.generators[name]
         except KeyError:
@@ -84,6 +100,26 @@ class ServedModels:
     @staticmethod
     def _names(table: dict[str, Any]) -> str:
         return ", ".join(sorted(table)) or "none"
+
+
+def parse_rollout(spec: str, generators: dict[str, Generator]) -> tuple[str, str, float]:
+    """``NAME:VERSION=SHARE`` -> ``(name, version, share)``, both generators loaded.
+
+    Raises:
+        UnknownModel: A generator is not loaded, or the share is not in [0, 1].
+    """
+    name, _, rest = spec.partition(":")
+    version, _, share_text = rest.partition("=")
+    try:
+        share = float(share_text)
+    except ValueError:
+        share = -1.0
+    if not name or not version or not 0.0 <= share <= 1.0:
+        raise UnknownModel(f"--rollout {spec!r}: expected NAME:VERSION=SHARE, SHARE in [0, 1]")
+    for model in (name, version):
+        if model not in generators:
+            raise UnknownModel(f"--rollout {spec!r}: no generator {model!r} is loaded")
+    return name, version, share
 
 
 def load_generator(name: str, source: str, device: str = "cpu") -> Generator:

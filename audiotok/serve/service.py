@@ -2,7 +2,8 @@
 
 The state folder holds ``jobs.sqlite`` (the queue) and ``results/`` (generated audio, named by
 cache key). One service owns it at a time (an exclusive lock on ``lock``), so at start-up the
-jobs the previous owner left running are queued again at once instead of after their lease.
+jobs the previous owner left running are queued again at once instead of after their lease,
+and results past the cache's TTL are deleted (then once a minute by the worker).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ class ServeSettings:
     deadline_per_second: float = 2.0
     min_deadline: float = 30.0
     lease: float = 30.0
+    # gRPC on host:grpc_port beside HTTP, on the same queue (grpc_service.py); None: off.
+    host: str = "127.0.0.1"
+    grpc_port: int | None = None
 
     def deadline(self, duration: float) -> float:
         return max(self.min_deadline, self.deadline_per_second * duration)
@@ -62,9 +66,16 @@ class Service:
         self.tmp = settings.state / "tmp"
         self.store: JobStore | None = None
         self.worker: GenerationWorker | None = None
+        self.grpc_server: Any = None  # started beside the HTTP app (serve.app.open_service)
+        self.running = False
         self._lock_file: Any = None
 
     def start(self) -> None:
+        """Takes the state folder, opens the queue, starts the worker.
+
+        Raises:
+            ServiceError: Another service holds the state folder.
+        """
         state = self.settings.state
         for folder in (state, self.results, self.tmp):
             folder.mkdir(parents=True, exist_ok=True)
@@ -103,8 +114,10 @@ class Service:
                 max_batch_seconds=self.settings.max_batch_seconds,
             )
             self.worker.start()
+        self.running = True
 
     def stop(self) -> None:
+        self.running = False
         if self.worker is not None:
             self.worker.stop()
             self.worker.join(timeout=10)

@@ -15,11 +15,13 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from ..audio.write import write_audio
 from .jobs import Job, JobStore
 from .models import ServedModels, UnknownModel
 from .observability import Metrics, log_event
+from .tracing import span
 
 
 class _BatchStopped(Exception):
@@ -59,6 +61,7 @@ class GenerationWorker(threading.Thread):
         self.max_batch_seconds = max_batch_seconds
         self.stopping = threading.Event()
         self.batches = 0
+        self._expired_at = time.monotonic()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -75,10 +78,18 @@ class GenerationWorker(threading.Thread):
                 self.logger.exception("worker error")
                 self.stopping.wait(1.0)
 
-    def _next_batch(self) -> list[Job]:
-        """Waits for a job, then for compatible ones until the batch is full or its time is up."""
+    def _housekeeping(self) -> None:
+        """Queues again the jobs of dead workers; once a minute, deletes expired results."""
         if lost := self.store.requeue_lost():
             log_event(self.logger, "jobs requeued", count=lost, reason="lease expired")
+        if time.monotonic() - self._expired_at > 60.0:
+            self._expired_at = time.monotonic()
+            for name in self.store.expire():
+                (self.results / name).unlink(missing_ok=True)
+
+    def _next_batch(self) -> list[Job]:
+        """Waits for a job, then for compatible ones until the batch is full or its time is up."""
+        self._housekeeping()
         first = self.store.oldest_queued()
         with self.store.changed:
             if first is None:
@@ -112,6 +123,8 @@ class GenerationWorker(threading.Thread):
         renewed = [time.monotonic()]
 
         def on_step(done: int, total: int) -> None:
+            if self.stopping.is_set():  # shutting down: the next start runs the batch again
+                raise _BatchStopped
             now = time.time()
             for job in jobs:
                 if job.id in alive and now - job.started > job.deadline:
@@ -129,7 +142,7 @@ class GenerationWorker(threading.Thread):
                 raise _BatchStopped
 
         start = time.monotonic()
-        with generator.lock:
+        with span("generate batch", model=generator.name, batch_size=len(jobs)), generator.lock:
             model = generator.model
             model.set_generation_params(
                 use_sampling=request["use_sampling"],
@@ -168,29 +181,36 @@ class GenerationWorker(threading.Thread):
             current = self.store.get(job.id)
             if current is None or current.status != "running":
                 continue  # cancelled or timed out after the last step
-            monitors = self.metrics.observe_audio(wav[i], generator.sample_rate)
-            name = f"{job.key}.{job.request['format']}"
-            write_audio(
-                self.results / name,
-                wav[i],
-                generator.sample_rate,
-                strategy="loudness",
-                overwrite=True,
-            )
-            self.store.finish(job.id, name)
-            log_event(
-                self.logger,
-                "job done",
+            with span(
+                "job",
                 job=job.id,
                 model=job.model,
-                status="done",
-                queue_wait=round(job.started - job.created, 4),
-                run_seconds=round(elapsed, 4),
-                batch_size=len(jobs),
                 attempts=job.attempts,
-                cache_hit=False,
-                **{k: round(v, 4) for k, v in monitors.items()},
-            )
+                queue_wait=job.started - job.created,
+            ):
+                self._deliver(job, wav[i], generator.sample_rate, len(jobs), elapsed)
+
+    def _deliver(
+        self, job: Job, audio: Any, sample_rate: int, batch_size: int, elapsed: float
+    ) -> None:
+        """Writes one job's clip under its cache key (idempotent) and marks the job done."""
+        monitors = self.metrics.observe_audio(audio, sample_rate)
+        name = f"{job.key}.{job.request['format']}"
+        write_audio(self.results / name, audio, sample_rate, strategy="loudness", overwrite=True)
+        self.store.finish(job.id, name)
+        log_event(
+            self.logger,
+            "job done",
+            job=job.id,
+            model=job.model,
+            status="done",
+            queue_wait=round(job.started - job.created, 4),
+            run_seconds=round(elapsed, 4),
+            batch_size=batch_size,
+            attempts=job.attempts,
+            cache_hit=False,
+            **{k: round(v, 4) for k, v in monitors.items()},
+        )
 
     def _fail(self, job: Job, code: str, message: str) -> None:
         self.store.fail(job.id, code, message)
