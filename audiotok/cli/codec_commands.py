@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 
@@ -94,6 +94,28 @@ class _ModelSettings:
     "some codes (benchmarks/RESULTS.md).",
 )
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model first.")
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where a dataset's files are encoded: here, or by actors on Ray (pip install "
+    "'audiotok[ray]'; docs/SCALING.md). The dataset is the same.",
+)
+@click.option(
+    "--address",
+    metavar="ADDR",
+    help="With --engine ray: the cluster (HOST:6379, ray://HOST:10001 or auto); default: a "
+    "local Ray started for the run.",
+)
+@click.option(
+    "--num-workers",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="With --engine ray: encoding actors (each holds the model; one GPU each with "
+    "--device cuda).",
+)
 @force_option
 @handle_errors
 def encode(
@@ -109,6 +131,9 @@ def encode(
     device: str,
     precision: str,
     compile_: bool,
+    engine: str,
+    address: str | None,
+    num_workers: int,
     force: bool,
 ) -> None:
     """Encode audio to tokens: one file to a tokens file, or many to a dataset.
@@ -127,13 +152,32 @@ def encode(
             raise click.UsageError(
                 "--force does not apply to a dataset, which resumes; remove OUT_DIR to start over"
             )
-        _encode_dataset(inputs, output, manifest, settings, shard_size, batch_seconds, batch_size)
+        ray = _RayOptions(address, num_workers) if engine == "ray" else None
+        _encode_dataset(
+            inputs, output, manifest, settings, shard_size, batch_seconds, batch_size, ray
+        )
         return
     if shard_size is not None or batch_seconds is not None or batch_size is not None:
         raise click.UsageError(
             "--shard-size, --batch-seconds and --batch-size apply to datasets (-o OUT_DIR)"
         )
+    if engine != "local" or address is not None:
+        raise click.UsageError("--engine and --address apply to datasets (-o OUT_DIR)")
     _encode_file(inputs[0], output, settings, force)
+
+
+class _RayOptions(NamedTuple):
+    address: str | None
+    num_workers: int
+
+    def engine(self, device: str) -> Any:
+        try:
+            import ray.data  # noqa: F401  (checked here: one line, not a traceback mid-run)
+        except ImportError:
+            fail("--engine ray needs Ray: pip install 'audiotok[ray]'")
+        from ..dataset.ray_engine import RayEngine
+
+        return RayEngine(self.address, self.num_workers, device)
 
 
 def _makes_dataset(inputs: tuple[Path, ...], output: Path | None, manifest: Path | None) -> bool:
@@ -173,6 +217,7 @@ def _encode_dataset(
     shard_size: float | None,
     batch_seconds: float | None,
     batch_size: int | None,
+    ray: _RayOptions | None = None,
 ) -> None:
     """Encodes the files (and the manifest's) into ``out_dir``; exit status 1 if any failed."""
     import_torch()
@@ -186,8 +231,9 @@ def _encode_dataset(
     files = [path for path, _ in expand_inputs(tuple(map(str, inputs)), AUDIO_SUFFIXES)]
     if not files and manifest is None:
         fail(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in {', '.join(map(str, inputs))}")
+    # With Ray, the actors hold the model on --device; here it only describes the dataset.
     report = tokenize_dataset(
-        settings.load(),
+        (replace(settings, device="cpu") if ray else settings).load(),
         files,
         out_dir,
         bandwidth=settings.bandwidth,
@@ -195,6 +241,7 @@ def _encode_dataset(
         manifest=manifest,
         batch_seconds=BATCH_SECONDS if batch_seconds is None else batch_seconds,
         batch_size=batch_size or 1,
+        engine=ray.engine(settings.device) if ray else None,
     )
     done = f"; {report.skipped} already there" if report.skipped else ""
     n, shards = report.encoded, len(report.shards)

@@ -1,7 +1,8 @@
 """Token datasets: a corpus of audio files encoded once into shards, for language models.
 
 ``inputs`` reads the files ahead in threads and groups them into batches; ``tokenize``
-encodes them (:func:`tokenize_dataset`, resumable); ``shards`` writes the shards and the
+encodes them (:func:`tokenize_dataset`, resumable), here or through ``ray_engine`` on a Ray
+cluster; ``shards`` writes the shards and the
 index under a lock; ``layout`` is the on-disk description (``docs/DATASETS.md``);
 ``reader`` reads it back (:class:`TokenDataset`, memory-mapped).
 

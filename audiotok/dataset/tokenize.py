@@ -24,14 +24,14 @@ import csv
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..codec.base import Codec
 from ..runtime.console import stderr_is_terminal
-from .inputs import Source, batches, encode_files, read_ahead
+from .inputs import Encoded, Source, batches, encode_files, read_ahead
 from .layout import (
     DEFAULT_BATCH_SECONDS,
     DEFAULT_SHARD_BYTES,
@@ -108,6 +108,7 @@ def tokenize_dataset(
     batch_seconds: float = DEFAULT_BATCH_SECONDS,
     read_workers: int = 2,
     batch_size: int = 1,
+    engine: Engine | None = None,
 ) -> DatasetReport:
     """Encodes audio files into a dataset directory, or adds the missing ones to it.
 
@@ -125,6 +126,10 @@ def tokenize_dataset(
         read_workers: Threads reading audio.
         batch_size: Files per forward pass (:meth:`Codec.encode_batch`; for segmented models,
             segments per pass). Batches pay off on a GPU; on a few CPU cores hardly.
+        engine: Where files are read and encoded: None here, in this process;
+            :class:`~audiotok.dataset.ray_engine.RayEngine` on a Ray cluster. Either way this
+            process writes the shards and the index, in the order of ``inputs``, so the
+            dataset is the same.
 
     Returns:
         A report; files that failed are in ``failures`` and absent from the index.
@@ -151,13 +156,22 @@ def tokenize_dataset(
                 todo.append(source)
         report.skipped = len(sources) - len(todo)
         writer = ShardWriter(report.out_dir, index, first_shard, shard_bytes, info)
-        bar = tqdm(total=len(todo), unit="file", file=sys.stderr,
-                   disable=not (progress and stderr_is_terminal()))  # fmt: skip
+        bar = tqdm(
+            total=len(todo),
+            unit="file",
+            file=sys.stderr,
+            disable=not (progress and stderr_is_terminal()),
+        )
         lines = progress and bar.disable  # in a log, a line per file instead of a bar
-        reads = read_ahead(todo, batch_seconds, read_workers)
+        if engine is None:
+            encoded = local_encoded(
+                codec, todo, info["bandwidth"], batch_seconds, read_workers, batch_size
+            )
+        else:
+            encoded = engine.encoded(codec, todo, info["bandwidth"], batch_size)
         try:
-            for batch in batches(reads, batch_size):
-                for done_file in encode_files(codec, batch, info["bandwidth"]):
+            with contextlib.closing(encoded):  # stops readers or workers at once on an error
+                for done_file in encoded:
                     source, tokens = done_file.source, done_file.tokens
                     if tokens is None:  # the file's fault: report it, go on
                         _fail(report, source, done_file.error, bar, progress)
@@ -184,11 +198,35 @@ def tokenize_dataset(
                 _count(report, writer.flush())
             raise
         finally:
-            reads.close()  # stops the reader threads now, not when garbage-collected
             bar.close()
         _count(report, writer.flush())
     report.elapsed = time.monotonic() - start
     return report
+
+
+class Engine(Protocol):
+    """Reads and encodes a dataset's files somewhere: ``encoded`` yields them in order."""
+
+    def encoded(
+        self, codec: Codec, todo: list[Source], bandwidth: float, batch_size: int
+    ) -> Generator[Encoded, None, None]: ...
+
+
+def local_encoded(
+    codec: Codec,
+    todo: list[Source],
+    bandwidth: float,
+    batch_seconds: float,
+    read_workers: int,
+    batch_size: int,
+) -> Generator[Encoded, None, None]:
+    """The files encoded in this process, in order, read ahead by ``read_workers`` threads."""
+    reads = read_ahead(todo, batch_seconds, read_workers)
+    try:
+        for batch in batches(reads, batch_size):
+            yield from encode_files(codec, batch, bandwidth)
+    finally:
+        reads.close()  # stops the reader threads now, not when garbage-collected
 
 
 def _fail(report: DatasetReport, source: Source, message: str, bar: Any, progress: bool) -> None:

@@ -1,0 +1,162 @@
+"""Tokenizing a dataset on Ray Data: files read and encoded by actors across a cluster.
+
+:class:`RayEngine` is an engine for :func:`~audiotok.dataset.tokenize.tokenize_dataset`: a
+Ray Dataset of the files to do goes through ``map_batches`` with a pool of
+:class:`EncodeFiles` actors, each holding the codec (on a GPU with ``device="cuda"``), and
+comes back to the driver in input order (``preserve_order``), which writes the shards and the
+index exactly as the local run does. The tokens are the same too: each actor runs the same
+:func:`~audiotok.dataset.inputs.encode_files` on the same files (with the same torch thread
+count: a different count rounds floats differently, which can tip a near-tie between two
+codebook entries, as ``benchmarks/exactness_bench.py`` counts for streaming).
+
+Faults: an actor that dies (its process or node killed) is restarted and its batch run again
+(Ray Data's actor pools default to ``max_restarts=-1`` and ``max_task_retries=-1``); the
+driver writes only what comes back, once, so no shard is lost or written twice. If the
+driver dies, rerunning the command resumes from the index, as the local path does.
+
+    >>> report = tokenize_dataset(codec, files, "tokens", engine=RayEngine(num_workers=4))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..audio.read import read_audio
+from ..codec.base import Codec
+from ..codec.tokens import Tokens
+from ..errors import AudiotokError
+from .inputs import Encoded, Source, encode_files
+
+
+def _read(path: str) -> Future:
+    """``read_audio`` of ``path`` as a finished future (what ``encode_files`` takes)."""
+    future: Future = Future()
+    try:
+        future.set_result(read_audio(path))
+    except AudiotokError as exc:
+        future.set_exception(exc)
+    return future
+
+
+class EncodeFiles:
+    """A Ray Data actor: the codec, loaded once, encoding batches of files.
+
+    A batch is ``{"index": [n], "file": [n]}``; the answer has per file its ``index``, an
+    ``error`` ("" if none), ``codes`` ``[K, F]``, ``scales`` ``[S]`` (empty if none), the
+    signal's ``length``, and the source file's ``rate`` and ``channels``.
+    """
+
+    def __init__(self, codec: Codec, bandwidth: float, device: str, threads: int) -> None:
+        torch.set_num_threads(max(1, threads))
+        self.codec = codec.to(device) if device != "cpu" else codec
+        self.bandwidth = bandwidth
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+        files = [str(f) for f in batch["file"]]
+        reads = [(Source(f, Path(f), {}), _read(f)) for f in files]
+        out: dict[str, list[Any]] = {
+            k: [] for k in ("index", "error", "codes", "scales", "length", "rate", "channels")
+        }
+        for index, done in zip(
+            batch["index"], encode_files(self.codec, reads, self.bandwidth), strict=True
+        ):
+            tokens = done.tokens
+            out["index"].append(int(index))
+            out["error"].append(done.error or "")
+            out["codes"].append(
+                tokens.codes[0].cpu().numpy() if tokens else np.zeros((0, 0), np.int64)
+            )
+            scales = (
+                tokens.scales[0].cpu().numpy()
+                if tokens and tokens.scales is not None
+                else np.zeros(0, np.float32)
+            )
+            out["scales"].append(scales.astype(np.float32))
+            out["length"].append(tokens.length if tokens else 0)
+            out["rate"].append(done.rate)
+            out["channels"].append(done.channels)
+        return out
+
+
+@dataclass
+class RayEngine:
+    """Encodes a dataset's files on Ray.
+
+    Attributes:
+        address: The cluster (``ray://HOST:10001``, ``HOST:6379`` or ``auto``); None starts a
+            local Ray for the run, unless this process is already connected to one.
+        num_workers: Encoding actors (each holds the codec).
+        device: ``cpu``, or ``cuda`` for actors with one GPU each.
+        threads: Torch threads (and Ray CPUs) per actor.
+    """
+
+    address: str | None = None
+    num_workers: int = 2
+    device: str = "cpu"
+    threads: int = 1
+
+    def encoded(
+        self, codec: Codec, todo: list[Source], bandwidth: float, batch_size: int
+    ) -> Generator[Encoded, None, None]:
+        """The files of ``todo`` encoded on Ray, in order (see :class:`Engine`)."""
+        import ray
+
+        owned = not ray.is_initialized()
+        if owned:
+            ray.init(
+                address=self.address,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level="ERROR",
+            )
+        try:
+            if todo:
+                yield from self._run(ray, codec, todo, bandwidth, batch_size)
+        finally:
+            if owned:
+                ray.shutdown()
+
+    def _run(
+        self, ray: Any, codec: Codec, todo: list[Source], bandwidth: float, batch_size: int
+    ) -> Generator[Encoded, None, None]:
+        context = ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True  # the index in input order, as local
+        items = [{"index": i, "file": str(source.file)} for i, source in enumerate(todo)]
+        gpus = 1 if self.device.startswith("cuda") else 0
+        dataset = ray.data.from_items(items, override_num_blocks=max(1, len(items) // batch_size))
+        dataset = dataset.map_batches(
+            EncodeFiles,
+            fn_constructor_kwargs={
+                "codec": codec.to("cpu") if gpus else codec,
+                "bandwidth": bandwidth,
+                "device": self.device,
+                "threads": self.threads,
+            },
+            batch_size=batch_size,
+            batch_format="numpy",
+            concurrency=self.num_workers,
+            num_cpus=self.threads,
+            num_gpus=gpus,
+        )
+        for row in dataset.iter_rows():
+            source = todo[int(row["index"])]
+            if row["error"]:
+                yield Encoded(source, str(row["error"]))
+                continue
+            scales = np.asarray(row["scales"], np.float32)
+            tokens = Tokens(
+                torch.from_numpy(np.array(row["codes"])).long()[None],
+                torch.from_numpy(scales)[None] if codec.has_scales else None,
+                int(row["length"]),
+                codec.sample_rate,
+                bandwidth,
+                codec.model_id,
+            )
+            yield Encoded(source, None, tokens, int(row["rate"]), int(row["channels"]))
