@@ -8,11 +8,15 @@ on a local Ray (started by the script for each run, timed apart) with 1 and with
 first Ray run. Reported: seconds of audio encoded per second of wall time (actor start-up
 included, Ray's own start-up not), and the ratio of 2 workers to 1.
 
-Not measured yet: the Ray Serve side of the issue (service throughput with 1 and 2 replicas).
+Then the service as a Ray Serve application (``audiotok.serve.ray_app``) with 1 and with 2
+replicas of one CPU each on the same local Ray, on a shared state folder: ``--clients``
+threads each send ``--requests`` ``POST /v1/compress`` of the 2.65 s speech clip through
+Serve's proxy on loopback; throughput and latency percentiles, and the ratio of 2 replicas
+to 1. Every request must succeed.
 
 Usage::
 
-    python benchmarks/scale_bench.py [--copies 40] [--threads 1]
+    python benchmarks/scale_bench.py [--copies 40] [--threads 1] [--clients 8] [--requests 8]
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def corpus(directory: Path, copies: int) -> list[Path]:
@@ -56,10 +61,52 @@ def same_tokens(a: Path, b: Path) -> bool:
     return da.paths() == db.paths() and all(da[i].codes.equal(db[i].codes) for i in range(len(da)))
 
 
+def bench_replicas(replicas: int, state: Path, clients: int, requests: int) -> float:
+    """Compress requests through Ray Serve with ``replicas`` replicas; requests per second."""
+    import socket
+
+    import httpx
+    import soundfile as sf
+    from ray import serve
+    from serve_bench import SPEECH, load, row
+
+    from audiotok.serve.ray_app import application
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(
+        application({"replicas": replicas, "state": str(state)}), name="audiotok", route_prefix="/"
+    )
+    speech, errors = SPEECH.read_bytes(), []
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as client:
+
+        def compress(i: int) -> float:
+            start = time.perf_counter()
+            r = client.post(
+                "/v1/compress", files={"audio": ("s.flac", speech)}, data={"bitrate": "6"}
+            )
+            if r.status_code != 200:
+                errors.append(r.text)
+            return time.perf_counter() - start
+
+        compress(0)  # the first request warms the proxy and a replica up
+        latencies, wall = load(clients, requests, compress)
+    serve.shutdown()
+    if errors:
+        sys.exit(f"{len(errors)} errors, e.g. {errors[0]}")
+    seconds = len(latencies) * sf.info(SPEECH).duration
+    print(row(f"POST /v1/compress, {replicas} replica(s)", latencies, wall, "s audio/s", seconds))
+    return len(latencies) / wall
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--copies", type=int, default=40, help="copies of each clip")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the local run")
+    parser.add_argument("--clients", type=int, default=8, help="service clients")
+    parser.add_argument("--requests", type=int, default=8, help="requests per service client")
     args = parser.parse_args()
 
     import ray
@@ -100,7 +147,17 @@ def main() -> None:
             same = same_tokens(first, out)
             print(f"| {name} | {startup:.1f} | {wall:.1f} | {audio / wall:.1f} | {same} |")
         ratio = rows["ray, 1 worker"][0] / rows["ray, 2 workers"][0]
-        print(f"\n2 workers / 1 worker: {ratio:.2f}x the throughput")
+        print(f"\n2 workers / 1 worker: {ratio:.2f}x the throughput\n")
+
+        ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        print("| route | requests | requests/s | throughput | p50 ms | p95 ms | p99 ms |")
+        print("|---|---|---|---|---|---|---|")
+        rates = {
+            n: bench_replicas(n, tmp_path / f"state-{n}", args.clients, args.requests)
+            for n in (1, 2)
+        }
+        ray.shutdown()
+        print(f"\n2 replicas / 1 replica: {rates[2] / rates[1]:.2f}x the throughput")
 
 
 if __name__ == "__main__":

@@ -102,3 +102,21 @@ def segmented_codec():
         "tiny48", sample_rate=48_000, channels=2, causal=False, norm="time_group_norm",
         normalize=True, segment=0.1, target_bandwidths=(1.2, 2.4),
     )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray cluster for the session's Ray tests: a head and two worker nodes (separate
+    raylets on loopback), one CPU each; this process is its driver."""
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
+    )
+    for _ in range(2):
+        cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()

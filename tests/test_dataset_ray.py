@@ -30,22 +30,6 @@ TIMEOUT = 120.0
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 1, "include_dashboard": False},
-    )
-    for _ in range(2):
-        cluster.add_node(num_cpus=1)
-    ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
-
-
-@pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """Real clips, copied under several names (22 files, 3 of them not audio)."""
     root = tmp_path_factory.mktemp("corpus")
@@ -103,7 +87,7 @@ def same_datasets(a, b) -> None:
 
 
 @pytest.mark.parametrize("stereo", [False, True], ids=["24khz", "48khz-segmented"])
-def test_ray_dataset_equals_the_local_one(cluster, corpus, tmp_path, stereo):
+def test_ray_dataset_equals_the_local_one(ray_cluster, corpus, tmp_path, stereo):
     codec = tiny_codec()
     if stereo:  # the 48 kHz model's kind: stereo, normalised segments with their scales
         codec = tiny_codec("tiny48", sample_rate=48_000, channels=2, causal=False,
@@ -132,7 +116,7 @@ def test_ray_dataset_equals_the_local_one(cluster, corpus, tmp_path, stereo):
     assert again.encoded == 0 and again.skipped == 19
 
 
-def test_a_worker_killed_mid_run_costs_nothing(cluster, corpus, tmp_path):
+def test_a_worker_killed_mid_run_costs_nothing(ray_cluster, corpus, tmp_path):
     """SIGKILL an encoding actor's process while files are in flight: Ray restarts it, its
     batch runs again, and the dataset still equals the local one."""
     codec = tiny_codec()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import device_option, handle_errors, import_torch
+from .common import device_option, fail, handle_errors, import_torch
 
 
 @click.command()
@@ -123,6 +123,21 @@ from .common import device_option, handle_errors, import_torch
     help="OpenTelemetry spans per request and job: off, to stdout, or OTLP ($OTEL_EXPORTER_*).",
 )
 @click.option(
+    "--ray",
+    "on_ray",
+    is_flag=True,
+    help="Run as a Ray Serve application: --replicas copies on one shared --state "
+    "(pip install 'audiotok[ray]'; docs/SCALING.md).",
+)
+@click.option("--address", metavar="ADDR", help="With --ray: the cluster (default: a local Ray).")
+@click.option(
+    "--replicas",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="With --ray: replicas of the service, each with its models and worker.",
+)
+@click.option(
     "--deadline-per-second",
     default=2.0,
     show_default=True,
@@ -156,6 +171,9 @@ def serve(
     lease: float,
     rollouts: tuple[str, ...],
     otel_exporter: str,
+    on_ray: bool,
+    address: str | None,
+    replicas: int,
     deadline_per_second: float,
     min_deadline: float,
     device: str,
@@ -164,28 +182,39 @@ def serve(
 
     Models are loaded once at start; jobs and results persist in --state across restarts.
     """
+    if on_ray:
+        if grpc_port is not None:
+            raise click.UsageError("--grpc-port is for a single process, not --ray")
+        options = dict(
+            codecs=list(codecs),
+            generators=list(generators),
+            rollouts=list(rollouts),
+            device=device,
+            otel_exporter=otel_exporter,
+            state=str(state.resolve()),
+            max_batch=max_batch,
+            batch_wait_ms=batch_wait_ms,
+            max_batch_seconds=max_batch_seconds,
+            api_key=api_key,
+            max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+            max_duration=max_duration,
+            max_queued=max_queued,
+            cache_ttl=cache_ttl,
+            lease=lease,
+            deadline_per_second=deadline_per_second,
+            min_deadline=min_deadline,
+        )
+        _serve_on_ray(options, host, port, address, replicas)
+        return
     import_torch()
     import uvicorn
 
     from ..serve.app import create_app, open_service
-    from ..serve.models import ServedModels, load_codecs, load_generator, parse_rollout
+    from ..serve.models import load_served_models
     from ..serve.service import ServeSettings
     from ..serve.tracing import setup_tracing
 
-    models = ServedModels(
-        codecs=load_codecs(list(codecs) or ["audiotok_24khz"], device=device),
-        generators={},
-    )
-    for spec in generators:
-        name, _, source = spec.partition("=")
-        models.generators[name] = load_generator(name, source or name, device=device)
-    for spec in rollouts:
-        name, version, share = parse_rollout(spec, models.generators)
-        models.rollouts.setdefault(name, []).append((version, share))
-        if sum(share for _, share in models.rollouts[name]) > 1.0:
-            raise click.BadParameter(
-                f"the shares of {name!r} add up to more than 1", param_hint="--rollout"
-            )
+    models = load_served_models(list(codecs), list(generators), list(rollouts), device)
     setup_tracing(otel_exporter)
     settings = ServeSettings(
         state=state,
@@ -208,3 +237,31 @@ def serve(
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
     server = uvicorn.Server(config)
     server.run()
+
+
+def _serve_on_ray(options: dict, host: str, port: int, address: str | None, replicas: int) -> None:
+    """Deploys the Ray Serve application and waits until interrupted (then removes it)."""
+    import signal
+    import threading
+
+    try:
+        import ray
+        from ray import serve
+    except ImportError:
+        fail("--ray needs Ray Serve: pip install 'audiotok[ray]'")
+    from ..serve.ray_app import application
+
+    ray.init(address=address, include_dashboard=False, logging_level="ERROR")
+    stop = threading.Event()
+    try:
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(application({**options, "replicas": replicas}), name="audiotok", route_prefix="/")
+        # After Ray's start-up, which installs handlers of its own.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        click.echo(f"audiotok: serving on http://{host}:{port} with {replicas} replicas", err=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        serve.shutdown()
+        ray.shutdown()

@@ -6,6 +6,7 @@ models and worker; ``jobs`` is the persistent queue (SQLite) with its cache and 
 ``requests`` the generation request and its keys; ``worker`` runs batches of compatible jobs
 in one LM pass; ``models`` loads the codecs and generators once; ``observability`` holds the
 metrics, JSON logs and audio monitors, ``tracing`` the OpenTelemetry spans; ``grpc_service``
-serves the same operations over gRPC (``audiotok.proto``, stubs in ``grpc_gen``), and
-``static/`` is the web page at ``/``. Deployment, settings and metrics: docs/SERVING.md.
+serves the same operations over gRPC (``audiotok.proto``, stubs in ``grpc_gen``),
+``static/`` is the web page at ``/``, and ``ray_app`` runs it all as Ray Serve replicas.
+Deployment, settings and metrics: docs/SERVING.md; on Ray: docs/SCALING.md.
 """

@@ -39,6 +39,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "cache_hit": job.cache_hit,
         "attempts": job.attempts,
         "batch_size": job.batch_size,
+        "worker": job.worker,
         "request": job.request,
         "timings": {
             "created": job.created,

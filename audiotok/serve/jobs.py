@@ -20,6 +20,8 @@ State diagram::
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import threading
 import time
@@ -52,7 +54,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error_code TEXT,
     error TEXT,
     cache_hit INTEGER NOT NULL DEFAULT 0,
-    batch_size INTEGER
+    batch_size INTEGER,
+    worker TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, created);
 CREATE INDEX IF NOT EXISTS jobs_key ON jobs (key, status);
@@ -82,6 +85,7 @@ class Job:
     error: str | None
     cache_hit: bool
     batch_size: int | None
+    worker: str | None = None  # HOST:PID of the process that claimed it last
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -123,6 +127,9 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "worker" not in columns:  # a queue written before jobs recorded their worker
+            self._db.execute("ALTER TABLE jobs ADD COLUMN worker TEXT")
         self._lock = threading.RLock()
         self.changed = threading.Condition(self._lock)
 
@@ -233,8 +240,8 @@ class JobStore:
             marks = ",".join("?" * len(ids))
             db.execute(
                 f"UPDATE jobs SET status = 'running', started = ?, lease_until = ?, progress = 0, "
-                f"attempts = attempts + 1, batch_size = ? WHERE id IN ({marks})",
-                (now, now + lease, len(ids), *ids),
+                f"attempts = attempts + 1, batch_size = ?, worker = ? WHERE id IN ({marks})",
+                (now, now + lease, len(ids), f"{socket.gethostname()}:{os.getpid()}", *ids),
             )
             return [self._row(db, i) for i in ids]
 

@@ -145,3 +145,24 @@ def load_codecs(names: list[str], device: str = "cpu") -> dict[str, Codec]:
         codecs[name] = codec
         codecs.setdefault(codec.model_id, codec)
     return codecs
+
+
+def load_served_models(
+    codecs: list[str], generators: list[str], rollouts: list[str], device: str = "cpu"
+) -> ServedModels:
+    """The models of a service from its options: ``NAME[=PATH]`` codecs (the packaged default
+    if none) and generators, ``NAME:VERSION=SHARE`` rollouts.
+
+    Raises:
+        UnknownModel: A rollout names a generator not loaded, or its shares pass 1.
+    """
+    models = ServedModels(load_codecs(codecs or ["audiotok_24khz"], device=device), {})
+    for spec in generators:
+        name, _, source = spec.partition("=")
+        models.generators[name] = load_generator(name, source or name, device=device)
+    for spec in rollouts:
+        name, version, share = parse_rollout(spec, models.generators)
+        models.rollouts.setdefault(name, []).append((version, share))
+        if sum(share for _, share in models.rollouts[name]) > 1.0:
+            raise UnknownModel(f"--rollout: the shares of {name!r} add up to more than 1")
+    return models

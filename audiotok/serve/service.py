@@ -46,6 +46,9 @@ class ServeSettings:
     # gRPC on host:grpc_port beside HTTP, on the same queue (grpc_service.py); None: off.
     host: str = "127.0.0.1"
     grpc_port: int | None = None
+    # Several processes on one state folder (Ray Serve replicas): they share the queue and
+    # the cache, and a job whose process dies is taken over when its lease runs out.
+    shared: bool = False
 
     def deadline(self, duration: float) -> float:
         return max(self.min_deadline, self.deadline_per_second * duration)
@@ -81,15 +84,18 @@ class Service:
             folder.mkdir(parents=True, exist_ok=True)
         self._lock_file = open(state / "lock", "a+")  # noqa: SIM115  (held for the service's life)
         if fcntl is not None:
+            # Replicas share the folder (a shared lock); a lone service owns it (exclusive).
+            mode = fcntl.LOCK_SH if self.settings.shared else fcntl.LOCK_EX
             try:
-                fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(self._lock_file.fileno(), mode | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise ServiceError(f"{state}: another service is using this state folder") from None
         self.store = JobStore(
             state / "jobs.sqlite", self.settings.cache_ttl, self.settings.max_queued
         )
-        # We own the folder: whatever the last owner left running is ours to run again.
-        requeued = self.store.requeue_lost(now=float("inf"))
+        # A lone service owns the folder: what the last owner left running is ours to run
+        # again now. Replicas can't tell a dead one's jobs from a live one's: leases decide.
+        requeued = 0 if self.settings.shared else self.store.requeue_lost(now=float("inf"))
         for name in self.store.expire():
             (self.results / name).unlink(missing_ok=True)
         log_event(

@@ -1,0 +1,106 @@
+"""``audiotok serve`` as a Ray Serve application, on the session's local Ray cluster: two
+replicas on one shared state folder, called over real HTTP through Serve's proxy (loopback).
+
+Every route answers as the single process does; a replica killed mid-job loses nothing: the
+other takes the job over when its lease runs out.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import time
+
+import pytest
+import soundfile as sf
+from conftest import DATA
+
+pytest.importorskip("ray.serve")
+httpx = pytest.importorskip("httpx")
+
+pytestmark = pytest.mark.ray
+TIMEOUT = 120.0
+SPEECH = DATA / "speech_24k.flac"
+
+
+@pytest.fixture(scope="module")
+def generator_dir(tmp_path_factory):
+    from generate_reference import save_hf, tiny_musicgen
+
+    return save_hf(tiny_musicgen(seed=7), tmp_path_factory.mktemp("generator") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def served(ray_cluster, generator_dir, tmp_path_factory):
+    from ray import serve
+
+    from audiotok.serve.ray_app import application
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    app = application(
+        {
+            "replicas": 2,
+            "num_cpus": 0.5,
+            "generators": f"tiny={generator_dir}",
+            "state": str(tmp_path_factory.mktemp("ray-serve") / "state"),
+            "lease": "2",
+            "batch_wait_ms": "100",
+            "max_batch": "4",
+        }
+    )
+    serve.run(app, name="audiotok", route_prefix="/")
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT)
+    yield client
+    client.close()
+    serve.shutdown()
+
+
+def wait_for(client, job_id: str) -> dict:
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("done", "failed"):
+            return job
+        time.sleep(0.05)
+    pytest.fail(f"job {job_id} did not finish: {job}")
+
+
+def test_routes_answer_as_the_single_process_does(served):
+    assert served.get("/healthz").json()["status"] == "ok"
+    assert served.get("/readyz").json()["generators"] == ["tiny"]
+    speech = SPEECH.read_bytes()
+    packed = served.post("/v1/compress", files={"audio": ("s.flac", speech)}, data={"bitrate": "6"})
+    assert packed.status_code == 200 and packed.content[:4] == b"ATOK"
+    audio = served.post("/v1/decompress?format=flac", content=packed.content)
+    assert audio.status_code == 200
+    assert len(sf.read(io.BytesIO(audio.content))[0]) == sf.info(SPEECH).frames
+    tokens = served.post("/v1/encode", files={"audio": ("s.flac", speech)})
+    assert served.post("/v1/decode", content=tokens.content).status_code == 200
+    bad = served.post("/v1/generate", json={"prompt": "x", "model": "nope"})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "unknown_model"
+    assert served.get("/v1/jobs/nope").json()["error"]["code"] == "not_found"
+    job = served.post("/v1/generate", json={"prompt": "a", "duration": 0.4, "seed": 1}).json()
+    assert wait_for(served, job["id"])["status"] == "done"
+    assert served.get(f"/v1/jobs/{job['id']}/audio").status_code == 200
+    # The cache and the queue are shared: whichever replica answers, a repeat is a hit.
+    again = served.post("/v1/generate", json={"prompt": "a", "duration": 0.4, "seed": 1}).json()
+    assert again["jobs"][0]["cache_hit"]
+
+
+def test_a_replica_killed_mid_job_loses_nothing(served):
+    job_id = served.post("/v1/generate", json={"prompt": "long", "duration": 8}).json()["id"]
+    deadline = time.monotonic() + TIMEOUT
+    while (job := served.get(f"/v1/jobs/{job_id}").json())["progress"] == 0:
+        assert time.monotonic() < deadline and job["status"] in ("queued", "running"), job
+        time.sleep(0.02)
+    pid = int(job["worker"].rsplit(":", 1)[1])
+    os.kill(pid, signal.SIGKILL)
+    done = wait_for(served, job_id)
+    assert done["status"] == "done" and done["attempts"] == 2
+    assert done["worker"] != job["worker"]
+    assert served.get(f"/v1/jobs/{job_id}/audio").status_code == 200
