@@ -27,6 +27,7 @@ from ..compression.container.reader import AtokReader
 from ..compression.decode import decode_stream
 from ..compression.encode import compress as compress_audio
 from .errors import ApiError
+from .requests import AudioFormat
 from .service import Service
 
 router = APIRouter(prefix="/v1", tags=["codec"])
@@ -38,7 +39,7 @@ AUDIO_TYPES = {
     "opus": "audio/ogg",
     "mp3": "audio/mpeg",
 }
-OutputFormat = Literal["wav", "flac", "ogg", "opus", "mp3"]
+OutputFormat = AudioFormat  # what generation writes, too
 CompressedFormat = Literal["atok", "ecdc"]
 TokensFormat = Literal["npz", "safetensors"]
 

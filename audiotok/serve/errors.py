@@ -42,7 +42,8 @@ def error_response(
     return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
 
 
-def _from_audiotok(exc: AudiotokError) -> ApiError:
+def api_error_of(exc: AudiotokError) -> ApiError:
+    """The answer for an audiotok error: its status and code by its kind, its first line."""
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if isinstance(exc, UnknownModel):
         return ApiError(422, "unknown_model", message)
@@ -62,7 +63,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(AudiotokError)
     async def audiotok_error(request: Request, exc: AudiotokError) -> JSONResponse:
-        error = _from_audiotok(exc)
+        error = api_error_of(exc)
         return error_response(error.status, error.code, error.message)
 
     @app.exception_handler(RequestValidationError)

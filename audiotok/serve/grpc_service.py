@@ -54,7 +54,7 @@ from .codec_routes import (
     decompress_bytes,
     encode_bytes,
 )
-from .errors import ApiError, _from_audiotok
+from .errors import ApiError, api_error_of
 from .grpc_gen import audiotok_pb2 as pb
 from .grpc_gen import audiotok_pb2_grpc as pb_grpc
 from .job_routes import cancel, find_job, job_view, result_path, submit
@@ -263,7 +263,7 @@ def api_error(exc: Exception) -> ApiError | None:
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, AudiotokError):
-        return _from_audiotok(exc)
+        return api_error_of(exc)
     if isinstance(exc, ValidationError):  # worded as HTTP's validation errors
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
