@@ -18,7 +18,7 @@ same codes).
 Usage::
 
     python benchmarks/generate_bench.py [--steps 100] [--repeats 3] [--batch 1]
-        [--precision fp32|bf16|fp16] [--device cpu|cuda]
+        [--precision fp32|bf16|fp16|int8] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -97,8 +97,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
-        help="of both LMs: audiotok's set_precision, transformers' decoder .to(dtype)",
+        "--precision", choices=["fp32", "bf16", "fp16", "int8"], default="fp32",
+        help="of both LMs: audiotok's set_precision, transformers' decoder .to(dtype) "
+        "(int8: audiotok's only, against transformers in fp32)",
     )  # fmt: skip
     args = parser.parse_args()
 
@@ -123,8 +124,12 @@ def main() -> None:
     from generate_reference import tiny_tokenizer
 
     inputs = tiny_tokenizer()(prompts, return_tensors="pt").to(args.device)
+    fp32_bytes = lm_weight_bytes(ours.lm)
     if args.precision != "fp32":
         ours.set_precision(args.precision)
+    print(f"audiotok LM weights: {lm_weight_bytes(ours.lm) / 2**20:.0f} MiB "
+          f"({fp32_bytes / 2**20:.0f} MiB in fp32)")  # fmt: skip
+    if args.precision in ("bf16", "fp16"):
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
         reference.to(dtype)  # transformers can't mix: its T5 too (ours keeps T5 in fp32)
         reference.audio_encoder.float()
@@ -181,6 +186,18 @@ def main() -> None:
     print(f"\naudiotok decode of the tokens (excluded above): {decode_s:.2f} s")
     ratio = our_rate / ref_rate
     print(f"speed-up: {ratio:.2f}x (target {TARGET}x: {'met' if ratio >= TARGET else 'NOT met'})")
+
+
+def lm_weight_bytes(lm) -> int:
+    """Bytes of the LM's parameters and buffers, int8 packed weights included."""
+    import torch
+
+    total = sum(t.numel() * t.element_size() for t in (*lm.parameters(), *lm.buffers()))
+    for module in lm.modules():
+        if isinstance(module, torch.ao.nn.quantized.dynamic.Linear):
+            weight, bias = module._weight_bias()
+            total += weight.numel() + (0 if bias is None else bias.numel() * bias.element_size())
+    return total
 
 
 if __name__ == "__main__":

@@ -124,9 +124,32 @@ class MultiheadAttention(nn.Module):
         self.in_proj_weight = in_proj.weight
         self.register_parameter("in_proj_bias", in_proj.bias)
         self.out_proj = nn.Linear(dim, dim, bias=bias)
+        # The in-projection as modules (the stack, or q, k, v apart for cross-attention), set by
+        # :meth:`split_in_proj_` so that module-wise quantization reaches it (int8).
+        self.in_proj: nn.Module | None = None
+
+    def split_in_proj_(self) -> None:
+        """Moves the stacked ``in_proj_weight`` into ``nn.Linear`` modules: one for
+        self-attention (queries, keys and values from one input), three for cross-attention
+        (keys and values from the condition). The fp32 parameters are dropped."""
+        weight, bias = self.in_proj_weight.detach(), self.in_proj_bias
+        parts = 1 if not self.cross_attention else 3
+        linears = []
+        for rows in weight.chunk(parts):
+            linear = nn.Linear(rows.shape[1], rows.shape[0], bias=bias is not None)
+            linear.weight.data = rows.clone()
+            linears.append(linear)
+        if bias is not None:
+            for linear, part in zip(linears, bias.detach().chunk(parts), strict=True):
+                linear.bias.data = part.clone()
+        del self.in_proj_weight, self.in_proj_bias
+        self.register_parameter("in_proj_bias", None)
+        self.in_proj = linears[0] if parts == 1 else nn.ModuleList(linears)
 
     def _project(self, x: torch.Tensor, part: int) -> torch.Tensor:
         """Query (0), key (1) or value (2) projection of ``x``, split into heads."""
+        if self.in_proj is not None:
+            return _split_heads(self.in_proj[part](x), self.num_heads)
         dim = self.in_proj_weight.shape[1]
         rows = slice(part * dim, (part + 1) * dim)
         bias = None if self.in_proj_bias is None else self.in_proj_bias[rows]
@@ -150,7 +173,10 @@ class MultiheadAttention(nn.Module):
     ) -> torch.Tensor:
         """Causal self-attention of ``x`` ``[B, S, dim]``, after the cached positions if any."""
         b, s, _ = x.shape
-        projected = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        if self.in_proj is not None:
+            projected = self.in_proj(x)
+        else:
+            projected = F.linear(x, self.in_proj_weight, self.in_proj_bias)
         q, k, v = projected.view(b, s, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
         past = 0
         if cache is not None:

@@ -1,0 +1,63 @@
+"""int8 language models on a CPU (``set_precision("int8")``): every linear layer quantized,
+logits close to fp32's, generation working, the precision one-way."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from audiotok.generate import GenerationError, MusicGen
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """The same tiny random MusicGen twice: fp32 and int8."""
+    from generate_reference import save_hf, tiny_musicgen
+
+    directory = save_hf(tiny_musicgen(seed=7), tmp_path / "m")
+    fp32 = MusicGen.get_pretrained(directory, device="cpu")
+    int8 = MusicGen.get_pretrained(directory, device="cpu")
+    int8.set_precision("int8")
+    return fp32, int8
+
+
+def test_every_linear_layer_is_quantized(pair):
+    fp32, int8 = pair
+    assert int8.precision == "int8" and fp32.precision == "fp32"
+    quantized = nn.quantized.dynamic.Linear
+    plain = [n for n, m in int8.lm.named_modules() if type(m) is nn.Linear]
+    assert plain == [], plain
+    int8_bytes = sum(m.weight().numel() for m in int8.lm.modules() if isinstance(m, quantized))
+    fp32_bytes = sum(4 * m.weight.numel() for m in fp32.lm.modules() if isinstance(m, nn.Linear))
+    in_proj = sum(4 * p.numel() for n, p in fp32.lm.named_parameters() if "in_proj_weight" in n)
+    assert int8_bytes * 4 == fp32_bytes + in_proj, "every weight of a linear map, in one byte"
+
+
+def test_logits_stay_close_to_fp32(pair):
+    """One forward pass of the LM on the same codes and condition: int8 logits within a few
+    percent of fp32's range, and the same ranking for most positions."""
+    fp32, int8 = pair
+    condition = fp32.conditioner(["a lo-fi beat"])
+    k, card = fp32.lm.config.n_q, fp32.lm.config.card
+    codes = torch.randint(0, card, (1, k, 20), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref, out = fp32.lm(codes, condition), int8.lm(codes, condition)
+    assert out.shape == ref.shape
+    assert (out - ref).abs().max() < 0.05 * (ref.max() - ref.min())
+    assert torch.corrcoef(torch.stack([ref.flatten(), out.flatten()]))[0, 1] > 0.99
+
+
+def test_generation_runs_and_the_precision_is_one_way(pair):
+    fp32, int8 = pair
+    for model in pair:
+        model.set_generation_params(duration=0.5, use_sampling=False)
+    wav8, codes8 = int8.generate(["a beat", None], return_tokens=True)
+    wav32, codes32 = fp32.generate(["a beat", None], return_tokens=True)
+    assert wav8.shape == wav32.shape and codes8.shape == codes32.shape
+    assert torch.isfinite(wav8).all()
+    int8.set_precision("int8")  # again: nothing to do
+    with pytest.raises(GenerationError, match="int8 now; load the model again for bf16"):
+        int8.set_precision("bf16")
+    with pytest.raises(GenerationError, match="one of fp32, bf16, fp16, int8"):
+        fp32.set_precision("int4")
