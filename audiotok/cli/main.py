@@ -12,6 +12,7 @@ from .. import __version__
 from .codec_commands import decode, encode, models
 from .compress_commands import compress, decompress, info
 from .generate_commands import generate
+from .onnx_commands import export_onnx_command
 from .serve_commands import serve
 from .train_commands import export_model, make_subset, train
 
@@ -23,7 +24,7 @@ def cli() -> None:
 
 
 COMMANDS = (compress, decompress, info, encode, decode, models, generate, serve)
-for command in (*COMMANDS, train, make_subset, export_model):
+for command in (*COMMANDS, train, make_subset, export_model, export_onnx_command):
     cli.add_command(command)
 
 

@@ -1,0 +1,340 @@
+"""Writes an :class:`~audiotok.codec.encodec.EncodecCodec` as ONNX graphs and a JSON sidecar.
+
+Files written to ``out_dir``:
+
+* unsegmented models (24, 32, 16 kHz): ``encoder.onnx`` (``audio`` float32 ``[B, C, T]`` at the
+  model's rate -> ``codes`` int64 ``[B, n_q, F]``, ``F = ceil(T / hop)``) and ``decoder.onnx``
+  (``codes`` int64 ``[B, K, F]``, any ``1 <= K <= n_q`` -> ``audio`` float32
+  ``[B, C, F * hop]``; the caller trims to ``T``);
+* segmented models (48 kHz): ``encoder_segment.onnx`` (one segment ``audio`` ``[B, C, n]`` ->
+  ``codes`` ``[B, n_q, ceil(n / hop)]`` and its loudness ``scale`` ``[B]``, the segment being
+  normalised inside the graph) and ``decoder_segment.onnx`` (``codes`` ``[B, K, f]`` and
+  ``scale`` ``[B]`` -> ``audio`` ``[B, C, f * hop]``). Cutting the signal into segments
+  (:meth:`EncodecModel.segments`), stacking the scales and the overlap-add
+  (:func:`~audiotok.codec.model.linear_overlap_add`) are the caller's;
+* ``model.json``: the model's id, rate, channels, frame rate, hop, ``n_q``, cardinality,
+  bandwidths (with their ``K``), the graphs (file, inputs and outputs with shapes, sha256),
+  the opset and the fingerprint of the torch weights.
+
+Why one encoder for every bandwidth: residual VQ codes of the first ``K`` stages do not depend
+on the later ones, so slicing the ``n_q`` codes to ``K`` is exactly what a ``K``-stage encoder
+gives. Why one decoder: stages past ``K`` are selected away with ``Where`` (adding nothing),
+so the sum of the first ``K`` entries is formed in the same order as torch's.
+
+Dynamic length: the layers' padding depends on the input length (the extra right padding
+that fills the last strided window). The graphs pad by its largest value, ``stride - 1``,
+instead: the windows that make the ``ceil(T / stride)`` frames see the same samples, and no
+more frames are made, so the result is the same for every length with one graph. Inputs must
+be longer than the largest reflect padding (``min_length`` samples and ``min_frames`` frames
+in the sidecar); torch pads shorter ones with zeros first, which the graphs don't reproduce
+(the last segment of a 48 kHz signal can be that short: the caller falls back to torch or
+pads).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import types
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import AudiotokError
+from .conv import SConv1d, SConvTranspose1d
+from .encodec import EncodecCodec
+from .model import EncodecModel
+
+FORMAT_VERSION = 1
+OPSETS = (14, 20)
+"""Opsets accepted (the TorchScript exporter's last is 20; 17 is the default and tested)."""
+GRAPH_FILES = ("encoder.onnx", "decoder.onnx", "encoder_segment.onnx", "decoder_segment.onnx")
+
+
+class OnnxExportError(AudiotokError):
+    """A codec that can't be exported, or an export that can't be written."""
+
+
+def _fixed_pad_forward(self: SConv1d, x: Tensor) -> Tensor:
+    """:meth:`SConv1d.forward`, padded independently of the length.
+
+    ``[B, C, T]`` -> ``[B, C', ceil(T / stride)]``.
+
+    The right padding is its largest value (``extra = stride - 1``); see the module doc.
+    """
+    total, extra = self.padding_total, self.stride - 1
+    pads = (total, extra) if self.causal else (total - total // 2, total // 2 + extra)
+    if pads != (0, 0):
+        x = nn.functional.pad(x, pads, self.pad_mode)
+    return self.conv(x)
+
+
+def _trim_forward(self: SConvTranspose1d, x: Tensor) -> Tensor:
+    """:meth:`SConvTranspose1d.forward`, sliced by constants: ``[B, C, F]`` -> ``[B, C', s*F]``."""
+    y = self.convtr(x)
+    y = y[..., self.padding_left :]
+    return y[..., : -self.padding_right] if self.padding_right else y
+
+
+def _exportable(model: EncodecModel) -> EncodecModel:
+    """A copy of ``model`` whose convolutions trace to length-independent graphs."""
+    model = copy.deepcopy(model).eval()
+    for module in model.modules():
+        if isinstance(module, SConv1d):
+            module.forward = types.MethodType(_fixed_pad_forward, module)  # type: ignore[method-assign]
+        elif isinstance(module, SConvTranspose1d):
+            module.forward = types.MethodType(_trim_forward, module)  # type: ignore[method-assign]
+    return model
+
+
+def _encode_all(model: EncodecModel, audio: Tensor) -> Tensor:
+    """Audio ``[B, C, T]`` -> codes ``[B, n_q, F]`` of every stage, distances in float32."""
+    residual = model.encoder(audio).float().transpose(1, 2)  # [B, F, D]
+    codes = []
+    for layer in model.quantizer.vq.layers:
+        embed = layer._codebook.embed  # [bins, D]
+        # The reference's distance, term by term (see EuclideanCodebook.encode).
+        dist = -(
+            residual.pow(2).sum(-1, keepdim=True)
+            - 2 * residual @ embed.t()
+            + embed.t().pow(2).sum(0, keepdim=True)
+        )
+        indices = dist.argmax(dim=-1)  # [B, F]
+        residual = residual - nn.functional.embedding(indices, embed)
+        codes.append(indices)
+    return torch.stack(codes, dim=1)
+
+
+def _decode_any(model: EncodecModel, codes: Tensor) -> Tensor:
+    """Codes ``[B, K, F]`` (``K <= n_q``) -> audio ``[B, C, F * hop]``."""
+    k = torch._shape_as_tensor(codes)[1]
+    latent = torch.zeros((), dtype=torch.float32)
+    for i, layer in enumerate(model.quantizer.vq.layers):
+        # Stage i reads row min(i, K - 1), and only counts when i < K.
+        row = torch.clamp(k - 1, max=i).reshape(1)
+        indices = torch.index_select(codes, 1, row).squeeze(1)  # [B, F]
+        entry = nn.functional.embedding(indices, layer._codebook.embed).transpose(1, 2)
+        latent = torch.where(k > i, latent + entry, latent)
+    return model.decoder(latent)
+
+
+class _Encoder(nn.Module):
+    """``audio`` ``[B, C, T]`` -> ``codes`` ``[B, n_q, ceil(T / hop)]``."""
+
+    def __init__(self, model: EncodecModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, audio: Tensor) -> Tensor:
+        return _encode_all(self.model, audio)
+
+
+class _SegmentEncoder(_Encoder):
+    """One segment ``[B, C, n]`` -> ``codes`` ``[B, n_q, ceil(n / hop)]``, ``scale`` ``[B]``."""
+
+    def forward(self, audio: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        normalized, scale = self.model.normalize(audio)
+        if scale is None:
+            scale = torch.ones_like(audio[:, :1, :1])
+        return _encode_all(self.model, normalized), scale.reshape(-1)
+
+
+class _Decoder(nn.Module):
+    """``codes`` ``[B, K, F]`` -> ``audio`` ``[B, C, F * hop]``."""
+
+    def __init__(self, model: EncodecModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, codes: Tensor) -> Tensor:
+        return _decode_any(self.model, codes)
+
+
+class _SegmentDecoder(_Decoder):
+    """``codes`` ``[B, K, f]``, ``scale`` ``[B]`` -> ``audio`` ``[B, C, f * hop]``."""
+
+    def forward(self, codes: Tensor, scale: Tensor) -> Tensor:  # type: ignore[override]
+        out = _decode_any(self.model, codes)
+        return out * scale.reshape(-1, 1, 1) if self.model.config.normalize else out
+
+
+def _largest_reflect(conv: SConv1d) -> int:
+    """The largest reflect padding of ``conv`` in the graphs (0 for other modes)."""
+    if conv.pad_mode != "reflect":
+        return 0
+    total, extra = conv.padding_total, conv.stride - 1
+    return max((total, extra) if conv.causal else (total - total // 2, total // 2 + extra))
+
+
+def _min_sizes(model: EncodecModel) -> tuple[int, int]:
+    """The shortest encoder input (samples) and decoder input (frames) the graphs code exactly.
+
+    Every reflect padding must be shorter than its layer's input; torch pads shorter inputs
+    with zeros first (:func:`~audiotok.codec.conv.pad1d`), which the graphs don't do.
+    """
+    samples, scale = 1, 1
+    for module in model.encoder.modules():
+        if isinstance(module, SConv1d):
+            # The layer's input, ceil(T / scale) samples, must exceed the padding.
+            samples = max(samples, _largest_reflect(module) * scale + 1)
+            scale *= module.stride
+    frames, upsampling = 1, 1
+    for module in model.decoder.modules():
+        if isinstance(module, SConvTranspose1d):
+            upsampling *= module.convtr.layer.stride
+        elif isinstance(module, SConv1d):
+            frames = max(frames, _largest_reflect(module) // upsampling + 1)
+    return samples, frames
+
+
+def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _export(
+    module: nn.Module,
+    args: tuple[Tensor, ...],
+    path: Path,
+    inputs: dict[str, list[str]],
+    outputs: dict[str, list[str]],
+    opset: int,
+) -> None:
+    """Traces ``module`` on ``args`` into ``path`` with named (dynamic) axes."""
+    axes: dict[str, dict[int, str]] = {
+        name: {i: d for i, d in enumerate(dims) if not d.isdigit()}
+        for name, dims in {**inputs, **outputs}.items()
+    }
+    # The tracer's warnings (LSTM batch size, constant folding of strided slices) don't
+    # apply: the graphs are checked against torch at other batch sizes and lengths.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=list(inputs),
+            output_names=list(outputs),
+            dynamic_axes=axes,
+            opset_version=opset,
+            dynamo=False,
+        )
+
+
+def export_onnx(
+    codec: EncodecCodec,
+    out_dir: Path,
+    bandwidths: list[float] | None = None,
+    opset: int = 17,
+    overwrite: bool = False,
+) -> Path:
+    """Exports ``codec`` to ONNX graphs and a ``model.json`` sidecar (see the module doc).
+
+    Args:
+        codec: An EnCodec codec (its weights are copied; the codec is unchanged).
+        out_dir: Folder to write; created if missing.
+        bandwidths: kbps the sidecar lists (each checked against the codec); all if None.
+            The graphs serve every bandwidth.
+        opset: ONNX opset.
+        overwrite: Replace the files of an earlier export in ``out_dir``.
+
+    Returns:
+        The sidecar's path.
+
+    Raises:
+        OnnxExportError: Not an EnCodec codec, an opset outside :data:`OPSETS`, or
+            ``out_dir`` holds an export and not ``overwrite``.
+        AudioError: A bandwidth the codec does not support.
+    """
+    if not isinstance(codec, EncodecCodec):
+        raise OnnxExportError(f"only EnCodec models export to ONNX, not {type(codec).__name__}")
+    if not OPSETS[0] <= opset <= OPSETS[1]:
+        raise OnnxExportError(f"opset must be in [{OPSETS[0]}, {OPSETS[1]}], not {opset}")
+    chosen = [codec.check_bandwidth(b) for b in (bandwidths or codec.bandwidths)]
+    out_dir = Path(out_dir)
+    sidecar = out_dir / "model.json"
+    existing = [p for p in (sidecar, *(out_dir / n for n in GRAPH_FILES)) if p.exists()]
+    if existing and not overwrite:
+        raise OnnxExportError(f"{existing[0]} exists (overwrite to replace it)").for_cli(
+            f"{existing[0]} exists (use -f to overwrite)"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = codec.config
+    model = _exportable(codec.model).to("cpu")
+    segmented = cfg.segment_length is not None
+    c, hop = cfg.channels, cfg.hop_length
+    min_samples, min_frames = _min_sizes(model)
+    # The graphs don't depend on the traced length (checked at others in tests/test_onnx.py).
+    short = max(cfg.sample_rate // 4, 2 * min_samples, 8 * hop)
+    trace_length = cfg.segment_length if segmented else short
+    audio = torch.zeros(2, c, trace_length)
+    audio[:, :, ::7] = 0.1  # any non-silent signal: the trace doesn't depend on it
+    codes = torch.zeros(2, cfg.n_q, -(-trace_length // hop), dtype=torch.int64)
+    scale = torch.ones(2)
+    enc_out = {"codes": ["batch", str(cfg.n_q), "frames"]}
+    if segmented:
+        graphs = {
+            "encoder": ("encoder_segment.onnx", _SegmentEncoder(model), (audio,),
+                        {"audio": ["batch", str(c), "samples"]},
+                        {**enc_out, "scale": ["batch"]}),
+            "decoder": ("decoder_segment.onnx", _SegmentDecoder(model), (codes, scale),
+                        {"codes": ["batch", "codebooks", "frames"], "scale": ["batch"]},
+                        {"audio": ["batch", str(c), "frames*hop"]}),
+        }  # fmt: skip
+    else:
+        graphs = {
+            "encoder": ("encoder.onnx", _Encoder(model), (audio,),
+                        {"audio": ["batch", str(c), "samples"]}, enc_out),
+            "decoder": ("decoder.onnx", _Decoder(model), (codes,),
+                        {"codes": ["batch", "codebooks", "frames"]},
+                        {"audio": ["batch", str(c), "frames*hop"]}),
+        }  # fmt: skip
+    entries: dict[str, Any] = {}
+    for role, (name, module, args, inputs, outputs) in graphs.items():
+        path = out_dir / name
+        _export(module, args, path, inputs, outputs, opset)
+        entries[role] = {
+            "file": name,
+            "inputs": inputs,
+            "outputs": outputs,
+            "sha256": sha256(path),
+        }
+    meta = {
+        "format": "audiotok-onnx",
+        "format_version": FORMAT_VERSION,
+        "model_id": codec.model_id,
+        "sample_rate": codec.sample_rate,
+        "channels": c,
+        "frame_rate": codec.frame_rate,
+        "hop_length": hop,
+        "n_q": cfg.n_q,
+        "cardinality": codec.cardinality,
+        "bandwidths": {f"{b:g}": codec.num_codebooks(b) for b in chosen},
+        "default_bandwidth": codec.default_bandwidth,
+        "segmented": segmented,
+        "segment_length": cfg.segment_length,
+        "segment_stride": cfg.segment_stride,
+        "normalize": cfg.normalize,
+        "min_length": min_samples,
+        "min_frames": min_frames,
+        "graphs": entries,
+        "opset": opset,
+        "torch_fingerprint": codec.fingerprint().hex(),
+        "notes": (
+            "encoder outputs all n_q codebooks: keep the first K of the bandwidth (exact); "
+            "decoder accepts any K <= n_q; trim decoded audio to the input length; "
+            "inputs shorter than min_length samples (min_frames frames) are not exact"
+            + ("; segmentation, scales and overlap-add are the caller's" if segmented else "")
+        ),
+    }
+    # Written last: a folder with graphs but no sidecar is an interrupted export.
+    sidecar.write_text(json.dumps(meta, indent=2) + "\n")
+    return sidecar
