@@ -34,7 +34,6 @@ pads).
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import types
 import warnings
@@ -45,6 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import AudiotokError
+from ..zoo.weights import sha256_file
 from .conv import SConv1d, SConvTranspose1d
 from .encodec import EncodecCodec
 from .model import EncodecModel
@@ -191,15 +191,6 @@ def _min_sizes(model: EncodecModel) -> tuple[int, int]:
     return samples, frames
 
 
-def sha256(path: Path) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _export(
     module: nn.Module,
     args: tuple[Tensor, ...],
@@ -305,7 +296,7 @@ def export_onnx(
             "file": name,
             "inputs": inputs,
             "outputs": outputs,
-            "sha256": sha256(path),
+            "sha256": sha256_file(path),
         }
     meta = {
         "format": "audiotok-onnx",
