@@ -182,6 +182,20 @@ def serve(
 
     Models are loaded once at start; jobs and results persist in --state across restarts.
     """
+    # The settings both ways of serving take (ServeSettings' fields).
+    settings = dict(
+        max_batch=max_batch,
+        batch_wait_ms=batch_wait_ms,
+        max_batch_seconds=max_batch_seconds,
+        api_key=api_key,
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        max_duration=max_duration,
+        max_queued=max_queued,
+        cache_ttl=cache_ttl,
+        lease=lease,
+        deadline_per_second=deadline_per_second,
+        min_deadline=min_deadline,
+    )
     if on_ray:
         if grpc_port is not None:
             raise click.UsageError("--grpc-port is for a single process, not --ray")
@@ -192,17 +206,7 @@ def serve(
             device=device,
             otel_exporter=otel_exporter,
             state=str(state.resolve()),
-            max_batch=max_batch,
-            batch_wait_ms=batch_wait_ms,
-            max_batch_seconds=max_batch_seconds,
-            api_key=api_key,
-            max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-            max_duration=max_duration,
-            max_queued=max_queued,
-            cache_ttl=cache_ttl,
-            lease=lease,
-            deadline_per_second=deadline_per_second,
-            min_deadline=min_deadline,
+            **settings,
         )
         _serve_on_ray(options, host, port, address, replicas)
         return
@@ -216,23 +220,7 @@ def serve(
 
     models = load_served_models(list(codecs), list(generators), list(rollouts), device)
     setup_tracing(otel_exporter)
-    settings = ServeSettings(
-        state=state,
-        max_batch=max_batch,
-        batch_wait_ms=batch_wait_ms,
-        max_batch_seconds=max_batch_seconds,
-        api_key=api_key,
-        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-        max_duration=max_duration,
-        max_queued=max_queued,
-        cache_ttl=cache_ttl,
-        lease=lease,
-        deadline_per_second=deadline_per_second,
-        min_deadline=min_deadline,
-        host=host,
-        grpc_port=grpc_port,
-    )
-    app = create_app(settings, models)
+    app = create_app(ServeSettings(state=state, host=host, grpc_port=grpc_port, **settings), models)
     open_service(app.state.service)  # errors as one line, before the server starts
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
     server = uvicorn.Server(config)
