@@ -346,6 +346,34 @@ def test_killed_and_restarted_server_loses_nothing(server_factory, generator_dir
         assert second.client.get(job["result_url"]).status_code == 200
 
 
+def test_servers_on_one_redis_share_the_queue_and_take_over_a_dead_ones_job(
+    server_factory, generator_dir, redis_url, tmp_path
+):
+    """Two servers with their own state folders (as on two machines) on one Redis: a job
+    either accepts is visible to both, the one running it is killed, the other finishes it;
+    results and the cache live in Redis, not in either folder."""
+    args = ("--generator", f"tiny={generator_dir}", "--max-batch", "1", "--lease", "1",
+            "--store", f"{redis_url}/5")  # fmt: skip
+    servers = [server_factory(*args, state=tmp_path / name) for name in ("a", "b")]
+    job_id = servers[0].client.post("/v1/generate", json={"prompt": "p", "duration": 8}).json()
+    job_id = job_id["id"]
+    deadline = time.monotonic() + TIMEOUT
+    while (job := servers[1].client.get(f"/v1/jobs/{job_id}").json())["progress"] == 0:
+        assert time.monotonic() < deadline and job["status"] in ("queued", "running"), job
+        time.sleep(0.02)
+    pid = int(job["worker"].rsplit(":", 1)[1])
+    (running,) = [s for s in servers if s.process.pid == pid]
+    (other,) = [s for s in servers if s is not running]
+    running.kill()
+    done = other.wait_for(job_id)
+    assert done["attempts"] == 2 and done["worker"].endswith(f":{other.process.pid}")
+    audio = other.client.get(done["result_url"])
+    assert audio.status_code == 200 and len(sf.read(io.BytesIO(audio.content))[0]) == 8 * 32_000
+    again = other.client.post("/v1/generate", json={"prompt": "p", "duration": 8}).json()
+    assert again["jobs"][0]["cache_hit"]
+    assert not any((tmp_path / name / "results").exists() for name in ("a", "b"))
+
+
 def test_rollout_shares():
     """Requests for a name go to its versions by their shares; other names are untouched."""
     import random

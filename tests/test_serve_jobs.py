@@ -1,6 +1,11 @@
-"""The service's job queue on its own: batching keys, dedup, cache, leases, cancel, expiry."""
+"""The service's job queue on its own: batching keys, dedup, cache, leases, cancel, expiry;
+every test runs on both stores, SQLite and Redis (the same contract)."""
 
 from __future__ import annotations
+
+import threading
+import time
+import uuid
 
 import pytest
 
@@ -13,9 +18,15 @@ def submit(store: JobStore, prompt: str, duration: float = 1.0, **options):
     return store.submit(cache_key(request), batch_key(request), "m", request, 30.0, **options)
 
 
-@pytest.fixture
-def store(tmp_path):
-    store = JobStore(tmp_path / "jobs.sqlite", cache_ttl=100.0, max_queued=5)
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        store = JobStore(tmp_path / "jobs.sqlite", cache_ttl=100.0, max_queued=5)
+    else:
+        from audiotok.serve.redis_jobs import RedisJobStore
+
+        url = request.getfixturevalue("redis_url")
+        store = RedisJobStore(url, cache_ttl=100.0, max_queued=5, prefix=f"{{{uuid.uuid4().hex}}}:")
     yield store
     store.close()
 
@@ -91,3 +102,65 @@ def test_queue_cap(store):
     with pytest.raises(QueueFull):
         submit(store, "one more")
     assert submit(store, "0").joined  # joining adds no job
+
+
+def test_counts_and_the_generators_catalogue(store):
+    a, b = submit(store, "a").job, submit(store, "b").job
+    submit(store, "a")  # a join adds no job
+    store.claim(1, 10)
+    store.finish(a.id, "a.wav")
+    store.cancel(b.id)
+    assert store.counts() == {"done": 1, "cancelled": 1}
+    assert store.generator_catalogue() == {}
+    info = {"weights": "w", "sample_rate": 32000, "max_duration": 30.0}
+    store.publish_generators({"m": info})
+    store.publish_generators({"m": {**info, "weights": "w2"}, "n": info})  # the latest wins
+    assert store.generator_catalogue() == {"m": {**info, "weights": "w2"}, "n": info}
+
+
+@pytest.fixture
+def two_clients(redis_url):
+    """Two connections to one Redis queue, as two replicas on two machines have."""
+    from audiotok.serve.redis_jobs import RedisJobStore
+
+    prefix = f"{{{uuid.uuid4().hex}}}:"
+    stores = [RedisJobStore(redis_url, max_queued=1000, prefix=prefix) for _ in range(2)]
+    yield stores
+    for store in stores:
+        store.close()
+
+
+def test_replicas_racing_on_one_redis_queue_claim_each_job_once(two_clients):
+    ids = [submit(two_clients[i % 2], str(i)).job.id for i in range(60)]
+    claimed: list[list[str]] = [[], [], [], []]
+
+    def take(slot: int) -> None:
+        store = two_clients[slot % 2]
+        while batch := store.claim(max_batch=3, lease=10):
+            claimed[slot].extend(job.id for job in batch)
+
+    threads = [threading.Thread(target=take, args=(slot,)) for slot in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    every = [job_id for slot in claimed for job_id in slot]
+    assert sorted(every) == sorted(ids), "every job claimed exactly once"
+    assert two_clients[0].counts() == {"running": 60}
+
+
+def test_a_change_on_one_replica_wakes_the_others(two_clients):
+    waiter, writer = two_clients
+    with waiter.changed:
+        start = time.monotonic()
+        threading.Timer(0.2, lambda: submit(writer, "x")).start()
+        assert waiter.changed.wait(timeout=10), "no notification came"
+    assert time.monotonic() - start < 5
+    assert waiter.oldest_queued().request["prompt"] == "x"
+
+
+def test_redis_that_does_not_answer_is_one_line():
+    from audiotok.serve.redis_jobs import RedisJobStore
+
+    with pytest.raises(ConnectionError, match="Redis does not answer"):
+        RedisJobStore("redis://127.0.0.1:1/0")

@@ -1,5 +1,9 @@
-"""``audiotok serve`` as a Ray Serve application, on the session's local Ray cluster: two
-replicas on one shared state folder, called over real HTTP through Serve's proxy (loopback).
+"""``audiotok serve`` as a Ray Serve application, on the session's local Ray cluster, called
+over real HTTP through Serve's proxy (loopback), in both layouts:
+
+- ``folder``: two replicas, each with every model and a worker, on one shared state folder;
+- ``redis``: the queue in Redis (Debian's redis-server, started by the test), one HTTP
+  replica with the codec, and the generator in two replicas of its own deployment.
 
 Every route answers as the single process does; a replica killed mid-job loses nothing: the
 other takes the job over when its lease runs out.
@@ -32,8 +36,8 @@ def generator_dir(tmp_path_factory):
     return save_hf(tiny_musicgen(seed=7), tmp_path_factory.mktemp("generator") / "tiny")
 
 
-@pytest.fixture(scope="module")
-def served(ray_cluster, generator_dir, tmp_path_factory):
+@pytest.fixture(scope="module", params=["folder", "redis"])
+def served(request, ray_cluster, generator_dir, tmp_path_factory):
     from ray import serve
 
     from audiotok.serve.ray_app import application
@@ -42,18 +46,20 @@ def served(ray_cluster, generator_dir, tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    app = application(
-        {
-            "replicas": 2,
-            "num_cpus": 0.5,
-            "generators": f"tiny={generator_dir}",
-            "state": str(tmp_path_factory.mktemp("ray-serve") / "state"),
-            "lease": "2",
-            "batch_wait_ms": "100",
-            "max_batch": "4",
-        }
-    )
-    serve.run(app, name="audiotok", route_prefix="/")
+    options = {
+        "replicas": 2,
+        "num_cpus": 0.5,
+        "generators": f"tiny={generator_dir}",
+        "state": str(tmp_path_factory.mktemp("ray-serve") / "state"),
+        "lease": "2",
+        "batch_wait_ms": "100",
+        "max_batch": "4",
+    }
+    if request.param == "redis":
+        redis_url = request.getfixturevalue("redis_url")
+        options.update(replicas=1, generator_replicas=2, generator_num_cpus=0.5,
+                       store=f"{redis_url}/6")  # fmt: skip
+    serve.run(application(options), name="audiotok", route_prefix="/")
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT)
     yield client
     client.close()

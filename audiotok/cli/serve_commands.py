@@ -47,6 +47,13 @@ from .common import device_option, fail, handle_errors, import_torch
     help="Folder of the job queue and generated audio (kept across restarts).",
 )
 @click.option(
+    "--store",
+    metavar="URL",
+    default=None,
+    help="Keep the queue and results in Redis (redis://HOST:PORT/DB) instead of --state: "
+    "services on several machines share it (pip install 'audiotok[ray]' or redis).",
+)
+@click.option(
     "--max-batch",
     default=8,
     show_default=True,
@@ -135,7 +142,16 @@ from .common import device_option, fail, handle_errors, import_torch
     type=click.IntRange(min=1),
     default=2,
     show_default=True,
-    help="With --ray: replicas of the service, each with its models and worker.",
+    help="With --ray: HTTP replicas of the service (each with its models and worker, unless "
+    "--generator-replicas).",
+)
+@click.option(
+    "--generator-replicas",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="With --ray: run the generators in this many replicas of their own (one GPU each "
+    "with --device cuda), scaled apart from the HTTP replicas.",
 )
 @click.option(
     "--deadline-per-second",
@@ -160,6 +176,7 @@ def serve(
     codecs: tuple[str, ...],
     generators: tuple[str, ...],
     state: Path,
+    store: str | None,
     max_batch: int,
     batch_wait_ms: float,
     max_batch_seconds: float,
@@ -174,6 +191,7 @@ def serve(
     on_ray: bool,
     address: str | None,
     replicas: int,
+    generator_replicas: int,
     deadline_per_second: float,
     min_deadline: float,
     device: str,
@@ -195,7 +213,10 @@ def serve(
         lease=lease,
         deadline_per_second=deadline_per_second,
         min_deadline=min_deadline,
+        store=store,
     )
+    if generator_replicas and not on_ray:
+        raise click.UsageError("--generator-replicas is for --ray")
     if on_ray:
         if grpc_port is not None:
             raise click.UsageError("--grpc-port is for a single process, not --ray")
@@ -206,6 +227,8 @@ def serve(
             device=device,
             otel_exporter=otel_exporter,
             state=str(state.resolve()),
+            generator_replicas=generator_replicas,
+            generator_num_gpus=1 if generator_replicas and device.startswith("cuda") else 0,
             **settings,
         )
         _serve_on_ray(options, host, port, address, replicas)

@@ -102,6 +102,7 @@ def create_app(settings: ServeSettings, models: ServedModels) -> FastAPI:
 
     @app.get("/readyz", tags=["operations"])
     def readyz() -> Response:
+        service.refresh_catalogue()
         worker_ok = service.worker is None or service.worker.is_alive()
         ready = service.store is not None and worker_ok
         body = {

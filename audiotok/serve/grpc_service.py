@@ -13,7 +13,7 @@ Decompress    ``POST /v1/decompress``      ``codec_routes.decompress_bytes``
 Encode        ``POST /v1/encode``          ``codec_routes.encode_bytes``
 Decode        ``POST /v1/decode``          ``codec_routes.decode_bytes``
 Generate      ``POST /v1/generate`` and    ``job_routes.submit``, then
-(stream)      ``GET /v1/jobs/{id}/audio``  ``job_routes.result_path``
+(stream)      ``GET /v1/jobs/{id}/audio``  ``job_routes.open_result``
 GetJob        ``GET /v1/jobs/{id}``        ``job_routes.find_job``, ``job_view``
 CancelJob     ``DELETE /v1/jobs/{id}``     ``job_routes.cancel``
 ============  ===========================  =============================================
@@ -57,7 +57,7 @@ from .codec_routes import (
 from .errors import ApiError, api_error_of
 from .grpc_gen import audiotok_pb2 as pb
 from .grpc_gen import audiotok_pb2_grpc as pb_grpc
-from .job_routes import cancel, find_job, job_view, result_path, submit
+from .job_routes import cancel, find_job, job_view, open_result, submit
 from .jobs import FINAL, Job
 from .observability import log_event
 from .requests import GenerateRequest
@@ -163,7 +163,7 @@ class AudiotokServicer(pb_grpc.AudiotokServicer):
         if not context.is_active():
             return  # the client left; the job is in the queue, for GetJob or HTTP
         offset = 0
-        with open(result_path(self.service, job), "rb") as file:
+        with open_result(self.service, job) as file:
             while chunk := file.read(CHUNK_BYTES):
                 yield pb.GenerateEvent(chunk=pb.AudioChunk(data=chunk, offset=offset))
                 offset += len(chunk)

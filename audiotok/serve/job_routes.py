@@ -3,16 +3,15 @@
 ``POST /v1/generate`` answers ``202`` at once with one job per prompt; the client polls
 ``GET /v1/jobs/{id}`` and fetches ``GET /v1/jobs/{id}/audio`` when it is ``done``. A request
 equal to one answered within the cache's TTL is ``done`` at once (``cache_hit``); one equal
-to a job in flight joins it (``joined``). ``submit``, ``find_job``, ``result_path`` and
+to a job in flight joins it (``joined``). ``submit``, ``find_job``, ``open_result`` and
 ``cancel`` are the routes' work, which gRPC calls too.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 
 from .codec_routes import AUDIO_TYPES
@@ -72,7 +71,7 @@ def submit(service: Service, body: GenerateRequest, request_id: str | None) -> l
     """Queues one job per prompt of ``body``, answers it from the cache or joins an identical
     one in flight; HTTP and gRPC both submit here."""
     settings = service.settings
-    generator = service.models.generator(body.model)
+    generator = service.generator(body.model)
     if body.duration > settings.max_duration:
         raise ApiError(400, "bad_parameters", f"duration: at most {settings.max_duration:g} s")
     submissions = []
@@ -125,20 +124,27 @@ def get_job(request: Request, job_id: str) -> dict[str, Any]:
 
 
 @router.get("/jobs/{job_id}/audio", response_class=FileResponse)
-def get_audio(request: Request, job_id: str) -> FileResponse:
+def get_audio(request: Request, job_id: str) -> Response:
     """The generated audio of a ``done`` job, in the format it asked for."""
     service = _service(request)
     job = find_job(service, job_id)
     fmt = job.request["format"]
-    return FileResponse(
-        result_path(service, job), media_type=AUDIO_TYPES[fmt], filename=f"{job.id}.{fmt}"
-    )
+    media_type, filename = AUDIO_TYPES[fmt], f"{job.id}.{fmt}"
+    path = service.results.path(result_name(service, job))
+    if path is not None:
+        return FileResponse(path, media_type=media_type, filename=filename)
+    with open_result(service, job) as file:
+        return Response(
+            file.read(),
+            media_type=media_type,
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
 
 
-def result_path(service: Service, job: Job) -> Path:
-    """The file of a ``done`` job's audio; an error (410, 504, 409) for any other job."""
+def result_name(service: Service, job: Job) -> str:
+    """The result of a ``done`` job; an error (410, 504, 409) for any other job."""
     if job.status == "done" and service.result_exists(job.result):
-        return service.results / job.result
+        return job.result
     if job.status in ("done", "expired"):
         raise ApiError(410, "expired", "the job's audio is no longer kept; generate again")
     if job.error_code == "deadline_exceeded":
@@ -146,6 +152,14 @@ def result_path(service: Service, job: Job) -> Path:
     if job.status == "failed":
         raise ApiError(409, "job_failed", f"{job.error_code}: {job.error}")
     raise ApiError(409, "not_ready", f"the job is {job.status}")
+
+
+def open_result(service: Service, job: Job) -> BinaryIO:
+    """The audio of a ``done`` job, to read; the errors of :func:`result_name`."""
+    try:
+        return service.results.open(result_name(service, job))
+    except FileNotFoundError:  # expired between the check and the read
+        raise ApiError(410, "expired", "the job's audio is no longer kept") from None
 
 
 @router.delete("/jobs/{job_id}")

@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, created);
 CREATE INDEX IF NOT EXISTS jobs_key ON jobs (key, status);
+CREATE TABLE IF NOT EXISTS generators (name TEXT PRIMARY KEY, info TEXT NOT NULL);
 """
 
 
@@ -335,6 +336,21 @@ class JobStore:
                 r["result"] for r in db.execute("SELECT result FROM jobs WHERE status = 'done'")
             }
             return [r["result"] for r in rows if r["result"] and r["result"] not in live]
+
+    def publish_generators(self, catalogue: dict[str, dict[str, Any]]) -> None:
+        """Records the generators a worker runs (``ServedModels.catalogue``), for front ends
+        that queue jobs for them without loading them."""
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO generators (name, info) VALUES (?, ?)",
+                [(name, json.dumps(info)) for name, info in catalogue.items()],
+            )
+
+    def generator_catalogue(self) -> dict[str, dict[str, Any]]:
+        """The generators workers published, by name (the latest publication of each)."""
+        with self._lock:
+            rows = self._db.execute("SELECT name, info FROM generators").fetchall()
+        return {row["name"]: json.loads(row["info"]) for row in rows}
 
     def counts(self) -> dict[str, int]:
         """Jobs per status."""

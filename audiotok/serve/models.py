@@ -6,6 +6,10 @@ and traffic split between them by weight (a *rollout*): with ``--generator music
 runs on ``musicgen-v2`` one time in ten. The version that ran is recorded in the job, its log
 line and its cache key; rolling back is removing the ``--rollout``.
 
+A service whose generators run elsewhere (a front end of a Ray deployment, whose generator
+replicas scale apart) knows them from the queue's catalogue, which workers publish at start:
+their names, weights' hashes, sample rates and longest durations (:class:`Catalogued`).
+
 A generator's ``weights`` is the SHA-256 of its LM, text conditioner and codec tensors, so the
 cache key changes whenever the weights behind a name do (a new checkpoint under the same name
 never serves the old one's cached audio).
@@ -41,8 +45,17 @@ def weights_hash(*modules: torch.nn.Module, extra: bytes = b"") -> str:
 
 
 @dataclass
+class Catalogued:
+    """What a front end knows of a generator another process runs (its ``Generator.model``)."""
+
+    sample_rate: int
+    max_duration: float
+
+
+@dataclass
 class Generator:
-    """A loaded MusicGen or AudioGen, its weights' hash, and a lock: one batch at a time."""
+    """A loaded MusicGen or AudioGen (or a :class:`Catalogued` one), its weights' hash, and a
+    lock: one batch at a time."""
 
     name: str
     model: Any
@@ -79,7 +92,30 @@ class ServedModels:
                 f"unknown codec {name!r}; this service has {self._names(self.codecs)}"
             ) from None
 
+    def catalogue(self) -> dict[str, dict[str, Any]]:
+        """What workers publish of their generators, for front ends (see :meth:`catalogued`)."""
+        return {
+            name: dict(weights=g.weights, sample_rate=g.sample_rate, max_duration=g.max_duration)
+            for name, g in self.generators.items()
+        }
+
+    def catalogued(self, catalogue: dict[str, dict[str, Any]]) -> None:
+        """Knows the generators of ``catalogue`` (from :meth:`catalogue`) by name; loads none."""
+        for name, info in catalogue.items():
+            model = Catalogued(int(info["sample_rate"]), float(info["max_duration"]))
+            self.generators[name] = Generator(name, model, info["weights"])
+
+    def version(self, name: str) -> Generator:
+        """The generator called ``name`` exactly (a job's, its rollout already drawn)."""
+        try:
+            return self.generators[name]
+        except KeyError:
+            raise UnknownModel(
+                f"unknown generator {name!r}; this service has {self._names(self.generators)}"
+            ) from None
+
     def generator(self, name: str | None) -> Generator:
+        """The generator a request for ``name`` runs on (the first if None), its rollout drawn."""
         if not self.generators:
             raise UnknownModel("this service has no generator (start it with --generator NAME)")
         if name is None:
@@ -90,20 +126,16 @@ class ServedModels:
                 name = version
                 break
             draw -= share
-        try:
-            return self.generators[name]
-        except KeyError:
-            raise UnknownModel(
-                f"unknown generator {name!r}; this service has {self._names(self.generators)}"
-            ) from None
+        return self.version(name)
 
     @staticmethod
     def _names(table: dict[str, Any]) -> str:
         return ", ".join(sorted(table)) or "none"
 
 
-def parse_rollout(spec: str, generators: dict[str, Generator]) -> tuple[str, str, float]:
-    """``NAME:VERSION=SHARE`` -> ``(name, version, share)``, both generators loaded.
+def parse_rollout(spec: str, generators: dict[str, Generator] | None) -> tuple[str, str, float]:
+    """``NAME:VERSION=SHARE`` -> ``(name, version, share)``, both in ``generators`` (unless it
+    is None: a front end's generators are known later, from the catalogue).
 
     Raises:
         UnknownModel: A generator is not loaded, or the share is not in [0, 1].
@@ -117,7 +149,7 @@ def parse_rollout(spec: str, generators: dict[str, Generator]) -> tuple[str, str
     if not name or not version or not 0.0 <= share <= 1.0:
         raise UnknownModel(f"--rollout {spec!r}: expected NAME:VERSION=SHARE, SHARE in [0, 1]")
     for model in (name, version):
-        if model not in generators:
+        if generators is not None and model not in generators:
             raise UnknownModel(f"--rollout {spec!r}: no generator {model!r} is loaded")
     return name, version, share
 
@@ -148,20 +180,26 @@ def load_codecs(names: list[str], device: str = "cpu") -> dict[str, Codec]:
 
 
 def load_served_models(
-    codecs: list[str], generators: list[str], rollouts: list[str], device: str = "cpu"
+    codecs: list[str],
+    generators: list[str],
+    rollouts: list[str],
+    device: str = "cpu",
+    load_codecs_too: bool = True,
 ) -> ServedModels:
     """The models of a service from its options: ``NAME[=PATH]`` codecs (the packaged default
-    if none) and generators, ``NAME:VERSION=SHARE`` rollouts.
+    if none; none at all without ``load_codecs_too``, for a generation worker) and generators,
+    ``NAME:VERSION=SHARE`` rollouts (checked against the generators when some are loaded here).
 
     Raises:
         UnknownModel: A rollout names a generator not loaded, or its shares pass 1.
     """
-    models = ServedModels(load_codecs(codecs or ["audiotok_24khz"], device=device), {})
+    loaded = load_codecs(codecs or ["audiotok_24khz"], device=device) if load_codecs_too else {}
+    models = ServedModels(loaded, {})
     for spec in generators:
         name, _, source = spec.partition("=")
         models.generators[name] = load_generator(name, source or name, device=device)
     for spec in rollouts:
-        name, version, share = parse_rollout(spec, models.generators)
+        name, version, share = parse_rollout(spec, models.generators if generators else None)
         models.rollouts.setdefault(name, []).append((version, share))
         if sum(share for _, share in models.rollouts[name]) > 1.0:
             raise UnknownModel(f"--rollout: the shares of {name!r} add up to more than 1")

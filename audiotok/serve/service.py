@@ -4,6 +4,11 @@ The state folder holds ``jobs.sqlite`` (the queue) and ``results/`` (generated a
 cache key). One service owns it at a time (an exclusive lock on ``lock``), so at start-up the
 jobs the previous owner left running are queued again at once instead of after their lease,
 and results past the cache's TTL are deleted (then once a minute by the worker).
+
+With ``store`` (``--store redis://HOST:PORT/DB``) the queue and the results are in Redis
+instead (redis_jobs.py, results.py), shared by every service that names the same Redis, on any
+machine: replicas of one deployment, or front ends without generators and workers without
+HTTP traffic (serve/ray_app.py). The state folder then only holds scratch files.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from typing import Any
 
 from ..errors import AudiotokError
 from .jobs import JobStore
-from .models import ServedModels
+from .models import Generator, ServedModels
 from .observability import Metrics, json_logger, log_event
+from .redis_jobs import RedisJobStore
+from .results import RedisResults, ResultFiles
 from .worker import GenerationWorker
 
 try:
@@ -49,6 +56,11 @@ class ServeSettings:
     # Several processes on one state folder (Ray Serve replicas): they share the queue and
     # the cache, and a job whose process dies is taken over when its lease runs out.
     shared: bool = False
+    # A Redis URL: the queue and the results in Redis, shared across machines (implies shared).
+    store: str | None = None
+    # "all": routes and a generation worker; "front": routes only, generators known from the
+    # store's catalogue and run by "worker" services (no routes) on the same store.
+    role: str = "all"
 
     def deadline(self, duration: float) -> float:
         return max(self.min_deadline, self.deadline_per_second * duration)
@@ -65,9 +77,9 @@ class Service:
         self.settings, self.models = settings, models
         self.metrics = Metrics()
         self.logger = json_logger()
-        self.results = settings.state / "results"
         self.tmp = settings.state / "tmp"
-        self.store: JobStore | None = None
+        self.store: JobStore | RedisJobStore | None = None
+        self.results: ResultFiles | RedisResults | None = None
         self.worker: GenerationWorker | None = None
         self.grpc_server: Any = None  # started beside the HTTP app (serve.app.open_service)
         self.running = False
@@ -80,24 +92,18 @@ class Service:
             ServiceError: Another service holds the state folder.
         """
         state = self.settings.state
-        for folder in (state, self.results, self.tmp):
+        for folder in (state, self.tmp):
             folder.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(state / "lock", "a+")  # noqa: SIM115  (held for the service's life)
-        if fcntl is not None:
-            # Replicas share the folder (a shared lock); a lone service owns it (exclusive).
-            mode = fcntl.LOCK_SH if self.settings.shared else fcntl.LOCK_EX
-            try:
-                fcntl.flock(self._lock_file.fileno(), mode | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ServiceError(f"{state}: another service is using this state folder") from None
-        self.store = JobStore(
-            state / "jobs.sqlite", self.settings.cache_ttl, self.settings.max_queued
-        )
+        if self.settings.store:
+            self._open_redis(self.settings.store)
+        else:
+            self._open_folder(state)
         # A lone service owns the folder: what the last owner left running is ours to run
-        # again now. Replicas can't tell a dead one's jobs from a live one's: leases decide.
-        requeued = 0 if self.settings.shared else self.store.requeue_lost(now=float("inf"))
+        # again now. Shared queues can't tell a dead process's jobs from a live one's: leases do.
+        shared = self.settings.shared or self.settings.store
+        requeued = 0 if shared else self.store.requeue_lost(now=float("inf"))
         for name in self.store.expire():
-            (self.results / name).unlink(missing_ok=True)
+            self.results.delete(name)
         log_event(
             self.logger,
             "service started",
@@ -107,7 +113,10 @@ class Service:
             generators=sorted(self.models.generators),
             pid=os.getpid(),
         )
-        if self.models.generators:
+        if self.settings.role == "front":
+            self.refresh_catalogue()
+        elif self.models.generators:
+            self.store.publish_generators(self.models.catalogue())
             self.worker = GenerationWorker(
                 self.store,
                 self.models,
@@ -122,6 +131,30 @@ class Service:
             self.worker.start()
         self.running = True
 
+    def _open_folder(self, state: Path) -> None:
+        self._lock_file = open(state / "lock", "a+")  # noqa: SIM115  (held for the service's life)
+        if fcntl is not None:
+            # Replicas share the folder (a shared lock); a lone service owns it (exclusive).
+            mode = fcntl.LOCK_SH if self.settings.shared else fcntl.LOCK_EX
+            try:
+                fcntl.flock(self._lock_file.fileno(), mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ServiceError(f"{state}: another service is using this state folder") from None
+        self.store = JobStore(
+            state / "jobs.sqlite", self.settings.cache_ttl, self.settings.max_queued
+        )
+        self.results = ResultFiles(state / "results")
+
+    def _open_redis(self, url: str) -> None:
+        try:
+            store = RedisJobStore(url, self.settings.cache_ttl, self.settings.max_queued)
+        except ImportError:
+            raise ServiceError("--store needs the redis package: pip install redis") from None
+        except (ConnectionError, ValueError) as exc:
+            raise ServiceError(f"--store: {exc}") from None
+        self.store = store
+        self.results = RedisResults(store.client, store.prefix, self.settings.cache_ttl, self.tmp)
+
     def stop(self) -> None:
         self.running = False
         if self.worker is not None:
@@ -133,8 +166,19 @@ class Service:
             self._lock_file.close()
         log_event(self.logger, "service stopped")
 
+    def refresh_catalogue(self) -> None:
+        """A front end: the generators that workers run now, from the store's catalogue."""
+        if self.settings.role == "front" and self.store is not None:
+            self.models.catalogued(self.store.generator_catalogue())
+
+    def generator(self, name: str | None) -> Generator:
+        """The generator a request for ``name`` runs on (rollouts drawn; a front end asks the
+        catalogue first, so workers started since are known)."""
+        self.refresh_catalogue()
+        return self.models.generator(name)
+
     def result_exists(self, name: str | None) -> bool:
-        return bool(name) and (self.results / name).is_file()
+        return self.results is not None and self.results.exists(name)
 
     def update_queue_gauges(self) -> None:
         counts = self.store.counts() if self.store else {}

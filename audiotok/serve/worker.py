@@ -14,10 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-from ..audio.write import write_audio
 from .jobs import Job, JobStore
 from .models import ServedModels, UnknownModel
 from .observability import Metrics, log_event
@@ -32,9 +30,9 @@ class GenerationWorker(threading.Thread):
     """One worker thread; a service runs one per generator device.
 
     Args:
-        store: The queue.
+        store: The queue (SQLite or Redis).
         models: The service's models.
-        results: Folder of result files.
+        results: Where results are kept (files or Redis, serve/results.py).
         metrics, logger: Where the worker reports.
         max_batch: Jobs per LM pass at most.
         max_batch_seconds: Jobs times seconds per LM pass at most (accelerator memory).
@@ -46,7 +44,7 @@ class GenerationWorker(threading.Thread):
         self,
         store: JobStore,
         models: ServedModels,
-        results: Path,
+        results: Any,
         metrics: Metrics,
         logger: logging.Logger,
         max_batch: int = 8,
@@ -85,7 +83,7 @@ class GenerationWorker(threading.Thread):
         if time.monotonic() - self._expired_at > 60.0:
             self._expired_at = time.monotonic()
             for name in self.store.expire():
-                (self.results / name).unlink(missing_ok=True)
+                self.results.delete(name)
 
     def _next_batch(self) -> list[Job]:
         """Waits for a job, then for compatible ones until the batch is full or its time is up."""
@@ -112,7 +110,7 @@ class GenerationWorker(threading.Thread):
     def _run_batch(self, jobs: list[Job]) -> None:
         request = jobs[0].request
         try:
-            generator = self.models.generator(request["model"])
+            generator = self.models.version(request["model"])
         except UnknownModel as exc:  # queued before a restart without that model
             for job in jobs:
                 self._fail(job, "unknown_model", str(exc))
@@ -196,7 +194,7 @@ class GenerationWorker(threading.Thread):
         """Writes one job's clip under its cache key (idempotent) and marks the job done."""
         monitors = self.metrics.observe_audio(audio, sample_rate)
         name = f"{job.key}.{job.request['format']}"
-        write_audio(self.results / name, audio, sample_rate, strategy="loudness", overwrite=True)
+        self.results.write(name, audio, sample_rate)
         self.store.finish(job.id, name)
         log_event(
             self.logger,
