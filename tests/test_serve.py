@@ -392,6 +392,30 @@ def test_rollout_shares():
             parse_rollout(bad, generators)
 
 
+def test_a_front_end_knows_generators_run_elsewhere_from_the_catalogue():
+    """A front end (generators in other processes) answers 503 for a generator that has not
+    published itself yet, then queues for it under the weights the worker published; a job's
+    worker runs the job's own version, never drawing the rollout again."""
+    from audiotok.serve.models import GeneratorStarting, ServedModels, UnknownModel
+
+    front = ServedModels({}, {}, elsewhere=("music",))
+    with pytest.raises(GeneratorStarting, match="starting"):
+        front.generator(None)
+    with pytest.raises(GeneratorStarting):
+        front.generator("music")
+    with pytest.raises(UnknownModel):
+        front.generator("sfx")
+    front.catalogued({"music": {"weights": "w", "sample_rate": 32000, "max_duration": 30.0}})
+    music = front.generator("music")
+    assert (music.weights, music.sample_rate, music.max_duration) == ("w", 32000, 30.0)
+    assert front.catalogue() == {"music": {"weights": "w", "sample_rate": 32000,
+                                           "max_duration": 30.0}}  # fmt: skip
+    front.rollouts["music"] = [("music-v2", 1.0)]
+    front.catalogued({"music-v2": {"weights": "w2", "sample_rate": 32000, "max_duration": 30}})
+    assert front.generator("music").name == "music-v2"
+    assert front.version("music").name == "music"
+
+
 def test_rollout_and_tracing_over_http(server_factory, generator_dir):
     """With a full rollout the new version runs and is recorded; spans go to stdout."""
     server = server_factory(

@@ -104,14 +104,18 @@ def create_app(settings: ServeSettings, models: ServedModels) -> FastAPI:
     def readyz() -> Response:
         service.refresh_catalogue()
         worker_ok = service.worker is None or service.worker.is_alive()
-        ready = service.store is not None and worker_ok
+        # A front end is ready once the generators it queues for have started somewhere.
+        started = all(name in models.generators for name in models.elsewhere)
+        ready = service.store is not None and worker_ok and started
         body = {
             "status": "ready" if ready else "not ready",
             "codecs": sorted(models.codecs),
             "generators": sorted(models.generators),
         }
         if not ready:
-            return errors.error_response(503, "not_ready", "the queue or the worker is not running")
+            return errors.error_response(
+                503, "not_ready", "the queue, the worker or a generator is not running"
+            )
         return JSONResponse(body)
 
     @app.get("/metrics", tags=["operations"])

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import AudioError, AudiotokError, CheckpointError, FormatError, TokensError
-from .models import UnknownModel
+from .models import GeneratorStarting, UnknownModel
 
 
 class ApiError(Exception):
@@ -47,6 +47,8 @@ def api_error_of(exc: AudiotokError) -> ApiError:
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if isinstance(exc, UnknownModel):
         return ApiError(422, "unknown_model", message)
+    if isinstance(exc, GeneratorStarting):
+        return ApiError(503, "not_ready", message, headers={"Retry-After": "5"})
     if isinstance(exc, AudioError):
         return ApiError(415, "unreadable_audio", message)
     if isinstance(exc, (FormatError, TokensError, CheckpointError)):
@@ -64,7 +66,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(AudiotokError)
     async def audiotok_error(request: Request, exc: AudiotokError) -> JSONResponse:
         error = api_error_of(exc)
-        return error_response(error.status, error.code, error.message)
+        return error_response(error.status, error.code, error.message, error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -33,6 +33,10 @@ class UnknownModel(AudiotokError):
     """A request names a model the service did not load (HTTP 422)."""
 
 
+class GeneratorStarting(AudiotokError):
+    """A front end's generator is run elsewhere and has not started yet (HTTP 503)."""
+
+
 def weights_hash(*modules: torch.nn.Module, extra: bytes = b"") -> str:
     """SHA-256 over the modules' state dicts (names, dtypes, shapes, bytes), hex."""
     digest = hashlib.sha256(extra)
@@ -79,6 +83,8 @@ class ServedModels:
     generators: dict[str, Generator]
     # name -> [(version, share)]: requests for ``name`` go to ``version`` with that share.
     rollouts: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    # Generators other processes run (a front end's): known once they publish themselves.
+    elsewhere: tuple[str, ...] = ()
     codec_lock: threading.Lock = field(default_factory=threading.Lock)
     rng: random.Random = field(default_factory=random.Random)
 
@@ -115,7 +121,15 @@ class ServedModels:
             ) from None
 
     def generator(self, name: str | None) -> Generator:
-        """The generator a request for ``name`` runs on (the first if None), its rollout drawn."""
+        """The generator a request for ``name`` runs on (the first if None), its rollout drawn.
+
+        Raises:
+            UnknownModel: No such generator.
+            GeneratorStarting: It is run elsewhere and has not published itself yet.
+        """
+        waiting = [n for n in self.elsewhere if n not in self.generators]
+        if waiting and (name in waiting or (name is None and not self.generators)):
+            raise GeneratorStarting(f"generator {name or waiting[0]!r} is starting; try again")
         if not self.generators:
             raise UnknownModel("this service has no generator (start it with --generator NAME)")
         if name is None:

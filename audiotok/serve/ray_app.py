@@ -55,6 +55,8 @@ def build_app(options: dict[str, Any], role: str = "all") -> Any:
     codecs, generators, rollouts = (list(options.get(k) or ()) for k in _LISTS)
     device = options.get("device", "cpu") if role == "all" else options.get("codec_device", "cpu")
     models = load_served_models(codecs, generators if role == "all" else [], rollouts, device)
+    if role == "front":
+        models.elsewhere = tuple(spec.partition("=")[0] for spec in generators)
     setup_tracing(options.get("otel_exporter", "none"))
     app = create_app(_service_settings(options, role), models)
     open_service(app.state.service)
