@@ -12,6 +12,7 @@ from ..errors import AudiotokError
 from .common import (
     AUDIO_SUFFIXES,
     DEFAULT_MODEL,
+    backend_option,
     checkpoint_option,
     device_option,
     expand_inputs,
@@ -40,9 +41,14 @@ class _ModelSettings:
     device: str
     precision: str
     compile: bool
+    backend: str = "torch"
 
     def load(self) -> Any:
-        codec = load(self.model or DEFAULT_MODEL, self.checkpoint, self.device)
+        if self.backend == "onnx" and (self.precision != "fp32" or self.compile):
+            raise click.UsageError("--backend onnx runs fp32 graphs: no --precision, --compile")
+        codec = load(self.model or DEFAULT_MODEL, self.checkpoint, self.device, self.backend)
+        if self.backend == "onnx":
+            return codec
         codec.set_precision(self.precision)
         return codec.compile() if self.compile else codec
 
@@ -85,6 +91,7 @@ class _ModelSettings:
 @checkpoint_option
 @click.option("-b", "--bandwidth", type=float, help="kbps; default: the model's default.")
 @device_option
+@backend_option
 @click.option(
     "--precision",
     type=click.Choice(PRECISIONS),
@@ -129,6 +136,7 @@ def encode(
     checkpoint: Path | None,
     bandwidth: float | None,
     device: str,
+    backend: str,
     precision: str,
     compile_: bool,
     engine: str,
@@ -146,7 +154,7 @@ def encode(
         raise click.UsageError(
             "Missing argument 'INPUT'. Name audio files, directories or a manifest."
         )
-    settings = _ModelSettings(model, checkpoint, bandwidth, device, precision, compile_)
+    settings = _ModelSettings(model, checkpoint, bandwidth, device, precision, compile_, backend)
     if _makes_dataset(inputs, output, manifest):
         if force:
             raise click.UsageError(
@@ -273,6 +281,7 @@ def _encode_dataset(
     help="How to bring the decoded audio into [-1, 1].",
 )
 @device_option
+@backend_option
 @force_option
 @handle_errors
 def decode(
@@ -282,6 +291,7 @@ def decode(
     checkpoint: Path | None,
     strategy: str,
     device: str,
+    backend: str,
     force: bool,
 ) -> None:
     """Decode a tokens file to audio (with the model that made it, unless --model)."""
@@ -305,7 +315,7 @@ def decode(
                 "registry; name it (or its checkpoint) with -m NAME_OR_PATH"
             )
         model = tokens.model_id
-    codec = load(model, checkpoint, device)
+    codec = load(model, checkpoint, device, backend)
     wav = codec.decode(tokens)[0].cpu()
     write_audio(output, wav, codec.sample_rate, strategy=strategy, overwrite=force)
     click.echo(

@@ -120,6 +120,14 @@ checkpoint_option = click.option(
 device_option = click.option(
     "--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda."
 )
+backend_option = click.option(
+    "--backend",
+    type=click.Choice(["torch", "onnx"]),
+    default="torch",
+    show_default=True,
+    help="Run the codec with torch, or as ONNX graphs with onnxruntime (CPU; exported once "
+    "into the cache; pip install 'audiotok[onnx]').",
+)
 force_option = click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
 
 
@@ -145,11 +153,11 @@ def import_torch() -> None:
     gc.freeze()
 
 
-def load(model: str, checkpoint: Path | None, device: str) -> Any:
-    """The codec named by ``-m`` (and ``--checkpoint``), on ``device``."""
+def load(model: str, checkpoint: Path | None, device: str, backend: str = "torch") -> Any:
+    """The codec named by ``-m`` (and ``--checkpoint``), on ``device``, run by ``backend``."""
     from ..codec.load import load_codec
 
-    return load_codec(model, checkpoint=checkpoint, device=device)
+    return load_codec(model, checkpoint=checkpoint, device=device, backend=backend)
 
 
 def expand_inputs(inputs: tuple[str, ...], suffixes: tuple[str, ...]) -> list[tuple[Path, Path]]:

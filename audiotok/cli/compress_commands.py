@@ -23,6 +23,7 @@ from ..runtime.console import stderr_is_terminal
 from .common import (
     AUDIO_SUFFIXES,
     DEFAULT_MODEL,
+    backend_option,
     checkpoint_option,
     device_option,
     expand_inputs,
@@ -125,6 +126,7 @@ exact_option = click.option(
                    "average; stereo: the first two), decompressed as such.")  # fmt: skip
 @exact_option
 @device_option
+@backend_option
 @force_option
 @handle_errors
 def compress(
@@ -138,6 +140,7 @@ def compress(
     downmix: bool,
     exact: bool,
     device: str,
+    backend: str,
     force: bool,
 ) -> None:
     """Compress audio files to .atok (or .ecdc, the encodec package's format).
@@ -156,7 +159,7 @@ def compress(
 
     metadata = _parse_meta(meta)
     inputs, output = _split_output(paths, COMPRESSED_SUFFIXES)
-    codec = load(model or DEFAULT_MODEL, checkpoint, device)
+    codec = load(model or DEFAULT_MODEL, checkpoint, device, backend)
 
     def job(source: Path | str, target: Path | str) -> str:
         if _streamed_to_atok(source, target, codec, entropy, exact):
@@ -258,6 +261,7 @@ def _compress_ecdc(codec: Any, wav: Any, rate: int, bandwidth: float | None, ent
               show_default=True, help="How to bring the audio into [-1, 1].")  # fmt: skip
 @exact_option
 @device_option
+@backend_option
 @force_option
 @handle_errors
 def decompress(
@@ -270,6 +274,7 @@ def decompress(
     strategy: str,
     exact: bool,
     device: str,
+    backend: str,
     force: bool,
 ) -> None:
     """Decompress .atok (or .ecdc) files to audio (wav, flac, ogg, mp3, opus by the suffix).
@@ -286,14 +291,14 @@ def decompress(
     from ..compression.files import decompress_file
 
     inputs, output = _split_output(paths, AUDIO_SUFFIXES)
-    codec = load(model, checkpoint, device) if model else None
+    codec = load(model, checkpoint, device, backend) if model else None
 
     def job(source: Path | str, target: Path | str) -> str:
         if "-" not in (source, target) and _magic(source) != b"ECDC":
             # Long files decode as a stream there; others as below.
             result = decompress_file(source, target, codec, recover=recover, native=native,
                                      overwrite=force, strategy=strategy, device=device,
-                                     exact=exact)  # fmt: skip
+                                     exact=exact, backend=backend)  # fmt: skip
             if result is None:
                 info = sf.info(str(target))
                 return f"{target}: {info.duration:.2f} s, {info.samplerate} Hz, {info.channels} ch"
@@ -304,9 +309,10 @@ def decompress(
             )
         data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
         if data[:4] == b"ECDC":
-            audio, rate, notes = _decode_ecdc(data, codec, device, native, source)
+            audio, rate, notes = _decode_ecdc(data, codec, device, backend, source)
         else:
-            result = decode_stream(data, codec, recover=recover, native=native, device=device)
+            result = decode_stream(data, codec, recover=recover, native=native, device=device,
+                                   backend=backend)  # fmt: skip
             audio, rate, notes = result.audio, result.sample_rate, result.problems()
         if target == "-":
             import tempfile
@@ -335,7 +341,7 @@ def _magic(path: Path | str) -> bytes:
         return b""
 
 
-def _decode_ecdc(data: bytes, codec: Any, device: str, native: bool,
+def _decode_ecdc(data: bytes, codec: Any, device: str, backend: str,
                  source: Path | str) -> tuple[Any, int, list[str]]:  # fmt: skip
     from ..compression.container.ecdc import read_ecdc
     from ..compression.container.ecdc_lm import load_ecdc_lm
@@ -346,7 +352,7 @@ def _decode_ecdc(data: bytes, codec: Any, device: str, native: bool,
     except FormatError as exc:  # read from bytes, which have no name to give
         exc.in_file(None if source == "-" else str(source))
         raise
-    codec = codec or load(tokens.model_id, None, device)
+    codec = codec or load(tokens.model_id, None, device, backend)
     return codec.decode(tokens)[0].cpu(), codec.sample_rate, []
 
 

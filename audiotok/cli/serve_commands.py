@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import device_option, fail, handle_errors, import_torch
+from .common import backend_option, device_option, fail, handle_errors, import_torch
 
 
 @click.command()
@@ -168,6 +168,7 @@ from .common import device_option, fail, handle_errors, import_torch
     help="...and never less than this many seconds.",
 )
 @device_option
+@backend_option
 @handle_errors
 def serve(
     host: str,
@@ -195,6 +196,7 @@ def serve(
     deadline_per_second: float,
     min_deadline: float,
     device: str,
+    backend: str,
 ) -> None:
     """Serve compression and generation over HTTP (and gRPC) until stopped (Ctrl-C, SIGTERM).
 
@@ -225,6 +227,7 @@ def serve(
             generators=list(generators),
             rollouts=list(rollouts),
             device=device,
+            backend=backend,
             otel_exporter=otel_exporter,
             state=str(state.resolve()),
             generator_replicas=generator_replicas,
@@ -241,7 +244,9 @@ def serve(
     from ..serve.service import ServeSettings
     from ..serve.tracing import setup_tracing
 
-    models = load_served_models(list(codecs), list(generators), list(rollouts), device)
+    models = load_served_models(
+        list(codecs), list(generators), list(rollouts), device, backend=backend
+    )
     setup_tracing(otel_exporter)
     app = create_app(ServeSettings(state=state, host=host, grpc_port=grpc_port, **settings), models)
     open_service(app.state.service)  # errors as one line, before the server starts

@@ -21,7 +21,10 @@ from ..zoo.codec_checkpoints import (
     state_mismatch,
 )
 from ..zoo.codec_convert import config_from_hf
+from .base import Codec
 from .encodec import EncodecCodec
+
+BACKENDS = ("torch", "onnx")
 
 
 def load_codec(
@@ -29,7 +32,8 @@ def load_codec(
     *,
     checkpoint: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
-) -> EncodecCodec:
+    backend: str = "torch",
+) -> Codec:
     """Loads a codec.
 
     Args:
@@ -43,10 +47,15 @@ def load_codec(
               file name or from the tensors' shapes);
             * a Hugging Face transformers model directory (``config.json`` + weights);
             * an audiocraft export (``compression_state_dict.bin``, or its directory);
-            * an audiotok checkpoint (``NAME.json`` + ``NAME.safetensors``).
+            * an audiotok checkpoint (``NAME.json`` + ``NAME.safetensors``);
+            * an ``audiotok export-onnx`` folder (run by ONNX Runtime whatever ``backend``).
         checkpoint: With a registry name, the weights file to use for that architecture
             instead of the cache (loaded as it is; no hash check on files the user names).
         device: Where to put the model.
+        backend: ``torch`` (an :class:`EncodecCodec`), or ``onnx``: the model's ONNX graphs
+            run by ONNX Runtime on the CPU (:class:`~audiotok.codec.onnx_runtime.OnnxCodec`),
+            exported once into ``$AUDIOTOK_CACHE/onnx/`` (keyed by the weights' fingerprint)
+            and reused from there.
 
     Loading a codec also tunes the process's allocator for fast inference (see
     :mod:`audiotok.runtime`; ``AUDIOTOK_KEEP_MALLOC=1`` turns that off).
@@ -57,8 +66,18 @@ def load_codec(
     Raises:
         ModelNotAvailableError: Unknown name, or weights neither cached nor downloadable.
         CheckpointError: An unreadable checkpoint, or one of another architecture.
-        DeviceError: ``device`` does not exist or is not available.
+        DeviceError: ``device`` does not exist or is not available (``onnx``: not the CPU).
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    from .onnx_runtime import OnnxCodec, is_onnx_export
+
+    if isinstance(source, (str, os.PathLike)) and is_onnx_export(source):
+        _onnx_device(device)
+        return OnnxCodec(source)
+    if backend == "onnx":
+        _onnx_device(device)
+        return OnnxCodec(_onnx_folder(load_codec(source, checkpoint=checkpoint)))
     device = resolve_device(device)
     tune_allocator()
     card = find_card(str(source)) if isinstance(source, str) else None
@@ -93,6 +112,30 @@ def load_codec(
             return load_codec(pointed.name, device=device)
         codec = _from_file(ckpt)
     return codec.to(device)
+
+
+def _onnx_device(device: str | torch.device) -> None:
+    if resolve_device(device).type != "cpu":
+        raise DeviceError(f"the onnx backend runs on the CPU, not {device}; use the torch backend")
+
+
+def _onnx_folder(codec: EncodecCodec) -> Path:
+    """The cached ONNX export of ``codec``'s weights; exported there first if missing."""
+    from .onnx_export import export_onnx
+
+    folder = hub.cache_dir() / "onnx" / f"{codec.model_id}-{codec.fingerprint().hex()}"
+    if not (folder / "model.json").is_file():
+        # Exported beside, then renamed: a process that dies mid-export leaves no half folder
+        # where another would take it for whole.
+        partial = folder.with_name(f".{folder.name}.{os.getpid()}.partial")
+        export_onnx(codec, partial, overwrite=True)
+        try:
+            os.replace(partial, folder)
+        except OSError:  # another process put its export there first
+            import shutil
+
+            shutil.rmtree(partial, ignore_errors=True)
+    return folder
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

@@ -66,17 +66,8 @@ class EncodecModel(nn.Module):
 
     def segments(self, length: int) -> list[Segment]:
         """The segments of a signal of ``length`` samples (one for unsegmented models)."""
-        hop = self.config.hop_length
-        seg_len, stride = self.config.segment_length, self.config.segment_stride
-        if seg_len is None or stride is None:
-            return [Segment(0, length, 0, math.ceil(length / hop))]
-        out: list[Segment] = []
-        frame = 0
-        for start in range(0, length, stride):
-            n = min(seg_len, length - start)
-            out.append(Segment(start, n, frame, math.ceil(n / hop)))
-            frame += out[-1].frames
-        return out
+        cfg = self.config
+        return split_segments(length, cfg.hop_length, cfg.segment_length, cfg.segment_stride)
 
     def num_frames(self, length: int) -> int:
         """Frames ``F`` of the codes of a signal of ``length`` samples."""
@@ -146,6 +137,26 @@ class EncodecModel(nn.Module):
         if len(pieces) == 1 and self.config.segment is None:
             return pieces[0][..., :length]
         return linear_overlap_add(pieces, self.config.segment_stride or 1)[..., :length]
+
+
+def split_segments(
+    length: int, hop: int, segment_length: int | None, segment_stride: int | None
+) -> list[Segment]:
+    """The segments of a signal of ``length`` samples: every ``segment_stride`` samples one of
+    ``segment_length`` (the last one shorter), or the whole signal when unsegmented.
+
+    >>> [(s.start, s.length, s.first_frame, s.frames) for s in split_segments(5, 2, 4, 3)]
+    [(0, 4, 0, 2), (3, 2, 2, 1)]
+    """
+    if segment_length is None or segment_stride is None:
+        return [Segment(0, length, 0, math.ceil(length / hop))]
+    out: list[Segment] = []
+    frame = 0
+    for start in range(0, length, segment_stride):
+        n = min(segment_length, length - start)
+        out.append(Segment(start, n, frame, math.ceil(n / hop)))
+        frame += out[-1].frames
+    return out
 
 
 def linear_overlap_add(frames: list[Tensor], stride: int) -> Tensor:

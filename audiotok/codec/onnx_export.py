@@ -12,9 +12,15 @@ Files written to ``out_dir``:
   ``scale`` ``[B]`` -> ``audio`` ``[B, C, f * hop]``). Cutting the signal into segments
   (:meth:`EncodecModel.segments`), stacking the scales and the overlap-add
   (:func:`~audiotok.codec.model.linear_overlap_add`) are the caller's;
+* ``entropy_priors.safetensors`` (``priors`` uint32/int ``[K_max, cardinality]``), when the
+  codec has static entropy-coder priors (the packaged default): ``.atok`` files made with them
+  need them to decode;
 * ``model.json``: the model's id, rate, channels, frame rate, hop, ``n_q``, cardinality,
   bandwidths (with their ``K``), the graphs (file, inputs and outputs with shapes, sha256),
-  the opset and the fingerprint of the torch weights.
+  the priors' file and sha256, the opset and the fingerprint of the torch weights (files
+  compressed by either backend name the same weights, and decode with either).
+
+:class:`~audiotok.codec.onnx_runtime.OnnxCodec` runs the folder as a codec.
 
 Why one encoder for every bandwidth: residual VQ codes of the first ``K`` stages do not depend
 on the later ones, so slicing the ``n_q`` codes to ``K`` is exactly what a ``K``-stage encoder
@@ -40,6 +46,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -53,6 +60,7 @@ FORMAT_VERSION = 1
 OPSETS = (14, 20)
 """Opsets accepted (the TorchScript exporter's last is 20; 17 is the default and tested)."""
 GRAPH_FILES = ("encoder.onnx", "decoder.onnx", "encoder_segment.onnx", "decoder_segment.onnx")
+PRIORS_FILE = "entropy_priors.safetensors"
 
 
 class OnnxExportError(AudiotokError):
@@ -252,7 +260,8 @@ def export_onnx(
     chosen = [codec.check_bandwidth(b) for b in (bandwidths or codec.bandwidths)]
     out_dir = Path(out_dir)
     sidecar = out_dir / "model.json"
-    existing = [p for p in (sidecar, *(out_dir / n for n in GRAPH_FILES)) if p.exists()]
+    names = (*GRAPH_FILES, PRIORS_FILE)
+    existing = [p for p in (sidecar, *(out_dir / n for n in names)) if p.exists()]
     if existing and not overwrite:
         raise OnnxExportError(f"{existing[0]} exists (overwrite to replace it)").for_cli(
             f"{existing[0]} exists (use -f to overwrite)"
@@ -298,6 +307,14 @@ def export_onnx(
             "outputs": outputs,
             "sha256": sha256_file(path),
         }
+    priors = None
+    if codec.entropy_priors is not None:
+        from safetensors.numpy import save_file
+
+        save_file({"priors": np.ascontiguousarray(codec.entropy_priors)}, out_dir / PRIORS_FILE)
+        priors = {"file": PRIORS_FILE, "sha256": sha256_file(out_dir / PRIORS_FILE)}
+    else:
+        (out_dir / PRIORS_FILE).unlink(missing_ok=True)  # an earlier export's, overwritten
     meta = {
         "format": "audiotok-onnx",
         "format_version": FORMAT_VERSION,
@@ -317,6 +334,7 @@ def export_onnx(
         "min_length": min_samples,
         "min_frames": min_frames,
         "graphs": entries,
+        "entropy_priors": priors,
         "opset": opset,
         "torch_fingerprint": codec.fingerprint().hex(),
         "notes": (

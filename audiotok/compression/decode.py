@@ -66,7 +66,9 @@ class Decoded:
         return lines
 
 
-def resolve_codec(codec: Codec | str | os.PathLike | None, header: Header, device: Any) -> Codec:
+def resolve_codec(
+    codec: Codec | str | os.PathLike | None, header: Header, device: Any, backend: str = "torch"
+) -> Codec:
     from ..codec.load import load_codec
 
     if codec is None:
@@ -79,7 +81,7 @@ def resolve_codec(codec: Codec | str | os.PathLike | None, header: Header, devic
             )
         codec = header.model_id
     if not isinstance(codec, Codec):
-        codec = load_codec(codec, device=device)
+        codec = load_codec(codec, device=device, backend=backend)
     checks = {
         "sample rate": (header.sample_rate, codec.sample_rate),
         "channels": (header.channels, codec.channels),
@@ -164,6 +166,7 @@ def decode_stream(
     recover: bool = False,
     native: bool = False,
     device: str | torch.device = "cpu",
+    backend: str = "torch",
 ) -> Decoded:
     """Decodes an ``.atok`` stream into audio, reporting any damage.
 
@@ -173,6 +176,7 @@ def decode_stream(
         recover: Conceal damaged packets with silence instead of raising.
         native: Return audio at the codec's rate and channels instead of the original's.
         device: Where to load the codec when it is given by name.
+        backend: How to run a codec given by name: ``torch`` or ``onnx`` (see ``load_codec``).
 
     Raises:
         FormatError: The stream is unreadable, or (unless ``recover``) damaged or truncated
@@ -183,7 +187,7 @@ def decode_stream(
         header = reader.header
         if not native:
             check_restorable(header, reader.name)
-        codec = resolve_codec(codec, header, device)
+        codec = resolve_codec(codec, header, device, backend)
         reader.priors = codec.entropy_priors
         runs: list[_Run] = []
         try:

@@ -97,6 +97,7 @@ def decompress_file(
     strategy: str = "clip",
     device: str | torch.device = "cpu",
     exact: bool = False,
+    backend: str = "torch",
 ) -> Decoded | None:
     """Decodes an ``.atok`` file to an audio file (format from its suffix), atomically.
 
@@ -104,7 +105,8 @@ def decompress_file(
     by packet in bounded memory, to any format with any strategy (audio within 1e-5 of the
     one-pass decoder's; ``peak``, ``rms`` and ``loudness`` measure the level in a first pass
     through a temporary file beside the output); None is then returned. ``recover`` (which
-    conceals damage) and ``exact`` decode in one pass in memory.
+    conceals damage) and ``exact`` decode in one pass in memory. ``device`` and ``backend``:
+    how a codec given by name (or None: the header's) is loaded (see ``load_codec``).
 
     Raises:
         FormatError: As :func:`decode_stream`; nothing is written then, not even a temporary.
@@ -117,7 +119,7 @@ def decompress_file(
     if not native:
         check_restorable(header, str(input))
     length = header.length if header.length is not None else (index.length if index else 0)
-    codec = resolve_codec(codec, header, device)
+    codec = resolve_codec(codec, header, device, backend)
     if not recover and streams(codec, length / header.sample_rate, exact):
         decompress_streaming(Path(input), Path(output), codec, overwrite=overwrite,
                              native=native, strategy=strategy)  # fmt: skip

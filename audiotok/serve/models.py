@@ -180,14 +180,14 @@ def load_generator(name: str, source: str, device: str = "cpu") -> Generator:
     return Generator(name, model, weights)
 
 
-def load_codecs(names: list[str], device: str = "cpu") -> dict[str, Codec]:
-    """The codecs by the names requests use (``NAME`` or ``NAME=PATH``)."""
+def load_codecs(names: list[str], device: str = "cpu", backend: str = "torch") -> dict[str, Codec]:
+    """The codecs by the names requests use (``NAME`` or ``NAME=PATH``), run by ``backend``."""
     from ..codec.load import load_codec
 
     codecs = {}
     for spec in names:
         name, _, source = spec.partition("=")
-        codec = load_codec(source or name, device=device)
+        codec = load_codec(source or name, device=device, backend=backend)
         codecs[name] = codec
         codecs.setdefault(codec.model_id, codec)
     return codecs
@@ -199,15 +199,20 @@ def load_served_models(
     rollouts: list[str],
     device: str = "cpu",
     load_codecs_too: bool = True,
+    backend: str = "torch",
 ) -> ServedModels:
     """The models of a service from its options: ``NAME[=PATH]`` codecs (the packaged default
     if none; none at all without ``load_codecs_too``, for a generation worker) and generators,
-    ``NAME:VERSION=SHARE`` rollouts (checked against the generators when some are loaded here).
+    ``NAME:VERSION=SHARE`` rollouts (checked against the generators when some are loaded here);
+    ``backend``: how the codecs run (``torch`` or ``onnx``; generators run on torch).
 
     Raises:
         UnknownModel: A rollout names a generator not loaded, or its shares pass 1.
     """
-    loaded = load_codecs(codecs or ["audiotok_24khz"], device=device) if load_codecs_too else {}
+    codec_device = "cpu" if backend == "onnx" else device
+    loaded = (
+        load_codecs(codecs or ["audiotok_24khz"], codec_device, backend) if load_codecs_too else {}
+    )
     models = ServedModels(loaded, {})
     for spec in generators:
         name, _, source = spec.partition("=")

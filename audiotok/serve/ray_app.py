@@ -54,7 +54,10 @@ def build_app(options: dict[str, Any], role: str = "all") -> Any:
 
     codecs, generators, rollouts = (list(options.get(k) or ()) for k in _LISTS)
     device = options.get("device", "cpu") if role == "all" else options.get("codec_device", "cpu")
-    models = load_served_models(codecs, generators if role == "all" else [], rollouts, device)
+    models = load_served_models(
+        codecs, generators if role == "all" else [], rollouts, device,
+        backend=options.get("backend", "torch"),
+    )  # fmt: skip
     if role == "front":
         models.elsewhere = tuple(spec.partition("=")[0] for spec in generators)
     setup_tracing(options.get("otel_exporter", "none"))

@@ -1,0 +1,263 @@
+"""A codec run by ONNX Runtime: the graphs of ``audiotok export-onnx`` behind :class:`Codec`.
+
+    >>> codec = load_codec("audiotok_24khz", backend="onnx")       # doctest: +SKIP
+    >>> codec = OnnxCodec("exported/")                              # doctest: +SKIP
+    >>> tokens = codec.encode(wav, sample_rate=44_100, bandwidth=6.0)   # Tokens [B, K, F]
+    >>> audio = codec.decode(tokens)                                # [B, C, length]
+
+Everything a :class:`~audiotok.codec.encodec.EncodecCodec` does around the network is done
+here the same way, so compression, datasets and the service take either backend:
+
+* the encoder graph gives all ``n_q`` codebooks; a bandwidth keeps the first ``K`` (exact:
+  residual stages don't depend on later ones), and the decoder graph takes any ``K``;
+* segmented models (48 kHz) are cut into segments (:func:`~.model.split_segments`), each
+  encoded with its loudness scale, and decoded segments are joined by
+  :func:`~.model.linear_overlap_add`, as the torch model does;
+* the fingerprint is the torch weights' (recorded in ``model.json``): an ``.atok`` file
+  written by one backend decodes with the other, and the entropy-coder priors come along.
+
+Where it is not exact: a signal (or a 48 kHz segment) shorter than the sidecar's
+``min_length`` samples, or codes shorter than ``min_frames``, are padded with zeros (code 0)
+to that length and the result trimmed; torch pads inside each layer instead, so these very
+short inputs code close to, not exactly as, torch (both minimums are 1 for the packaged
+default: it never happens there; a 48 kHz signal's last segment can be that short). ONNX Runtime's float rounding also flips a few near ties between codebook
+entries (tests/test_onnx.py measures this: at least 99.9 % of the codes of real audio equal).
+Streaming is torch's only (:attr:`can_stream` is False).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import AudiotokError, CheckpointError, TokensError
+from ..zoo.weights import sha256_file
+from .base import Codec
+from .model import linear_overlap_add, split_segments
+
+FORMAT = "audiotok-onnx"
+FORMAT_VERSION = 1
+
+
+class OnnxRuntimeMissing(AudiotokError):
+    """onnxruntime is not installed."""
+
+
+def is_onnx_export(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an ``audiotok export-onnx`` folder (or its ``model.json``)."""
+    path = Path(path)
+    sidecar = path / "model.json" if path.is_dir() else path
+    if sidecar.name != "model.json" or not sidecar.is_file():
+        return False
+    try:
+        return json.loads(sidecar.read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+class OnnxCodec(Codec):
+    """The exported graphs in ``folder``, run by ONNX Runtime on the CPU (or ``providers``).
+
+    Args:
+        folder: An ``audiotok export-onnx`` folder (or its ``model.json``).
+        threads: ONNX Runtime's intra-op threads (None: torch's thread count, so both
+            backends use the same cores).
+        providers: ONNX Runtime execution providers (default: CPU).
+        verify: Check the graphs' SHA-256 against the sidecar.
+
+    Raises:
+        OnnxRuntimeMissing: onnxruntime is not installed.
+        CheckpointError: Not an export, an export of another format version, a missing or
+            altered graph.
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        threads: int | None = None,
+        providers: list[str] | None = None,
+        verify: bool = True,
+    ) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise OnnxRuntimeMissing(
+                "the onnx backend needs onnxruntime: pip install 'audiotok[onnx]'"
+            ) from None
+        self._args = (str(folder), threads, providers)
+        folder = Path(folder)
+        if folder.name == "model.json":
+            folder = folder.parent
+        if not is_onnx_export(folder):
+            raise CheckpointError(f"{folder}: not an audiotok ONNX export (no model.json)")
+        meta = json.loads((folder / "model.json").read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(
+                f"{folder}: ONNX export format {meta.get('format_version')}, "
+                f"this audiotok reads {FORMAT_VERSION}"
+            )
+        self.folder, self.meta = folder, meta
+        self.model_id = meta["model_id"]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        self._sessions = {}
+        for role in ("encoder", "decoder"):
+            graph = meta["graphs"][role]
+            path = self._checked(graph["file"], graph["sha256"] if verify else None)
+            self._sessions[role] = ort.InferenceSession(
+                str(path), options, providers=providers or ["CPUExecutionProvider"]
+            )
+        self._priors = None
+        if meta.get("entropy_priors"):
+            from safetensors.numpy import load_file
+
+            entry = meta["entropy_priors"]
+            path = self._checked(entry["file"], entry["sha256"] if verify else None)
+            self._priors = load_file(path)["priors"]
+        self._bandwidths = {float(b): int(k) for b, k in meta["bandwidths"].items()}
+
+    def __reduce__(self) -> tuple:
+        """Sent to other processes (Ray actors) as its folder, which they open again: the
+        folder must be at the same path there (shared storage, or the same cache)."""
+        return (OnnxCodec, (*self._args, False))
+
+    def to(self, device: str | torch.device) -> OnnxCodec:
+        """Only the CPU; returns self."""
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"the onnx backend runs on the CPU, not {device}")
+        return self
+
+    def _checked(self, name: str, sha256: str | None) -> Path:
+        path = self.folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing from the ONNX export")
+        if sha256 is not None and sha256_file(path) != sha256:
+            raise CheckpointError(f"{path}: its SHA-256 differs from model.json's (altered?)")
+        return path
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.meta["sample_rate"])
+
+    @property
+    def channels(self) -> int:
+        return int(self.meta["channels"])
+
+    @property
+    def frame_rate(self) -> float:
+        return float(self.meta["frame_rate"])
+
+    @property
+    def cardinality(self) -> int:
+        return int(self.meta["cardinality"])
+
+    @property
+    def bandwidths(self) -> tuple[float, ...]:
+        return tuple(sorted(self._bandwidths))
+
+    @property
+    def default_bandwidth(self) -> float:
+        default = self.meta.get("default_bandwidth")
+        return float(default) if default in self._bandwidths else self.bandwidths[0]
+
+    @property
+    def hop_length(self) -> int:
+        return int(self.meta["hop_length"])
+
+    @property
+    def segments(self) -> tuple[int, int] | None:
+        if not self.meta["segmented"]:
+            return None
+        return int(self.meta["segment_length"]), int(self.meta["segment_stride"])
+
+    @property
+    def has_scales(self) -> bool:
+        return bool(self.meta["segmented"] and self.meta["normalize"])
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    @property
+    def entropy_priors(self) -> np.ndarray | None:
+        return self._priors
+
+    def fingerprint(self) -> bytes:
+        return bytes.fromhex(self.meta["torch_fingerprint"])
+
+    def num_codebooks(self, bandwidth: float | None = None) -> int:
+        return self._bandwidths[self.check_bandwidth(bandwidth)]
+
+    def _split(self, length: int) -> list:
+        seg = self.segments
+        return split_segments(length, self.hop_length, *(seg if seg else (None, None)))
+
+    def num_frames(self, length: int) -> int:
+        return sum(s.frames for s in self._split(length))
+
+    def _run_encoder(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``[B, C, n]`` -> all codes ``[B, n_q, ceil(n / hop)]`` (and scales ``[B]``)."""
+        n, short = audio.shape[-1], int(self.meta["min_length"]) - audio.shape[-1]
+        if short > 0:  # not exact below min_length (module doc)
+            audio = np.pad(audio, ((0, 0), (0, 0), (0, short)))
+        outputs = self._sessions["encoder"].run(None, {"audio": audio})
+        frames = -(-n // self.hop_length)
+        return outputs[0][..., :frames], (outputs[1] if len(outputs) > 1 else None)
+
+    def _run_decoder(self, codes: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
+        """Codes ``[B, K, f]`` (and scales ``[B]``) -> audio ``[B, C, f * hop]``."""
+        f, short = codes.shape[-1], int(self.meta["min_frames"]) - codes.shape[-1]
+        if short > 0:  # not exact below min_frames (module doc)
+            codes = np.pad(codes, ((0, 0), (0, 0), (0, short)))
+        feeds: dict[str, Any] = {"codes": np.ascontiguousarray(codes, dtype=np.int64)}
+        if self.meta["segmented"]:
+            ones = np.ones(codes.shape[0], np.float32)
+            feeds["scale"] = ones if scale is None else np.ascontiguousarray(scale, np.float32)
+        (audio,) = self._sessions["decoder"].run(None, feeds)
+        return audio[..., : f * self.hop_length]
+
+    def _encode(
+        self, wav: torch.Tensor, bandwidth: float
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        k = self.num_codebooks(bandwidth)
+        audio = wav.detach().to("cpu", torch.float32).numpy()
+        codes, scales = [], []
+        for seg in self._split(audio.shape[-1]):
+            chunk = np.ascontiguousarray(audio[..., seg.start : seg.start + seg.length])
+            seg_codes, scale = self._run_encoder(chunk)
+            codes.append(seg_codes[:, :k])
+            scales.append(scale)
+        joined = torch.from_numpy(np.concatenate(codes, axis=-1))
+        if not self.has_scales:
+            return joined, None
+        return joined, torch.from_numpy(np.stack(scales, axis=1))
+
+    def _decode(
+        self, codes: torch.Tensor, scales: torch.Tensor | None, length: int
+    ) -> torch.Tensor:
+        segments = self._split(length)
+        if self.has_scales:
+            if scales is None or scales.shape[1] != len(segments):
+                got = "none" if scales is None else scales.shape[1]
+                raise TokensError(
+                    f"{self.model_id} needs one scale per segment ({len(segments)}), got {got}"
+                )
+        elif scales is not None:
+            raise TokensError(f"{self.model_id} does not normalise, but the tokens carry scales")
+        array = codes.detach().cpu().numpy()
+        pieces = []
+        for i, seg in enumerate(segments):
+            frames = array[..., seg.first_frame : seg.first_frame + seg.frames]
+            scale = None if scales is None else scales[:, i].cpu().numpy()
+            pieces.append(torch.from_numpy(self._run_decoder(frames, scale)))
+        if not self.meta["segmented"]:
+            return pieces[0][..., :length]
+        return linear_overlap_add(pieces, int(self.meta["segment_stride"]))[..., :length]
+
+    def __repr__(self) -> str:
+        return f"OnnxCodec({self.model_id!r}, folder={str(self.folder)!r})"

@@ -1,0 +1,185 @@
+"""The ONNX Runtime backend (audiotok.codec.onnx_runtime): ``load_codec(..., backend="onnx")``
+behind the same Codec interface as torch, on the packaged default, a random-weight model of
+each official architecture and a tiny segmented one.
+
+Acceptance as for the graphs (tests/test_onnx.py): at least 99.9 % of the codes of real audio
+equal torch fp32's (ONNX Runtime's rounding may tip a near tie), decoded audio within 1e-4 of
+torch's from the same codes.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+from conftest import DATA, tiny_codec
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from audiotok.codec.load import load_codec
+from audiotok.codec.onnx_export import export_onnx
+from audiotok.codec.onnx_runtime import OnnxCodec, OnnxRuntimeMissing
+from audiotok.errors import CheckpointError, DeviceError
+
+MIN_EQUAL = 0.999
+AUDIO_TOL = 1e-4
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    """Exports go to the test's own cache."""
+    monkeypatch.setenv("AUDIOTOK_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def clip(name: str) -> tuple[torch.Tensor, int]:
+    wav, rate = sf.read(DATA / name, dtype="float32", always_2d=True)
+    return torch.from_numpy(wav.T.copy()), rate
+
+
+def compare(torch_codec, onnx_codec, wav: torch.Tensor, rate: int, bandwidths) -> None:
+    """Codes of every bandwidth equal (>= 99.9 %); decoding torch's codes agrees to 1e-4."""
+    for bandwidth in bandwidths:
+        ref = torch_codec.encode(wav, rate, bandwidth)
+        got = onnx_codec.encode(wav, rate, bandwidth)
+        assert got.codes.shape == ref.codes.shape and got.codes.dtype == torch.int64
+        assert got.length == ref.length and got.model_id == ref.model_id
+        equal = float((got.codes == ref.codes).float().mean())
+        assert equal >= MIN_EQUAL, (bandwidth, equal)
+        if ref.scales is None:
+            assert got.scales is None
+        else:
+            torch.testing.assert_close(got.scales, ref.scales, rtol=1e-5, atol=1e-7)
+        expected, audio = torch_codec.decode(ref), onnx_codec.decode(ref)
+        assert audio.shape == expected.shape
+        assert (audio - expected).abs().max() <= AUDIO_TOL
+
+
+def test_default_model_both_backends_give_the_same_files(cache, tmp_path):
+    from audiotok.compression.decode import decode_stream
+    from audiotok.compression.encode import compress_to
+
+    torch_codec = load_codec("audiotok_24khz")
+    onnx_codec = load_codec("audiotok_24khz", backend="onnx")
+    assert isinstance(onnx_codec, OnnxCodec)
+    assert onnx_codec.fingerprint() == torch_codec.fingerprint()
+    assert np.array_equal(onnx_codec.entropy_priors, torch_codec.entropy_priors)
+    assert (onnx_codec.bandwidths, onnx_codec.default_bandwidth) == (
+        torch_codec.bandwidths, torch_codec.default_bandwidth)  # fmt: skip
+    (folder,) = (cache / "onnx").iterdir()  # exported once, keyed by the weights
+    assert folder.name == f"audiotok_24khz-{torch_codec.fingerprint().hex()}"
+    assert load_codec(folder).folder == folder  # an export folder loads as it is
+    speech, rate = clip("speech_24k.flac")
+    compare(torch_codec, onnx_codec, speech, rate, torch_codec.bandwidths)
+    music, rate = clip("music_48k_stereo.flac")
+    compare(torch_codec, onnx_codec, music[:, : rate * 2], rate, [6.0])
+    # A compressed file is the same bytes from either backend, and decodes with the other.
+    files = []
+    for codec in (torch_codec, onnx_codec):
+        out = io.BytesIO()
+        compress_to(out, codec, speech, rate, bandwidth=6.0)
+        files.append(out.getvalue())
+    assert files[0] == files[1]
+    decoded = decode_stream(files[0], onnx_codec).audio
+    expected = decode_stream(files[0], torch_codec).audio
+    assert (decoded - expected).abs().max() <= AUDIO_TOL
+
+
+@pytest.mark.parametrize("arch", ["encodec_24khz", "encodec_48khz", "encodec_32khz",
+                                  "encodec_16khz"])  # fmt: skip
+def test_random_official_architectures(arch, tmp_path, encodec_package):
+    """Each official architecture, in its official checkpoint format, random weights."""
+    sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+    try:
+        from exactness_bench import random_official
+    finally:
+        sys.path.pop(0)
+    path = random_official(arch, tmp_path)
+    torch_codec, onnx_codec = load_codec(path), load_codec(path, backend="onnx")
+    music, rate = clip("music_48k_stereo.flac")
+    # 48 kHz: 1.3 s make two segments (1 s, 0.01 s stride 0.99 s) and a short last one.
+    seconds = 1.3 if arch == "encodec_48khz" else 0.6
+    bandwidths = sorted({torch_codec.bandwidths[0], torch_codec.bandwidths[-1]})
+    compare(torch_codec, onnx_codec, music[:, : int(rate * seconds)], rate, bandwidths)
+
+
+def test_segmented_tiny_and_short_inputs(segmented_codec, tmp_path):
+    onnx_codec = OnnxCodec(export_onnx(segmented_codec, tmp_path / "onnx"))
+    assert onnx_codec.segments == segmented_codec.segments and onnx_codec.has_scales
+    music, rate = clip("music_48k_stereo.flac")
+    # The tiny model's 16-entry codebooks tie more often than real ones: 99 % here.
+    for n in (int(rate * 0.25), 4801):  # 3 segments; a last segment of one sample
+        ref = segmented_codec.encode(music[:, :n], rate)
+        got = onnx_codec.encode(music[:, :n], rate)
+        assert got.codes.shape == ref.codes.shape and got.scales.shape == ref.scales.shape
+        # The one-sample segment is below min_length: padded, close, not exact (module doc).
+        whole = slice(None) if n % onnx_codec.segments[1] > 100 else slice(0, -1)
+        assert float((got.codes == ref.codes)[..., whole].float().mean()) >= 0.99
+        expected, audio = segmented_codec.decode(ref), onnx_codec.decode(ref)
+        tol = AUDIO_TOL if whole == slice(None) else 0.05
+        assert (audio - expected).abs().max() <= tol
+    # Below min_length the input is padded: the right shapes, finite audio.
+    tiny = tiny_codec()
+    short = OnnxCodec(export_onnx(tiny, tmp_path / "short"))
+    tokens = short.encode(music[:1, :7], rate)
+    assert tokens.codes.shape == (1, tiny.num_codebooks(), tiny.num_frames(tokens.length))
+    assert torch.isfinite(short.decode(tokens)).all()
+
+
+def test_sent_to_another_process_it_opens_its_folder_again(tmp_path):
+    codec = OnnxCodec(export_onnx(tiny_codec(), tmp_path))
+    again = pickle.loads(pickle.dumps(codec))  # how Ray ships it to its actors
+    speech, rate = clip("speech_24k.flac")
+    assert torch.equal(again.encode(speech, rate).codes, codec.encode(speech, rate).codes)
+
+
+def test_errors_are_one_line(tmp_path, monkeypatch):
+    from audiotok.cli.main import cli
+
+    folder = tmp_path / "onnx"
+    export_onnx(tiny_codec(), folder)
+    graph = folder / "decoder.onnx"
+    graph.write_bytes(graph.read_bytes() + b"\0")
+    with pytest.raises(CheckpointError, match="SHA-256 differs"):
+        OnnxCodec(folder)
+    with pytest.raises(CheckpointError, match="not an audiotok ONNX export"):
+        OnnxCodec(tmp_path)
+    with pytest.raises(DeviceError, match="CPU"):
+        load_codec("audiotok_24khz", backend="onnx", device="meta")
+    with pytest.raises(ValueError, match="backend"):
+        load_codec("audiotok_24khz", backend="tensorrt")
+    runner = CliRunner()
+    wav = str(DATA / "speech_24k.flac")
+    result = runner.invoke(cli, ["encode", "--backend", "onnx", "--precision", "bf16", wav,
+                                 "-o", str(tmp_path / "t.npz")])  # fmt: skip
+    assert result.exit_code == 2 and "fp32 graphs" in result.output
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(OnnxRuntimeMissing, match="pip install"):
+        OnnxCodec(folder)
+
+
+def test_cli_compress_and_decompress_on_onnx(tmp_path):
+    from audiotok.cli.main import cli
+
+    runner = CliRunner()
+    wav = str(DATA / "speech_24k.flac")
+    outs = {}
+    for backend in ("torch", "onnx"):
+        out = tmp_path / backend  # -o: the output folder
+        result = runner.invoke(cli, ["compress", "--backend", backend, wav, "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        outs[backend] = (out / "speech_24k.atok").read_bytes()
+    assert outs["torch"] == outs["onnx"]
+    result = runner.invoke(cli, ["decompress", "--backend", "onnx",
+                                 str(tmp_path / "torch" / "speech_24k.atok"),
+                                 "-o", str(tmp_path / "back")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert sf.info(str(tmp_path / "back" / "speech_24k.wav")).frames == sf.info(wav).frames
