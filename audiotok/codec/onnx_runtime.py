@@ -20,8 +20,9 @@ Where it is not exact: a signal (or a 48 kHz segment) shorter than the sidecar's
 ``min_length`` samples, or codes shorter than ``min_frames``, are padded with zeros (code 0)
 to that length and the result trimmed; torch pads inside each layer instead, so these very
 short inputs code close to, not exactly as, torch (both minimums are 1 for the packaged
-default: it never happens there; a 48 kHz signal's last segment can be that short). ONNX Runtime's float rounding also flips a few near ties between codebook
-entries (tests/test_onnx.py measures this: at least 99.9 % of the codes of real audio equal).
+default: it never happens there; a 48 kHz signal's last segment can be that short). ONNX
+Runtime's float rounding also flips a few near ties between codebook entries
+(tests/test_onnx.py measures this: at least 99.9 % of the codes of real audio equal).
 Streaming is torch's only (:attr:`can_stream` is False).
 """
 
