@@ -130,10 +130,11 @@ def get_audio(request: Request, job_id: str) -> Response:
     job = find_job(service, job_id)
     fmt = job.request["format"]
     media_type, filename = AUDIO_TYPES[fmt], f"{job.id}.{fmt}"
-    path = service.results.path(result_name(service, job))
+    name = result_name(service, job)
+    path = service.results.path(name)
     if path is not None:
         return FileResponse(path, media_type=media_type, filename=filename)
-    with open_result(service, job) as file:
+    with _open(service, name) as file:
         return Response(
             file.read(),
             media_type=media_type,
@@ -156,8 +157,12 @@ def result_name(service: Service, job: Job) -> str:
 
 def open_result(service: Service, job: Job) -> BinaryIO:
     """The audio of a ``done`` job, to read; the errors of :func:`result_name`."""
+    return _open(service, result_name(service, job))
+
+
+def _open(service: Service, name: str) -> BinaryIO:
     try:
-        return service.results.open(result_name(service, job))
+        return service.results.open(name)
     except FileNotFoundError:  # expired between the check and the read
         raise ApiError(410, "expired", "the job's audio is no longer kept") from None
 
