@@ -75,7 +75,7 @@ def test_default_model_both_backends_give_the_same_files(cache, tmp_path):
     assert (onnx_codec.bandwidths, onnx_codec.default_bandwidth) == (
         torch_codec.bandwidths, torch_codec.default_bandwidth)  # fmt: skip
     (folder,) = (cache / "onnx").iterdir()  # exported once, keyed by the weights
-    assert folder.name == f"audiotok_24khz-{torch_codec.fingerprint().hex()}"
+    assert folder.name == f"audiotok_24khz-{torch_codec.fingerprint().hex()}-v2"
     assert load_codec(folder).folder == folder  # an export folder loads as it is
     speech, rate = clip("speech_24k.flac")
     compare(torch_codec, onnx_codec, speech, rate, torch_codec.bandwidths)

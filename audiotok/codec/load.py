@@ -121,9 +121,12 @@ def _onnx_device(device: str | torch.device) -> None:
 
 def _onnx_folder(codec: EncodecCodec) -> Path:
     """The cached ONNX export of ``codec``'s weights; exported there first if missing."""
-    from .onnx_export import export_onnx
+    from .onnx_export import FORMAT_VERSION, export_onnx
 
-    folder = hub.cache_dir() / "onnx" / f"{codec.model_id}-{codec.fingerprint().hex()}"
+    # The format in the name: an export of an older audiotok (without the streaming graphs)
+    # is made again.
+    name = f"{codec.model_id}-{codec.fingerprint().hex()}-v{FORMAT_VERSION}"
+    folder = hub.cache_dir() / "onnx" / name
     if not (folder / "model.json").is_file():
         # Exported beside, then renamed: a process that dies mid-export leaves no half folder
         # where another would take it for whole.

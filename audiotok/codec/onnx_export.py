@@ -12,6 +12,11 @@ Files written to ``out_dir``:
   ``scale`` ``[B]`` -> ``audio`` ``[B, C, f * hop]``). Cutting the signal into segments
   (:meth:`EncodecModel.segments`), stacking the scales and the overlap-add
   (:func:`~audiotok.codec.model.linear_overlap_add`) are the caller's;
+* causal unsegmented models (the packaged default, 24 kHz) also get one-step streaming graphs
+  with their state as inputs and outputs: ``encoder_start.onnx``, ``encoder_step.onnx``,
+  ``decoder_start.onnx``, ``decoder_step.onnx`` (:mod:`~audiotok.codec.onnx_stream_export`);
+  the sidecar's ``streaming`` entry lists them (null, with ``no_streaming`` saying why, for
+  the others);
 * ``entropy_priors.safetensors`` (``priors`` uint32/int ``[K_max, cardinality]``), when the
   codec has static entropy-coder priors (the packaged default): ``.atok`` files made with them
   need them to decode;
@@ -55,11 +60,20 @@ from ..zoo.weights import sha256_file
 from .conv import SConv1d, SConvTranspose1d
 from .encodec import EncodecCodec
 from .model import EncodecModel
+from .onnx_stream_export import STREAM_GRAPHS, export_streaming, why_not
+from .onnx_vq import codes_of_latent, latent_of_codes
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: adds the streaming graphs of causal models (1 had none; still read)."""
 OPSETS = (14, 20)
 """Opsets accepted (the TorchScript exporter's last is 20; 17 is the default and tested)."""
-GRAPH_FILES = ("encoder.onnx", "decoder.onnx", "encoder_segment.onnx", "decoder_segment.onnx")
+GRAPH_FILES = (
+    "encoder.onnx",
+    "decoder.onnx",
+    "encoder_segment.onnx",
+    "decoder_segment.onnx",
+    *(f"{name}.onnx" for name in STREAM_GRAPHS),
+)
 PRIORS_FILE = "entropy_priors.safetensors"
 
 
@@ -100,34 +114,13 @@ def _exportable(model: EncodecModel) -> EncodecModel:
 
 
 def _encode_all(model: EncodecModel, audio: Tensor) -> Tensor:
-    """Audio ``[B, C, T]`` -> codes ``[B, n_q, F]`` of every stage, distances in float32."""
-    residual = model.encoder(audio).float().transpose(1, 2)  # [B, F, D]
-    codes = []
-    for layer in model.quantizer.vq.layers:
-        embed = layer._codebook.embed  # [bins, D]
-        # The reference's distance, term by term (see EuclideanCodebook.encode).
-        dist = -(
-            residual.pow(2).sum(-1, keepdim=True)
-            - 2 * residual @ embed.t()
-            + embed.t().pow(2).sum(0, keepdim=True)
-        )
-        indices = dist.argmax(dim=-1)  # [B, F]
-        residual = residual - nn.functional.embedding(indices, embed)
-        codes.append(indices)
-    return torch.stack(codes, dim=1)
+    """Audio ``[B, C, T]`` -> codes ``[B, n_q, F]`` of every stage."""
+    return codes_of_latent(model, model.encoder(audio))
 
 
 def _decode_any(model: EncodecModel, codes: Tensor) -> Tensor:
     """Codes ``[B, K, F]`` (``K <= n_q``) -> audio ``[B, C, F * hop]``."""
-    k = torch._shape_as_tensor(codes)[1]
-    latent = torch.zeros((), dtype=torch.float32)
-    for i, layer in enumerate(model.quantizer.vq.layers):
-        # Stage i reads row min(i, K - 1), and only counts when i < K.
-        row = torch.clamp(k - 1, max=i).reshape(1)
-        indices = torch.index_select(codes, 1, row).squeeze(1)  # [B, F]
-        entry = nn.functional.embedding(indices, layer._codebook.embed).transpose(1, 2)
-        latent = torch.where(k > i, latent + entry, latent)
-    return model.decoder(latent)
+    return model.decoder(latent_of_codes(model, codes))
 
 
 class _Encoder(nn.Module):
@@ -206,8 +199,12 @@ def _export(
     inputs: dict[str, list[str]],
     outputs: dict[str, list[str]],
     opset: int,
-) -> None:
-    """Traces ``module`` on ``args`` into ``path`` with named (dynamic) axes."""
+) -> dict[str, Any]:
+    """Traces ``module`` on ``args`` into ``path`` with named (dynamic) axes.
+
+    Returns:
+        The graph's sidecar entry: file, inputs and outputs with their shapes, sha256.
+    """
     axes: dict[str, dict[int, str]] = {
         name: {i: d for i, d in enumerate(dims) if not d.isdigit()}
         for name, dims in {**inputs, **outputs}.items()
@@ -226,6 +223,7 @@ def _export(
             opset_version=opset,
             dynamo=False,
         )
+    return {"file": path.name, "inputs": inputs, "outputs": outputs, "sha256": sha256_file(path)}
 
 
 def export_onnx(
@@ -297,16 +295,19 @@ def export_onnx(
                         {"codes": ["batch", "codebooks", "frames"]},
                         {"audio": ["batch", str(c), "frames*hop"]}),
         }  # fmt: skip
-    entries: dict[str, Any] = {}
-    for role, (name, module, args, inputs, outputs) in graphs.items():
-        path = out_dir / name
-        _export(module, args, path, inputs, outputs, opset)
-        entries[role] = {
-            "file": name,
-            "inputs": inputs,
-            "outputs": outputs,
-            "sha256": sha256_file(path),
-        }
+    entries = {
+        role: _export(module, args, out_dir / name, inputs, outputs, opset)
+        for role, (name, module, args, inputs, outputs) in graphs.items()
+    }
+    no_streaming = why_not(model)
+    streaming = None
+    if no_streaming is None:
+        start_frames = max(min_frames, 1)
+        start_samples = max(-(-min_samples // hop), 1) * hop
+        streaming = export_streaming(model, out_dir, start_samples, start_frames, opset, _export)
+    else:  # an earlier export's, overwritten
+        for name in GRAPH_FILES[4:]:
+            (out_dir / name).unlink(missing_ok=True)
     priors = None
     if codec.entropy_priors is not None:
         from safetensors.numpy import save_file
@@ -334,6 +335,8 @@ def export_onnx(
         "min_length": min_samples,
         "min_frames": min_frames,
         "graphs": entries,
+        "streaming": streaming,
+        "no_streaming": no_streaming,
         "entropy_priors": priors,
         "opset": opset,
         "torch_fingerprint": codec.fingerprint().hex(),

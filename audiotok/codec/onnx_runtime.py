@@ -23,7 +23,9 @@ short inputs code close to, not exactly as, torch (both minimums are 1 for the p
 default: it never happens there; a 48 kHz signal's last segment can be that short). ONNX
 Runtime's float rounding also flips a few near ties between codebook entries
 (tests/test_onnx.py measures this: at least 99.9 % of the codes of real audio equal).
-Streaming is torch's only (:attr:`can_stream` is False).
+Causal models (the packaged default, the 24 kHz EnCodec) stream through their one-step graphs
+(:meth:`OnnxCodec.streaming`, :class:`~audiotok.codec.onnx_stream.OnnxStream`); the others
+don't stream on this backend (:attr:`can_stream` is False: files are coded in one pass).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -41,8 +43,12 @@ from ..zoo.weights import sha256_file
 from .base import Codec
 from .model import linear_overlap_add, split_segments
 
+if TYPE_CHECKING:
+    from .onnx_stream import OnnxStream
+
 FORMAT = "audiotok-onnx"
-FORMAT_VERSION = 1
+FORMAT_VERSIONS = (1, 2)
+"""Export formats read (2 added the streaming graphs)."""
 
 
 class OnnxRuntimeMissing(AudiotokError):
@@ -97,22 +103,19 @@ class OnnxCodec(Codec):
         if not is_onnx_export(folder):
             raise CheckpointError(f"{folder}: not an audiotok ONNX export (no model.json)")
         meta = json.loads((folder / "model.json").read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
+        if meta.get("format_version") not in FORMAT_VERSIONS:
             raise CheckpointError(
                 f"{folder}: ONNX export format {meta.get('format_version')}, "
-                f"this audiotok reads {FORMAT_VERSION}"
+                f"this audiotok reads {', '.join(map(str, FORMAT_VERSIONS))}"
             )
-        self.folder, self.meta = folder, meta
+        self.folder, self.meta, self._verify = folder, meta, verify
         self.model_id = meta["model_id"]
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        self._sessions = {}
+        self._options = ort.SessionOptions()
+        self._options.intra_op_num_threads = threads or torch.get_num_threads()
+        self._providers = providers or ["CPUExecutionProvider"]
+        self._sessions: dict[str, Any] = {}
         for role in ("encoder", "decoder"):
-            graph = meta["graphs"][role]
-            path = self._checked(graph["file"], graph["sha256"] if verify else None)
-            self._sessions[role] = ort.InferenceSession(
-                str(path), options, providers=providers or ["CPUExecutionProvider"]
-            )
+            self._open(role, meta["graphs"][role])
         self._priors = None
         if meta.get("entropy_priors"):
             from safetensors.numpy import load_file
@@ -132,6 +135,14 @@ class OnnxCodec(Codec):
         if torch.device(device).type != "cpu":
             raise ValueError(f"the onnx backend runs on the CPU, not {device}")
         return self
+
+    def _open(self, role: str, graph: dict[str, Any]) -> None:
+        import onnxruntime as ort
+
+        path = self._checked(graph["file"], graph["sha256"] if self._verify else None)
+        self._sessions[role] = ort.InferenceSession(
+            str(path), self._options, providers=self._providers
+        )
 
     def _checked(self, name: str, sha256: str | None) -> Path:
         path = self.folder / name
@@ -183,6 +194,29 @@ class OnnxCodec(Codec):
     @property
     def device(self) -> torch.device:
         return torch.device("cpu")
+
+    @property
+    def can_stream(self) -> bool:
+        """Whether the export has streaming graphs (causal models; see :meth:`streaming`)."""
+        return bool(self.meta.get("streaming"))
+
+    def streaming(self, batch_size: int = 1, bandwidth: float | None = None) -> OnnxStream:
+        """A stream for chunk-by-chunk encoding and decoding, as the torch backend's.
+
+        Raises:
+            ValueError: The export has no streaming graphs (the sidecar's ``no_streaming``
+                says why: non-causal or segmented models).
+        """
+        from .onnx_stream import OnnxStream
+
+        streaming = self.meta.get("streaming")
+        if not streaming:
+            why = self.meta.get("no_streaming") or "exported before streaming graphs existed"
+            raise ValueError(f"{self.model_id} can't stream on the onnx backend: {why}")
+        for role in ("encoder_start", "encoder_step", "decoder_start", "decoder_step"):
+            if role not in self._sessions:
+                self._open(role, streaming[role])
+        return OnnxStream(self, batch_size, self.num_codebooks(bandwidth))
 
     @property
     def entropy_priors(self) -> np.ndarray | None:

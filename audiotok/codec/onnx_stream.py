@@ -1,0 +1,127 @@
+"""Streaming with ONNX Runtime: the one-step graphs of :mod:`~audiotok.codec.onnx_stream_export`.
+
+:class:`OnnxStream` has the methods of the torch stream (:class:`~audiotok.codec.streaming.
+CodecStream`), so files, the service and generation stream with either backend::
+
+    with onnx_codec.streaming(batch_size=1, bandwidth=6.0) as stream:
+        for chunk in chunks:                     # [B, C, n], any n
+            codes = stream.encode(chunk)         # [B, K, f], the frames now complete
+            audio = stream.decode(codes)         # [B, C, f * hop]
+        codes = stream.encode_end()              # the last, partly padded frame
+
+How the graphs are fed: audio waits until a whole frame is in (a causal model codes a frame
+once its last sample is), and the first call waits for the ``start_samples`` that the start
+graph's padding reads (one frame with constant padding; 7 with ``reflect``, the official 24
+kHz model's). A stream that ends sooner is coded by the offline graphs, which is what a start
+graph would have computed. Codes are the offline graphs' on the same audio, audio within
+float rounding of them (tests/test_onnx_backend.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class OnnxStream:
+    """Chunked encoding and decoding with the streaming graphs of ``codec``.
+
+    Args:
+        codec: An :class:`~audiotok.codec.onnx_runtime.OnnxCodec` with streaming graphs.
+        batch_size: Signals streamed in parallel.
+        num_codebooks: Codebooks ``K`` to produce.
+    """
+
+    def __init__(self, codec: Any, batch_size: int, num_codebooks: int) -> None:
+        self.codec, self.batch_size, self.num_codebooks = codec, batch_size, num_codebooks
+        meta = codec.meta["streaming"]
+        self.hop = codec.hop_length
+        self.start_samples, self.start_frames = meta["start_samples"], meta["start_frames"]
+        self._audio = np.zeros((batch_size, codec.channels, 0), np.float32)  # not yet coded
+        self._codes = np.zeros((batch_size, 0, 0), np.int64)  # not yet decoded (before start)
+        self._encoder_state: list[np.ndarray] | None = None
+        self._decoder_state: list[np.ndarray] | None = None
+        self._closed = False
+
+    def __enter__(self) -> OnnxStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._closed = True  # a finished stream can't be fed again
+
+    def _run(self, graph: str, x: np.ndarray, state: list[np.ndarray] | None) -> tuple:
+        """One call of ``graph``: ``(output, next state)``."""
+        session = self.codec._sessions[graph]
+        names = [i.name for i in session.get_inputs()]
+        feeds = dict(zip(names, [x, *(state or [])], strict=True))
+        output, *next_state = session.run(None, feeds)
+        return output, next_state
+
+    def _check(self, x: torch.Tensor | np.ndarray, dtype: type) -> np.ndarray:
+        if self._closed:
+            raise RuntimeError("the stream is closed")
+        array = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        if array.ndim != 3 or array.shape[0] != self.batch_size:
+            raise ValueError(f"expected [{self.batch_size}, C, n], got {list(array.shape)}")
+        return np.ascontiguousarray(array, dtype=dtype)
+
+    def encode(self, audio: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Audio ``[B, C, n]`` (any ``n``, even 0) -> codes ``[B, K, f]`` of completed frames."""
+        self._audio = np.concatenate([self._audio, self._check(audio, np.float32)], axis=-1)
+        started = self._encoder_state is not None
+        if not started and self._audio.shape[-1] < self.start_samples:
+            return self._no_codes()
+        whole = self._audio.shape[-1] // self.hop * self.hop
+        if whole == 0:
+            return self._no_codes()
+        chunk, self._audio = self._audio[..., :whole], self._audio[..., whole:]
+        graph = "encoder_step" if started else "encoder_start"
+        codes, self._encoder_state = self._run(graph, chunk, self._encoder_state)
+        return torch.from_numpy(codes[:, : self.num_codebooks].copy())
+
+    def encode_end(self) -> torch.Tensor:
+        """Codes ``[B, K, f]`` of the last partial frame, padded as the offline encoder pads it
+        (or of the whole signal, if it ended before the start graph's minimum)."""
+        rest = self._audio
+        self._audio = rest[..., :0]
+        if rest.shape[-1] == 0:
+            return self._no_codes()
+        if self._encoder_state is None:
+            codes, _ = self.codec._run_encoder(rest)
+        else:
+            codes, self._encoder_state = self._run("encoder_step", rest, self._encoder_state)
+        return torch.from_numpy(codes[:, : self.num_codebooks].copy())
+
+    def _no_codes(self) -> torch.Tensor:
+        return torch.zeros(self.batch_size, self.num_codebooks, 0, dtype=torch.long)
+
+    def decode(self, codes: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Codes ``[B, K, f]`` -> audio ``[B, C, f * hop]`` (the first call waits for
+        ``start_frames`` frames)."""
+        array = self._check(codes, np.int64)
+        if self._decoder_state is None:
+            if self._codes.shape[-1]:
+                array = np.concatenate([self._codes, array], axis=-1)
+            if array.shape[-1] < self.start_frames:
+                self._codes = array
+                return self._no_audio()
+            self._codes = array[..., :0]
+            audio, self._decoder_state = self._run("decoder_start", array, None)
+        elif array.shape[-1] == 0:
+            return self._no_audio()
+        else:
+            audio, self._decoder_state = self._run("decoder_step", array, self._decoder_state)
+        return torch.from_numpy(audio)
+
+    def decode_end(self) -> torch.Tensor:
+        """Audio still owed: that of a stream shorter than ``start_frames`` (a causal decoder
+        owes nothing else)."""
+        if self._decoder_state is not None or self._codes.shape[-1] == 0:
+            return self._no_audio()
+        codes, self._codes = self._codes, self._codes[..., :0]
+        return torch.from_numpy(self.codec._run_decoder(codes, None))
+
+    def _no_audio(self) -> torch.Tensor:
+        return torch.zeros(self.batch_size, self.codec.channels, 0)
