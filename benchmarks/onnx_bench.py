@@ -1,4 +1,4 @@
-"""Deployment formats on CPU: the ONNX Runtime backend against torch, and the LM in int8.
+"""Deployment formats on CPU: the ONNX Runtime backend against torch, the LM in int8 and int4.
 
 **Codecs** (default): for the packaged ``audiotok_24khz`` and a random-weight model of each
 official architecture (written in its official format, as ``exactness_bench.py`` does), one
@@ -14,7 +14,7 @@ sit on near ties that float rounding decides, and ONNX Runtime can't be expected
 more. Both use ``--threads`` threads.
 
 **LM** (``--lm``): audiotok's MusicGen on musicgen-small's shape (a random-weight model built
-as ``generate_bench.py`` builds it), greedy with CFG, in fp32, bf16 and int8: LM weight MiB,
+as ``generate_bench.py`` builds it), greedy with CFG, in fp32, bf16, int8 and int4: LM weight MiB,
 steps/s (median of ``--repeats``) and the share of tokens equal to fp32's.
 
 Usage::
@@ -136,7 +136,7 @@ def bench_lm(args: argparse.Namespace) -> None:
     reference_codes, fp32_rate = None, None
     with tempfile.TemporaryDirectory() as tmp:
         build_reference(Path(tmp))
-        for precision in ("fp32", "bf16", "int8"):
+        for precision in ("fp32", "bf16", "int8", "int4"):
             model = MusicGen.get_pretrained(tmp)
             if precision != "fp32":
                 model.set_precision(precision)
@@ -163,7 +163,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    parser.add_argument("--lm", action="store_true", help="Also the LM in fp32, bf16, int8.")
+    parser.add_argument("--lm", action="store_true", help="Also the LM in fp32, bf16, int8, int4.")
     parser.add_argument("--steps", type=int, default=100)
     args = parser.parse_args()
 

@@ -81,12 +81,12 @@ DEFAULT_GENERATOR = "musicgen-small"
 @device_option
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "bf16", "fp16", "int8"]),
+    type=click.Choice(["fp32", "bf16", "fp16", "int8", "int4"]),
     default="fp32",
     show_default=True,
     help="The LM's precision: bf16 is faster where the processor supports it (3.2x on the "
     "CPU of benchmarks/RESULTS.md), fp16 needs CUDA, int8 (a quarter of the weights' memory) "
-    "a CPU; all change some tokens.",
+    "and int4 (an eighth) a CPU; all change some tokens.",
 )
 @force_option
 @handle_errors

@@ -52,7 +52,7 @@ from .inputs import (
 )
 from .load import LoadedLM
 from .melody import MelodyConditioning
-from .quantize import is_int8, quantize_int8_
+from .quantize import is_int4, is_int8, quantize_int4_, quantize_int8_
 from .stream_decode import StreamOutputMixin
 from .windows import plan_windows
 
@@ -151,33 +151,37 @@ class BaseGenModel(StreamOutputMixin):
 
     @property
     def precision(self) -> str:
-        """The LM's precision: ``fp32`` (the default), ``bf16``, ``fp16`` or ``int8``."""
+        """The LM's precision: ``fp32`` (the default), ``bf16``, ``fp16``, ``int8`` or ``int4``."""
         if is_int8(self.lm):
             return "int8"
+        if is_int4(self.lm):
+            return "int4"
         return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.lm.dtype, "fp32")
 
     def set_precision(self, precision: str) -> None:
-        """Runs the LM in ``fp32``, ``bf16``, ``fp16`` (CUDA only; audiocraft autocasts to it)
-        or ``int8`` (CPU only: :func:`~audiotok.generate.quantize.quantize_int8_`).
+        """Runs the LM in ``fp32``, ``bf16``, ``fp16`` (CUDA only; audiocraft autocasts to it),
+        ``int8`` or ``int4`` (CPU only: :func:`~audiotok.generate.quantize.quantize_int8_`,
+        :func:`~audiotok.generate.quantize.quantize_int4_`).
 
         bf16 and fp16 halve the bytes a decoding step reads, which bound it; int8 quarters the
-        linear layers' weights. Tokens differ from fp32 ones where rounding tips a choice
-        (benchmarks/RESULTS.md). Guidance and sampling stay in float32; the text encoder and
-        the codec are unchanged. The weights are converted, so going back to fp32 needs the
-        model loaded again.
+        linear layers' weights, int4 takes an eighth (weight-only, bf16 activations). Tokens
+        differ from fp32 ones where rounding tips a choice (benchmarks/RESULTS.md). Guidance
+        and sampling stay in float32; the text encoder and the codec are unchanged. The weights
+        are converted, so going back to fp32 needs the model loaded again.
 
         Raises:
-            GenerationError: An unknown precision, fp16 without CUDA, int8 on an accelerator.
+            GenerationError: An unknown precision, fp16 without CUDA, int8 or int4 on an
+                accelerator.
         """
         dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-        if precision not in (*dtypes, "int8"):
+        if precision not in (*dtypes, "int8", "int4"):
             raise GenerationError(
-                f"precision must be one of {', '.join(dtypes)}, int8, not {precision!r}"
+                f"precision must be one of {', '.join(dtypes)}, int8, int4, not {precision!r}"
             )
         if precision == "fp16" and self.device.type != "cuda":
             raise GenerationError("fp16 needs a CUDA device; on a CPU use bf16 or int8")
-        if precision == "int8" and self.device.type != "cpu":
-            raise GenerationError("int8 runs on a CPU; on a GPU use bf16 or fp16")
+        if precision in ("int8", "int4") and self.device.type != "cpu":
+            raise GenerationError(f"{precision} runs on a CPU; on a GPU use bf16 or fp16")
         if precision != self.precision and self.precision != "fp32":
             raise GenerationError(
                 f"the LM's weights are {self.precision} now; load the model again for {precision}"
@@ -185,6 +189,10 @@ class BaseGenModel(StreamOutputMixin):
         if precision == "int8":
             if not is_int8(self.lm):
                 quantize_int8_(self.lm)
+            return
+        if precision == "int4":
+            if not is_int4(self.lm):
+                quantize_int4_(self.lm)
             return
         module_to(self.lm, dtypes[precision])
 

@@ -1,0 +1,147 @@
+"""The ONNX graphs in a browser: onnxruntime-web (WebAssembly) in Debian's headless chromium.
+
+The packaged default's export is served from a loopback HTTP server with onnxruntime-web's
+files and a page (below) that encodes a clip of real speech with ``encoder.onnx``, decodes the
+6 kbps codes with ``decoder.onnx``, and encodes the clip again frame by frame with the
+streaming graphs (``encoder_start`` then ``encoder_step``, the state passed by hand). Its
+codes must equal onnxruntime's in Python (rounding may tip a near tie: at least 99.9 %), the
+streamed ones the browser's offline ones, and the decoded audio Python's within 1e-4.
+
+onnxruntime-web comes from npm: ``.ci/run`` unpacks it into ``.ci/node/onnxruntime-web``
+(``AUDIOTOK_ORT_WEB`` names another ``dist`` folder). Skipped where it, chromium or selenium
+is missing, except in CI for onnxruntime-web.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+from conftest import load_clip
+from test_serve_web import browser  # noqa: F401  (the headless chromium fixture)
+
+pytest.importorskip("onnxruntime")
+
+from audiotok.codec.load import load_codec
+from audiotok.codec.onnx_export import export_onnx
+from audiotok.codec.onnx_runtime import OnnxCodec
+
+ROOT = Path(__file__).parent.parent
+ORT_WEB_VERSION = "1.31.1"
+WAIT = 60.0
+
+PAGE = """<!doctype html>
+<meta charset="utf-8">
+<script src="ort.wasm.min.js"></script>
+<script>
+ort.env.wasm.numThreads = 1;  // threads need cross-origin isolation headers
+ort.env.wasm.wasmPaths = "./";
+const load = (name) => ort.InferenceSession.create(name, {executionProviders: ["wasm"]});
+async function main() {
+  const card = await (await fetch("model.json")).json();
+  const audio = new Float32Array(await (await fetch("clip.f32")).arrayBuffer());
+  const hop = card.hop_length, k = card.bandwidths["6"], nq = card.n_q;
+  const encoder = await load("encoder.onnx"), decoder = await load("decoder.onnx");
+  const input = new ort.Tensor("float32", audio, [1, 1, audio.length]);
+  const codes = (await encoder.run({audio: input})).codes;          // [1, n_q, F] int64
+  const frames = codes.dims[2];
+  const first = codes.data.slice(0, k * frames);                    // the first K rows
+  const decoded = (await decoder.run({codes: new ort.Tensor("int64", first, [1, k, frames])}));
+  // Streaming: the start graph on the first frames, then one frame per step.
+  const start = await load("encoder_start.onnx"), step = await load("encoder_step.onnx");
+  const n0 = card.streaming.start_samples;
+  let out = await start.run({audio: new ort.Tensor("float32", audio.slice(0, n0), [1, 1, n0])});
+  const streamed = [out.codes];
+  for (let i = n0; i < audio.length; i += hop) {
+    const piece = audio.slice(i, Math.min(i + hop, audio.length));
+    const feeds = {audio: new ort.Tensor("float32", piece, [1, 1, piece.length])};
+    for (const name of step.inputNames.slice(1)) feeds[name] = out["next_" + name];
+    out = await step.run(feeds);
+    streamed.push(out.codes);
+  }
+  const rows = [];  // streamed codes [n_q, F], row by row
+  for (let q = 0; q < nq; q++)
+    for (const part of streamed)
+      for (let f = 0; f < part.dims[2]; f++) rows.push(Number(part.data[q * part.dims[2] + f]));
+  window.result = {frames, codes: Array.from(codes.data, Number), streamed: rows,
+                   audio: Array.from(decoded.audio.data)};
+}
+main().catch((e) => { window.result = {error: String(e && e.stack || e)}; });
+</script>
+"""
+
+
+@pytest.fixture
+def ort_web() -> Path:
+    dist = Path(os.environ.get("AUDIOTOK_ORT_WEB", ROOT / ".ci/node/onnxruntime-web/dist"))
+    if not (dist / "ort.wasm.min.js").is_file():
+        why = f"onnxruntime-web is not in {dist} (npm pack onnxruntime-web@{ORT_WEB_VERSION})"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    return dist
+
+
+def serve(folder: Path) -> http.server.ThreadingHTTPServer:
+    """A static server of ``folder`` on a free loopback port, in a thread."""
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        extensions_map: ClassVar[dict[str, str]] = {
+            **http.server.SimpleHTTPRequestHandler.extensions_map,
+            ".wasm": "application/wasm",
+            ".mjs": "text/javascript",
+            ".js": "text/javascript",
+        }
+
+        def log_message(self, *args: object) -> None:  # quiet
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(folder))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_the_default_codec_runs_in_a_browser(tmp_path, ort_web, browser):  # noqa: F811
+    site = tmp_path / "site"
+    export_onnx(load_codec("audiotok_24khz"), site)
+    for name in ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"):
+        shutil.copy(ort_web / name, site / name)
+    clip = load_clip("speech_24k.flac", 24_000, 1, seconds=1.0)[..., :23_900]  # [1, 1, T]
+    clip.numpy().astype("<f4").tofile(site / "clip.f32")
+    (site / "index.html").write_text(PAGE)
+    server = serve(site)
+    try:
+        browser.get(f"http://127.0.0.1:{server.server_address[1]}/index.html")
+        deadline, result = time.monotonic() + WAIT, None
+        while result is None and time.monotonic() < deadline:
+            result = browser.execute_script("return window.result || null")
+            if result is None:
+                time.sleep(0.2)
+    finally:
+        server.shutdown()
+    assert result is not None, "the page gave no result in time"
+    assert "error" not in result, result["error"]
+    onnx_codec = OnnxCodec(site)
+    meta = json.loads((site / "model.json").read_text())
+    frames, n_q, k = result["frames"], meta["n_q"], meta["bandwidths"]["6"]
+    expected = onnx_codec._run_encoder(clip.numpy())[0][0]  # [n_q, F], onnxruntime in Python
+    web = np.array(result["codes"]).reshape(n_q, frames)
+    assert web.shape == expected.shape
+    assert (web == expected).mean() >= 0.999
+    streamed = np.array(result["streamed"]).reshape(n_q, frames)
+    assert np.array_equal(streamed, web)
+    audio = np.array(result["audio"], dtype=np.float32)
+    decoded = onnx_codec._run_decoder(web[None, :k].astype(np.int64), None)[0, 0]
+    assert audio.shape == decoded.shape
+    assert np.abs(audio - decoded).max() <= 1e-4
