@@ -91,15 +91,19 @@ def test_no_import_circles():
     assert circles == [], circles
 
 
+# The training packages: the codec's trainer, and MusicGen / AudioGen fine-tuning.
+TRAINING = ("audiotok.train", "audiotok.finetune")
+
+
 def test_inference_never_imports_training():
-    """Compression, generation, datasets and the zoo run without the training package: only
-    the training commands reach it."""
+    """Compression, generation, datasets and the zoo run without the training packages: only
+    the training commands reach them."""
     graph = _import_graph()
     leaks = sorted(
         m
         for m in graph
-        if not m.startswith(("audiotok.train", "audiotok.cli", "audiotok.__main__"))
-        and any(r.startswith("audiotok.train") for r in _reachable(graph, m))
+        if not m.startswith((*TRAINING, "audiotok.cli", "audiotok.__main__"))
+        and any(r.startswith(TRAINING) for r in _reachable(graph, m))
     )
     assert leaks == [], leaks
 

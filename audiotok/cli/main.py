@@ -11,6 +11,7 @@ import click
 from .. import __version__
 from .codec_commands import decode, encode, models
 from .compress_commands import compress, decompress, info
+from .finetune_commands import finetune
 from .generate_commands import generate
 from .onnx_commands import export_onnx_command
 from .serve_commands import serve
@@ -24,7 +25,7 @@ def cli() -> None:
 
 
 COMMANDS = (compress, decompress, info, encode, decode, models, generate, serve)
-for command in (*COMMANDS, train, make_subset, export_model, export_onnx_command):
+for command in (*COMMANDS, train, make_subset, export_model, export_onnx_command, finetune):
     cli.add_command(command)
 
 

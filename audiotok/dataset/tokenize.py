@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from ..codec.base import Codec
 from ..runtime.console import stderr_is_terminal
+from .captions import with_caption
 from .inputs import Encoded, Source, batches, encode_files, read_ahead
 from .layout import (
     DEFAULT_BATCH_SECONDS,
@@ -147,6 +148,8 @@ def tokenize_dataset(
     info = dataset_info(codec, codec.check_bandwidth(bandwidth))
     sources = [Source(os.fspath(p), Path(p), {}) for p in inputs]
     sources += read_manifest(manifest) if manifest is not None else []
+    # Captions (a manifest's description column, else a .json / .txt sidecar) go to the index.
+    sources = [s._replace(extra=with_caption(s.file, s.extra)) for s in sources]
     report = DatasetReport(Path(out_dir))
     with open_for_writing(report.out_dir, info) as (index, done, first_shard):
         todo = []

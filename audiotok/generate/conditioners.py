@@ -147,6 +147,15 @@ class TextConditioner(nn.Module):
     @torch.no_grad()
     def forward(self, texts: Sequence[str | None]) -> ConditionTensors:
         """Conditions ``[B, T, dim]`` for ``texts``; None means no description (null)."""
+        return self.project(*self.encode(texts))
+
+    @torch.no_grad()
+    def encode(self, texts: Sequence[str | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frozen part: T5's last hidden states ``[B, T, d_t5]`` and the mask ``[B, T]``.
+
+        Fine-tuning trains :attr:`output_proj` on these (T5 stays frozen, as audiocraft's
+        ``finetune: false``), hence the split from :meth:`project`.
+        """
         if isinstance(texts, str) or not len(texts):
             raise ValueError("texts must be a non-empty list of strings or None")
         entries = ["" if t is None else str(t) for t in texts]
@@ -156,8 +165,11 @@ class TextConditioner(nn.Module):
         mask = inputs["attention_mask"].to(device)
         empty = [i for i, entry in enumerate(entries) if entry == ""]
         mask[empty, :] = 0
-        embeds = self.t5(input_ids=ids, attention_mask=mask).last_hidden_state
-        embeds = self.output_proj(embeds.to(self.output_proj.weight))
+        return self.t5(input_ids=ids, attention_mask=mask).last_hidden_state, mask
+
+    def project(self, states: torch.Tensor, mask: torch.Tensor) -> ConditionTensors:
+        """The learnt part: ``output_proj`` of :meth:`encode`'s states, zeroed where masked."""
+        embeds = self.output_proj(states.to(self.output_proj.weight))
         return ConditionTensors({self.name: (embeds * mask.unsqueeze(-1), mask)})
 
 

@@ -16,6 +16,7 @@ from ..zoo import hub
 from ..zoo.lm_cards import find_generation_card, generation_card_names
 from ..zoo.lm_checkpoints import COMPRESSION_FILE, LM_FILE, LMCheckpoint, read_audiocraft
 from ..zoo.lm_hf import read_hf_dir
+from ..zoo.lm_native import CARD_NAME, read_audiotok_lm
 from ..zoo.weights import adopt_state, module_shapes, shape_mismatch
 from .conditioners import (
     ChromaConditioner,
@@ -29,15 +30,20 @@ from .lm_config import LMConfig
 
 
 def read_lm_checkpoint(path: str | Path) -> LMCheckpoint:
-    """Reads an LM checkpoint in either format, detected from the path.
+    """Reads an LM checkpoint in any of its formats, detected from the path.
 
-    A directory holding both formats (a Hugging Face snapshot of an official repository) is
+    audiotok's own folder (``lm.json``, :mod:`audiotok.zoo.lm_native`) is recognised first. A
+    directory holding both formats (a Hugging Face snapshot of an official repository) is
     read as the audiocraft export, the official one.
 
     Raises:
         CheckpointError: Missing, unreadable, or not an LM checkpoint we support.
     """
     path = Path(path)
+    if path.is_dir() and (path / CARD_NAME).is_file():
+        return read_audiotok_lm(path)
+    if path.name == CARD_NAME and path.is_file():
+        return read_audiotok_lm(path.parent)
     if path.is_dir():
         if (path / LM_FILE).is_file():
             return read_audiocraft(path / LM_FILE)
@@ -80,7 +86,9 @@ def load_lm(
             * an audiocraft export: a directory with ``state_dict.bin`` and
               ``compression_state_dict.bin`` (or the ``state_dict.bin`` itself);
             * a transformers MusicGen directory (``config.json`` + ``model.safetensors``
-              + the T5 tokenizer files).
+              + the T5 tokenizer files);
+            * audiotok's own folder (``lm.json`` + ``lm.safetensors`` + a codec card + the
+              T5 tokenizer; what ``audiotok finetune`` exports).
         device: Where to put the models.
         text_encoder: For audiocraft exports, the T5 encoder to use instead of the one the
             checkpoint names (looked up in the Hugging Face cache): a local directory or a

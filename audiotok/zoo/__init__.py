@@ -5,7 +5,7 @@ Shared by the codecs (:func:`audiotok.load_codec`) and the language models
 models, their sources and licences (no torch, so listing models stays fast); ``hub`` finds
 their weights in the caches or downloads and verifies them; ``weights`` reads tensors safely
 (no pickle beyond tensors) and builds modules around them; ``codec_checkpoints``,
-``codec_convert``, ``lm_checkpoints`` and ``lm_hf`` read the ``encodec``, transformers,
-audiocraft and audiotok formats into our key names; ``interpolation`` resolves the
-``${...}`` references of audiocraft's YAML configs.
+``codec_convert``, ``lm_checkpoints``, ``lm_hf`` and ``lm_native`` read the ``encodec``,
+transformers, audiocraft and audiotok formats into our key names; ``interpolation``
+resolves the ``${...}`` references of audiocraft's YAML configs.
 """

@@ -1,0 +1,303 @@
+"""Exporting a fine-tuned model: audiotok's format, audiocraft's, and LoRA adapters apart.
+
+``RUN/export/`` gets, as the recipe's ``export`` section says::
+
+    audiotok/     lm.json + lm.safetensors + codec card + T5 tokenizer
+                  (:mod:`audiotok.zoo.lm_native`; safetensors and JSON only)
+    audiocraft/   state_dict.bin + compression_state_dict.bin, as audiocraft's ``export_lm``
+                  and ``export_encodec`` lay them out
+    lora/         adapter_model.safetensors + adapter_config.json (LoRA runs only)
+
+Both model folders hold the merged weights and load with ``MusicGen.get_pretrained(DIR)``
+(``AudioGen`` for 16 kHz models) and ``audiotok generate -m DIR``; the audiocraft one also
+with audiocraft's own ``MusicGen.get_pretrained(DIR)``. The folder is written beside its
+place and renamed into it, so a half-written export is never seen under its name.
+
+The audiocraft files are the one place we write pickles: audiocraft reads nothing else.
+They are ``torch.save`` of plain dicts of tensors, strings, numbers and booleans, which
+``torch.load(path, weights_only=True)`` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from .. import __version__
+from ..codec.base import Codec
+from ..generate.conditioners import ConditionProvider, TextConditioner
+from ..generate.lm_config import LMConfig
+from ..runtime.files import atomic_path
+from ..zoo.codec_cards import find_card
+from ..zoo.codec_checkpoints import save_checkpoint
+from ..zoo.lm_checkpoints import COMPRESSION_FILE, CONDITIONER_PREFIX, LM_FILE
+from ..zoo.lm_native import (
+    CARD_NAME,
+    CODEC_CARD,
+    LM_FORMAT,
+    LM_VERSION,
+    WEIGHTS_NAME,
+    t5_tensors,
+)
+from ..zoo.weights import load_torch
+from .config import FinetuneError
+from .lora import has_lora, merged_state, save_adapter
+
+EXPORT_DIR = "export"
+
+
+def audiocraft_yaml(config: LMConfig, cfg_dropout: float = 0.3) -> str:
+    """An ``xp.cfg`` for ``config`` with the keys audiocraft's ``builders.get_lm_model`` and
+    :func:`~audiotok.zoo.lm_checkpoints.config_from_audiocraft` read (for bases that were not
+    audiocraft exports; an audiocraft base's own ``xp.cfg`` is kept instead)."""
+    conditioners = {}
+    for c in config.conditioners:
+        if not c.is_text:
+            raise FinetuneError(f"no audiocraft config for the {c.model} conditioner")
+        conditioners[c.name] = {"model": "t5", "t5": {"name": c.t5_name, "finetune": False,
+                                "word_dropout": 0.0, "normalize_text": False}}  # fmt: skip
+    cfg: dict[str, Any] = {
+        "device": "cpu",
+        "dtype": "float32",
+        "sample_rate": config.sample_rate,
+        "channels": config.channels,
+        "lm_model": "transformer_lm",
+        "codebooks_pattern": {
+            "modeling": config.pattern,
+            "delay": {
+                "delays": list(config.delays),
+                "flatten_first": config.flatten_first,
+                "empty_initial": config.empty_initial,
+            },
+            "parallel": {"empty_initial": config.empty_initial},
+        },
+        "transformer_lm": {
+            "dim": config.dim,
+            "num_heads": config.num_heads,
+            "num_layers": config.num_layers,
+            "hidden_scale": config.hidden_scale,
+            "n_q": config.n_q,
+            "card": config.card,
+            "dropout": 0.0,
+            "emb_lr": None,
+            "activation": config.activation,
+            "norm_first": config.norm_first,
+            "bias_ff": config.bias_ff,
+            "bias_attn": config.bias_attn,
+            "bias_proj": config.bias_proj,
+            "past_context": None,
+            "causal": True,
+            "custom": False,
+            "memory_efficient": True,
+            "attention_as_float32": False,
+            "layer_scale": config.layer_scale,
+            "positional_embedding": config.positional_embedding,
+            "xpos": False,
+            "checkpointing": "none",
+            "weight_init": None,
+            "depthwise_init": None,
+            "zero_bias_init": False,
+            "norm": config.norm,
+            "cross_attention": config.cross_attention,
+            "qk_layer_norm": False,
+            "qk_layer_norm_cross": False,
+            "attention_dropout": None,
+            "kv_repeat": 1,
+            "two_step_cfg": config.two_step_cfg,
+            "max_period": config.max_period,
+            "positional_scale": config.positional_scale,
+        },
+        "classifier_free_guidance": {
+            "training_dropout": cfg_dropout,
+            "inference_coef": config.cfg_coef,
+        },
+        "attribute_dropout": {},
+        "fuser": {
+            "cross_attention_pos_emb": config.cross_attention_pos_emb,
+            "cross_attention_pos_emb_scale": config.cross_attention_pos_emb_scale,
+            "sum": [],
+            "prepend": list(config.fuse_prepend),
+            "cross": list(config.fuse_cross),
+            "input_interpolate": [],
+        },
+        "conditioners": conditioners,
+        "dataset": {"segment_duration": config.segment_duration},
+        "interleave_stereo_codebooks": {
+            "use": config.stereo_interleave,
+            "per_timestep": config.stereo_per_timestep,
+        },
+    }
+    if config.compression_n_q is not None:
+        cfg["compression_model_n_q"] = config.compression_n_q
+    return yaml.safe_dump(cfg, sort_keys=False)
+
+
+def _text_modules(conditioner: ConditionProvider) -> list[TextConditioner]:
+    return [conditioner.conditioners[n] for n in conditioner.text_names]
+
+
+def full_state(lm: torch.nn.Module, conditioner: ConditionProvider) -> dict[str, torch.Tensor]:
+    """The merged LM weights and the projections, under audiocraft's ``best_state`` keys."""
+    state = merged_state(lm)
+    for name in conditioner.text_names + conditioner.wav_names:
+        proj = conditioner.conditioners[name].output_proj
+        for key, value in proj.state_dict().items():
+            state[f"{CONDITIONER_PREFIX}{name}.output_proj.{key}"] = value.detach().float().cpu()
+    return {k: v.contiguous() for k, v in state.items()}
+
+
+def write_audiotok(
+    directory: Path,
+    state: dict[str, torch.Tensor],
+    config: LMConfig,
+    codec: Codec,
+    conditioner: ConditionProvider,
+    bundle_text_encoder: bool,
+    provenance: dict[str, Any],
+) -> None:
+    """Writes audiotok's format (:mod:`audiotok.zoo.lm_native`) into ``directory``."""
+    from safetensors.torch import save
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = dict(state)
+    texts = _text_modules(conditioner)
+    t5_config = None
+    if bundle_text_encoder and texts:
+        tensors.update(t5_tensors(texts[0].t5))
+        t5_config = json.loads(texts[0].t5.config.to_json_string())
+    if texts:
+        texts[0].tokenizer.save_pretrained(str(directory))
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:
+        tmp.write_bytes(save(tensors))
+    model = getattr(codec, "model", None)
+    if model is None:
+        raise FinetuneError(f"the codec {codec.model_id} can't be written as a card")
+    save_checkpoint(model, directory / CODEC_CARD, name=codec.model_id,
+                    default_bandwidth=codec.default_bandwidth)  # fmt: skip
+    card = {
+        "format": LM_FORMAT,
+        "version": LM_VERSION,
+        "config": config.to_dict(),
+        "weights": WEIGHTS_NAME,
+        "codec": CODEC_CARD,
+        "text_encoder": t5_config,
+        "audiotok_version": __version__,
+        **provenance,
+    }
+    with atomic_path(directory / CARD_NAME) as tmp:
+        tmp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+
+
+def write_audiocraft(
+    directory: Path,
+    state: dict[str, torch.Tensor],
+    config: LMConfig,
+    codec: Codec,
+    base: Any,
+    cfg_dropout: float,
+) -> None:
+    """Writes ``state_dict.bin`` and ``compression_state_dict.bin`` into ``directory``.
+
+    Args:
+        directory: The folder.
+        state: :func:`full_state`.
+        config: The LM's config.
+        codec: The LM's codec.
+        base: The base checkpoint (:class:`~audiotok.zoo.lm_checkpoints.LMCheckpoint`): an
+            audiocraft base lends its ``xp.cfg`` and its codec file.
+        cfg_dropout: The recipe's, for a generated ``xp.cfg``.
+
+    Raises:
+        FinetuneError: No audiocraft codec file for this codec (a transformers base with a
+            codec that is not in the registry).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    xp_cfg = None
+    if base.format == "audiocraft":
+        raw = load_torch(Path(base.path))
+        xp_cfg = raw.get("xp.cfg") if isinstance(raw.get("xp.cfg"), str) else None
+    if xp_cfg is None:
+        xp_cfg = audiocraft_yaml(config, cfg_dropout)
+    # Plain containers of tensors, str, bool only: torch.load(weights_only=True) reads it.
+    package = {"xp.cfg": xp_cfg, "best_state": state, "version": f"audiotok-{__version__}",
+               "exported": True}  # fmt: skip
+    with atomic_path(directory / LM_FILE) as tmp:
+        torch.save(package, tmp)
+    target = directory / COMPRESSION_FILE
+    if base.codec_path is not None and Path(base.codec_path).name == COMPRESSION_FILE:
+        with atomic_path(target) as tmp:
+            shutil.copyfile(base.codec_path, tmp)
+        return
+    card = find_card(codec.model_id)
+    if card is None:
+        raise FinetuneError(
+            f"the codec {codec.model_id} has no audiocraft file to export beside the LM; "
+            "use export.formats: [audiotok]"
+        )
+    # audiocraft's own pointer to a pretrained codec (what its released exports of the
+    # official codecs contain is the weights; the pointer resolves to the same ones).
+    with atomic_path(target) as tmp:
+        torch.save({"pretrained": f"facebook/{card.name}"}, tmp)
+
+
+def export_run(run: Any, force: bool = False) -> Path:
+    """Writes ``RUN/export/`` for a :class:`~audiotok.finetune.loop.FinetuneRun`.
+
+    Raises:
+        FinetuneError: The export exists and ``force`` is not set; a format can't be written.
+    """
+    from ..generate.load import read_lm_checkpoint
+
+    config = run.config
+    target = run.run_dir / EXPORT_DIR
+    if target.exists() and not force:
+        raise FinetuneError(f"{target}: already exists; pass force=True to replace it").for_cli(
+            f"{target}: already exists; use -f/--force to replace it"
+        )
+    staging = run.run_dir / f".{EXPORT_DIR}.{secrets.token_hex(4)}.tmp"
+    provenance = {
+        "finetune": {
+            "base": config.base, "step": run.step, "recipe": config.to_dict(),
+            "valid": run.last_valid, "lora": config.lora.rank > 0,
+        }
+    }  # fmt: skip
+    try:
+        state = full_state(run.lm, run.conditioner)
+        if "audiotok" in config.export.formats:
+            write_audiotok(staging / "audiotok", state, run.lm_config, run.codec,
+                           run.conditioner, config.export.bundle_text_encoder,
+                           provenance)  # fmt: skip
+        if "audiocraft" in config.export.formats:
+            base = read_lm_checkpoint(_base_path(run))
+            write_audiocraft(staging / "audiocraft", state, run.lm_config, run.codec, base,
+                             config.cfg_dropout)  # fmt: skip
+        if has_lora(run.lm) and config.export.keep_adapter:
+            save_adapter(run.lm, config.lora, staging / "lora")
+        old = None
+        if target.exists():
+            old = target.with_name(f".{EXPORT_DIR}.old.{secrets.token_hex(4)}")
+            os.replace(target, old)
+        os.replace(staging, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _base_path(run: Any) -> Path:
+    """Where the base's files are: the local path, or the registry model's cached copy."""
+    from ..zoo import hub
+    from ..zoo.lm_cards import find_generation_card
+
+    card = find_generation_card(run.config.base)
+    if card is not None:
+        return Path(hub.fetch(card, progress=False)[1])
+    return Path(run.config.base)
