@@ -331,4 +331,4 @@ def test_bf16_lm_runs_and_mostly_agrees(dirs):
     with pytest.raises(AudiotokError, match="fp16 needs a CUDA device"):
         model.set_precision("fp16")
     with pytest.raises(AudiotokError, match="precision must be one of"):
-        model.set_precision("int4")
+        model.set_precision("int2")
