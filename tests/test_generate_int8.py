@@ -10,16 +10,20 @@ from torch import nn
 from audiotok.generate import GenerationError, MusicGen
 
 
-@pytest.fixture
-def pair(tmp_path):
-    """The same tiny random MusicGen twice: fp32 and int8."""
+def fp32_and(precision: str, directory) -> tuple[MusicGen, MusicGen]:
+    """The same tiny random MusicGen twice: fp32 and ``precision``."""
     from generate_reference import save_hf, tiny_musicgen
 
-    directory = save_hf(tiny_musicgen(seed=7), tmp_path / "m")
+    directory = save_hf(tiny_musicgen(seed=7), directory)
     fp32 = MusicGen.get_pretrained(directory, device="cpu")
-    int8 = MusicGen.get_pretrained(directory, device="cpu")
-    int8.set_precision("int8")
-    return fp32, int8
+    other = MusicGen.get_pretrained(directory, device="cpu")
+    other.set_precision(precision)
+    return fp32, other
+
+
+@pytest.fixture
+def pair(tmp_path):
+    return fp32_and("int8", tmp_path / "m")
 
 
 def test_every_linear_layer_is_quantized(pair):
@@ -65,14 +69,7 @@ def test_generation_runs_and_the_precision_is_one_way(pair):
 
 @pytest.fixture
 def int4_pair(tmp_path):
-    """The same tiny random MusicGen twice: fp32 and int4."""
-    from generate_reference import save_hf, tiny_musicgen
-
-    directory = save_hf(tiny_musicgen(seed=7), tmp_path / "m")
-    fp32 = MusicGen.get_pretrained(directory, device="cpu")
-    int4 = MusicGen.get_pretrained(directory, device="cpu")
-    int4.set_precision("int4")
-    return fp32, int4
+    return fp32_and("int4", tmp_path / "m")
 
 
 def test_int4_quantizes_every_linear_layer_to_an_eighth(int4_pair):
