@@ -44,6 +44,7 @@ class OnnxStream:
         self._encoder_state: list[np.ndarray] | None = None
         self._decoder_state: list[np.ndarray] | None = None
         self._closed = False
+        self._inputs: dict[str, list[str]] = {}  # graph -> its input names
 
     def __enter__(self) -> OnnxStream:
         return self
@@ -54,8 +55,9 @@ class OnnxStream:
     def _run(self, graph: str, x: np.ndarray, state: list[np.ndarray] | None) -> tuple:
         """One call of ``graph``: ``(output, next state)``."""
         session = self.codec._sessions[graph]
-        names = [i.name for i in session.get_inputs()]
-        feeds = dict(zip(names, [x, *(state or [])], strict=True))
+        if graph not in self._inputs:  # asked once: this runs once per chunk
+            self._inputs[graph] = [i.name for i in session.get_inputs()]
+        feeds = dict(zip(self._inputs[graph], [x, *(state or [])], strict=True))
         output, *next_state = session.run(None, feeds)
         return output, next_state
 

@@ -146,14 +146,19 @@ class _StreamDecoder(nn.Module):
         return (audio, *out)
 
 
-def _state_dims(model: EncodecModel, side: str, sample: Tensor) -> dict[str, list[str]]:
-    """Names and shapes of one side's state tensors, their batch axis named ``batch``."""
+def _start_state(model: EncodecModel, side: str, sample: Tensor) -> _Next:
+    """The state one side leaves after its start graph's input ``sample``."""
     out = _Next()
     with torch.no_grad():
         x = sample if side == "encoder" else latent_of_codes(model, sample)
         _step(getattr(model, side).model, x, None, out)
+    return out
+
+
+def _state_dims(state: _Next) -> dict[str, list[str]]:
+    """Names and shapes of state tensors, their batch axis named ``batch``."""
     dims = {}
-    for i, (tensor, axis) in enumerate(zip(out, out.batch_axes, strict=True)):
+    for i, (tensor, axis) in enumerate(zip(state, state.batch_axes, strict=True)):
         shape = [str(d) for d in tensor.shape]
         shape[axis] = "batch"
         dims[f"state.{i}"] = shape
@@ -189,19 +194,16 @@ def export_streaming(
     audio = torch.zeros(2, cfg.channels, frames * hop)
     audio[:, :, ::5] = 0.1  # any non-silent signal: the trace doesn't depend on it
     codes = torch.zeros(2, cfg.n_q, frames, dtype=torch.int64)
-    with torch.no_grad():
-        enc_state = _StreamEncoder(model, start=True)(audio)[1:]
-        dec_state = _StreamDecoder(model, start=True)(codes)[1:]
-    sample = {"encoder": audio, "decoder": codes}
     entry: dict[str, Any] = {"start_samples": start_samples, "start_frames": start_frames}
     sides = {
         "encoder": (_StreamEncoder, audio, {"audio": ["batch", str(cfg.channels), "samples"]},
-                    {"codes": ["batch", str(cfg.n_q), "frames"]}, enc_state),
+                    {"codes": ["batch", str(cfg.n_q), "frames"]}),
         "decoder": (_StreamDecoder, codes, {"codes": ["batch", "codebooks", "frames"]},
-                    {"audio": ["batch", str(cfg.channels), "frames*hop"]}, dec_state),
+                    {"audio": ["batch", str(cfg.channels), "frames*hop"]}),
     }  # fmt: skip
-    for side, (cls, x, inputs, outputs, state) in sides.items():
-        dims = _state_dims(model, side, sample[side])
+    for side, (cls, x, inputs, outputs) in sides.items():
+        state = _start_state(model, side, x)  # traced as the step graph's state input
+        dims = _state_dims(state)
         next_dims = {f"next_{name}": shape for name, shape in dims.items()}
         entry[f"{side}_start"] = export(
             cls(model, start=True), (x,), out_dir / f"{side}_start.onnx",

@@ -35,6 +35,14 @@ from .generation import GenerationError
 from .transformer import MultiheadAttention
 
 
+def _split_in_projections(lm: nn.Module) -> None:
+    """Makes the attention in-projections modules, so that module-wise quantization reaches
+    them (:meth:`MultiheadAttention.split_in_proj_`)."""
+    for module in lm.modules():
+        if isinstance(module, MultiheadAttention) and module.in_proj is None:
+            module.split_in_proj_()
+
+
 def is_int8(lm: nn.Module) -> bool:
     """Whether ``lm``'s linear layers were quantized by :func:`quantize_int8_`."""
     return bool(getattr(lm, "_audiotok_int8", False))
@@ -56,9 +64,7 @@ def quantize_int8_(lm: nn.Module) -> nn.Module:
         "x86" not in torch.backends.quantized.supported_engines
     ):
         raise GenerationError("this CPU build of torch has no int8 kernels (fbgemm)")
-    for module in lm.modules():
-        if isinstance(module, MultiheadAttention) and module.in_proj is None:
-            module.split_in_proj_()
+    _split_in_projections(lm)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the deprecation notice of torch.ao.quantization
         quantize_dynamic(lm, {nn.Linear}, dtype=torch.qint8, inplace=True)
@@ -130,9 +136,7 @@ def quantize_int4_(lm: nn.Module, group_size: int = INT4_GROUP) -> nn.Module:
     """
     if not hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu"):
         raise GenerationError("this torch has no CPU int4 kernel (PyTorch >= 2.6): use int8")
-    for module in lm.modules():
-        if isinstance(module, MultiheadAttention) and module.in_proj is None:
-            module.split_in_proj_()
+    _split_in_projections(lm)
     for parent in list(lm.modules()):
         for name, child in parent.named_children():
             if type(child) is nn.Linear and Int4Linear.fits(child, group_size):
