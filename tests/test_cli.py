@@ -27,11 +27,11 @@ import audiotok
 from audiotok.audio.read import read_audio
 from audiotok.cli.main import cli
 from audiotok.codec.tokens import Tokens
+from audiotok.runtime.files import sha256_file
 from audiotok.zoo import codec_cards as registry
 from audiotok.zoo import codec_checkpoints
 from audiotok.zoo.codec_checkpoints import save_checkpoint
 from audiotok.zoo.lm_cards import generation_card_names
-from audiotok.zoo.weights import sha256_file
 
 SPEECH = DATA / "speech_24k.flac"
 NAMES = ("encodec_24khz", "encodec_48khz", "encodec_32khz", "encodec_16khz")

@@ -14,9 +14,9 @@ from conftest import DATA
 import audiotok
 from audiotok.audio.read import convert_audio, read_audio
 from audiotok.cli.main import cli
+from audiotok.runtime.files import sha256_file
 from audiotok.train.config import DataConfig
 from audiotok.zoo.codec_cards import DEFAULT_CODEC, PACKAGED_DIR, find_card
-from audiotok.zoo.weights import sha256_file
 
 CARD = PACKAGED_DIR / f"{DEFAULT_CODEC}.json"
 SPEECH = DATA / "speech_24k.flac"

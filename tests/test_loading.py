@@ -31,12 +31,12 @@ from reference_models import (
 
 from audiotok import load_codec
 from audiotok.errors import CheckpointError, ModelNotAvailableError
+from audiotok.runtime.files import sha256_file
 from audiotok.zoo import codec_cards as registry
 from audiotok.zoo import codec_checkpoints, hub
 from audiotok.zoo.codec_checkpoints import save_checkpoint
 from audiotok.zoo.codec_convert import config_from_audiocraft, config_from_hf
 from audiotok.zoo.interpolation import ConfigView
-from audiotok.zoo.weights import sha256_file
 
 OFFICIAL_24 = "encodec_24khz-d7cc33bc.th"
 POINTER_32 = {"pretrained": "facebook/encodec_32khz", "exported": True, "version": "1.3.0"}

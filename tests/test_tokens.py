@@ -104,3 +104,31 @@ def test_float_codes_are_refused(tokens, tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(TokensError, match="no such tokens file"):
         Tokens.load(tmp_path / "nope.npz")
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+def test_numpy_tokens_save_and_load_as_either_kind(tokens, tmp_path, suffix):
+    as_numpy = tokens.as_framework("np")
+    assert as_numpy.framework == "np" and isinstance(as_numpy.scales, np.ndarray)
+    path = as_numpy.save(tmp_path / f"t{suffix}")
+    for framework, kind in (("np", np.ndarray), ("pt", torch.Tensor)):
+        loaded = Tokens.load(path, framework=framework)
+        assert loaded.framework == framework and isinstance(loaded.codes, kind)
+        assert isinstance(loaded.scales, kind) and loaded.metadata() == tokens.metadata()
+        np.testing.assert_array_equal(np.asarray(loaded.codes), tokens.codes.numpy())
+        np.testing.assert_array_equal(np.asarray(loaded.scales), tokens.scales.numpy())
+    # A file saved from tensors holds the same.
+    again = Tokens.load(tokens.save(tmp_path / f"u{suffix}"), framework="np")
+    np.testing.assert_array_equal(again.codes, Tokens.load(path, framework="np").codes)
+
+
+def test_arrays_take_the_kind_and_dtype_of_the_codes():
+    mixed = Tokens(np.ones((1, 2, 3), np.int32), torch.ones(1, 1), 960, 24_000, 1.5, "m")
+    assert mixed.codes.dtype == np.int64 and mixed.scales.dtype == np.float32
+    assert mixed.to("cpu").framework == "np"
+    with pytest.raises(ValueError, match="CPU"):
+        mixed.to("cuda")
+    assert (
+        Tokens(torch.ones(1, 2, 3, dtype=torch.int32), None, 960, 24_000, 1.5, "m").codes.dtype
+        == torch.int64
+    )

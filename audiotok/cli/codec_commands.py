@@ -44,10 +44,16 @@ class _ModelSettings:
     backend: str = "torch"
 
     def load(self) -> Any:
-        if self.backend == "onnx" and (self.precision != "fp32" or self.compile):
-            raise click.UsageError("--backend onnx runs fp32 graphs: no --precision, --compile")
+        from ..codec.onnx_runtime import OnnxCodec
+
+        tuned = self.precision != "fp32" or self.compile
+        no_tuning = "the onnx backend runs fp32 graphs: no --precision, --compile"
+        if self.backend == "onnx" and tuned:  # before loading (which may export): fail fast
+            raise click.UsageError(no_tuning)
         codec = load(self.model or DEFAULT_MODEL, self.checkpoint, self.device, self.backend)
-        if self.backend == "onnx":
+        if isinstance(codec, OnnxCodec):  # --backend onnx, or -m an export folder
+            if tuned:
+                raise click.UsageError(no_tuning)
             return codec
         codec.set_precision(self.precision)
         return codec.compile() if self.compile else codec
@@ -196,7 +202,7 @@ def _makes_dataset(inputs: tuple[Path, ...], output: Path | None, manifest: Path
 
 
 def _encode_file(input: Path, output: Path | None, settings: _ModelSettings, force: bool) -> None:
-    import_torch()
+    import_torch(settings.backend, settings.model)
     from ..audio.read import read_audio
     from ..codec.tokens import SUFFIXES
     from ..errors import TokensError
@@ -228,7 +234,7 @@ def _encode_dataset(
     ray: _RayOptions | None = None,
 ) -> None:
     """Encodes the files (and the manifest's) into ``out_dir``; exit status 1 if any failed."""
-    import_torch()
+    import_torch(settings.backend, settings.model)
     from ..codec.tokens import SUFFIXES
     from ..dataset.tokenize import tokenize_dataset
 
@@ -295,7 +301,7 @@ def decode(
     force: bool,
 ) -> None:
     """Decode a tokens file to audio (with the model that made it, unless --model)."""
-    import_torch()
+    import_torch(backend, model)
     from ..audio.write import write_audio
     from ..codec.tokens import Tokens
     from ..errors import AudioError
@@ -303,7 +309,7 @@ def decode(
 
     output = output or tokens_file.with_suffix(".wav")
     check_target(output, force, AudioError)  # before the model loads: fail fast
-    tokens = Tokens.load(tokens_file)
+    tokens = Tokens.load(tokens_file, framework="np")  # the codec takes either kind
     if tokens.batch_size != 1:
         fail(f"{tokens_file} holds {tokens.batch_size} signals; decode it with the Python API")
     if model is None:
@@ -316,7 +322,7 @@ def decode(
             )
         model = tokens.model_id
     codec = load(model, checkpoint, device, backend)
-    wav = codec.decode(tokens)[0].cpu()
+    wav = codec.decode(tokens)[0]
     write_audio(output, wav, codec.sample_rate, strategy=strategy, overwrite=force)
     click.echo(
         f"{output}: {tokens.duration:.2f} s, {codec.sample_rate} Hz, {codec.channels} ch",

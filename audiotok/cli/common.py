@@ -89,6 +89,9 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
                 return command(*args, **kwargs)
         except AudiotokError as exc:
             fail(message(exc))
+        except ModuleNotFoundError as exc:  # an optional part of audiotok, not installed
+            how = _INSTALL.get(exc.name or "", "")
+            fail(f"{exc.name or exc} is not installed, and this needs it{how}")
         except BrokenPipeError:  # the reader went away (`audiotok models | head`): not an error
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(0)
@@ -131,8 +134,18 @@ backend_option = click.option(
 force_option = click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
 
 
-def import_torch() -> None:
+_INSTALL = {
+    "torch": " (pip install torch; the onnx backend runs exported codecs without it: --backend "
+    "onnx, or -m EXPORT_DIR)",
+    "onnxruntime": " (pip install 'audiotok[onnx]')",
+}
+
+
+def import_torch(backend: str = "torch", model: str | os.PathLike | None = None) -> None:
     """Imports torch, for the commands that use it, with the cyclic garbage collector paused.
+
+    Not for the onnx backend (``backend``, or ``model`` an export folder), which runs without
+    torch (and imports it only if a model must first be exported).
 
     The import makes some 160 000 long-lived objects the collector tracks, and no garbage,
     yet the collections it triggers walk them again and again (about 0.1 s of a 0.8 s
@@ -143,6 +156,8 @@ def import_torch() -> None:
     """
     if "torch" in sys.modules:  # in-process callers (tests, scripts) keep their collector
         return
+    if backend == "onnx" or (model is not None and _is_onnx_export(model)):
+        return
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -151,6 +166,12 @@ def import_torch() -> None:
         if enabled:
             gc.enable()
     gc.freeze()
+
+
+def _is_onnx_export(model: str | os.PathLike) -> bool:
+    from ..codec.onnx_runtime import is_onnx_export
+
+    return is_onnx_export(model)
 
 
 def load(model: str, checkpoint: Path | None, device: str, backend: str = "torch") -> Any:

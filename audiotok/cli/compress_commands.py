@@ -150,7 +150,7 @@ def compress(
     Audio of 3 or more channels, which a mono or stereo model can't give back, is refused
     unless --downmix.
     """
-    import_torch()
+    import_torch(backend, model)
     from ..audio.read import read_audio
     from ..compression.channels import coded_channels
     from ..compression.encode import compress_to
@@ -234,10 +234,13 @@ def _compress_ecdc(codec: Any, wav: Any, rate: int, bandwidth: float | None, ent
     if suffix != ".ecdc":
         fail("--entropy lm writes the encodec package's .ecdc format: name an .ecdc output")
     from ..compression.container.ecdc import write_ecdc
-    from ..compression.container.ecdc_lm import load_ecdc_lm
 
     tokens = codec.encode(wav, sample_rate=rate, bandwidth=bandwidth)
-    lm = load_ecdc_lm(codec.model_id) if entropy == "lm" else None
+    lm = None
+    if entropy == "lm":  # torch's (bit-packed files need no torch)
+        from ..compression.container.ecdc_lm import load_ecdc_lm
+
+        lm = load_ecdc_lm(codec.model_id)
     data = write_ecdc(tokens, codec.model_id, lm=lm)
     if target == "-":
         sys.stdout.buffer.write(data)
@@ -283,7 +286,7 @@ def decompress(
     --exact (and --recover) decode in one pass. A damaged or truncated file is an error, and
     nothing is written, unless --recover.
     """
-    import_torch()
+    import_torch(backend, model)
     import soundfile as sf
 
     from ..audio.write import write_audio
@@ -344,16 +347,15 @@ def _magic(path: Path | str) -> bytes:
 def _decode_ecdc(data: bytes, codec: Any, device: str, backend: str,
                  source: Path | str) -> tuple[Any, int, list[str]]:  # fmt: skip
     from ..compression.container.ecdc import read_ecdc
-    from ..compression.container.ecdc_lm import load_ecdc_lm
     from ..errors import FormatError
 
     try:
-        tokens = read_ecdc(data, lm_loader=load_ecdc_lm)
+        tokens = read_ecdc(data, framework="np")  # the codec takes either kind
     except FormatError as exc:  # read from bytes, which have no name to give
         exc.in_file(None if source == "-" else str(source))
         raise
     codec = codec or load(tokens.model_id, None, device, backend)
-    return codec.decode(tokens)[0].cpu(), codec.sample_rate, []
+    return codec.decode(tokens)[0], codec.sample_rate, []
 
 
 @click.command()

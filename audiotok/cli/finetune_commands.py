@@ -74,7 +74,7 @@ def finetune(
     import signal
 
     import_torch()
-    from ..codec.load import resolve_device
+    from ..codec.torch_load import resolve_device
     from ..finetune.config import load_config
     from ..finetune.export import EXPORT_DIR, export_run
     from ..finetune.loop import FinetuneRun

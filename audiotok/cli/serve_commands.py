@@ -236,7 +236,11 @@ def serve(
         )
         _serve_on_ray(options, host, port, address, replicas)
         return
-    import_torch()
+    # Codecs on the onnx backend (or given as export folders) run without torch.
+    if generators or rollouts:
+        import_torch()
+    for spec in codecs or ("",):  # none: the default codec
+        import_torch(backend, spec.partition("=")[2] or spec or None)
     import uvicorn
 
     from ..serve.app import create_app, open_service

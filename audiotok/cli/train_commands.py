@@ -80,7 +80,7 @@ def train(
     """
     import signal
 
-    from ..codec.load import resolve_device
+    from ..codec.torch_load import resolve_device
     from ..train.config import load_config
     from ..train.slices import run_slice
     from ..train.trainer import Trainer

@@ -3,7 +3,10 @@
 Compression, generation and training see a codec only as a :class:`Codec`: audio in,
 :class:`~audiotok.codec.tokens.Tokens` out, and back. Subclasses implement ``_encode`` and
 ``_decode`` on tensors already at the model's rate and channel count; this base class does
-the checking and conversion that every codec needs.
+the checking and conversion that every codec needs. A codec works in one kind of array, its
+:attr:`Codec.framework`: torch tensors on its device (the torch backend) or numpy arrays (the
+ONNX Runtime backend, which runs without torch); it takes audio and tokens of either kind and
+gives back its own.
 
 Example:
     >>> codec = audiotok.load_codec("encodec_24khz")           # doctest: +SKIP
@@ -18,12 +21,13 @@ from __future__ import annotations
 import abc
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-import torch
 
 from ..audio.read import check_audio, convert_audio
 from ..errors import AudioError, TokensError
+from .arrays import as_framework, concat, inference
 from .tokens import Tokens
 
 
@@ -32,6 +36,10 @@ class Codec(abc.ABC):
 
     model_id: str
     """Registry name of the model, or another stable id for models outside the registry."""
+
+    framework: str = "pt"
+    """The arrays of its tokens and audio: ``"pt"`` (torch tensors on :attr:`device`) or
+    ``"np"`` (numpy arrays); see :mod:`audiotok.codec.arrays`."""
 
     @property
     @abc.abstractmethod
@@ -80,8 +88,8 @@ class Codec(abc.ABC):
 
     @property
     @abc.abstractmethod
-    def device(self) -> torch.device:
-        """Where the model's weights are."""
+    def device(self) -> Any:
+        """Where the model's weights are (a ``torch.device``; ``"cpu"`` for numpy codecs)."""
 
     @property
     def can_stream(self) -> bool:
@@ -110,29 +118,24 @@ class Codec(abc.ABC):
         """Frames ``F`` produced for ``length`` samples at the model's rate."""
 
     @abc.abstractmethod
-    def _encode(
-        self, wav: torch.Tensor, bandwidth: float
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Codes ``[B, K, F]`` and scales ``[B, S]`` (or None) of ``wav`` ``[B, C, T]``."""
+    def _encode(self, wav: Any, bandwidth: float) -> tuple[Any, Any]:
+        """Codes ``[B, K, F]`` and scales ``[B, S]`` (or None) of ``wav`` ``[B, C, T]``, all
+        arrays of :attr:`framework` (on :attr:`device`)."""
 
     @abc.abstractmethod
-    def _decode(
-        self, codes: torch.Tensor, scales: torch.Tensor | None, length: int
-    ) -> torch.Tensor:
+    def _decode(self, codes: Any, scales: Any, length: int) -> Any:
         """Audio ``[B, C, length]`` from codes ``[B, K, F]`` and scales ``[B, S]`` or None."""
 
     def _encode_many(
-        self, wavs: list[torch.Tensor], bandwidth: float, max_batch: int
-    ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        self, wavs: list[Any], bandwidth: float, max_batch: int
+    ) -> list[tuple[Any, Any]]:
         """Codes ``[1, K, F_i]`` and scales ``[1, S_i]`` (or None) of each ``[1, C, T_i]``.
 
         One by one here; codecs that can batch override it.
         """
         return [self._encode(wav, bandwidth) for wav in wavs]
 
-    def _decode_many(
-        self, items: list[tuple[torch.Tensor, torch.Tensor | None, int]], max_batch: int
-    ) -> list[torch.Tensor]:
+    def _decode_many(self, items: list[tuple[Any, Any, int]], max_batch: int) -> list[Any]:
         """Audio ``[1, C, length_i]`` of each ``(codes [1, K, F_i], scales, length_i)``."""
         return [self._decode(codes, scales, length) for codes, scales, length in items]
 
@@ -148,10 +151,7 @@ class Codec(abc.ABC):
         return float(bandwidth)
 
     def encode(
-        self,
-        wav: torch.Tensor | np.ndarray,
-        sample_rate: int | None = None,
-        bandwidth: float | None = None,
+        self, wav: Any, sample_rate: int | None = None, bandwidth: float | None = None
     ) -> Tokens:
         """Turns audio into tokens.
 
@@ -164,33 +164,34 @@ class Codec(abc.ABC):
 
         Returns:
             Tokens with codes ``[B, K, F]`` (``B == 1`` for ``[C, T]`` input) and ``length``
-            the number of samples after resampling.
+            the number of samples after resampling, arrays of :attr:`framework`.
 
         Raises:
             AudioError: Empty or non-finite audio, bad shape, unsupported bandwidth.
         """
         bandwidth = self.check_bandwidth(bandwidth)
         wav = self._prepare(wav, sample_rate)
-        with torch.inference_mode():
-            codes, scales = self._encode(wav.to(self.device), bandwidth)
+        with inference(self.framework):
+            codes, scales = self._encode(wav, bandwidth)
         return Tokens(codes, scales, wav.shape[-1], self.sample_rate, bandwidth, self.model_id)
 
-    def _prepare(self, wav: torch.Tensor | np.ndarray, sample_rate: int | None) -> torch.Tensor:
-        """Checked float audio ``[B, C, T]`` at the model's rate and channel count."""
+    def _prepare(self, wav: Any, sample_rate: int | None) -> Any:
+        """Checked float32 audio ``[B, C, T]`` at the model's rate and channel count, as an
+        array of :attr:`framework` on :attr:`device`."""
         if isinstance(wav, np.ndarray):
-            wav = torch.from_numpy(np.ascontiguousarray(wav))
+            wav = np.ascontiguousarray(wav)
         check_audio(wav)
-        if wav.dim() == 2:
-            wav = wav.unsqueeze(0)
-        wav = wav.float()
+        wav = as_framework(wav, self.framework, dtype="float32")
+        if wav.ndim == 2:
+            wav = wav[None]
         rate = self.sample_rate if sample_rate is None else int(sample_rate)
         if rate != self.sample_rate or wav.shape[1] != self.channels:
             wav = convert_audio(wav, rate, self.sample_rate, self.channels)
-        return wav
+        return as_framework(wav, self.framework, device=self.device)
 
     def encode_batch(
         self,
-        wavs: Sequence[torch.Tensor | np.ndarray],
+        wavs: Sequence[Any],
         sample_rate: int | Sequence[int] | None = None,
         bandwidth: float | None = None,
         max_batch: int = 16,
@@ -230,10 +231,10 @@ class Codec(abc.ABC):
                 shape = list(wav.shape) if hasattr(wav, "shape") else type(wav).__name__
                 raise AudioError(f"signal {i}: expected [C, T], got {shape}")
             try:
-                prepared.append(self._prepare(wav, rate).to(self.device))
+                prepared.append(self._prepare(wav, rate))
             except AudioError as exc:
                 raise AudioError(f"signal {i}: {exc}") from None
-        with torch.inference_mode():
+        with inference(self.framework):
             results = self._encode_many(prepared, bandwidth, max_batch)
         return [
             Tokens(codes, scales, wav.shape[-1], self.sample_rate, bandwidth, self.model_id)
@@ -259,8 +260,10 @@ class Codec(abc.ABC):
                 f"{where} have {tokens.num_frames} frames, "
                 f"but {tokens.length} samples make {expected}"
             )
-        if tokens.codes.numel() and (
-            int(tokens.codes.min()) < 0 or int(tokens.codes.max()) >= self.cardinality
+        if (
+            tokens.num_frames
+            and tokens.num_codebooks
+            and (int(tokens.codes.min()) < 0 or int(tokens.codes.max()) >= self.cardinality)
         ):
             raise TokensError(f"{where} have codes outside [0, {self.cardinality})")
         if tokens.model_id != self.model_id:
@@ -270,24 +273,32 @@ class Codec(abc.ABC):
                 stacklevel=3,
             )
 
-    def decode(self, tokens: Tokens) -> torch.Tensor:
+    def decode(self, tokens: Tokens) -> Any:
         """Turns tokens back into audio.
 
         Args:
-            tokens: Tokens made by this model (or one with the same weights).
+            tokens: Tokens made by this model (or one with the same weights), of either
+                framework.
 
         Returns:
-            Audio ``[B, C, tokens.length]`` at :attr:`sample_rate`, float32, on :attr:`device`.
+            Audio ``[B, C, tokens.length]`` at :attr:`sample_rate`, float32, an array of
+            :attr:`framework` (on :attr:`device`).
 
         Raises:
             TokensError: The tokens don't fit this model (rate, codebooks, frames, code range).
         """
         self.check_tokens(tokens)
-        scales = None if tokens.scales is None else tokens.scales.to(self.device)
-        with torch.inference_mode():
-            return self._decode(tokens.codes.to(self.device), scales, tokens.length)
+        with inference(self.framework):
+            return self._decode(*self._arrays(tokens, slice(None)), tokens.length)
 
-    def decode_batch(self, tokens: Sequence[Tokens], max_batch: int = 16) -> list[torch.Tensor]:
+    def _arrays(self, tokens: Tokens, rows: slice) -> tuple[Any, Any]:
+        """Codes and scales (or None) of ``tokens``' ``rows``, as :attr:`framework`'s arrays."""
+        codes = as_framework(tokens.codes[rows], self.framework, device=self.device)
+        if tokens.scales is None:
+            return codes, None
+        return codes, as_framework(tokens.scales[rows], self.framework, device=self.device)
+
+    def decode_batch(self, tokens: Sequence[Tokens], max_batch: int = 16) -> list[Any]:
         """Turns many tokens of any lengths back into audio, in shared forward passes.
 
         Each result is what :meth:`decode` gives for those tokens alone.
@@ -308,8 +319,7 @@ class Codec(abc.ABC):
         for t in tokens:
             self.check_tokens(t)
             for b in range(t.batch_size):
-                scales = None if t.scales is None else t.scales[b : b + 1].to(self.device)
-                rows.append((t.codes[b : b + 1].to(self.device), scales, t.length))
-        with torch.inference_mode():
+                rows.append((*self._arrays(t, slice(b, b + 1)), t.length))
+        with inference(self.framework):
             audio = iter(self._decode_many(rows, max_batch))
-        return [torch.cat([next(audio) for _ in range(t.batch_size)]) for t in tokens]
+        return [concat([next(audio) for _ in range(t.batch_size)], axis=0) for t in tokens]

@@ -1,28 +1,27 @@
-"""``load_codec``: from a name or a path to a ready :class:`~audiotok.codec.base.Codec`."""
+"""``load_codec``: from a name or a path to a ready :class:`~audiotok.codec.base.Codec`.
+
+The torch backend is :mod:`~audiotok.codec.torch_load`'s; the onnx backend runs the graphs of
+an export, which :func:`onnx_export_folder` finds in the cache (keyed by the weights file's
+SHA-256, so finding it needs neither torch nor the model) or makes there with torch the first
+time. Nothing here imports torch unless the torch backend (or an export) is needed.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from ..errors import CheckpointError, DeviceError, ModelNotAvailableError
-from ..runtime.allocator import tune_allocator
+from ..errors import DeviceError, ModelNotAvailableError
+from ..runtime.files import atomic_path, sha256_file
 from ..zoo import hub
-from ..zoo.codec_cards import DEFAULT_CODEC, ModelCard, card_names, find_card
-from ..zoo.codec_checkpoints import (
-    Checkpoint,
-    build_model,
-    hf_checkpoint,
-    read_checkpoint,
-    recognise,
-    state_mismatch,
-)
-from ..zoo.codec_convert import config_from_hf
+from ..zoo.codec_cards import DEFAULT_CODEC, find_card
 from .base import Codec
-from .encodec import EncodecCodec
+
+if TYPE_CHECKING:
+    from .encodec import EncodecCodec
 
 BACKENDS = ("torch", "onnx")
 
@@ -31,7 +30,7 @@ def load_codec(
     source: str | os.PathLike = DEFAULT_CODEC,
     *,
     checkpoint: str | os.PathLike | None = None,
-    device: str | torch.device = "cpu",
+    device: Any = "cpu",
     backend: str = "torch",
 ) -> Codec:
     """Loads a codec.
@@ -53,9 +52,10 @@ def load_codec(
             instead of the cache (loaded as it is; no hash check on files the user names).
         device: Where to put the model.
         backend: ``torch`` (an :class:`EncodecCodec`), or ``onnx``: the model's ONNX graphs
-            run by ONNX Runtime on the CPU (:class:`~audiotok.codec.onnx_runtime.OnnxCodec`),
-            exported once into ``$AUDIOTOK_CACHE/onnx/`` (keyed by the weights' fingerprint)
-            and reused from there.
+            run by ONNX Runtime on the CPU (:class:`~audiotok.codec.onnx_runtime.OnnxCodec`,
+            numpy arrays), exported once into ``$AUDIOTOK_CACHE/onnx/`` (with torch) and
+            reused from there (without torch: a machine where torch is not installed runs a
+            model exported there before, or an export folder given as ``source``).
 
     Loading a codec also tunes the process's allocator for fast inference (see
     :mod:`audiotok.runtime`; ``AUDIOTOK_KEEP_MALLOC=1`` turns that off).
@@ -64,7 +64,8 @@ def load_codec(
         The codec, in eval mode, on ``device``.
 
     Raises:
-        ModelNotAvailableError: Unknown name, or weights neither cached nor downloadable.
+        ModelNotAvailableError: Unknown name, or weights neither cached nor downloadable
+            (``onnx`` without torch: no export in the cache).
         CheckpointError: An unreadable checkpoint, or one of another architecture.
         DeviceError: ``device`` does not exist or is not available (``onnx``: not the CPU).
     """
@@ -77,51 +78,95 @@ def load_codec(
         return OnnxCodec(source)
     if backend == "onnx":
         _onnx_device(device)
-        return OnnxCodec(_onnx_folder(load_codec(source, checkpoint=checkpoint)))
-    device = resolve_device(device)
-    tune_allocator()
-    card = find_card(str(source)) if isinstance(source, str) else None
-    if card is not None:
-        if checkpoint is not None:
-            ckpt = read_checkpoint(checkpoint)
-        else:
-            _, path = hub.fetch(card)
-            ckpt = read_checkpoint(path)
-        codec = _from_card(card, ckpt)
-    else:
-        if checkpoint is not None:
-            raise CheckpointError(
-                "a checkpoint (--checkpoint) goes with a registry model name, not with a path"
-            )
-        path = Path(source)
-        if not path.exists():
-            raise ModelNotAvailableError(
-                f"unknown model {str(source)!r}: neither a registry name "
-                f"({', '.join(card_names())}) nor an existing file or directory"
-            )
-        ckpt = read_checkpoint(path)
-        if ckpt.pointer is not None:
-            # audiocraft ships some codecs as a reference to a published model; only registry
-            # names are followed, so a pointer can't lead to another file or to itself.
-            pointed = find_card(ckpt.pointer)
-            if pointed is None:
-                raise CheckpointError(
-                    f"{path}: refers to model {ckpt.pointer!r}, which is not in the registry "
-                    f"({', '.join(card_names())})"
-                )
-            return load_codec(pointed.name, device=device)
-        codec = _from_file(ckpt)
-    return codec.to(device)
+        return OnnxCodec(onnx_export_folder(source, checkpoint))
+    from .torch_load import load_torch_codec
+
+    return load_torch_codec(source, checkpoint, device)
 
 
-def _onnx_device(device: str | torch.device) -> None:
-    if resolve_device(device).type != "cpu":
+def _onnx_device(device: Any) -> None:
+    if str(device).split(":")[0] != "cpu":
         raise DeviceError(f"the onnx backend runs on the CPU, not {device}; use the torch backend")
 
 
-def _onnx_folder(codec: EncodecCodec) -> Path:
+def onnx_export_folder(
+    source: str | os.PathLike, checkpoint: str | os.PathLike | None = None
+) -> Path:
+    """The cached ONNX export of ``source``'s weights (as :func:`load_codec` takes them).
+
+    Found by the SHA-256 of the weights file(s) in ``$AUDIOTOK_CACHE/onnx/sources/``; else
+    exported there with torch, under the name ``MODEL-FINGERPRINT-vFORMAT``.
+
+    Raises:
+        ModelNotAvailableError: Not in the cache, and torch (needed to export) not installed.
+    """
+    key = _weights_key(source, checkpoint)
+    found = _cached_export(key) if key else None
+    if found is not None:
+        return found
+    try:
+        from .torch_load import load_torch_codec
+    except ImportError as exc:
+        if exc.name != "torch":
+            raise
+        raise ModelNotAvailableError(
+            f"{source}: no ONNX export of it in {hub.cache_dir() / 'onnx'}, and torch (which "
+            f"makes one) is not installed; export it where torch is (`audiotok export-onnx "
+            f"{source} -o DIR`) and load the folder (-m DIR)"
+        ) from None
+    folder = _export_to_cache(load_torch_codec(source, checkpoint))
+    if key:
+        record = {"export": folder.name, "source": str(source)}
+        _sources_dir().mkdir(parents=True, exist_ok=True)
+        with atomic_path(_sources_dir() / f"{key}.json", True, ModelNotAvailableError) as tmp:
+            Path(tmp).write_text(json.dumps(record))
+    return folder
+
+
+def _sources_dir() -> Path:
+    return hub.cache_dir() / "onnx" / "sources"
+
+
+def _weights_key(source: str | os.PathLike, checkpoint: str | os.PathLike | None) -> str | None:
+    """SHA-256 of the files that hold ``source``'s weights; None where they aren't one file
+    (a checkpoint directory) or aren't here yet (a registry model not downloaded)."""
+    path: Path | None = Path(checkpoint) if checkpoint is not None else None
+    card = find_card(str(source)) if isinstance(source, str) else None
+    if path is None and card is not None:
+        found = hub.find_local(card)
+        path = found[1] if found else None
+    elif path is None:
+        path = Path(source)
+    if path is None or not path.is_file():
+        return None
+    files = [path]
+    if path.suffix == ".json" and path.with_suffix(".safetensors").is_file():
+        files.append(path.with_suffix(".safetensors"))  # an audiotok checkpoint: card + weights
+    digest = hashlib.sha256(str(card.name if card else "").encode())
+    for file in files:
+        digest.update(bytes.fromhex(sha256_file(file)))
+    return digest.hexdigest()
+
+
+def _cached_export(key: str) -> Path | None:
+    from .onnx_runtime import FORMAT_VERSION
+
+    record = _sources_dir() / f"{key}.json"
+    try:
+        name = json.loads(record.read_text())["export"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    folder = hub.cache_dir() / "onnx" / str(name)
+    # An export of an older format (without the streaming graphs) is made again.
+    if not name.endswith(f"-v{FORMAT_VERSION}") or not (folder / "model.json").is_file():
+        return None
+    return folder
+
+
+def _export_to_cache(codec: EncodecCodec) -> Path:
     """The cached ONNX export of ``codec``'s weights; exported there first if missing."""
-    from .onnx_export import FORMAT_VERSION, export_onnx
+    from .onnx_export import export_onnx
+    from .onnx_runtime import FORMAT_VERSION
 
     # The format in the name: an export of an older audiotok (without the streaming graphs)
     # is made again.
@@ -139,89 +184,3 @@ def _onnx_folder(codec: EncodecCodec) -> Path:
 
             shutil.rmtree(partial, ignore_errors=True)
     return folder
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``device`` as a ``torch.device``, if it exists and is usable here.
-
-    Raises:
-        DeviceError: A malformed name, or an accelerator this machine or torch build lacks.
-    """
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DeviceError(f"invalid device {str(device)!r} ({reason})") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceError(
-                f"device {dev}: CUDA is not available with this torch on this machine"
-            )
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise DeviceError(f"device {dev}: only {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise DeviceError(f"device {dev}: MPS is not available on this machine")
-    return dev
-
-
-def codec_from_hf(
-    config: dict[str, Any],
-    state: dict[str, torch.Tensor],
-    where: str | os.PathLike,
-    device: str | torch.device = "cpu",
-) -> EncodecCodec:
-    """A codec from a transformers EnCodec config and state dict held in memory.
-
-    For files that bundle a codec with other weights, such as transformers' MusicGen
-    (``audio_encoder.*``). The architecture is read from ``config``; the model is named after
-    the registry card its tensors match, else after ``where``.
-
-    Raises:
-        CheckpointError: The config or the tensors are not an EnCodec's.
-    """
-    tune_allocator()
-    checkpoint = hf_checkpoint(config_from_hf(config), state, Path(where))
-    return _from_file(checkpoint).to(resolve_device(device))
-
-
-def _from_card(card: ModelCard, ckpt: Checkpoint) -> EncodecCodec:
-    """The card's model with the checkpoint's weights, checked to be of its architecture."""
-    if ckpt.pointer is not None:
-        # audiocraft ships some codecs as a reference to the published model.
-        if find_card(ckpt.pointer) is not card:
-            raise CheckpointError(f"{ckpt.path}: refers to model {ckpt.pointer!r}, not {card.name}")
-        ckpt = read_checkpoint(hub.fetch(card)[1])
-    problem = state_mismatch(card.config, ckpt.state)
-    if problem:
-        found = recognise(ckpt)
-        guess = f"; it looks like {found.name}" if found and found is not card else ""
-        raise CheckpointError(f"{ckpt.path}: weights don't fit {card.name} ({problem}){guess}")
-    # A file that states its own architecture (padding mode, causality...) is built as stated.
-    config = ckpt.config or card.config
-    model = build_model(config, ckpt.state, str(ckpt.path))
-    priors = None if ckpt.priors is None else ckpt.priors.numpy()
-    return EncodecCodec(model, card.name, card.default_bandwidth, entropy_priors=priors)
-
-
-def _from_file(ckpt: Checkpoint) -> EncodecCodec:
-    """A model from a checkpoint named by path, its architecture read or recognised."""
-    card = recognise(ckpt)
-    config = ckpt.config or (card.config if card else None)
-    if config is None:
-        raise CheckpointError(
-            f"{ckpt.path}: architecture not recognised from its name or tensor shapes; "
-            f"name it: `-m NAME --checkpoint {ckpt.path}` "
-            f"with NAME one of {', '.join(card_names())}"
-        )
-    model = build_model(config, ckpt.state, str(ckpt.path))
-    if ckpt.card is not None:
-        name = str(ckpt.card.get("name") or ckpt.path.stem)
-        default = ckpt.card.get("default_bandwidth")
-    elif card is not None:
-        name, default = card.name, card.default_bandwidth
-    else:
-        name, default = ckpt.path.stem if ckpt.path.is_file() else ckpt.path.name, None
-    if default is not None and default not in config.target_bandwidths:
-        default = None
-    priors = None if ckpt.priors is None else ckpt.priors.numpy()
-    return EncodecCodec(model, name, default, entropy_priors=priors)

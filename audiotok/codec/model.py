@@ -20,8 +20,6 @@ Example, 48 kHz, 2.5 s = 120 000 samples, stride 47 520::
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,16 +28,9 @@ from torch import Tensor, nn
 from .config import CodecConfig
 from .quantization import ResidualVectorQuantizer
 from .seanet import SEANetDecoder, SEANetEncoder
+from .segments import Segment, linear_overlap_add, split_segments
 
-
-@dataclass(frozen=True)
-class Segment:
-    """Where one segment lies in the signal and in the codes."""
-
-    start: int
-    length: int
-    first_frame: int
-    frames: int
+__all__ = ["EncodecModel", "Segment", "linear_overlap_add", "split_segments"]
 
 
 class EncodecModel(nn.Module):
@@ -137,56 +128,3 @@ class EncodecModel(nn.Module):
         if len(pieces) == 1 and self.config.segment is None:
             return pieces[0][..., :length]
         return linear_overlap_add(pieces, self.config.segment_stride or 1)[..., :length]
-
-
-def split_segments(
-    length: int, hop: int, segment_length: int | None, segment_stride: int | None
-) -> list[Segment]:
-    """The segments of a signal of ``length`` samples: every ``segment_stride`` samples one of
-    ``segment_length`` (the last one shorter), or the whole signal when unsegmented.
-
-    >>> [(s.start, s.length, s.first_frame, s.frames) for s in split_segments(5, 2, 4, 3)]
-    [(0, 4, 0, 2), (3, 2, 2, 1)]
-    """
-    if segment_length is None or segment_stride is None:
-        return [Segment(0, length, 0, math.ceil(length / hop))]
-    out: list[Segment] = []
-    frame = 0
-    for start in range(0, length, segment_stride):
-        n = min(segment_length, length - start)
-        out.append(Segment(start, n, frame, math.ceil(n / hop)))
-        frame += out[-1].frames
-    return out
-
-
-def linear_overlap_add(frames: list[Tensor], stride: int) -> Tensor:
-    """Joins overlapping decoded segments with triangular weights.
-
-    Each segment is weighted by a triangle peaking at its middle; the weighted sum is divided
-    by the summed weights, so where two segments overlap the output fades linearly from one
-    to the other, and where one segment is alone it passes unchanged.
-
-    Args:
-        frames: Segments ``[..., L_i]`` starting every ``stride`` samples; all but the last
-            have the length of the first.
-        stride: Distance between segment starts.
-
-    Returns:
-        ``[..., T]``, ``T`` the end of the segment that ends last (float32 at least).
-    """
-    first = frames[0]
-    # The reference's `stride * (n - 1) + len(last)` is shorter than the second-to-last
-    # segment's end when the last is a single frame (48 kHz: 47 800 samples); it then fails.
-    total = max(i * stride + f.shape[-1] for i, f in enumerate(frames))
-    # Weights in float32 at least: in bfloat16 the triangle's ends round to 0 (then 0 / 0).
-    dtype = torch.promote_types(first.dtype, torch.float32)
-    t = torch.linspace(0, 1, first.shape[-1] + 2, device=first.device, dtype=dtype)[1:-1]
-    weight = 0.5 - (t - 0.5).abs()
-    out = torch.zeros(*first.shape[:-1], total, device=first.device, dtype=dtype)
-    sum_weight = torch.zeros(total, device=first.device, dtype=dtype)
-    for i, frame in enumerate(frames):
-        n = frame.shape[-1]
-        start = i * stride
-        out[..., start : start + n] += weight[:n] * frame
-        sum_weight[start : start + n] += weight[:n]
-    return out / sum_weight

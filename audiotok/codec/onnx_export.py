@@ -56,15 +56,14 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import AudiotokError
-from ..zoo.weights import sha256_file
+from ..runtime.files import sha256_file
 from .conv import SConv1d, SConvTranspose1d
 from .encodec import EncodecCodec
 from .model import EncodecModel
+from .onnx_runtime import FORMAT_VERSION
 from .onnx_stream_export import STREAM_GRAPHS, export_streaming, why_not
 from .onnx_vq import codes_of_latent, latent_of_codes
 
-FORMAT_VERSION = 2
-"""2: adds the streaming graphs of causal models (1 had none; still read)."""
 OPSETS = (14, 20)
 """Opsets accepted (the TorchScript exporter's last is 20; 17 is the default and tested)."""
 GRAPH_FILES = (

@@ -6,13 +6,15 @@
     >>> audio = codec.decode(tokens)                                # [B, C, length]
 
 Everything a :class:`~audiotok.codec.encodec.EncodecCodec` does around the network is done
-here the same way, so compression, datasets and the service take either backend:
+here the same way, so compression, datasets and the service take either backend. Its arrays
+are numpy's (``framework = "np"``: tokens and audio are numpy arrays), and nothing here
+imports torch: with an export at hand, a machine without torch installed codes audio.
 
 * the encoder graph gives all ``n_q`` codebooks; a bandwidth keeps the first ``K`` (exact:
   residual stages don't depend on later ones), and the decoder graph takes any ``K``;
-* segmented models (48 kHz) are cut into segments (:func:`~.model.split_segments`), each
+* segmented models (48 kHz) are cut into segments (:func:`~.segments.split_segments`), each
   encoded with its loudness scale, and decoded segments are joined by
-  :func:`~.model.linear_overlap_add`, as the torch model does;
+  :func:`~.segments.linear_overlap_add`, as the torch model does;
 * the fingerprint is the torch weights' (recorded in ``model.json``): an ``.atok`` file
   written by one backend decodes with the other, and the entropy-coder priors come along.
 
@@ -32,23 +34,25 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from ..errors import AudiotokError, CheckpointError, TokensError
-from ..zoo.weights import sha256_file
+from ..runtime.files import sha256_file
 from .base import Codec
-from .model import linear_overlap_add, split_segments
+from .segments import Segment, linear_overlap_add, split_segments
 
 if TYPE_CHECKING:
     from .onnx_stream import OnnxStream
 
 FORMAT = "audiotok-onnx"
-FORMAT_VERSIONS = (1, 2)
-"""Export formats read (2 added the streaming graphs)."""
+FORMAT_VERSION = 2
+"""Export format written (2 added the streaming graphs)."""
+FORMAT_VERSIONS = (1, FORMAT_VERSION)
+"""Export formats read."""
 
 
 class OnnxRuntimeMissing(AudiotokError):
@@ -72,8 +76,8 @@ class OnnxCodec(Codec):
 
     Args:
         folder: An ``audiotok export-onnx`` folder (or its ``model.json``).
-        threads: ONNX Runtime's intra-op threads (None: torch's thread count, so both
-            backends use the same cores).
+        threads: ONNX Runtime's intra-op threads (None: torch's thread count where torch is
+            loaded, so both backends use the same cores; else ONNX Runtime's default).
         providers: ONNX Runtime execution providers (default: CPU).
         verify: Check the graphs' SHA-256 against the sidecar.
 
@@ -82,6 +86,8 @@ class OnnxCodec(Codec):
         CheckpointError: Not an export, an export of another format version, a missing or
             altered graph.
     """
+
+    framework = "np"
 
     def __init__(
         self,
@@ -111,7 +117,8 @@ class OnnxCodec(Codec):
         self.folder, self.meta, self._verify = folder, meta, verify
         self.model_id = meta["model_id"]
         self._options = ort.SessionOptions()
-        self._options.intra_op_num_threads = threads or torch.get_num_threads()
+        torch = sys.modules.get("torch")  # not imported for this: it may not be installed
+        self._options.intra_op_num_threads = threads or (torch.get_num_threads() if torch else 0)
         self._providers = providers or ["CPUExecutionProvider"]
         self._sessions: dict[str, Any] = {}
         for role in ("encoder", "decoder"):
@@ -130,9 +137,9 @@ class OnnxCodec(Codec):
         folder must be at the same path there (shared storage, or the same cache)."""
         return (OnnxCodec, (*self._args, False))
 
-    def to(self, device: str | torch.device) -> OnnxCodec:
+    def to(self, device: Any) -> OnnxCodec:
         """Only the CPU; returns self."""
-        if torch.device(device).type != "cpu":
+        if str(device).split(":")[0] != "cpu":
             raise ValueError(f"the onnx backend runs on the CPU, not {device}")
         return self
 
@@ -192,8 +199,8 @@ class OnnxCodec(Codec):
         return bool(self.meta["segmented"] and self.meta["normalize"])
 
     @property
-    def device(self) -> torch.device:
-        return torch.device("cpu")
+    def device(self) -> str:
+        return "cpu"
 
     @property
     def can_stream(self) -> bool:
@@ -228,7 +235,7 @@ class OnnxCodec(Codec):
     def num_codebooks(self, bandwidth: float | None = None) -> int:
         return self._bandwidths[self.check_bandwidth(bandwidth)]
 
-    def _split(self, length: int) -> list:
+    def _split(self, length: int) -> list[Segment]:
         seg = self.segments
         return split_segments(length, self.hop_length, *(seg if seg else (None, None)))
 
@@ -256,25 +263,21 @@ class OnnxCodec(Codec):
         (audio,) = self._sessions["decoder"].run(None, feeds)
         return audio[..., : f * self.hop_length]
 
-    def _encode(
-        self, wav: torch.Tensor, bandwidth: float
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _encode(self, wav: np.ndarray, bandwidth: float) -> tuple[np.ndarray, np.ndarray | None]:
         k = self.num_codebooks(bandwidth)
-        audio = wav.detach().to("cpu", torch.float32).numpy()
+        audio = np.asarray(wav, np.float32)
         codes, scales = [], []
         for seg in self._split(audio.shape[-1]):
             chunk = np.ascontiguousarray(audio[..., seg.start : seg.start + seg.length])
             seg_codes, scale = self._run_encoder(chunk)
             codes.append(seg_codes[:, :k])
             scales.append(scale)
-        joined = torch.from_numpy(np.concatenate(codes, axis=-1))
+        joined = np.concatenate(codes, axis=-1)
         if not self.has_scales:
             return joined, None
-        return joined, torch.from_numpy(np.stack(scales, axis=1))
+        return joined, np.stack(scales, axis=1)
 
-    def _decode(
-        self, codes: torch.Tensor, scales: torch.Tensor | None, length: int
-    ) -> torch.Tensor:
+    def _decode(self, codes: np.ndarray, scales: np.ndarray | None, length: int) -> np.ndarray:
         segments = self._split(length)
         if self.has_scales:
             if scales is None or scales.shape[1] != len(segments):
@@ -284,12 +287,11 @@ class OnnxCodec(Codec):
                 )
         elif scales is not None:
             raise TokensError(f"{self.model_id} does not normalise, but the tokens carry scales")
-        array = codes.detach().cpu().numpy()
         pieces = []
         for i, seg in enumerate(segments):
-            frames = array[..., seg.first_frame : seg.first_frame + seg.frames]
-            scale = None if scales is None else scales[:, i].cpu().numpy()
-            pieces.append(torch.from_numpy(self._run_decoder(frames, scale)))
+            frames = codes[..., seg.first_frame : seg.first_frame + seg.frames]
+            scale = None if scales is None else scales[:, i]
+            pieces.append(self._run_decoder(frames, scale))
         if not self.meta["segmented"]:
             return pieces[0][..., :length]
         return linear_overlap_add(pieces, int(self.meta["segment_stride"]))[..., :length]

@@ -14,7 +14,8 @@ once its last sample is), and the first call waits for the ``start_samples`` tha
 graph's padding reads (one frame with constant padding; 7 with ``reflect``, the official 24
 kHz model's). A stream that ends sooner is coded by the offline graphs, which is what a start
 graph would have computed. Codes are the offline graphs' on the same audio, audio within
-float rounding of them (tests/test_onnx_backend.py).
+float rounding of them (tests/test_onnx_streaming.py). Chunks may be numpy arrays or torch
+tensors; what comes back is numpy's, as from the codec.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
+
+from ..audio.read import to_numpy
 
 
 class OnnxStream:
@@ -61,15 +63,15 @@ class OnnxStream:
         output, *next_state = session.run(None, feeds)
         return output, next_state
 
-    def _check(self, x: torch.Tensor | np.ndarray, dtype: type) -> np.ndarray:
+    def _check(self, x: Any, dtype: type) -> np.ndarray:
         if self._closed:
             raise RuntimeError("the stream is closed")
-        array = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        array = to_numpy(x)
         if array.ndim != 3 or array.shape[0] != self.batch_size:
             raise ValueError(f"expected [{self.batch_size}, C, n], got {list(array.shape)}")
         return np.ascontiguousarray(array, dtype=dtype)
 
-    def encode(self, audio: torch.Tensor | np.ndarray) -> torch.Tensor:
+    def encode(self, audio: Any) -> np.ndarray:
         """Audio ``[B, C, n]`` (any ``n``, even 0) -> codes ``[B, K, f]`` of completed frames."""
         self._audio = np.concatenate([self._audio, self._check(audio, np.float32)], axis=-1)
         started = self._encoder_state is not None
@@ -81,9 +83,9 @@ class OnnxStream:
         chunk, self._audio = self._audio[..., :whole], self._audio[..., whole:]
         graph = "encoder_step" if started else "encoder_start"
         codes, self._encoder_state = self._run(graph, chunk, self._encoder_state)
-        return torch.from_numpy(codes[:, : self.num_codebooks].copy())
+        return codes[:, : self.num_codebooks].copy()
 
-    def encode_end(self) -> torch.Tensor:
+    def encode_end(self) -> np.ndarray:
         """Codes ``[B, K, f]`` of the last partial frame, padded as the offline encoder pads it
         (or of the whole signal, if it ended before the start graph's minimum)."""
         rest = self._audio
@@ -94,12 +96,12 @@ class OnnxStream:
             codes, _ = self.codec._run_encoder(rest)
         else:
             codes, self._encoder_state = self._run("encoder_step", rest, self._encoder_state)
-        return torch.from_numpy(codes[:, : self.num_codebooks].copy())
+        return codes[:, : self.num_codebooks].copy()
 
-    def _no_codes(self) -> torch.Tensor:
-        return torch.zeros(self.batch_size, self.num_codebooks, 0, dtype=torch.long)
+    def _no_codes(self) -> np.ndarray:
+        return np.zeros((self.batch_size, self.num_codebooks, 0), np.int64)
 
-    def decode(self, codes: torch.Tensor | np.ndarray) -> torch.Tensor:
+    def decode(self, codes: Any) -> np.ndarray:
         """Codes ``[B, K, f]`` -> audio ``[B, C, f * hop]`` (the first call waits for
         ``start_frames`` frames)."""
         array = self._check(codes, np.int64)
@@ -115,15 +117,15 @@ class OnnxStream:
             return self._no_audio()
         else:
             audio, self._decoder_state = self._run("decoder_step", array, self._decoder_state)
-        return torch.from_numpy(audio)
+        return audio
 
-    def decode_end(self) -> torch.Tensor:
+    def decode_end(self) -> np.ndarray:
         """Audio still owed: that of a stream shorter than ``start_frames`` (a causal decoder
         owes nothing else)."""
         if self._decoder_state is not None or self._codes.shape[-1] == 0:
             return self._no_audio()
         codes, self._codes = self._codes, self._codes[..., :0]
-        return torch.from_numpy(self.codec._run_decoder(codes, None))
+        return self.codec._run_decoder(codes, None)
 
-    def _no_audio(self) -> torch.Tensor:
-        return torch.zeros(self.batch_size, self.codec.channels, 0)
+    def _no_audio(self) -> np.ndarray:
+        return np.zeros((self.batch_size, self.codec.channels, 0), np.float32)

@@ -6,9 +6,13 @@ decode them unambiguously: the signal length in samples, the sample rate, the ba
 the id of the model that made them. It saves to ``.npz`` or ``.safetensors``; neither format
 runs code on load.
 
+The arrays are torch tensors or numpy arrays (:mod:`~audiotok.codec.arrays`): each codec makes
+its own kind (``Codec.framework``) and decodes either, and :meth:`Tokens.load` reads files
+into the kind asked for, so tokens are saved, loaded and decoded where torch is not installed.
+
 Example:
-    >>> import torch
-    >>> codes = torch.zeros(1, 8, 75, dtype=torch.long)
+    >>> import numpy as np
+    >>> codes = np.zeros((1, 8, 75), dtype=np.int64)
     >>> t = Tokens(codes, None, 24_000, 24_000, 6.0, "encodec_24khz")
     >>> t.batch_size, t.num_codebooks, t.num_frames, t.duration
     (1, 8, 75, 1.0)
@@ -20,12 +24,14 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
+from ..audio.read import to_numpy
 from ..errors import TokensError
 from ..runtime.files import atomic_path
+from .arrays import as_framework, framework_of
 
 FORMAT_VERSION = 1
 SUFFIXES = (".npz", ".safetensors")
@@ -36,34 +42,39 @@ class Tokens:
     """Discrete codes of a batch of signals, with what is needed to decode them.
 
     Attributes:
-        codes: int64 ``[B, K, F]``. For segmented models (48 kHz) the segments' frames are
-            laid end to end along ``F``.
-        scales: float32 ``[B, S]``, one loudness scale per segment, or None.
+        codes: int64 ``[B, K, F]``, a torch tensor or a numpy array. For segmented models
+            (48 kHz) the segments' frames are laid end to end along ``F``.
+        scales: float32 ``[B, S]`` of the same kind, one loudness scale per segment, or None.
         length: Samples per channel of the signals at ``sample_rate``.
         sample_rate: Sample rate of the decoded audio (the model's).
         bandwidth: Bandwidth in kbps the codes were made at.
         model_id: Registry name (or other id) of the model that made them.
     """
 
-    codes: torch.Tensor
-    scales: torch.Tensor | None
+    codes: Any
+    scales: Any
     length: int
     sample_rate: int
     bandwidth: float
     model_id: str
 
     def __post_init__(self) -> None:
-        if self.codes.dim() != 3:
+        framework = self.framework
+        if self.codes.ndim != 3:
             raise TokensError(f"codes must be [B, K, F], got shape {list(self.codes.shape)}")
-        if self.codes.dtype != torch.int64:
-            self.codes = self.codes.long()
+        self.codes = as_framework(self.codes, framework, dtype="int64")
         if self.scales is not None:
-            if self.scales.dim() != 2 or self.scales.shape[0] != self.codes.shape[0]:
+            if self.scales.ndim != 2 or self.scales.shape[0] != self.codes.shape[0]:
                 raise TokensError(
                     f"scales must be [B, S] with B={self.codes.shape[0]}, "
                     f"got shape {list(self.scales.shape)}"
                 )
-            self.scales = self.scales.float()
+            self.scales = as_framework(self.scales, framework, dtype="float32")
+
+    @property
+    def framework(self) -> str:
+        """``"pt"`` (torch tensors) or ``"np"`` (numpy arrays)."""
+        return framework_of(self.codes)
 
     @property
     def batch_size(self) -> int:
@@ -85,12 +96,20 @@ class Tokens:
         """Seconds of audio the tokens stand for."""
         return self.length / self.sample_rate
 
-    def to(self, device: str | torch.device) -> Tokens:
-        """A copy with the tensors on ``device``."""
-        scales = None if self.scales is None else self.scales.to(device)
+    def to(self, device: Any) -> Tokens:
+        """A copy with the tensors on ``device`` (torch tensors; numpy arrays: only the CPU)."""
+        if self.framework == "np":
+            if str(device) != "cpu":
+                raise ValueError(f"numpy tokens are on the CPU; convert them to move to {device}")
+            return self.as_framework("np")
+        return self.as_framework("pt", device=device)
+
+    def as_framework(self, framework: str, device: Any = None) -> Tokens:
+        """A copy with the arrays as ``framework``'s (``"pt"`` on ``device``, or ``"np"``)."""
+        scales = self.scales
         return Tokens(
-            self.codes.to(device),
-            scales,
+            as_framework(self.codes, framework, device=device),
+            None if scales is None else as_framework(scales, framework, device=device),
             self.length,
             self.sample_rate,
             self.bandwidth,
@@ -121,27 +140,28 @@ class Tokens:
         path = Path(path)
         if path.suffix not in SUFFIXES:
             raise TokensError(f"{path}: tokens files end in {' or '.join(SUFFIXES)}")
-        arrays = {"codes": self.codes.detach().cpu().contiguous()}
+        arrays = {"codes": np.ascontiguousarray(to_numpy(self.codes))}
         if self.scales is not None:
-            arrays["scales"] = self.scales.detach().cpu().contiguous()
+            arrays["scales"] = np.ascontiguousarray(to_numpy(self.scales))
         with atomic_path(path, overwrite, TokensError) as tmp:
             if path.suffix == ".npz":
                 with open(tmp, "wb") as f:
-                    np.savez(
-                        f,
-                        metadata=np.array(json.dumps(self.metadata())),
-                        **{k: v.numpy() for k, v in arrays.items()},
-                    )
+                    np.savez(f, metadata=np.array(json.dumps(self.metadata())), **arrays)
             else:
-                from safetensors.torch import save_file
+                from safetensors.numpy import save_file
 
                 meta = {k: str(v) for k, v in self.metadata().items()}
                 save_file(arrays, tmp, metadata=meta)
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Tokens:
+    def load(cls, path: str | os.PathLike, framework: str = "pt") -> Tokens:
         """Reads tokens written by :meth:`save`.
+
+        Args:
+            path: The file.
+            framework: ``"pt"`` for torch tensors (on the CPU), ``"np"`` for numpy arrays
+                (``codec.framework`` gives what a codec makes).
 
         Raises:
             TokensError: The file is missing, not a tokens file, or inconsistent.
@@ -156,13 +176,13 @@ class Tokens:
             if kind == ".safetensors":
                 from safetensors import safe_open
 
-                with safe_open(str(path), framework="pt") as f:
+                with safe_open(str(path), framework="np") as f:
                     meta = dict(f.metadata() or {})
-                    tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+                    arrays = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
             else:
                 with np.load(path, allow_pickle=False) as npz:
                     meta = json.loads(str(npz["metadata"]))
-                    tensors = {k: torch.from_numpy(npz[k]) for k in npz.files if k != "metadata"}
+                    arrays = {k: npz[k] for k in npz.files if k != "metadata"}
         except TokensError:
             raise
         except Exception as exc:  # numpy, zipfile and safetensors raise many types
@@ -170,24 +190,25 @@ class Tokens:
             if "allow_pickle" in reason:  # numpy's advice would be to load it unsafely
                 reason = "it holds pickled objects, which are never loaded"
             raise TokensError(f"{path}: not a readable tokens file ({reason})") from None
-        return cls._from_parts(path, meta, tensors)
+        tokens = cls._from_parts(path, meta, arrays)
+        return tokens if framework == "np" else tokens.as_framework(framework)
 
     @classmethod
-    def _from_parts(cls, path: Path, meta: dict, tensors: dict[str, torch.Tensor]) -> Tokens:
-        if meta.get("format") != "audiotok.tokens" or "codes" not in tensors:
+    def _from_parts(cls, path: Path, meta: dict, arrays: dict[str, np.ndarray]) -> Tokens:
+        if meta.get("format") != "audiotok.tokens" or "codes" not in arrays:
             raise TokensError(f"{path}: not an audiotok tokens file")
         if int(meta.get("version", 0)) > FORMAT_VERSION:
             raise TokensError(
                 f"{path}: tokens format version {meta['version']} is newer than this "
                 f"audiotok reads ({FORMAT_VERSION}); upgrade audiotok"
             )
-        codes = tensors["codes"]
-        if codes.dtype.is_floating_point or codes.dtype == torch.bool:
+        codes = arrays["codes"]
+        if codes.dtype.kind not in "iu":
             raise TokensError(f"{path}: codes must be integers, not {codes.dtype}")
         try:
             return cls(
-                codes=codes.long(),
-                scales=tensors.get("scales"),
+                codes=codes,
+                scales=arrays.get("scales"),
                 length=int(meta["length"]),
                 sample_rate=int(meta["sample_rate"]),
                 bandwidth=float(meta["bandwidth"]),

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import numpy as np
-import torch
 
-from ..audio.read import convert_audio
+from ..audio.read import convert_audio, to_numpy
+from ..codec.arrays import as_framework
 from ..codec.base import Codec
 from ..codec.tokens import Tokens
 from ..errors import TRUNCATED_HINT, FormatError, TokensError, TruncatedError, hint_damage
@@ -35,7 +35,8 @@ class Decoded:
     """The result of decoding an ``.atok`` stream.
 
     Attributes:
-        audio: ``[C, T]`` float32.
+        audio: ``[C, T]`` float32, an array of the codec's framework (a torch tensor on the
+            CPU, or a numpy array for the onnx backend).
         sample_rate: Its rate.
         header: The stream's header.
         damage: Stretches that were damaged or missing (concealed with silence).
@@ -43,7 +44,7 @@ class Decoded:
         lost_frames: Frames that could not be decoded (damage and truncation).
     """
 
-    audio: torch.Tensor
+    audio: Any
     sample_rate: int
     header: Header
     damage: list[Damage] = field(default_factory=list)
@@ -118,7 +119,7 @@ class _Run:
 
 def _decode_run(
     codec: Codec, header: Header, run: _Run, length: int, total_frames: int
-) -> tuple[int, torch.Tensor]:
+) -> tuple[int, np.ndarray]:
     """Decodes one run on its own: ``(first sample, audio [C, n])``.
 
     A run that reaches the end of the stream decodes to the end of the signal. One that stops
@@ -149,14 +150,14 @@ def _decode_run(
             codes = np.concatenate([codes, np.zeros((codes.shape[0], extra), codes.dtype)], axis=1)
             scales.append(1.0)
     tokens = Tokens(
-        torch.from_numpy(codes).unsqueeze(0),
-        torch.tensor([scales], dtype=torch.float32) if header.scales_per_packet else None,
+        codes[None],
+        np.array([scales], np.float32) if header.scales_per_packet else None,
         n,
         header.sample_rate,
         header.bandwidth,
         codec.model_id,
     )
-    return start, codec.decode(tokens)[0].cpu()[:, : min(keep, length - start)]
+    return start, to_numpy(codec.decode(tokens)[0])[:, : min(keep, length - start)]
 
 
 def decode_stream(
@@ -165,7 +166,7 @@ def decode_stream(
     *,
     recover: bool = False,
     native: bool = False,
-    device: str | torch.device = "cpu",
+    device: Any = "cpu",
     backend: str = "torch",
 ) -> Decoded:
     """Decodes an ``.atok`` stream into audio, reporting any damage.
@@ -217,7 +218,7 @@ def decode_stream(
     if length is None:
         length = decoded_end * int(header.hop_length)
     pieces = [_decode_run(codec, header, run, length, total_frames) for run in runs]
-    audio = torch.zeros(header.channels, length)
+    audio = np.zeros((header.channels, length), np.float32)
     for start, piece in pieces:
         audio[:, start : start + piece.shape[-1]] = piece
     rate = header.sample_rate
@@ -229,14 +230,15 @@ def decode_stream(
                 audio, rate, header.original_sample_rate, header.original_channels
             )
         else:  # nothing decodable: soxr can't resample zero samples
-            audio = torch.zeros(header.original_channels, 0)
+            audio = np.zeros((header.original_channels, 0), np.float32)
         rate = header.original_sample_rate
         original = header.original_length if header.original_length is not None else (
             index.original_length if index else None
         )  # fmt: skip
         if original is not None:
-            audio = torch.nn.functional.pad(audio, (0, max(0, original - audio.shape[-1])))
+            audio = np.pad(audio, ((0, 0), (0, max(0, original - audio.shape[-1]))))
             audio = audio[:, :original]
+    audio = as_framework(np.ascontiguousarray(audio, np.float32), codec.framework)
     return Decoded(audio, rate, header, damage, truncated_at, lost)
 
 
@@ -257,8 +259,8 @@ def decompress(
     *,
     recover: bool = False,
     native: bool = False,
-) -> tuple[torch.Tensor, int]:
-    """Decodes ``.atok`` data to ``(audio [C, T], sample_rate)``.
+) -> tuple[Any, int]:
+    """Decodes ``.atok`` data to ``(audio [C, T], sample_rate)`` (the codec's kind of array).
 
     By default the audio has the rate and channels of what was compressed. A damaged or
     truncated file raises ``FormatError``; with ``recover=True`` it decodes with what is

@@ -11,8 +11,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..audio.read import read_audio
 from ..codec.base import Codec
 from ..codec.tokens import Tokens
@@ -95,7 +93,7 @@ def decompress_file(
     native: bool = False,
     overwrite: bool = False,
     strategy: str = "clip",
-    device: str | torch.device = "cpu",
+    device: Any = "cpu",
     exact: bool = False,
     backend: str = "torch",
 ) -> Decoded | None:

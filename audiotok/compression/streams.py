@@ -9,10 +9,12 @@ segment by segment, each segment with its scale.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-import torch
+import numpy as np
 
+from ..audio.read import to_numpy
+from ..codec.arrays import as_framework, concat, framework_of
 from ..codec.base import Codec
 from ..errors import TRUNCATED_HINT, FormatError, TokensError, TruncatedError, hint_damage
 from .container.header import Header
@@ -43,16 +45,16 @@ def compress_streaming(file: BinaryIO, path: Path, codec: Codec, bandwidth: floa
     ) as writer, codec.streaming(1, bandwidth) as stream:  # fmt: skip
         for block in blocks:
             length += block.shape[-1]
-            _write_streamed(writer, stream.encode(torch.from_numpy(block)[None].to(codec.device)))
+            chunk = as_framework(block[None], codec.framework, device=codec.device)
+            _write_streamed(writer, stream.encode(chunk))
         _write_streamed(writer, stream.encode_end())
         writer.close(length=length)
 
 
-def _write_streamed(
-    writer: AtokWriter, out: torch.Tensor | list[tuple[torch.Tensor, torch.Tensor]]
-) -> None:
-    """Writes what a stream's ``encode`` returned: codes, or (codes, scales) per segment."""
-    if isinstance(out, torch.Tensor):
+def _write_streamed(writer: AtokWriter, out: Any) -> None:
+    """Writes what a stream's ``encode`` returned: codes ``[1, K, f]``, or a list of
+    ``(codes, scales)``, one per segment."""
+    if not isinstance(out, list):
         writer.write(out)
         return
     for codes, scales in out:
@@ -68,20 +70,20 @@ class _SegmentFeeder:
     def __init__(self, header: Header, length: int) -> None:
         self.frames = header.segment_frames(length)
         self.next = 0
-        self.codes: torch.Tensor | None = None
+        self.codes: Any = None
         self.scales: list[float] = []
 
-    def add(
-        self, codes: torch.Tensor, scales: tuple[float, ...]
-    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        self.codes = codes if self.codes is None else torch.cat([self.codes, codes], dim=-1)
+    def add(self, codes: Any, scales: tuple[float, ...]) -> list[tuple[Any, Any]]:
+        """``codes [1, K, f]`` and their packet's scales -> the segments now complete."""
+        self.codes = codes if self.codes is None else concat([self.codes, codes], axis=-1)
         self.scales += scales
         out = []
         while self.next < len(self.frames) and self.scales:
             n = self.frames[self.next]
             if self.codes.shape[-1] < n:
                 break
-            scale = torch.tensor([self.scales.pop(0)], device=codes.device)
+            scale = as_framework(np.array([self.scales.pop(0)], np.float32), framework_of(codes),
+                                 device=getattr(codes, "device", None))  # fmt: skip
             out.append((self.codes[..., :n], scale))
             self.codes = self.codes[..., n:]
             self.next += 1
@@ -123,13 +125,13 @@ def decompress_streaming(input: Path, output: Path, codec: Codec, *, overwrite: 
                 segments = _SegmentFeeder(header, coded)
             try:
                 for offset, packet in reader.packets():
-                    codes = torch.from_numpy(reader.decode(packet, offset)).unsqueeze(0)
-                    codes = codes.to(codec.device)
+                    codes = reader.decode(packet, offset)[None]
+                    codes = as_framework(codes, codec.framework, device=codec.device)
                     if segments is None:
-                        sink.write(stream.decode(codes)[0].cpu().numpy())
+                        sink.write(to_numpy(stream.decode(codes)[0]))
                         continue
                     for seg_codes, scale in segments.add(codes, packet.scales):
-                        sink.write(stream.decode(seg_codes, scale)[0].cpu().numpy())
+                        sink.write(to_numpy(stream.decode(seg_codes, scale)[0]))
             except FormatError as exc:  # the sink, aborted, leaves no file behind
                 hint_damage(exc)
                 raise
@@ -143,4 +145,4 @@ def decompress_streaming(input: Path, output: Path, codec: Codec, *, overwrite: 
                     f"{len(segments.frames)} (codes or scales missing)"
                 )
             # What is still owed: non-causal decoders' lookahead, the last segments' overlap.
-            sink.write(stream.decode_end()[0].cpu().numpy())
+            sink.write(to_numpy(stream.decode_end()[0]))

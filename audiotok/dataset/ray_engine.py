@@ -19,6 +19,7 @@ driver dies, rerunning the command resumes from the index, as the local path doe
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Generator
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -26,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from ..audio.read import read_audio
+from ..audio.read import read_audio, to_numpy
 from ..codec.base import Codec
 from ..codec.tokens import Tokens
 from ..errors import AudiotokError
@@ -54,7 +54,9 @@ class EncodeFiles:
     """
 
     def __init__(self, codec: Codec, bandwidth: float, device: str, threads: int) -> None:
-        torch.set_num_threads(max(1, threads))
+        torch = sys.modules.get("torch")  # loaded by a torch codec; none for the onnx backend
+        if torch is not None:
+            torch.set_num_threads(max(1, threads))
         self.codec = codec.to(device) if device != "cpu" else codec
         self.bandwidth = bandwidth
 
@@ -70,11 +72,9 @@ class EncodeFiles:
             tokens = done.tokens
             out["index"].append(int(index))
             out["error"].append(done.error or "")
-            out["codes"].append(
-                tokens.codes[0].cpu().numpy() if tokens else np.zeros((0, 0), np.int64)
-            )
+            out["codes"].append(to_numpy(tokens.codes[0]) if tokens else np.zeros((0, 0), np.int64))
             scales = (
-                tokens.scales[0].cpu().numpy()
+                to_numpy(tokens.scales[0])
                 if tokens and tokens.scales is not None
                 else np.zeros(0, np.float32)
             )
@@ -152,8 +152,8 @@ class RayEngine:
                 continue
             scales = np.asarray(row["scales"], np.float32)
             tokens = Tokens(
-                torch.from_numpy(np.array(row["codes"])).long()[None],
-                torch.from_numpy(scales)[None] if codec.has_scales else None,
+                np.array(row["codes"], np.int64)[None],
+                scales[None] if codec.has_scales else None,
                 int(row["length"]),
                 codec.sample_rate,
                 bandwidth,

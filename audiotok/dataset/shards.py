@@ -14,8 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import torch
+import numpy as np
 
+from ..audio.read import to_numpy
 from ..codec.tokens import Tokens
 from ..runtime.files import atomic_path
 from .layout import (
@@ -50,7 +51,7 @@ class ShardWriter:
         self.number = number
         self.shard_bytes = shard_bytes
         self.seconds = 0.0  # of audio added, for the progress bar
-        self.dtype = getattr(torch, info["codes_dtype"])
+        self.dtype = np.dtype(info["codes_dtype"])
         self.has_scales = bool(info["has_scales"])
         keys = (*IDENTITY, "num_codebooks", "cardinality", "sample_rate", "frame_rate")
         self.metadata = {"format": f"{FORMAT}.shard", "version": str(VERSION)}
@@ -58,8 +59,8 @@ class ShardWriter:
         self._clear()
 
     def _clear(self) -> None:
-        self.codes: list[torch.Tensor] = []  # [K, F] each
-        self.scales: list[torch.Tensor] = []  # [S] each
+        self.codes: list[np.ndarray] = []  # [K, F] each
+        self.scales: list[np.ndarray] = []  # [S] each
         self.records: list[dict[str, Any]] = []
         self.frames = self.num_scales = self.nbytes = 0
 
@@ -69,20 +70,23 @@ class ShardWriter:
         Returns:
             The records of the shard this closed (those files are now done), or ``[]``.
         """
-        codes = tokens.codes[0].to("cpu", self.dtype)
-        scales = tokens.scales[0].cpu() if tokens.scales is not None else torch.zeros(0)
-        nbytes = codes.numel() * codes.element_size() + scales.numel() * 4
+        # numpy: the tokens of either backend, and no torch needed to write them.
+        codes = to_numpy(tokens.codes[0]).astype(self.dtype)
+        scales = np.zeros(0, np.float32)
+        if tokens.scales is not None:
+            scales = to_numpy(tokens.scales[0]).astype(np.float32)
+        nbytes = codes.nbytes + scales.nbytes
         # Close before overflowing, so that only a file larger than a shard makes one larger.
         closed = self.flush() if self.records and self.nbytes + nbytes > self.shard_bytes else []
         record.update(shard=SHARD_NAME.format(self.number), frame_offset=self.frames)
         record.update(
-            num_frames=codes.shape[1], scale_offset=self.num_scales, num_scales=scales.numel()
+            num_frames=codes.shape[1], scale_offset=self.num_scales, num_scales=scales.size
         )
         self.codes.append(codes)
         self.scales.append(scales)
         self.records.append(record)
         self.frames += codes.shape[1]
-        self.num_scales += scales.numel()
+        self.num_scales += scales.size
         self.nbytes += nbytes
         self.seconds += tokens.duration
         return closed
@@ -99,11 +103,11 @@ class ShardWriter:
         return records
 
     def _write_shard(self) -> None:
-        from safetensors.torch import save_file
+        from safetensors.numpy import save_file
 
-        tensors = {"codes": torch.cat(self.codes, dim=1).contiguous()}
+        tensors = {"codes": np.ascontiguousarray(np.concatenate(self.codes, axis=1))}
         if self.has_scales:
-            tensors["scales"] = torch.cat(self.scales).float().contiguous()
+            tensors["scales"] = np.concatenate(self.scales).astype(np.float32)
         metadata = {**self.metadata, "num_files": str(len(self.records))}
         name = SHARD_NAME.format(self.number)
         with atomic_path(self.out_dir / name, False, DatasetError) as tmp:

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from ..codec.base import Codec
-from ..codec.load import codec_from_hf, load_codec, resolve_device
+from ..codec.load import load_codec
+from ..codec.torch_load import codec_from_hf, resolve_device
 from ..errors import CheckpointError, ModelNotAvailableError
 from ..zoo import hub
 from ..zoo.lm_cards import find_generation_card, generation_card_names

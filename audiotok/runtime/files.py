@@ -7,6 +7,7 @@ fails if the target appeared in the meantime (a rename would silently replace it
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from collections.abc import Iterator
@@ -77,3 +78,12 @@ def atomic_output(
     """:func:`atomic_path`, opened for binary writing."""
     with atomic_path(target, overwrite, error) as tmp, open(tmp, "wb") as f:
         yield f
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -128,10 +128,10 @@ def compress_bytes(
 def decompress_bytes(service: Service, data: bytes, format: str) -> tuple[bytes, int]:
     """``.atok`` or ``.ecdc`` bytes decoded by the codec they name: audio file, sample rate."""
     if data[:4] == ECDC_MAGIC:
-        tokens = read_ecdc(data)
+        tokens = read_ecdc(data, framework="np")  # the codec takes either kind
         codec = service.models.codec(tokens.model_id)
         with service.models.codec_lock:
-            audio = codec.decode(tokens)[0].cpu()
+            audio = codec.decode(tokens)[0]
         return _audio_bytes(service, audio, codec.sample_rate, format), codec.sample_rate
     with AtokReader(data) as reader:
         model_id = reader.header.model_id
@@ -192,12 +192,12 @@ def decode_bytes(service: Service, data: bytes, format: str) -> tuple[bytes, int
     path = service.tmp / f"{uuid.uuid4().hex}{suffix}"
     try:
         path.write_bytes(data)
-        tokens = Tokens.load(path)
+        tokens = Tokens.load(path, framework="np")
     finally:
         Path(path).unlink(missing_ok=True)
     codec = service.models.codec(tokens.model_id)
     with service.models.codec_lock:
-        audio = codec.decode(tokens)[0].cpu()
+        audio = codec.decode(tokens)[0]
     return _audio_bytes(service, audio, codec.sample_rate, format), codec.sample_rate
 
 

@@ -23,8 +23,6 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from ..codec.base import Codec
 from ..errors import AudiotokError
 
@@ -37,8 +35,10 @@ class GeneratorStarting(AudiotokError):
     """A front end's generator is run elsewhere and has not started yet (HTTP 503)."""
 
 
-def weights_hash(*modules: torch.nn.Module, extra: bytes = b"") -> str:
-    """SHA-256 over the modules' state dicts (names, dtypes, shapes, bytes), hex."""
+def weights_hash(*modules: Any, extra: bytes = b"") -> str:
+    """SHA-256 over the torch modules' state dicts (names, dtypes, shapes, bytes), hex."""
+    import torch  # generators only: codecs (the onnx backend's) are served without torch
+
     digest = hashlib.sha256(extra)
     for module in modules:
         for name, tensor in sorted(module.state_dict().items()):

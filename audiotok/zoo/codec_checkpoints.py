@@ -28,7 +28,7 @@ import torch
 from ..codec.config import CodecConfig
 from ..codec.model import EncodecModel
 from ..errors import CheckpointError
-from ..runtime.files import atomic_path, exists_error
+from ..runtime.files import atomic_path, exists_error, sha256_file
 from .codec_cards import CARDS, PRIORS_KEY, ModelCard
 from .codec_convert import config_from_audiocraft, config_from_hf, hf_key_to_ours
 from .weights import (
@@ -38,7 +38,6 @@ from .weights import (
     load_torch,
     module_shapes,
     read_json,
-    sha256_file,
     shape_mismatch,
 )
 

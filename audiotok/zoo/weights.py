@@ -7,7 +7,6 @@ and every failure is one line naming the file: a :class:`~audiotok.errors.Checkp
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -127,12 +126,3 @@ def align_parameters_(model: torch.nn.Module) -> None:
     for tensor in (*model.parameters(), *model.buffers()):
         if tensor.data_ptr() % 64:
             tensor.data = tensor.data.clone()
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

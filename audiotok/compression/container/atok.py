@@ -6,7 +6,6 @@ import os
 from typing import Any, BinaryIO
 
 import numpy as np
-import torch
 
 from ...codec.tokens import Tokens
 from .reader import AtokReader
@@ -21,8 +20,9 @@ def write_tokens(file: BinaryIO, tokens: Tokens, codec: Any, *, entropy: str = "
         writer.write_tokens(tokens)
 
 
-def read_tokens(source: bytes | str | os.PathLike | BinaryIO) -> Tokens:
-    """The tokens of a whole, undamaged ``.atok`` stream (no codec needed).
+def read_tokens(source: bytes | str | os.PathLike | BinaryIO, framework: str = "pt") -> Tokens:
+    """The tokens of a whole, undamaged ``.atok`` stream (no codec needed), as torch tensors
+    (``framework="pt"``) or numpy arrays (``"np"``).
 
     Raises:
         FormatError: Damage, or a truncated stream (its tokens would not be the whole signal).
@@ -43,11 +43,12 @@ def read_tokens(source: bytes | str | os.PathLike | BinaryIO) -> Tokens:
         np.concatenate(pieces, axis=1) if pieces else np.zeros((header.num_codebooks, 0), np.int64)
     )
     length = header.length if header.length is not None else index.length
-    return Tokens(
-        torch.from_numpy(codes).unsqueeze(0),
-        torch.tensor([scales], dtype=torch.float32) if header.scales_per_packet else None,
+    tokens = Tokens(
+        codes[None],
+        np.array([scales], np.float32) if header.scales_per_packet else None,
         length,
         header.sample_rate,
         header.bandwidth,
         header.model_id,
     )
+    return tokens.as_framework(framework)

@@ -35,10 +35,12 @@ import math
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
+from ...audio.read import to_numpy
+from ...codec.arrays import as_framework
 from ...codec.config import CodecConfig
 from ...codec.tokens import Tokens
 from ...errors import (
@@ -50,8 +52,9 @@ from ...errors import (
     UnsupportedFormatError,
 )
 from ...zoo.codec_cards import find_card
-from .arithmetic import BIT_REVERSE, ArithmeticCoder, ArithmeticDecoder, build_stable_quantized_cdf
-from .ecdc_lm import EcdcLM, load_ecdc_lm
+
+if TYPE_CHECKING:
+    from .ecdc_lm import EcdcLM
 
 MAGIC = b"ECDC"
 VERSION = 0
@@ -230,8 +233,12 @@ def _check_tokens(tokens: Tokens, config: CodecConfig, name: str, lm: EcdcLM | N
         raise TokensError(f"the LM ({lm.n_q} codebooks of {lm.card}) is not one for {name}")
 
 
-def _lm_encode(lm: EcdcLM, codes: torch.Tensor) -> bytes:
+def _lm_encode(lm: EcdcLM, codes: Any) -> bytes:
     """One segment's codes ``[K, F]`` arithmetic-coded, frame after frame as the reference."""
+    # The LM (and so LM coding) is torch's; bit-packed files need no torch.
+    from .arithmetic import ArithmeticCoder, build_stable_quantized_cdf
+
+    codes = as_framework(codes, "pt")
     coder = ArithmeticCoder()
     stream = lm.stream(codes.shape[0])
     for t in range(codes.shape[1]):
@@ -269,14 +276,14 @@ def write_ecdc(tokens: Tokens, model_name: str, *, lm: EcdcLM | None = None) -> 
     meta["lm"] = lm is not None
     meta_bytes = json.dumps(meta).encode("utf-8")
     out = bytearray(HEADER.pack(MAGIC, VERSION, len(meta_bytes)) + meta_bytes)
-    codes = tokens.codes[0].detach().cpu()
+    codes = to_numpy(tokens.codes[0])
     first = 0
     for i, frames in enumerate(segment_frames(config, tokens.length)):
         if tokens.scales is not None:
             out += SCALE.pack(float(tokens.scales[0, i]))
         segment = codes[:, first : first + frames]
         if lm is None:
-            out += pack_codes(segment.t().numpy().ravel(), config.bits_per_codebook)
+            out += pack_codes(segment.T.ravel(), config.bits_per_codebook)
         else:
             out += _lm_encode(lm, segment)
         first += frames
@@ -325,6 +332,10 @@ def _check_lm_size(data: bytes, header: EcdcHeader, config: CodecConfig) -> None
 
 
 def _read_lm(data: bytes, header: EcdcHeader, config: CodecConfig, lm: EcdcLM) -> tuple[list, list]:
+    import torch
+
+    from .arithmetic import BIT_REVERSE, ArithmeticDecoder, build_stable_quantized_cdf
+
     if lm.n_q != config.n_q or lm.card != config.bins:
         raise CheckpointError(f"the LM ({lm.n_q} codebooks of {lm.card}) is not {header.model}'s")
     frames = segment_frames(config, header.length)
@@ -363,13 +374,16 @@ def _read_lm(data: bytes, header: EcdcHeader, config: CodecConfig, lm: EcdcLM) -
     return codes, scales
 
 
-def read_ecdc(data: bytes, *, lm_loader: Callable[[str], EcdcLM] | None = None) -> Tokens:
+def read_ecdc(data: bytes, *, lm_loader: Callable[[str], EcdcLM] | None = None,
+              framework: str = "pt") -> Tokens:  # fmt: skip
     """Decodes an ``.ecdc`` file (written by ``encodec`` or :func:`write_ecdc`) to tokens.
 
     Args:
         data: The file's bytes.
         lm_loader: Gives the LM for a model name when the file is LM-coded; None uses
             :func:`~.ecdc_lm.load_ecdc_lm` (the official weights, from the cache or downloaded).
+        framework: The tokens' arrays: ``"pt"`` (torch) or ``"np"`` (numpy; a bit-packed
+            file then decodes without torch, an LM-coded one needs it anyway).
 
     Returns:
         Tokens with codes ``[1, K, F]``, scales ``[1, S]`` for the 48 kHz model, the length,
@@ -386,15 +400,18 @@ def read_ecdc(data: bytes, *, lm_loader: Callable[[str], EcdcLM] | None = None) 
     config = find_card(header.model).config
     if header.use_lm:
         _check_lm_size(data, header, config)
-        lm = (lm_loader or load_ecdc_lm)(header.model)
+        if lm_loader is None:
+            from .ecdc_lm import load_ecdc_lm as lm_loader
+        lm = lm_loader(header.model)
         codes, scales = _read_lm(data, header, config, lm)
     else:
         codes, scales = _read_raw(data, header, config)
-    return Tokens(
-        codes=torch.from_numpy(np.concatenate(codes, axis=1)).unsqueeze(0),
-        scales=torch.tensor([scales], dtype=torch.float32) if config.normalize else None,
+    tokens = Tokens(
+        codes=np.concatenate(codes, axis=1)[None],
+        scales=np.array([scales], np.float32) if config.normalize else None,
         length=header.length,
         sample_rate=header.sample_rate,
         bandwidth=header.bandwidth,
         model_id=header.model,
     )
+    return tokens.as_framework(framework)
