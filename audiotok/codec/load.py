@@ -153,10 +153,10 @@ def _cached_export(key: str) -> Path | None:
 
     record = _sources_dir() / f"{key}.json"
     try:
-        name = json.loads(record.read_text())["export"]
+        name = str(json.loads(record.read_text())["export"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    folder = hub.cache_dir() / "onnx" / str(name)
+    folder = hub.cache_dir() / "onnx" / name
     # An export of an older format (without the streaming graphs) is made again.
     if not name.endswith(f"-v{FORMAT_VERSION}") or not (folder / "model.json").is_file():
         return None
