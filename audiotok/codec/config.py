@@ -166,3 +166,15 @@ class CodecConfig:
 def unknown_fields(cls: type, data: dict[str, Any]) -> list[str]:
     """The keys of ``data`` that are not fields of the dataclass ``cls``, sorted."""
     return sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+
+
+def with_tuples(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with lists made tuples for the dataclass ``cls``'s tuple-typed fields (a single
+    string becomes a 1-tuple, None stays None), keeping config dataclasses hashable."""
+    names = {f.name for f in dataclasses.fields(cls) if str(f.type).startswith("tuple")}
+    out = {}
+    for key, value in data.items():
+        if key in names and value is not None:
+            value = (value,) if isinstance(value, str) else tuple(value)
+        out[key] = value
+    return out

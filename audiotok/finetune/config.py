@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..codec.config import unknown_fields
+from ..codec.config import unknown_fields, with_tuples
 from ..errors import AudiotokError
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -204,12 +204,12 @@ class FinetuneConfig:
         sections = {"data": DataConfig, "optim": OptimConfig, "lora": LoraConfig,
                     "export": ExportConfig}  # fmt: skip
         _reject_unknown(cls, data, "config")
-        kwargs = _tuples(cls, data)
+        kwargs = with_tuples(cls, data)
         try:
             for name, section in sections.items():
                 if name in kwargs:
                     _reject_unknown(section, kwargs[name], name)
-                    kwargs[name] = section(**_tuples(section, kwargs[name]))
+                    kwargs[name] = section(**with_tuples(section, kwargs[name]))
             return cls(**kwargs)
         except TypeError as exc:
             raise FinetuneError(f"config: {exc}") from None
@@ -222,17 +222,6 @@ def _reject_unknown(cls: type, data: Any, where: str) -> None:
     if unknown:
         known = ", ".join(f.name for f in dataclasses.fields(cls))
         raise FinetuneError(f"{where}: unknown key {', '.join(unknown)} (known: {known})")
-
-
-def _tuples(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    """Lists -> tuples for the tuple-typed fields (a single string becomes a 1-tuple)."""
-    names = {f.name for f in dataclasses.fields(cls) if str(f.type).startswith("tuple")}
-    out = {}
-    for key, value in data.items():
-        if key in names and value is not None:
-            value = (value,) if isinstance(value, str) else tuple(value)
-        out[key] = value
-    return out
 
 
 def load_config(path: str | os.PathLike) -> FinetuneConfig:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..codec.config import CodecConfig, unknown_fields
+from ..codec.config import CodecConfig, unknown_fields, with_tuples
 from .trainable import CodebookTraining
 
 
@@ -192,7 +192,7 @@ class TrainConfig:
         for name, section in sections.items():
             if name in kwargs:
                 _reject_unknown(section, kwargs[name], name)
-                kwargs[name] = section(**_tuples(section, kwargs[name]))
+                kwargs[name] = section(**with_tuples(section, kwargs[name]))
         return cls(**kwargs)
 
 
@@ -202,12 +202,6 @@ def _reject_unknown(cls: type, data: Any, where: str) -> None:
     unknown = unknown_fields(cls, data)
     if unknown:
         raise ValueError(f"{where}: unknown fields {', '.join(unknown)}")
-
-
-def _tuples(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    """JSON lists -> tuples for the tuple-typed fields, keeping the dataclasses hashable."""
-    tuple_fields = {f.name for f in dataclasses.fields(cls) if str(f.type).startswith("tuple")}
-    return {k: tuple(v) if k in tuple_fields else v for k, v in data.items()}
 
 
 def apply_override(data: dict[str, Any], assignment: str) -> None:
