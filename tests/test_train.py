@@ -24,7 +24,13 @@ from audiotok.train.balancer import Balancer
 from audiotok.train.config import DataConfig, LossConfig, OptimConfig, TrainConfig, load_config
 from audiotok.train.data import CropSampler, read_manifest, split_by_source
 from audiotok.train.export import export_codec
-from audiotok.train.losses import mel_distance, mel_filterbank, si_sdr
+from audiotok.train.losses import (
+    LogMelL1Loss,
+    MultiScaleMelLoss,
+    mel_distance,
+    mel_filterbank,
+    si_sdr,
+)
 from audiotok.train.state import CHECKPOINT_NAME
 from audiotok.train.trainable import CodebookTraining, TrainableCodec, ema_update
 from audiotok.train.trainer import LOG_NAME, Trainer
@@ -177,6 +183,31 @@ def test_si_sdr_and_mel_distance():
     np.testing.assert_allclose(si_sdr(x + noise, x).numpy(), 20.0, atol=0.5)
     assert torch.equal(mel_distance(x, x, RATE), torch.zeros(2))
     assert (mel_distance(x + noise, x, RATE) < mel_distance(x + 5 * noise, x, RATE)).all()
+
+
+def test_log_mel_loss_sees_noise_in_an_empty_band():
+    """What made speech's mel distance lag: noise 70 dB down, above a band-limited input.
+
+    audiocraft's window-normalised loss floors it away; DAC's log-mel L1 counts it, as the
+    mel distance we report does.
+    """
+    t = torch.arange(RATE) / RATE
+    x = (0.1 * torch.sin(2 * torch.pi * 440 * t))[None, None]
+    noise = torch.fft.rfft(torch.randn(1, 1, RATE, generator=torch.Generator().manual_seed(0)))
+    noise[..., torch.fft.rfftfreq(RATE, 1 / RATE) < 5000] = 0
+    noise = torch.fft.irfft(noise, n=RATE)
+    noise = noise / noise.square().mean().sqrt() * 0.1 * 10 ** (-70 / 20)
+    log_mel = LogMelL1Loss(RATE)
+    assert float(log_mel(x, x)) == 0.0
+    assert float(MultiScaleMelLoss(RATE)(x + noise, x)) < 1e-5
+    assert float(log_mel(x + noise, x)) > 0.1
+    assert float(mel_distance(x + noise, x, RATE)) > 0.01
+    # Finite gradients through digital silence (the magnitude's square root at 0).
+    half_silent = x.clone()
+    half_silent[..., : RATE // 2] = 0
+    half_silent.requires_grad_()
+    log_mel(half_silent, x).backward()
+    assert torch.isfinite(half_silent.grad).all() and half_silent.grad.abs().sum() > 0
 
 
 def test_balancer_mixes_normalised_gradients():

@@ -161,7 +161,7 @@ def test_cli_slices_with_state_and_subset(tmp_path, subset):
     assert (tmp_path / "training" / STATE_NAME).is_file()
     lines = [json.loads(x) for x in (tmp_path / "training" / HISTORY_NAME).read_text().splitlines()]
     assert [x["steps"] for x in lines] == [[0, 2], [2, 4]]
-    assert lines[1]["note"] == "--set optim.lr=0.001"
+    assert lines[1]["note"] == f"--set optim.lr=0.001 --subset {subset}"
     result = runner.invoke(cli, [*args, "-o", str(tmp_path / "r3"), "--set", "optim.nope=1"])
     assert result.exit_code == 1 and "unknown fields nope" in result.output
 

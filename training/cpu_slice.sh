@@ -11,6 +11,11 @@
 #
 # Needs training/subset/ (audiotok make-subset) and audiotok installed. The run directory
 # (RUN, default /tmp/audiotok-cpu-slice) keeps full checkpoints between starts of one session.
+#
+# An ablation arm beside it: its own RUN and STATE (a copy of training/'s state.safetensors and
+# history.jsonl), config overrides in SETS and a NOTE, e.g.
+#   RUN=/tmp/arm-b STATE=/tmp/arm-b/state SETS="losses.mel=1 losses.logmel=1" \
+#     NOTE="cpu ablation: logmel" training/cpu_slice.sh start 100
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${RUN:-/tmp/audiotok-cpu-slice}
@@ -21,6 +26,15 @@ BATCH=${BATCH:-16}
 # spin against each other and both crawl (measured: a benchmark ran 20x slower beside a
 # 2-thread trainer, even at nice 19). THREADS=2 for a machine left alone.
 THREADS=${THREADS:-1}
+STATE=${STATE:-training}
+# A bigger subset than the GPU slice's (same validation crops), where this machine has one:
+#   audiotok make-subset configs/audiotok_24khz.json -o SUBSET --manifest M \
+#       --seconds speech 10000 --seconds music 14000 --seconds sfx 6000
+SUBSET=${SUBSET:-}
+NOTE=${NOTE:-cpu background slice}
+sets=()
+for field in ${SETS:-}; do sets+=(--set "$field"); done
+if [ -n "$SUBSET" ]; then sets+=(--subset "$SUBSET"); fi
 
 running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 
@@ -30,9 +44,9 @@ case "${1:-status}" in
     mkdir -p "$RUN"
     minutes=${2:-170}
     # setsid: the trainer outlives this shell; nice 19: benchmarks and tests come first.
-    setsid nice -n 19 audiotok train configs/audiotok_24khz.json -o "$RUN/run" --state training \
-      --batch-size "$BATCH" --threads "$THREADS" --minutes "$minutes" \
-      --note "cpu background slice" >>"$LOG" 2>&1 < /dev/null &
+    setsid nice -n 19 audiotok train configs/audiotok_24khz.json -o "$RUN/run" --state "$STATE" \
+      --batch-size "$BATCH" --threads "$THREADS" --minutes "$minutes" "${sets[@]}" \
+      --note "$NOTE" >>"$LOG" 2>&1 < /dev/null &
     echo $! > "$PIDFILE"
     echo "started (pid $!), log $LOG"
     ;;

@@ -35,8 +35,8 @@ python3 -c "import torch, soundfile; print('torch', torch.__version__, 'cuda', t
 # others are ablations from the same state (docs/TRAINING.md says which and why). The processes
 # share the GPU (no faster together than one alone), so each gets its share of MINUTES.
 VARIANTS=${VARIANTS:-"default|
-floor|--set losses.mel_floor=1e-7
-l1mid|--set losses.l1=0.3"}
+logmel|--set losses.mel=1 --set losses.logmel=1 --set losses.logmel_floor=0.00316
+logmel2|--set losses.logmel=1 --set losses.logmel_floor=0.00316"}
 
 (command -v nvidia-smi >/dev/null && nvidia-smi dmon -s u -d 5 > /tmp/slice/dmon.txt 2>&1) &
 dmon=$!

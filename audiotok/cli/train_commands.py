@@ -111,7 +111,9 @@ def train(
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, stop)
         seconds = None if minutes is None else minutes * 60
-        note = " ".join([note, *(f"--set {o}" for o in overrides)]).strip()
+        # What the history line needs to tell this slice from the chain's usual one.
+        changes = [f"--set {o}" for o in overrides] + ([f"--subset {subset}"] if subset else [])
+        note = " ".join([note, *changes]).strip()
         record = run_slice(trainer, state_dir, seconds, until, note)
     except ValueError as exc:  # bad config, manifest or audio file: one line, not a traceback
         fail(str(exc))

@@ -81,6 +81,10 @@ class LossConfig:
         mel_floor: Added to its mel power before the logarithm (audiocraft: 1e-5). With
             window-normalised spectrograms 1e-5 hides what is ~60 dB below a full-scale tone, so
             noise a codec adds in an empty band (speech recorded at 8 or 16 kHz) costs nothing.
+        logmel: DAC's multi-scale log-mel L1 (:class:`~audiotok.train.losses.LogMelL1Loss`),
+            which sees that noise; 0 leaves it out (no cost).
+        logmel_floor: Its clamp on mel magnitudes (DAC: 1e-5; :func:`mel_distance`'s clamp
+            on power, 1e-5, is ``sqrt(1e-5)`` ~ 3.2e-3 in magnitude).
         adversarial: Generator's hinge loss against the discriminator.
         feature_matching: L1 between discriminator features of real and decoded audio.
         commitment: Weight of the RVQ commitment loss (outside the balancer, as in EnCodec).
@@ -97,6 +101,8 @@ class LossConfig:
     l1: float = 0.1
     sisdr: float = 0.0
     mel: float = 2.0
+    logmel: float = 0.0
+    logmel_floor: float = 1e-5
     adversarial: float = 4.0
     feature_matching: float = 4.0
     commitment: float = 1.0

@@ -30,6 +30,7 @@ from .config import TrainConfig
 from .data import INIT_STREAM, CropSampler, read_manifest, split_by_source
 from .discriminator import MultiScaleSTFTDiscriminator
 from .losses import (
+    LogMelL1Loss,
     MultiScaleMelLoss,
     feature_matching_loss,
     hinge_discriminator_loss,
@@ -89,6 +90,7 @@ class Trainer:
                 "l1": losses.l1,
                 "sisdr": losses.sisdr,
                 "mel": losses.mel,
+                "logmel": losses.logmel,
                 "adversarial": losses.adversarial,
                 "feature_matching": losses.feature_matching,
             },
@@ -103,6 +105,7 @@ class Trainer:
             alphas=losses.mel_alphas,
             floor=losses.mel_floor,
         )
+        self.logmel_loss = LogMelL1Loss(config.model.sample_rate, floor=losses.logmel_floor)
         self.sampler, self.valid_sampler = self._samplers()
         self.step = 0
         # Step at which the learning rate last started ramping up again (a compact resume).
@@ -164,6 +167,8 @@ class Trainer:
         n_q = choices[int(torch.randint(len(choices), (1,), generator=self.generator))]
         out = self.codec(x, n_q, self.generator)
         losses = {"l1": F.l1_loss(out.audio, x), "mel": self.mel_loss(out.audio, x)}
+        if cfg.losses.logmel > 0:
+            losses["logmel"] = self.logmel_loss(out.audio, x)
         if cfg.losses.sisdr > 0:
             losses["sisdr"] = -si_sdr(out.audio, x).mean()
         adversarial = self._adversarial()
