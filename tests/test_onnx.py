@@ -127,6 +127,12 @@ def test_unsegmented_tiny(tmp_path):
     check_unsegmented(tiny_codec(), tmp_path, [(SPEECH, 0.37, 0.99), (SPEECH, 2.3, 0.99)])
 
 
+def test_unsegmented_tiny_snake(tmp_path):
+    # DAC's activation exports as Sin, Pow and Reciprocal nodes.
+    codec = tiny_codec("tiny-snake", activation="Snake")
+    check_unsegmented(codec, tmp_path, [(SPEECH, 0.37, 0.99)])
+
+
 def test_unsegmented_default_model(tmp_path):
     import audiotok
 

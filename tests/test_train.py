@@ -262,6 +262,35 @@ def test_trainable_codec_matches_inference_in_eval_mode(manifest):
     torch.testing.assert_close(step.audio, audio)
 
 
+def test_per_item_quantizer_dropout_decodes_each_item_from_its_codebooks():
+    """DAC-style dropout: one batch, each item decoded as if alone with its own ``n_q``."""
+    codec = TrainableCodec(TINY_MODEL, CodebookTraining(dropout=0.5))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 1, 4000, generator=gen) * 0.1
+    n_q = codec.draw_codebooks(4, gen)
+    assert n_q.shape == (4,) and (n_q[2:] == TINY_MODEL.n_q).all()
+    assert set(n_q[:2].tolist()) <= set(codec.bandwidth_codebooks())
+    codec.train()
+    codec(x, TINY_MODEL.n_q, gen)  # k-means initialisation of every codebook
+    before = [layer._codebook.embed.clone() for layer in codec.model.quantizer.vq.layers]
+    per_item = torch.tensor([1, 2, 4, 4])
+    codec(x[:2], torch.tensor([1, 1]), gen)  # only the first codebook learns
+    after = [layer._codebook.embed for layer in codec.model.quantizer.vq.layers]
+    assert not torch.equal(before[0], after[0])
+    assert all(torch.equal(b, a) for b, a in zip(before[1:], after[1:], strict=True))
+    codec.eval()
+    with torch.no_grad():
+        step = codec(x, per_item, gen)
+        for b, k in enumerate(per_item.tolist()):
+            alone = codec(x[b : b + 1], k, gen)
+            torch.testing.assert_close(step.audio[b : b + 1], alone.audio)
+            assert torch.equal(step.codes[b, :k], alone.codes[0])
+            assert (step.codes[b, k:] == -1).all()
+    assert step.n_q == 2.75
+    with pytest.raises(ValueError, match="dropout"):
+        CodebookTraining(dropout=1.5)
+
+
 def test_data_init_makes_the_output_depend_on_the_input():
     torch.manual_seed(0)
     codec = TrainableCodec(TINY_MODEL)
@@ -307,8 +336,10 @@ def test_training_raises_si_sdr(tmp_path, manifest):
     assert "discriminator" in json.loads(records[-1])
 
 
-def test_resume_is_exact(tmp_path, manifest):
-    config = tiny_config(manifest, steps=6)
+@pytest.mark.parametrize("dropout", [1.0, 0.5])
+def test_resume_is_exact(tmp_path, manifest, dropout):
+    codebooks = CodebookTraining(kmeans_iters=2, dropout=dropout)
+    config = tiny_config(manifest, steps=6, codebooks=codebooks)
     straight = Trainer(config, tmp_path / "a")
     straight.run()
     first = Trainer(config, tmp_path / "b")

@@ -32,11 +32,15 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,dri
 python3 -c "import torch, soundfile; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 
 # name | overrides of configs/audiotok_24khz.json. The first continues the shipped recipe; the
-# others are ablations from the same state (docs/TRAINING.md says which and why). The processes
-# share the GPU (no faster together than one alone), so each gets its share of MINUTES.
+# others are ablations from the same state, scratch-* from nothing (docs/TRAINING.md says which
+# and why). The processes share the GPU (no faster together than one alone), so each gets its
+# share of MINUTES.
 VARIANTS=${VARIANTS:-"default|
 logmel|--set losses.mel=1 --set losses.logmel=1 --set losses.logmel_floor=0.00316
-logmel2|--set losses.logmel=1 --set losses.logmel_floor=0.00316"}
+logmel2|--set losses.logmel=1 --set losses.logmel_floor=0.00316
+qdrop|--set codebooks.dropout=0.5
+scratch-elu|
+scratch-snake|--set model.activation=Snake"}
 
 (command -v nvidia-smi >/dev/null && nvidia-smi dmon -s u -d 5 > /tmp/slice/dmon.txt 2>&1) &
 dmon=$!
@@ -44,7 +48,10 @@ pids=()
 while IFS='|' read -r name overrides; do
   [ -n "$name" ] || continue
   mkdir -p "/tmp/slice/$name"
-  if [ -f training/state.safetensors ]; then cp training/state.safetensors "/tmp/slice/$name/"; fi
+  # A variant named scratch-* starts from nothing (an architecture change can't resume).
+  if [ -f training/state.safetensors ] && [[ $name != scratch* ]]; then
+    cp training/state.safetensors "/tmp/slice/$name/"
+  fi
   # shellcheck disable=SC2086  # the overrides are separate words
   python3 -m audiotok train configs/audiotok_24khz.json -o "/tmp/slice/$name/run" \
     --state "/tmp/slice/$name" --device "${DEVICE:-cuda}" --minutes "$MINUTES" --threads 2 \

@@ -41,10 +41,11 @@ from .conv import SConv1d, SConvTranspose1d, pad1d
 from .lstm import SLSTM
 from .model import EncodecModel, linear_overlap_add
 from .seanet import SEANetDecoder, SEANetEncoder, SEANetResnetBlock
+from .snake import Snake1d
 
 # Layers that act on each time step alone (or, for the LSTM, on past steps only), so the
 # garbage past a row's end never reaches its valid outputs.
-_TIME_LOCAL = (nn.ELU, nn.Identity, nn.Tanh, nn.Sigmoid, SLSTM)
+_TIME_LOCAL = (nn.ELU, Snake1d, nn.Identity, nn.Tanh, nn.Sigmoid, SLSTM)
 
 
 def ragged_forward(module: nn.Module, x: Tensor, lengths: list[int]) -> tuple[Tensor, list[int]]:

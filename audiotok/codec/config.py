@@ -20,6 +20,7 @@ from typing import Any
 
 NORMS = ("none", "weight_norm", "time_group_norm")
 PAD_MODES = ("reflect", "constant", "replicate", "circular")
+ACTIVATIONS = ("ELU", "Snake")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class CodecConfig:
         final_activation: Name of a ``torch.nn`` activation after the decoder, or None.
         disable_norm_outer_blocks: Number of outer blocks (first of the encoder, last of the
             decoder) built without normalisation (audiocraft option).
+        activation: ``ELU`` (EnCodec) or ``Snake`` (DAC: ``x + sin(a x)**2 / a`` with a
+            learned ``a`` per channel, :class:`~audiotok.codec.snake.Snake1d`).
         activation_alpha: The ELU's alpha.
         n_q: Number of codebooks in the residual quantizer.
         bins: Entries per codebook (the token cardinality).
@@ -76,6 +79,7 @@ class CodecConfig:
     trim_right_ratio: float = 1.0
     final_activation: str | None = None
     disable_norm_outer_blocks: int = 0
+    activation: str = "ELU"
     activation_alpha: float = 1.0
     n_q: int = 32
     bins: int = 1024
@@ -97,6 +101,8 @@ class CodecConfig:
             problems.append(f"norm must be one of {NORMS}, not {self.norm!r}")
         if self.pad_mode not in PAD_MODES:
             problems.append(f"pad_mode must be one of {PAD_MODES}, not {self.pad_mode!r}")
+        if self.activation not in ACTIVATIONS:
+            problems.append(f"activation must be one of {ACTIVATIONS}, not {self.activation!r}")
         if self.causal and self.norm == "time_group_norm":
             problems.append("time_group_norm looks at the whole signal and can't be causal")
         if self.bins < 2 or self.bins & (self.bins - 1):

@@ -17,10 +17,18 @@ from torch import Tensor, nn
 from .config import CodecConfig
 from .conv import SConv1d, SConvTranspose1d
 from .lstm import SLSTM
+from .snake import Snake1d
+
+
+def activation(config: CodecConfig, channels: int) -> nn.Module:
+    """The config's activation for ``channels`` channels: ELU, or Snake (DAC)."""
+    if config.activation == "Snake":
+        return Snake1d(channels)
+    return nn.ELU(config.activation_alpha)
 
 
 class SEANetResnetBlock(nn.Module):
-    """Residual block: ``ELU, conv k, ELU, conv 1`` plus a skip connection.
+    """Residual block: ``ELU, conv k, ELU, conv 1`` plus a skip connection (ELU or Snake).
 
     Args:
         dim: Channels in and out.
@@ -37,9 +45,9 @@ class SEANetResnetBlock(nn.Module):
         hidden = dim // config.compress
         conv_args = dict(causal=config.causal, norm=norm, pad_mode=config.pad_mode)
         self.block = nn.Sequential(
-            nn.ELU(config.activation_alpha),
+            activation(config, dim),
             SConv1d(dim, hidden, kernel_size, dilation=dilation, **conv_args),
-            nn.ELU(config.activation_alpha),
+            activation(config, hidden),
             SConv1d(hidden, dim, 1, **conv_args),
         )
         self.shortcut: nn.Module = (
@@ -91,14 +99,14 @@ class SEANetEncoder(nn.Module):
             norm = _outer_norm(config, i + 1)
             layers += _residual_blocks(config, width, norm)
             layers += [
-                nn.ELU(config.activation_alpha),
+                activation(config, width),
                 SConv1d(width, 2 * width, 2 * ratio, stride=ratio, norm=norm, **conv_args),
             ]
             width *= 2
         if config.lstm:
             layers.append(SLSTM(width, config.lstm))
         layers += [
-            nn.ELU(config.activation_alpha),
+            activation(config, width),
             SConv1d(
                 width,
                 config.dimension,
@@ -144,7 +152,7 @@ class SEANetDecoder(nn.Module):
             # Decoder stage i mirrors encoder stage len(ratios) - 1 - i.
             norm = _outer_norm(config, len(self.ratios) - i)
             layers += [
-                nn.ELU(config.activation_alpha),
+                activation(config, width),
                 SConvTranspose1d(
                     width,
                     width // 2,
@@ -158,7 +166,7 @@ class SEANetDecoder(nn.Module):
             layers += _residual_blocks(config, width // 2, norm)
             width //= 2
         layers += [
-            nn.ELU(config.activation_alpha),
+            activation(config, config.n_filters),
             SConv1d(
                 config.n_filters,
                 config.channels,

@@ -15,7 +15,9 @@ Two more pieces from the paper:
   Unlike the reference, the restarted entry's statistics are reset too; otherwise the next
   EMA update would move it straight back.
 * **Quantizer dropout**: each step uses the first ``n_q`` codebooks only, with ``n_q`` drawn
-  from the bandwidths the model serves, so one model decodes every bandwidth.
+  from the bandwidths the model serves, so one model decodes every bandwidth. With
+  ``CodebookTraining.dropout`` below 1 the draw is per item instead, as DAC's
+  ``quantizer_dropout``: that share of the batch draws, the rest uses every codebook.
 
 All randomness comes from a ``torch.Generator`` the caller owns, so that training resumes
 exactly from a checkpoint.
@@ -44,12 +46,21 @@ class CodebookTraining:
         epsilon: Laplace smoothing of cluster sizes (keeps empty entries finite).
         dead_code_threshold: An entry whose EMA usage per step falls below this is restarted.
         kmeans_iters: K-means iterations of the first batch that initialise a fresh codebook.
+        dropout: Quantizer dropout. 1: one bandwidth drawn per step for the whole batch (as
+            EnCodec). Below 1: per item, as DAC's ``quantizer_dropout`` (its recipe: 0.5): the
+            first ``int(B * dropout)`` items of a batch each draw a bandwidth, the others use
+            all codebooks; every step then runs all codebooks.
     """
 
     decay: float = 0.99
     epsilon: float = 1e-5
     dead_code_threshold: float = 0.05
     kmeans_iters: int = 10
+    dropout: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.dropout <= 1.0:
+            raise ValueError(f"codebooks.dropout must be in [0, 1], not {self.dropout}")
 
 
 @dataclass
@@ -60,13 +71,13 @@ class TrainStep:
         audio: Reconstruction ``[B, C, T]``, differentiable.
         codes: Codes ``[B, n_q, F]``.
         commitment: Mean squared distance between latents and their quantized values.
-        n_q: Codebooks used in this step.
+        n_q: Codebooks used in this step (the batch's mean with per-item dropout).
     """
 
     audio: Tensor
     codes: Tensor
     commitment: Tensor
-    n_q: int
+    n_q: float
 
 
 def _sample_rows(x: Tensor, n: int, generator: torch.Generator) -> Tensor:
@@ -196,33 +207,69 @@ class TrainableCodec(nn.Module):
         """Codebook counts of the bandwidths the model serves, ascending."""
         return sorted({self.config.num_codebooks(b) for b in self.config.target_bandwidths})
 
-    def forward(self, x: Tensor, n_q: int, generator: torch.Generator) -> TrainStep:
+    def draw_codebooks(self, batch: int, generator: torch.Generator) -> int | Tensor:
+        """Quantizer dropout of one step: an ``n_q`` for the batch, or ``[B]`` per item.
+
+        Example (``dropout`` 0.5, a batch of 4; ``n_q`` drawn from 2, 4, 8, 16, 32):
+        ``tensor([8, 2, 32, 32])``: the first half draws, the second half uses all 32.
+        """
+        choices = self.bandwidth_codebooks()
+        if self.codebooks.dropout >= 1.0:
+            return choices[int(torch.randint(len(choices), (1,), generator=generator))]
+        per_item = torch.full((batch,), choices[-1], dtype=torch.long)
+        drawn = int(batch * self.codebooks.dropout)
+        index = torch.randint(len(choices), (drawn,), generator=generator)
+        per_item[:drawn] = torch.tensor(choices)[index]
+        return per_item
+
+    def forward(self, x: Tensor, n_q: int | Tensor, generator: torch.Generator) -> TrainStep:
         """Encodes, quantizes with the first ``n_q`` codebooks and decodes ``x`` ``[B, C, T]``.
 
-        In training mode the codebooks used are updated (k-means on the first batch, then
-        EMA and dead-code restarts); in eval mode they are left as they are.
+        ``n_q`` is one count for the batch or ``[B]``, one per item (each item decodes from
+        its own first ``n_q[b]`` codebooks; its ``codes`` beyond them are -1). In training
+        mode the codebooks used are updated (k-means on the first batch, then EMA and
+        dead-code restarts) on the latents that used them; in eval mode they are left as they
+        are.
         """
         latent = self.model.encoder(x)  # [B, D, F]
         b, d, f = latent.shape
         flat = latent.transpose(1, 2).reshape(-1, d)
+        # Per item: which of the B * F latent rows each codebook quantizes.
+        rows_q = n_q.to(flat.device).repeat_interleave(f) if isinstance(n_q, Tensor) else None
+        depth = int(n_q.max()) if isinstance(n_q, Tensor) else n_q
         residual, quantized = flat, torch.zeros_like(flat)
         codes, commitment = [], latent.new_zeros(())
-        for layer in self.model.quantizer.vq.layers[:n_q]:
+        for i, layer in enumerate(self.model.quantizer.vq.layers[:depth]):
             codebook: EuclideanCodebook = layer._codebook
+            active = None if rows_q is None else rows_q > i
             target = residual.detach()
+            used = target if active is None else target[active]
             if self.training and not codebook.inited.item():
-                kmeans_init(codebook, target, self.codebooks.kmeans_iters, generator)
+                kmeans_init(codebook, used, self.codebooks.kmeans_iters, generator)
             with torch.no_grad():
                 indices = codebook.encode(target)
             chosen = codebook.decode(indices).detach()
-            commitment = commitment + F.mse_loss(residual, chosen)
+            if active is None:
+                commitment = commitment + F.mse_loss(residual, chosen)
+            else:
+                chosen = chosen * active[:, None]
+                # Summed here, divided by the rows quantized over all codebooks below.
+                commitment = commitment + (residual - chosen)[active].square().sum()
             quantized = quantized + chosen
             residual = residual - chosen
             if self.training:
-                ema_update(codebook, target, indices, self.codebooks, generator)
-            codes.append(indices.view(b, f))
+                picked = indices if active is None else indices[active]
+                ema_update(codebook, used, picked, self.codebooks, generator)
+            codes.append(
+                (indices if active is None else indices.masked_fill(~active, -1)).view(b, f)
+            )
+        if rows_q is None:
+            commitment, mean_q = commitment / n_q, float(n_q)
+        else:
+            commitment = commitment / (rows_q.sum() * d)
+            mean_q = float(n_q.float().mean())
         # Straight-through: the forward pass sees the entries, the backward the identity.
         quantized = flat + (quantized - flat).detach()
         latent_q = quantized.view(b, f, d).transpose(1, 2)
         audio = self.model.decoder(latent_q)[..., : x.shape[-1]]
-        return TrainStep(audio, torch.stack(codes, dim=1), commitment / n_q, n_q)
+        return TrainStep(audio, torch.stack(codes, dim=1), commitment, mean_q)

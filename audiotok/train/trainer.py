@@ -163,9 +163,7 @@ class Trainer:
         cfg = self.config
         self.codec.train()
         x = self.sampler.batch(self.step).to(self.device)
-        choices = self.codec.bandwidth_codebooks()
-        n_q = choices[int(torch.randint(len(choices), (1,), generator=self.generator))]
-        out = self.codec(x, n_q, self.generator)
+        out = self.codec(x, self.codec.draw_codebooks(x.shape[0], self.generator), self.generator)
         losses = {"l1": F.l1_loss(out.audio, x), "mel": self.mel_loss(out.audio, x)}
         if cfg.losses.logmel > 0:
             losses["logmel"] = self.logmel_loss(out.audio, x)
@@ -193,7 +191,7 @@ class Trainer:
         self.optimizer.step()
         metrics = {k: float(v.detach()) for k, v in losses.items()}
         metrics.update(
-            commitment=float(out.commitment.detach()), n_q=n_q, lr=self.learning_rate(self.step)
+            commitment=float(out.commitment.detach()), n_q=out.n_q, lr=self.learning_rate(self.step)
         )
         if adversarial:
             coin = float(torch.rand((), generator=self.generator))
