@@ -124,6 +124,25 @@ def codec_roundtrip(codec: Any, x: np.ndarray, kbps: float) -> tuple[np.ndarray,
     return audio.mean(dim=0).numpy(), 8 * len(data) / (len(x) / codec.sample_rate) / 1000
 
 
+def silence_levels(codec: Any, bandwidths: list[float], seconds: float = 2.0) -> dict[str, float]:
+    """Level (dBFS; -inf for exact zeros) of digital silence through each codec and kbps.
+
+    A codec should give silence back: pauses and fade-outs are full of it, and a decoder's
+    idle output is heard there, not measured by the tables (mel distance floors it away).
+    """
+    x = np.zeros(round(seconds * codec.sample_rate), dtype=np.float32)
+
+    def level(y: np.ndarray) -> float:
+        power = float(np.mean(y.astype(np.float64) ** 2))
+        return float(10 * np.log10(power)) if power > 0 else float("-inf")
+
+    levels = {f"{codec.model_id} {k:g}": level(codec_roundtrip(codec, x, k)[0]) for k in bandwidths}
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in bandwidths:
+            levels[f"opus {k:g}"] = level(opus_roundtrip(x, k, codec.sample_rate, Path(tmp))[0])
+    return levels
+
+
 def opus_roundtrip(x: np.ndarray, kbps: float, rate: int, tmp: Path) -> tuple[np.ndarray, float]:
     """(decoded ``[T']``, actual kbps with the Ogg container) of ``x`` through libopus."""
     import soundfile as sf
@@ -300,12 +319,15 @@ def run(args: argparse.Namespace) -> None:
     with torch.inference_mode():
         records = evaluate(codec, crops, categories, args.bandwidths)
     rows = summarise(records)
+    with torch.inference_mode():
+        silence = silence_levels(codec, args.bandwidths)
     pairs = [(6.0, 6.0), (6.0, 12.0)]
     verdicts = {f"{a:g}_vs_opus_{b:g}": checks(rows, codec.model_id, a, b) for a, b in pairs}
     skipped = sum(r["pesq_skipped"] for r in rows)
     report = {"machine": machine(), "command": shlex.join(["python", *sys.argv]),
               "elapsed_s": time.perf_counter() - start, "rows": rows, "checks": verdicts,
-              "pesq_skipped": skipped, "records": records}  # fmt: skip
+              "pesq_skipped": skipped, "silence_dbfs": silence,
+              "records": records}  # fmt: skip
     print(f"Machine: {report['machine']}\nCommand: {report['command']}")
     print(
         f"Elapsed: {report['elapsed_s']:.1f} s; {len(crops)} crops of {args.seconds:g} s at "
@@ -313,6 +335,12 @@ def run(args: argparse.Namespace) -> None:
     )
     print(table(rows))
     print(f"\nPESQ skipped on {skipped} speech decodes (silent or too short).")
+    print("\nDigital silence in (2 s), level out in dBFS:")
+    print("| codec | " + " | ".join(f"{k:g} kbps" for k in args.bandwidths) + " |")
+    print("| --- |" + " --: |" * len(args.bandwidths))
+    for name in (codec.model_id, "opus"):
+        cells = (f"{silence[f'{name} {k:g}']:.1f}" for k in args.bandwidths)
+        print(f"| {name} | " + " | ".join(cells) + " |")
     for (a, b), results in zip(pairs, verdicts.values(), strict=True):
         title = "Headline" if a == b else "Stretch"
         print(f"\n{title}: " + check_table(results, codec.model_id, a, b))

@@ -5,6 +5,7 @@ Tiny model and synthetic audio, as tests/test_train.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -16,7 +17,7 @@ from test_train import RATE, tiny_config, write_manifest
 from audiotok.cli.main import cli
 from audiotok.train.clipbank import ClipBank
 from audiotok.train.config import DataConfig, apply_override, load_config
-from audiotok.train.data import read_manifest
+from audiotok.train.data import CropSampler, read_manifest, split_by_source
 from audiotok.train.slices import (
     HISTORY_NAME,
     STATE_NAME,
@@ -76,6 +77,32 @@ def test_clipbank_batches_are_a_function_of_seed_and_step(subset):
     assert ((rms_db > -20 - 6.5) & (rms_db < -20 + 6.5)).all()
     crops, categories = a.fixed_set(2)
     assert crops.shape == (2, 1, 4000) and categories == ["speech", "speech"]
+
+
+@pytest.mark.parametrize("source", ["clipbank", "crops"])
+def test_silence_spans_teach_digital_silence_and_leave_the_rest(subset, source):
+    manifest = subset.parent / "audio" / "manifest.tsv"
+    config = DataConfig(segment=0.25, batch_size=64, validation_sources=("held",))
+    quiet = dataclasses.replace(config, silence=0.5)
+    if source == "clipbank":
+        plain, silenced = (ClipBank(subset, c, RATE, seed=1) for c in (config, quiet))
+    else:
+        train, _ = split_by_source(read_manifest(manifest), ("held",))
+        plain, silenced = (CropSampler(train, c, RATE, seed=1) for c in (config, quiet))
+    a, b = plain.batch(3), silenced.batch(3)
+    assert torch.equal(silenced.batch(3), b)  # a function of (seed, step), as every batch
+    changed = (a != b).any(dim=-1).flatten()
+    assert 16 < int(changed.sum()) < 48  # about half the crops
+    fade = round(0.005 * RATE)
+    for crop, original in zip(b[changed, 0], a[changed, 0], strict=True):
+        zero = torch.nonzero(crop != original).flatten()
+        span = int(zero[-1] - zero[0]) + 1  # one span: where the crop differs from its source
+        assert 0.1 * 4000 - 2 <= span <= 0.5 * 4000 + 2
+        assert (crop[zero[0] + fade : zero[-1] - fade + 1] == 0).all()  # silent between fades
+        assert (
+            crop[zero[0] : zero[0] + fade].abs() <= original[zero[0] : zero[0] + fade].abs()
+        ).all()
+    assert torch.equal(a[~changed], b[~changed])
 
 
 def test_clipbank_refuses_another_rate(subset):

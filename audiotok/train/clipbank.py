@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from .config import DataConfig
+from .data import silence_spans
 from .subset import read_subset_info
 
 # Candidates per crop: the first loud enough is used, as the crop sampler's redraws.
@@ -112,7 +113,8 @@ class ClipBank:
         gain = torch.where(rms > 0, target / rms.clamp(min=1e-12), torch.ones_like(rms))
         peak = x.abs().amax(dim=-1) * gain
         gain = torch.where(peak > 0.99, gain * 0.99 / peak.clamp(min=1e-12), gain)
-        return (x * gain[:, None])[:, None].float()
+        x = (x * gain[:, None])[:, None].float()
+        return silence_spans(x, cfg.silence, self.sample_rate, self.seed, step)
 
     def fixed_set(self, count: int | None = None) -> tuple[Tensor, list[str]]:
         """The subset's validation crops ``[N, 1, T]`` (on the device) and their categories.

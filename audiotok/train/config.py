@@ -42,6 +42,9 @@ class DataConfig:
         gain_jitter_db: ... plus a uniform random gain in +- this many dB.
         min_rms_db: Crops quieter than this are redrawn (up to a few times): silence teaches
             nothing.
+        silence: Share of training crops in which a random span (10 to 50 %) is replaced by
+            digital silence (:func:`~audiotok.train.data.silence_spans`), so that the codec
+            learns to give silence back; 0 leaves crops as drawn.
         validation_items: Fixed validation crops (drawn once from the held-out sources).
         subset: A training subset folder (:mod:`audiotok.train.subset`); when set, crops
             come from it, decoded into memory on the training device, and validation uses
@@ -58,6 +61,7 @@ class DataConfig:
     target_rms_db: float = -20.0
     gain_jitter_db: float = 6.0
     min_rms_db: float = -60.0
+    silence: float = 0.0
     validation_items: int = 48
     subset: str = ""
 
