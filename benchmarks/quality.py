@@ -128,7 +128,8 @@ def silence_levels(codec: Any, bandwidths: list[float], seconds: float = 2.0) ->
     """Level (dBFS; -inf for exact zeros) of digital silence through each codec and kbps.
 
     A codec should give silence back: pauses and fade-outs are full of it, and a decoder's
-    idle output is heard there, not measured by the tables (mel distance floors it away).
+    idle output is heard there. The tables count it within each crop's mel distance;
+    ``quality_where.py`` says how much of it.
     """
     x = np.zeros(round(seconds * codec.sample_rate), dtype=np.float32)
 
