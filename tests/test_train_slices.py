@@ -105,6 +105,29 @@ def test_silence_spans_teach_digital_silence_and_leave_the_rest(subset, source):
     assert torch.equal(a[~changed], b[~changed])
 
 
+@pytest.mark.parametrize("source", ["clipbank", "crops"])
+def test_band_limits_empty_the_band_above_a_cutoff(subset, source):
+    manifest = subset.parent / "audio" / "manifest.tsv"
+    config = DataConfig(segment=0.25, batch_size=64, validation_sources=("held",))
+    limited = dataclasses.replace(config, lowpass=1.0)
+    if source == "clipbank":
+        plain, filtered = (ClipBank(subset, c, RATE, seed=1) for c in (config, limited))
+    else:
+        train, _ = split_by_source(read_manifest(manifest), ("held",))
+        plain, filtered = (CropSampler(train, c, RATE, seed=1) for c in (config, limited))
+    a, b = plain.batch(3), filtered.batch(3)
+    assert torch.equal(filtered.batch(3), b)
+    # At 16 kHz only the 4 kHz cutoff is below Nyquist: about a quarter of the crops change.
+    changed = (a != b).any(dim=-1).flatten()
+    assert 6 < int(changed.sum()) < 28
+    freqs = torch.fft.rfftfreq(a.shape[-1], 1 / RATE)
+    before, after = (torch.fft.rfft(v[changed, 0].double()).abs() for v in (a, b))
+    # Empty to float32 rounding: 120 dB below the strongest bin.
+    assert (after[:, freqs > 4000] < 1e-6 * before.amax(dim=-1, keepdim=True)).all()
+    torch.testing.assert_close(after[:, freqs < 3800], before[:, freqs < 3800], rtol=0, atol=1e-5)
+    assert torch.equal(a[~changed], b[~changed])
+
+
 def test_clipbank_refuses_another_rate(subset):
     with pytest.raises(ValueError, match="subset at 16000 Hz, model at 24000 Hz"):
         ClipBank(subset, DataConfig(), 24_000, seed=0)

@@ -45,6 +45,9 @@ class DataConfig:
         silence: Share of training crops in which a random span (10 to 50 %) is replaced by
             digital silence (:func:`~audiotok.train.data.silence_spans`), so that the codec
             learns to give silence back; 0 leaves crops as drawn.
+        lowpass: Share of training crops low-passed at a recording's band limit (4, 8, 11
+            or 16 kHz; :func:`~audiotok.train.data.band_limits`), so that the codec learns to
+            keep empty bands empty; 0 leaves crops as drawn.
         validation_items: Fixed validation crops (drawn once from the held-out sources).
         subset: A training subset folder (:mod:`audiotok.train.subset`); when set, crops
             come from it, decoded into memory on the training device, and validation uses
@@ -62,6 +65,7 @@ class DataConfig:
     gain_jitter_db: float = 6.0
     min_rms_db: float = -60.0
     silence: float = 0.0
+    lowpass: float = 0.0
     validation_items: int = 48
     subset: str = ""
 

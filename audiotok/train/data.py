@@ -39,6 +39,9 @@ VALIDATION_STREAM = 0xFFFFFFFF
 # Third word of the seed of step ``step``'s silence spans: a stream of its own, so turning them
 # on leaves every other draw of the batch as it was.
 SILENCE_STREAM = 1
+LOWPASS_STREAM = 2
+# Band limits of recordings a codec meets: sampled at 8, 16, 22.05 and 32 kHz.
+LOWPASS_CUTOFFS = (4000.0, 8000.0, 11025.0, 16000.0)
 
 
 def silence_spans(
@@ -165,6 +168,39 @@ def normalise(x: np.ndarray, target_db: float) -> np.ndarray:
     return (x * gain).astype(np.float32)
 
 
+def band_limits(
+    x: torch.Tensor, share: float, sample_rate: int, seed: int, step: int
+) -> torch.Tensor:
+    """A ``share`` of the crops ``x`` ``[B, 1, T]`` low-passed at a recording's band limit.
+
+    Much real audio holds nothing above 4, 8 or 11 kHz (telephone and 16 kHz speech, old
+    games' 22 kHz samples); a codec should keep those bands empty, not fill them with noise
+    (the default fills the validation speech's, which is 16 kHz material: most of its mel
+    distance). Each chosen crop keeps its spectrum below a cutoff drawn from
+    :data:`LOWPASS_CUTOFFS` (those at or above the Nyquist frequency leave it as it is) with
+    a 200 Hz raised-cosine edge, filtered in one FFT of the crop. Draws come from ``(seed,
+    step, LOWPASS_STREAM)``, two per crop.
+    """
+    if share <= 0:
+        return x
+    batch, length = x.shape[0], x.shape[-1]
+    rng = np.random.default_rng([seed, step, LOWPASS_STREAM])
+    chosen = rng.uniform(size=batch) < share
+    cutoffs = np.array(LOWPASS_CUTOFFS)[rng.integers(len(LOWPASS_CUTOFFS), size=batch)]
+    rows = [i for i in np.flatnonzero(chosen) if cutoffs[i] < sample_rate / 2]
+    if not rows:
+        return x
+    freqs = torch.fft.rfftfreq(length, 1 / sample_rate, device=x.device)
+    edge = torch.as_tensor(cutoffs[rows], dtype=freqs.dtype, device=x.device)[:, None]
+    # 1 below cutoff - 200 Hz, 0 above the cutoff, a half cosine between.
+    ramp = ((edge - freqs) / 200.0).clamp(0.0, 1.0)
+    response = 0.5 - 0.5 * torch.cos(torch.pi * ramp)
+    x = x.clone()
+    spectrum = torch.fft.rfft(x[rows, 0].double(), dim=-1) * response
+    x[rows, 0] = torch.fft.irfft(spectrum, n=length, dim=-1).to(x.dtype)
+    return x
+
+
 class CropSampler:
     """Seeded random crops of a list of files, balanced across categories.
 
@@ -219,6 +255,7 @@ class CropSampler:
         rng = np.random.default_rng([self.seed, step])
         crops = [self.crop(rng) for _ in range(self.config.batch_size)]
         x = torch.from_numpy(np.stack(crops))[:, None]
+        x = band_limits(x, self.config.lowpass, self.sample_rate, self.seed, step)
         return silence_spans(x, self.config.silence, self.sample_rate, self.seed, step)
 
     def fixed_set(self, count: int) -> tuple[torch.Tensor, list[str]]:
