@@ -36,8 +36,8 @@ _REDRAWS = 4
 INIT_STREAM = 1 << 31
 PRIORS_STREAM = 1 << 30  # + batch index
 VALIDATION_STREAM = 0xFFFFFFFF
-# Third word of the seed of step ``step``'s silence spans: a stream of its own, so turning them
-# on leaves every other draw of the batch as it was.
+# Third words of the seeds of a step's silence spans and band limits: streams of their own, so
+# turning either on leaves every other draw of the batch as it was.
 SILENCE_STREAM = 1
 LOWPASS_STREAM = 2
 # Band limits of recordings a codec meets: sampled at 8, 16, 22.05 and 32 kHz.
