@@ -79,16 +79,20 @@ def test_clipbank_batches_are_a_function_of_seed_and_step(subset):
     assert crops.shape == (2, 1, 4000) and categories == ["speech", "speech"]
 
 
+def two_samplers(subset, source: str, **change):
+    """Batches of 64 crops from the subset (``clipbank``) or the files (``crops``), as drawn
+    and with ``change`` to the data config."""
+    config = DataConfig(segment=0.25, batch_size=64, validation_sources=("held",))
+    configs = (config, dataclasses.replace(config, **change))
+    if source == "clipbank":
+        return tuple(ClipBank(subset, c, RATE, seed=1) for c in configs)
+    train, _ = split_by_source(read_manifest(subset.parent / "audio" / "manifest.tsv"), ("held",))
+    return tuple(CropSampler(train, c, RATE, seed=1) for c in configs)
+
+
 @pytest.mark.parametrize("source", ["clipbank", "crops"])
 def test_silence_spans_teach_digital_silence_and_leave_the_rest(subset, source):
-    manifest = subset.parent / "audio" / "manifest.tsv"
-    config = DataConfig(segment=0.25, batch_size=64, validation_sources=("held",))
-    quiet = dataclasses.replace(config, silence=0.5)
-    if source == "clipbank":
-        plain, silenced = (ClipBank(subset, c, RATE, seed=1) for c in (config, quiet))
-    else:
-        train, _ = split_by_source(read_manifest(manifest), ("held",))
-        plain, silenced = (CropSampler(train, c, RATE, seed=1) for c in (config, quiet))
+    plain, silenced = two_samplers(subset, source, silence=0.5)
     a, b = plain.batch(3), silenced.batch(3)
     assert torch.equal(silenced.batch(3), b)  # a function of (seed, step), as every batch
     changed = (a != b).any(dim=-1).flatten()
@@ -107,14 +111,7 @@ def test_silence_spans_teach_digital_silence_and_leave_the_rest(subset, source):
 
 @pytest.mark.parametrize("source", ["clipbank", "crops"])
 def test_band_limits_empty_the_band_above_a_cutoff(subset, source):
-    manifest = subset.parent / "audio" / "manifest.tsv"
-    config = DataConfig(segment=0.25, batch_size=64, validation_sources=("held",))
-    limited = dataclasses.replace(config, lowpass=1.0)
-    if source == "clipbank":
-        plain, filtered = (ClipBank(subset, c, RATE, seed=1) for c in (config, limited))
-    else:
-        train, _ = split_by_source(read_manifest(manifest), ("held",))
-        plain, filtered = (CropSampler(train, c, RATE, seed=1) for c in (config, limited))
+    plain, filtered = two_samplers(subset, source, lowpass=1.0)
     a, b = plain.batch(3), filtered.batch(3)
     assert torch.equal(filtered.batch(3), b)
     # At 16 kHz only the 4 kHz cutoff is below Nyquist: about a quarter of the crops change.
