@@ -36,8 +36,8 @@ python3 -c "import torch, soundfile; print('torch', torch.__version__, 'cuda', t
 # and why). The processes share the GPU (no faster together than one alone), so each gets its
 # share of MINUTES.
 VARIANTS=${VARIANTS:-"default|
-logmel|--set losses.mel=1 --set losses.logmel=1 --set losses.logmel_floor=0.00316
-logmel2|--set losses.logmel=1 --set losses.logmel_floor=0.00316
+data|--set data.silence=0.25 --set data.lowpass=0.25
+lr|--set optim.lr=0.0001
 qdrop|--set codebooks.dropout=0.5
 scratch-elu|
 scratch-snake|--set model.activation=Snake"}
