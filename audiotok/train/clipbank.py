@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .config import DataConfig
-from .data import band_limits, silence_spans
+from .data import augment
 from .subset import read_subset_info
 
 # Candidates per crop: the first loud enough is used, as the crop sampler's redraws.
@@ -114,8 +114,7 @@ class ClipBank:
         peak = x.abs().amax(dim=-1) * gain
         gain = torch.where(peak > 0.99, gain * 0.99 / peak.clamp(min=1e-12), gain)
         x = (x * gain[:, None])[:, None].float()
-        x = band_limits(x, cfg.lowpass, self.sample_rate, self.seed, step)
-        return silence_spans(x, cfg.silence, self.sample_rate, self.seed, step)
+        return augment(x, cfg, self.sample_rate, self.seed, step)
 
     def fixed_set(self, count: int | None = None) -> tuple[Tensor, list[str]]:
         """The subset's validation crops ``[N, 1, T]`` (on the device) and their categories.

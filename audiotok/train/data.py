@@ -50,8 +50,9 @@ def silence_spans(
     """Digital silence over a random span of a ``share`` of the crops ``x`` ``[B, 1, T]``.
 
     Training crops are redrawn when quiet (``min_rms_db``), so without this a codec never
-    sees silence and never learns to give it back: the default trained without it decodes
-    digital silence to a -65 dBFS buzz at harmonics of its 75 Hz frame rate. Each chosen crop
+    sees silence and never learns to give it back: the defaults trained without it decode
+    digital silence to a buzz at -65 to -71 dBFS, harmonics of their 75 Hz frame rate. Each
+    chosen crop
     loses 10 to 50 % of its length at a random place; the gain falls to 0 over the span's
     first 5 ms and rises back over its last 5 ms. Draws come from ``(seed, step,
     SILENCE_STREAM)``, a fixed number per crop.
@@ -201,6 +202,15 @@ def band_limits(
     return x
 
 
+def augment(
+    x: torch.Tensor, config: DataConfig, sample_rate: int, seed: int, step: int
+) -> torch.Tensor:
+    """Batch ``step``'s crops ``[B, 1, T]`` after the config's augmentations, in the same
+    order for every sampler: band limits (``lowpass``), then silence spans (``silence``)."""
+    x = band_limits(x, config.lowpass, sample_rate, seed, step)
+    return silence_spans(x, config.silence, sample_rate, seed, step)
+
+
 class CropSampler:
     """Seeded random crops of a list of files, balanced across categories.
 
@@ -255,8 +265,7 @@ class CropSampler:
         rng = np.random.default_rng([self.seed, step])
         crops = [self.crop(rng) for _ in range(self.config.batch_size)]
         x = torch.from_numpy(np.stack(crops))[:, None]
-        x = band_limits(x, self.config.lowpass, self.sample_rate, self.seed, step)
-        return silence_spans(x, self.config.silence, self.sample_rate, self.seed, step)
+        return augment(x, self.config, self.sample_rate, self.seed, step)
 
     def fixed_set(self, count: int) -> tuple[torch.Tensor, list[str]]:
         """``count`` crops spread evenly over the categories, the same on every call.
