@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import soundfile as sf
 import torch
 from click.testing import CliRunner
+from safetensors import safe_open
 from test_train import RATE, tiny_config, write_manifest
 
 from audiotok.cli.main import cli
@@ -25,8 +27,11 @@ from audiotok.train.slices import (
     run_slice,
     save_compact_state,
 )
+from audiotok.train.state import META_KEY
 from audiotok.train.subset import SubsetPlan, make_subset
-from audiotok.train.trainer import Trainer
+from audiotok.train.trainer import Trainer, check_same_model
+
+RECIPE = "configs/audiotok_24khz.json"
 
 PLAN = SubsetPlan({"music": 1.5, "sfx": 1.0}, snippet=0.5)
 
@@ -148,6 +153,30 @@ def test_compact_state_resumes_weights_codebooks_and_counters(tmp_path, subset):
     assert second.step == 8
 
 
+def test_committed_state_resumes_under_the_recipe():
+    # What the background and GPU slices start from; a model field added since the state was
+    # saved (as `model.activation`) must not stop them.
+    root = Path(__file__).resolve().parents[1]
+    with safe_open(root / "training" / STATE_NAME, "pt") as f:
+        meta = json.loads(f.metadata()[META_KEY])
+    check_same_model(meta["config"]["model"], load_config(root / RECIPE).model)
+
+
+def test_state_from_before_a_model_field_was_added_resumes(tmp_path, subset):
+    # A state saved before `model.activation` existed resumes (at the field's default); a
+    # state of another architecture, or of a newer version, does not.
+    trainer = Trainer(subset_config(subset), tmp_path / "run")
+    meta = trainer.meta()
+    del meta["config"]["model"]["activation"]
+    trainer.restore_meta(meta)
+    meta["config"]["model"]["activation"] = "Snake"
+    with pytest.raises(ValueError, match="another model config"):
+        trainer.restore_meta(meta)
+    meta["config"]["model"]["future_field"] = 1
+    with pytest.raises(ValueError, match=r"not one this version reads.*future_field"):
+        trainer.restore_meta(meta)
+
+
 def test_run_slice_time_box_state_and_history(tmp_path, subset):
     config = subset_config(subset, steps=1000)
     state = tmp_path / "training"
@@ -205,6 +234,7 @@ def test_cli_slices_with_state_and_subset(tmp_path, subset):
         cli, [*args, "-o", str(tmp_path / "r2"), "--until", "4", "--set", "optim.lr=0.001"]
     )
     assert result.exit_code == 0, result.output
+    assert "training from step 2\n" in result.output  # what training/cpu_slice.sh waits for
     assert (tmp_path / "training" / STATE_NAME).is_file()
     lines = [json.loads(x) for x in (tmp_path / "training" / HISTORY_NAME).read_text().splitlines()]
     assert [x["steps"] for x in lines] == [[0, 2], [2, 4]]

@@ -43,12 +43,23 @@ case "${1:-status}" in
     if running; then echo "already running (pid $(cat "$PIDFILE"))"; exit 0; fi
     mkdir -p "$RUN"
     minutes=${2:-170}
+    offset=$(($(stat -c %s "$LOG" 2>/dev/null || echo 0) + 1))
     # setsid: the trainer outlives this shell; nice 19: benchmarks and tests come first.
     setsid nice -n 19 audiotok train configs/audiotok_24khz.json -o "$RUN/run" --state "$STATE" \
       --batch-size "$BATCH" --threads "$THREADS" --minutes "$minutes" "${sets[@]}" \
       --note "$NOTE" >>"$LOG" 2>&1 < /dev/null &
     echo $! > "$PIDFILE"
     echo "started (pid $!), log $LOG"
+    # Loading the subset and the state takes minutes at nice 19, and a state that does not
+    # fit fails only then: wait for the trainer's "training from step N" or its error.
+    for _ in $(seq 300); do
+      if tail -c "+$offset" "$LOG" | grep -q "^training from step"; then
+        tail -c "+$offset" "$LOG" | grep "^training from step"; exit 0
+      fi
+      if ! running; then echo "the trainer stopped:" >&2; tail -c "+$offset" "$LOG" >&2; exit 1; fi
+      sleep 2
+    done
+    echo "still loading after 10 minutes; see $LOG"
     ;;
   pause) running && kill -STOP "$(cat "$PIDFILE")" && echo paused ;;
   resume) running && kill -CONT "$(cat "$PIDFILE")" && echo resumed ;;

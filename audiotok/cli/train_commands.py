@@ -114,7 +114,14 @@ def train(
         # What the history line needs to tell this slice from the chain's usual one.
         changes = [f"--set {o}" for o in overrides] + ([f"--subset {subset}"] if subset else [])
         note = " ".join([note, *changes]).strip()
-        record = run_slice(trainer, state_dir, seconds, until, note)
+        record = run_slice(
+            trainer,
+            state_dir,
+            seconds,
+            until,
+            note,
+            on_start=lambda step: click.echo(f"training from step {step}", err=True),
+        )
     except ValueError as exc:  # bad config, manifest or audio file: one line, not a traceback
         fail(str(exc))
     _echo_record({"step": trainer.step, "validation": record["validation"]})

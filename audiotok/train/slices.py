@@ -28,6 +28,7 @@ import datetime
 import json
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,7 @@ def run_slice(
     seconds: float | None,
     until: int | None = None,
     note: str = "",
+    on_start: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """One time-boxed slice: resume, train, validate, save, record.
 
@@ -151,6 +153,8 @@ def run_slice(
         seconds: Wall-time box of the training (validation and saving come after it).
         until: Stop at this step at the latest.
         note: Free text for the history line (the recipe variant, say).
+        on_start: Called with the first step once the slice has resumed and trains (a
+            background slice's script waits for it: loading can fail after minutes).
 
     Returns:
         The history record of the slice.
@@ -161,6 +165,8 @@ def run_slice(
         if state_step(compact) > (trainer.step if trainer.checkpoint_path.is_file() else -1):
             load_compact_state(trainer, compact)
     first_step, audio_before = trainer.step, trainer.totals["audio_seconds"]
+    if on_start is not None:
+        on_start(first_step)
     train_before = trainer.totals["train_seconds"]
     last = trainer.run(until=until, seconds=seconds)
     validation = trainer.validate()

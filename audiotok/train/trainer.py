@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from ..codec.config import CodecConfig
 from .balancer import Balancer
 from .clipbank import ClipBank
 from .config import TrainConfig
@@ -42,6 +43,20 @@ from .state import CHECKPOINT_NAME, load_training_state, save_training_state
 from .trainable import TrainableCodec
 
 LOG_NAME = "log.jsonl"
+
+
+def check_same_model(saved: dict[str, Any], model: CodecConfig) -> None:
+    """Raises ``ValueError`` unless a checkpoint's model config ``saved`` is ``model``.
+
+    Compared through the dataclass, so that a field added since the checkpoint was written
+    (absent from ``saved``, at its default in ``model``) still matches.
+    """
+    try:
+        saved = CodecConfig.from_dict(saved).to_dict()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"its model config is not one this version reads ({exc})") from None
+    if saved != model.to_dict():
+        raise ValueError("the checkpoint was trained with another model config")
 
 
 class Trainer:
@@ -258,8 +273,7 @@ class Trainer:
 
     def restore_meta(self, meta: dict[str, Any]) -> None:
         """Takes counters from :meth:`meta` of a checkpoint of the same architecture."""
-        if meta["config"]["model"] != self.config.model.to_dict():
-            raise ValueError("the checkpoint was trained with another model config")
+        check_same_model(meta["config"]["model"], self.config.model)
         self.step = int(meta["step"])
         self.balancer.load_state_dict(meta["balancer"])
         self.rewarm_start = meta.get("rewarm_start")
