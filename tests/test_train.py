@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 from click.testing import CliRunner
+from torch import nn
 
 import audiotok
 from audiotok.cli.main import cli
@@ -336,10 +337,11 @@ def test_training_raises_si_sdr(tmp_path, manifest):
     assert "discriminator" in json.loads(records[-1])
 
 
-@pytest.mark.parametrize("dropout", [1.0, 0.5])
-def test_resume_is_exact(tmp_path, manifest, dropout):
+@pytest.mark.parametrize(("dropout", "ema_decay"), [(1.0, 0.0), (0.5, 0.9)])
+def test_resume_is_exact(tmp_path, manifest, dropout, ema_decay):
     codebooks = CodebookTraining(kmeans_iters=2, dropout=dropout)
-    config = tiny_config(manifest, steps=6, codebooks=codebooks)
+    optim = dataclasses.replace(tiny_config(manifest).optim, ema_decay=ema_decay)
+    config = tiny_config(manifest, steps=6, codebooks=codebooks, optim=optim)
     straight = Trainer(config, tmp_path / "a")
     straight.run()
     first = Trainer(config, tmp_path / "b")
@@ -347,7 +349,7 @@ def test_resume_is_exact(tmp_path, manifest, dropout):
     resumed = Trainer(config, tmp_path / "b")
     assert resumed.step == 3
     resumed.run()
-    for name in ("codec", "disc"):
+    for name in ("codec", "disc") + (("averaged",) if ema_decay else ()):
         a = getattr(straight, name).state_dict()
         b = getattr(resumed, name).state_dict()
         assert a.keys() == b.keys()
@@ -362,6 +364,29 @@ def test_resume_is_exact(tmp_path, manifest, dropout):
     ]
     assert strip[0] == strip[1]
     assert any("discriminator" in r for r in strip[0])  # the adversarial path was exercised
+
+
+def test_averaged_weights_are_an_ema_of_the_weights(tmp_path, manifest):
+    optim = dataclasses.replace(tiny_config(manifest).optim, ema_decay=0.75)
+    trainer = Trainer(tiny_config(manifest, optim=optim), tmp_path / "run")
+    assert torch.equal(  # before any step: the live weights
+        nn.utils.parameters_to_vector(trainer.averaged_codec().parameters()),
+        nn.utils.parameters_to_vector(trainer.codec.parameters()),
+    )
+    expected = None
+    for _ in range(3):
+        trainer.train_step()
+        live = nn.utils.parameters_to_vector(trainer.codec.parameters()).detach().clone()
+        expected = live if expected is None else 0.75 * expected + 0.25 * live
+    averaged = trainer.averaged_codec()
+    torch.testing.assert_close(nn.utils.parameters_to_vector(averaged.parameters()), expected)
+    assert not torch.equal(expected, live)
+    for mine, theirs in zip(averaged.buffers(), trainer.codec.buffers(), strict=True):
+        assert torch.equal(mine, theirs)  # the live codebooks
+    results = trainer.validate(averaged=True)
+    assert results.keys() == trainer.validate().keys() and results != trainer.validate()
+    with pytest.raises(ValueError, match="ema_decay"):
+        Trainer(tiny_config(manifest), tmp_path / "other").validate(averaged=True)
 
 
 def test_resume_refuses_another_architecture(tmp_path, manifest):

@@ -14,6 +14,7 @@ import soundfile as sf
 import torch
 from click.testing import CliRunner
 from safetensors import safe_open
+from safetensors.torch import load_file
 from test_train import RATE, tiny_config, write_manifest
 
 from audiotok.cli.main import cli
@@ -153,6 +154,38 @@ def test_compact_state_resumes_weights_codebooks_and_counters(tmp_path, subset):
     assert second.step == 8
 
 
+def test_averaged_weights_travel_in_the_state_and_export(tmp_path, subset):
+    from audiotok.train.export import export_codec
+
+    config = subset_config(subset, steps=100)
+    config = dataclasses.replace(config, optim=dataclasses.replace(config.optim, ema_decay=0.5))
+    state = tmp_path / "training"
+    first = Trainer(config, tmp_path / "a")
+    record = run_slice(first, state, seconds=None, until=4)
+    assert record["validation_averaged"].keys() == record["validation"].keys()
+    assert record["validation_averaged"] != record["validation"]
+    second = Trainer(config, tmp_path / "b")
+    load_compact_state(second, state / STATE_NAME)
+    assert int(second.averaged.n_averaged) == 4
+    mine, theirs = second.averaged_codec(), first.averaged_codec()
+    for a, b in zip(mine.parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(a, b.half().float(), rtol=0, atol=0)
+    manifest = str(subset.parent / "audio" / "manifest.tsv")
+    options = {"name": "m", "manifest": manifest, "prior_batches": 1, "averaged": True}
+    card = export_codec(state / STATE_NAME, tmp_path / "m.json", **options)
+    info = json.loads(card.read_text())
+    assert info["training"]["weights"] == "averaged"
+    assert info["training"]["validation"]["validation"] == record["validation_averaged"]
+    exported = load_file(str(card.with_suffix(".safetensors")))
+    averaged = dict(first.averaged_codec().model.named_parameters())
+    key = "encoder.model.0.conv.conv.weight_v"
+    torch.testing.assert_close(exported[key].float(), averaged[key].half().float())
+    plain = subset_config(subset, steps=100)
+    run_slice(Trainer(plain, tmp_path / "c"), tmp_path / "plain", seconds=None, until=1)
+    with pytest.raises(ValueError, match="no averaged weights"):
+        export_codec(tmp_path / "plain" / STATE_NAME, tmp_path / "n.json", **options)
+
+
 def test_committed_state_resumes_under_the_recipe():
     # What the background and GPU slices start from; a model field added since the state was
     # saved (as `model.activation`) must not stop them.
@@ -160,6 +193,22 @@ def test_committed_state_resumes_under_the_recipe():
     with safe_open(root / "training" / STATE_NAME, "pt") as f:
         meta = json.loads(f.metadata()[META_KEY])
     check_same_model(meta["config"]["model"], load_config(root / RECIPE).model)
+
+
+def test_the_recipes_compact_state_fits_a_repository_file(tmp_path, subset):
+    # The state is committed and replaced in place: at most 16 MiB a file (the GPU slice
+    # brings it back as one). The recipe's model with its averaged weights, at the subset's
+    # rate (the same parameters).
+    recipe = load_config(Path(__file__).resolve().parents[1] / RECIPE)
+    model = dataclasses.replace(recipe.model, sample_rate=RATE)
+    config = dataclasses.replace(subset_config(subset), model=model, optim=recipe.optim)
+    assert config.optim.ema_decay > 0
+    trainer = Trainer(config, tmp_path / "run")
+    trainer.averaged.update_parameters(trainer.codec)
+    save_compact_state(trainer, tmp_path / STATE_NAME)
+    assert (tmp_path / STATE_NAME).stat().st_size <= 16 * 2**20
+    committed = Path(__file__).resolve().parents[1] / "training"
+    assert sum(f.stat().st_size for f in committed.glob("*.safetensors")) <= 32 * 2**20
 
 
 def test_state_from_before_a_model_field_was_added_resumes(tmp_path, subset):

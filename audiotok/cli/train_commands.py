@@ -12,12 +12,15 @@ from .common import device_option, fail, force_option, handle_errors
 
 
 def _echo_record(record: dict[str, Any]) -> None:
-    if "validation" in record:
+    validations = [k for k in ("validation", "validation_averaged") if k in record]
+    for key in validations:
         parts = [
-            f"{key} mel {v['mel_distance']:.3f} si-sdr {v['si_sdr']:.2f}"
-            for key, v in record["validation"].items()
+            f"{name} mel {v['mel_distance']:.3f} si-sdr {v['si_sdr']:.2f}"
+            for name, v in record[key].items()
         ]
-        click.echo(f"step {record['step']} validation: " + "; ".join(parts), err=True)
+        label = key.replace("_", " ")
+        click.echo(f"step {record['step']} {label}: " + "; ".join(parts), err=True)
+    if validations:
         return
     values = " ".join(f"{k} {v:.4g}" for k, v in record.items() if k not in ("step", "seconds"))
     click.echo(f"step {record['step']} ({record['seconds']:.0f} s): {values}", err=True)
@@ -124,7 +127,8 @@ def train(
         )
     except ValueError as exc:  # bad config, manifest or audio file: one line, not a traceback
         fail(str(exc))
-    _echo_record({"step": trainer.step, "validation": record["validation"]})
+    keys = ("validation", "validation_averaged")
+    _echo_record({"step": trainer.step, **{k: record[k] for k in keys if k in record}})
     click.echo(f"{run_dir}: step {trainer.step} of {cfg.steps}", err=True)
 
 
@@ -188,6 +192,11 @@ def make_subset(
 @click.option("--manifest", type=click.Path(dir_okay=False), help="The training manifest.")
 @click.option("--prior-batches", default=64, show_default=True, help="Batches for the priors.")
 @click.option("--float32", is_flag=True, help="Keep float32 weights (default: float16).")
+@click.option(
+    "--averaged",
+    is_flag=True,
+    help="Export the averaged weights (a recipe with optim.ema_decay) instead of the last.",
+)
 @force_option
 @handle_errors
 def export_model(
@@ -197,6 +206,7 @@ def export_model(
     manifest: str | None,
     prior_batches: int,
     float32: bool,
+    averaged: bool,
     force: bool,
 ) -> None:
     """Write a trained codec as a model card (CARD.json + CARD.safetensors).
@@ -221,6 +231,7 @@ def export_model(
             manifest=manifest,
             prior_batches=prior_batches,
             half=not float32,
+            averaged=averaged,
             overwrite=force,
         )
     except ValueError as exc:

@@ -142,6 +142,10 @@ class OptimConfig:
         grad_clip: Max gradient norm of the codec (0 to disable).
         rewarm_steps: After a resume without optimiser moments (a compact state), the
             learning rate ramps up again over this many steps while Adam re-estimates them.
+        ema_decay: Per-step decay of an exponential moving average of the codec's weights
+            (0: none), kept beside them: validation reports both, export can take either.
+            The codebooks are not averaged again (they are EMA already): the averaged
+            weights are validated and exported with the live codebooks.
     """
 
     lr: float = 3e-4
@@ -151,6 +155,11 @@ class OptimConfig:
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
     rewarm_steps: int = 100
+    ema_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"optim.ema_decay must be in [0, 1), not {self.ema_decay}")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from ..compression.container.adaptive import AdaptiveCoder
 from ..zoo.codec_checkpoints import save_checkpoint
 from .config import TrainConfig
 from .data import PRIORS_STREAM, AudioItem, CropSampler, read_manifest, split_by_source
-from .slices import HISTORY_NAME
+from .slices import AVERAGED, HISTORY_NAME
 from .state import read_training_meta
 from .trainer import LOG_NAME
 
@@ -33,14 +33,28 @@ LICENCE = (
 )
 
 
-def load_trained_model(checkpoint: str | os.PathLike) -> tuple[EncodecModel, dict[str, Any]]:
-    """The codec of a training checkpoint or compact state (eval mode) and its metadata."""
+def load_trained_model(
+    checkpoint: str | os.PathLike, averaged: bool = False
+) -> tuple[EncodecModel, dict[str, Any]]:
+    """The codec of a training checkpoint or compact state (eval mode) and its metadata.
+
+    Args:
+        checkpoint: The file.
+        averaged: Take the averaged weights (``optim.ema_decay``) with the live codebooks.
+    """
     meta = read_training_meta(checkpoint)
     config = TrainConfig.from_dict(meta["config"])
     tensors = load_file(str(checkpoint))
     prefix = "codec.model."
     state = {k[len(prefix) :]: v.float() for k, v in tensors.items() if k.startswith(prefix)}
     model = EncodecModel(config.model)
+    if averaged:
+        prefix = AVERAGED + "module.model."
+        weights = {name for name, _ in model.named_parameters()}
+        found = {k[len(prefix) :]: v.float() for k, v in tensors.items() if k.startswith(prefix)}
+        if not found:
+            raise ValueError(f"{checkpoint}: no averaged weights (trained without ema_decay)")
+        state.update({k: v for k, v in found.items() if k in weights})
     missing, unexpected = model.load_state_dict(state, strict=False)
     # A compact state leaves out the EMA sums, which inference never reads.
     missing = [k for k in missing if not k.endswith("._codebook.embed_avg")]
@@ -101,11 +115,17 @@ def history_chain(folder: Path, step: int) -> list[dict[str, Any]]:
     return chain
 
 
-def last_validation(folder: Path, step: int) -> dict[str, Any] | None:
-    """The validation of the state at ``step``: from its history chain or its run's log."""
+def last_validation(folder: Path, step: int, averaged: bool = False) -> dict[str, Any] | None:
+    """The validation of the state at ``step``: from its history chain or its run's log.
+
+    With ``averaged``, that of the averaged weights (history lines only).
+    """
+    key = "validation_averaged" if averaged else "validation"
     for record in history_chain(folder, step):
-        if record.get("validation"):
-            return {"step": record["steps"][1], "validation": record["validation"]}
+        if record.get(key):
+            return {"step": record["steps"][1], "validation": record[key]}
+    if averaged:
+        return None
     found = None
     log = folder / LOG_NAME
     if log.is_file():
@@ -134,6 +154,7 @@ def export_codec(
     manifest: str | None = None,
     prior_batches: int = 64,
     half: bool = True,
+    averaged: bool = False,
     overwrite: bool = False,
 ) -> Path:
     """Writes a training checkpoint's codec as an audiotok card with priors and provenance.
@@ -146,13 +167,14 @@ def export_codec(
         manifest: The training manifest, when not where the run's config says.
         prior_batches: Training batches encoded to count the priors.
         half: Store the weights as float16.
+        averaged: Export the averaged weights (``optim.ema_decay``) instead of the last.
         overwrite: Replace an existing card.
 
     Returns:
         The card's path.
     """
     checkpoint = Path(checkpoint)
-    model, meta = load_trained_model(checkpoint)
+    model, meta = load_trained_model(checkpoint, averaged)
     config = TrainConfig.from_dict(meta["config"])
     if half:
         # Measure the priors on the model as it will be loaded: float16-rounded weights.
@@ -165,7 +187,7 @@ def export_codec(
     for item in train:
         hours[item.category] = hours.get(item.category, 0.0) + item.seconds / 3600
     step = int(meta["step"])
-    validation = last_validation(checkpoint.parent, step)
+    validation = last_validation(checkpoint.parent, step, averaged)
     recipe = config.to_dict()
     for key in ("manifest", "subset"):  # no machine paths
         recipe["data"][key] = Path(recipe["data"][key]).name
@@ -181,6 +203,7 @@ def export_codec(
         licence=LICENCE,
         training={
             "steps": step,
+            "weights": "averaged" if averaged else "last",
             "audio_hours_seen": round(meta.get("totals", {}).get("audio_seconds", 0) / 3600, 2),
             "compute": compute_spent(checkpoint.parent, step),
             "recipe": recipe,

@@ -12,10 +12,11 @@ repository's ``training/``)::
 **The compact state** is what resuming needs and no more, since every commit of it adds its
 size to every clone: codec and discriminator weights as float16, each codebook's entries
 (float16) and usage counts (float32; the EMA sums are rebuilt from the two), the random
-generator, the step, the balancer's norms and the run's totals. It leaves out the Adam
-moments (twice the weights again): a resumed slice starts them afresh and ramps the learning
-rate up over ``optim.rewarm_steps`` steps while they settle. About 11 MB for the default
-model, against 50 MB for a full checkpoint.
+generator, the step, the balancer's norms and the run's totals; with ``optim.ema_decay``
+the averaged codec weights too (float16). It leaves out the Adam moments (twice the weights
+again): a resumed slice starts them afresh and ramps the learning rate up over
+``optim.rewarm_steps`` steps while they settle. About 11 MB for the default model (16 MB
+with the averaged weights), against 50 MB for a full checkpoint.
 
 Within one slice the run directory keeps full checkpoints (moments included), so a slice
 stopped and restarted on the same machine resumes exactly; the compact state is the hand-over
@@ -42,6 +43,7 @@ from .trainable import smoothed_usage
 from .trainer import Trainer
 
 STATE_NAME = "state.safetensors"
+AVERAGED = "averaged."  # key prefix of the averaged weights (optim.ema_decay)
 HISTORY_NAME = "history.jsonl"
 
 
@@ -60,6 +62,10 @@ def save_compact_state(trainer: Trainer, path: str | os.PathLike) -> None:
             if value.is_floating_point() and not key.endswith("cluster_size"):
                 value = value.half()
             tensors[f"{name}.{key}"] = value.contiguous()
+    if trainer.averaged is not None:  # its weights only: its codebooks are the live ones
+        for key, value in trainer.averaged.module.named_parameters():
+            tensors[f"{AVERAGED}module.{key}"] = value.detach().cpu().half().contiguous()
+        tensors[f"{AVERAGED}n_averaged"] = trainer.averaged.n_averaged.detach().cpu()
     tensors["rng"] = trainer.generator.get_state()
     meta = {**trainer.meta(), "compact": True}
     path = Path(path)
@@ -99,6 +105,11 @@ def load_compact_state(trainer: Trainer, path: str | os.PathLike) -> None:
         trainer.restore_meta(meta)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
+    if trainer.averaged is not None and f"{AVERAGED}n_averaged" in tensors:
+        with torch.no_grad():
+            for key, value in trainer.averaged.module.named_parameters():
+                value.copy_(tensors[f"{AVERAGED}module.{key}"])
+            trainer.averaged.n_averaged.copy_(tensors[f"{AVERAGED}n_averaged"])
     trainer.generator.set_state(tensors["rng"])
     trainer.rewarm_start = trainer.step
 
@@ -170,6 +181,7 @@ def run_slice(
     train_before = trainer.totals["train_seconds"]
     last = trainer.run(until=until, seconds=seconds)
     validation = trainer.validate()
+    averaged = trainer.validate(averaged=True) if trainer.averaged is not None else None
     record = {
         "date": started.isoformat(timespec="seconds"),
         "device": trainer.device.type,
@@ -185,6 +197,7 @@ def run_slice(
         "totals": {k: round(v, 1) for k, v in trainer.totals.items()},
         "losses": {k: v for k, v in last.items() if k not in ("step", "seconds")},
         "validation": validation,
+        **({"validation_averaged": averaged} if averaged is not None else {}),
         "note": note,
     }
     if state_dir is not None:

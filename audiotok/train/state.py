@@ -9,6 +9,7 @@ another. No pickle anywhere.
 Keys::
 
     codec.encoder.model.0.conv.conv.weight_g   codec weights (official names after "codec.")
+    averaged.module.model.encoder...            the averaged codec weights (optim.ema_decay)
     disc.discriminators.0.convs.0.bias ...      discriminator
     opt.codec.3.exp_avg                         Adam state of the codec's 4th parameter
     opt.disc.0.step ...                         Adam state of the discriminator
@@ -103,8 +104,12 @@ def load_training_state(
     modules: dict[str, nn.Module],
     optimizers: dict[str, torch.optim.Optimizer],
     generator: torch.Generator,
+    optional: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Restores what :func:`save_training_state` wrote; returns its metadata.
+
+    Modules named in ``optional`` (an addition that older checkpoints lack, such as the
+    averaged weights) are left as they are when the file holds nothing for them.
 
     Raises:
         ValueError: Not a training checkpoint, or one of another architecture.
@@ -116,6 +121,8 @@ def load_training_state(
     for name, module in modules.items():
         prefix = name + "."
         state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if not state and name in optional:
+            continue
         try:
             module.load_state_dict(state, strict=True)
         except RuntimeError as exc:

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from torch.nn import functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..codec.config import CodecConfig
 from .balancer import Balancer
@@ -98,6 +99,12 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.codec.parameters(), config.optim.lr, betas=betas)
         self.disc_optimizer = torch.optim.Adam(
             self.disc.parameters(), config.optim.disc_lr, betas=betas
+        )
+        # The codec's weights averaged over the last ~1 / (1 - decay) steps, beside them.
+        self.averaged = (
+            AveragedModel(self.codec, multi_avg_fn=get_ema_multi_avg_fn(config.optim.ema_decay))
+            if config.optim.ema_decay > 0
+            else None
         )
         self.generator = torch.Generator().manual_seed(config.seed)
         self.balancer = Balancer(
@@ -204,6 +211,8 @@ class Trainer:
         if cfg.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.codec.parameters(), cfg.optim.grad_clip)
         self.optimizer.step()
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.codec)
         metrics = {k: float(v.detach()) for k, v in losses.items()}
         metrics.update(
             commitment=float(out.commitment.detach()), n_q=out.n_q, lr=self.learning_rate(self.step)
@@ -223,24 +232,45 @@ class Trainer:
         return metrics
 
     @torch.no_grad()
-    def validate(self, bandwidths: tuple[float, ...] | None = None) -> dict[str, Any]:
+    def averaged_codec(self) -> TrainableCodec:
+        """The codec with the averaged weights (``optim.ema_decay``) and the live codebooks.
+
+        Before the first step it averaged, its weights are the live ones.
+
+        Raises:
+            ValueError: The recipe keeps no average (``optim.ema_decay`` is 0).
+        """
+        if self.averaged is None:
+            raise ValueError("optim.ema_decay is 0: there are no averaged weights")
+        module = self.averaged.module
+        if int(self.averaged.n_averaged) == 0:
+            for mine, live in zip(module.parameters(), self.codec.parameters(), strict=True):
+                mine.copy_(live)
+        for mine, live in zip(module.buffers(), self.codec.buffers(), strict=True):
+            mine.copy_(live)
+        return module
+
+    @torch.no_grad()
+    def validate(
+        self, bandwidths: tuple[float, ...] | None = None, averaged: bool = False
+    ) -> dict[str, Any]:
         """Mel distance and SI-SDR on the fixed held-out crops, per category and bandwidth.
 
         Args:
             bandwidths: kbps to measure at; by default every bandwidth the model serves.
+            averaged: Measure the averaged weights (:meth:`averaged_codec`).
         """
         if self.valid_sampler is None:
             return {}
         bandwidths = bandwidths or self.config.model.target_bandwidths
-        self.codec.eval()
+        codec = self.averaged_codec() if averaged else self.codec
+        codec.eval()
         x, categories = self.valid_sampler.fixed_set(self.config.data.validation_items)
         x = x.to(self.device)
         results: dict[str, Any] = {}
         for bandwidth in bandwidths:
             n_q = self.config.model.num_codebooks(bandwidth)
-            audio = torch.cat(
-                [self.codec(chunk, n_q, self.generator).audio for chunk in x.split(8)]
-            )
+            audio = torch.cat([codec(chunk, n_q, self.generator).audio for chunk in x.split(8)])
             mel = mel_distance(audio, x, self.config.model.sample_rate).cpu()
             sdr = si_sdr(audio, x).cpu()
             for category in sorted(set(categories)):
@@ -251,11 +281,16 @@ class Trainer:
                 }
         return results
 
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        """What a checkpoint holds, by key prefix."""
+        modules = {"codec": self.codec, "disc": self.disc}
+        return modules if self.averaged is None else {**modules, "averaged": self.averaged}
+
     def save(self) -> None:
         """Writes the resumable checkpoint."""
         save_training_state(
             self.checkpoint_path,
-            modules={"codec": self.codec, "disc": self.disc},
+            modules=self._modules(),
             optimizers={"codec": self.optimizer, "disc": self.disc_optimizer},
             generator=self.generator,
             meta=self.meta(),
@@ -282,9 +317,10 @@ class Trainer:
     def _load(self) -> None:
         meta = load_training_state(
             self.checkpoint_path,
-            modules={"codec": self.codec, "disc": self.disc},
+            modules=self._modules(),
             optimizers={"codec": self.optimizer, "disc": self.disc_optimizer},
             generator=self.generator,
+            optional=("averaged",),  # checkpoints from before optim.ema_decay
         )
         try:
             self.restore_meta(meta)
