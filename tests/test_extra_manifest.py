@@ -1,4 +1,4 @@
-"""training/extra_manifest.py: which extra files train as what, and the combined manifest."""
+"""scripts/extra_manifest.py: which extra files train as what, and the combined manifest."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import soundfile as sf
 
 from audiotok.train.data import read_manifest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "training" / "extra_manifest.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "extra_manifest.py"
 
 
 def load_script():

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the manifest of training/fetch-extra-audio.sh's packages, and the combined one.
+"""Writes the manifest of scripts/fetch-extra-audio.sh's packages, and the combined one.
 
 Usage: extra_manifest.py DATADIR
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# More training audio beside ../shared/data/fetch-training-audio.sh's: many more speakers.
+# More training audio beside fetch-training-audio.sh's (same folder): many more voices.
 #
-# Usage: training/fetch-extra-audio.sh DATADIR
+# Usage: scripts/fetch-extra-audio.sh DATADIR
 #   DATADIR: the folder fetch-training-audio.sh filled (its manifest.tsv, src/, debs/).
 # Adds DATADIR/src/<package>/ for the packages below, then writes
-#   DATADIR/manifest-extra.tsv   their files (training/extra_manifest.py says which and why)
+#   DATADIR/manifest-extra.tsv   their files (scripts/extra_manifest.py says which and why)
 #   DATADIR/manifest-all.tsv     manifest.tsv and manifest-extra.tsv together, for make-subset
 # Paths in both are relative to DATADIR, as in manifest.tsv. About 270 MB of downloads,
 # 4.1 hours of audio (speech 3.4 h: 13 languages of spoken Tux Paint stamp names, two Asterisk
