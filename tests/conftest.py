@@ -85,6 +85,18 @@ def tiny_codec(model_id: str = "tiny", seed: int = 0, **overrides):
     cfg = model.config
     with torch.no_grad():
         latent = model.encoder(torch.randn(1, cfg.channels, cfg.sample_rate // 4) * 0.1)
+        if cfg.codebook_dim:  # factorised: entries among each stage's projections
+            gen = torch.Generator().manual_seed(seed)
+            for layer in model.quantizer.vq.layers:
+                # Without its random bias a projection's angle follows the latent, not ties.
+                layer.in_proj.bias.zero_()
+                projected = layer.in_proj(latent)  # [1, d, F]
+                frames = projected[0].t()
+                picks = torch.randint(0, frames.shape[0], (cfg.bins,), generator=gen)
+                noise = torch.randn(cfg.bins, cfg.codebook_dim, generator=gen) * frames.std()
+                layer._codebook.embed.copy_(frames[picks] + 0.3 * noise)
+                latent = latent - layer.decode(layer.lookup(projected))
+            return EncodecCodec(model, model_id)
         codebooks = [layer._codebook.embed for layer in model.quantizer.vq.layers]
         codebooks_from_latents_(codebooks, latent, seed)
     return EncodecCodec(model, model_id)

@@ -20,6 +20,7 @@ import soundfile as sf
 import torch
 from click.testing import CliRunner
 from conftest import DATA, tiny_codec
+from torch.nn import functional as F
 
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -27,6 +28,7 @@ ort = pytest.importorskip("onnxruntime")
 from audiotok.audio.read import convert_audio  # noqa: E402
 from audiotok.codec.model import linear_overlap_add  # noqa: E402
 from audiotok.codec.onnx_export import OnnxExportError, export_onnx  # noqa: E402
+from audiotok.codec.quantization import FactorisedVectorQuantization  # noqa: E402
 
 MIN_EQUAL = 0.999
 SPEECH, MUSIC = "speech_24k.flac", "music_48k_stereo.flac"
@@ -76,16 +78,21 @@ def check_codes(model, wav: torch.Tensor, ref: torch.Tensor, got: np.ndarray) ->
             residual = model.encoder(wav).transpose(1, 2)  # [B, F, D]
             for k, layer in enumerate(model.quantizer.vq.layers[: ref.shape[1]]):
                 embed = layer._codebook.embed
+                point = residual
+                if isinstance(layer, FactorisedVectorQuantization):  # angles in its projection
+                    point = layer.in_proj(residual.transpose(1, 2)).transpose(1, 2)
+                    point = F.normalize(point, dim=-1)
+                    embed = F.normalize(embed, dim=-1)
                 dist = (
-                    residual.pow(2).sum(-1, keepdim=True)
-                    - 2 * residual @ embed.t()
+                    point.pow(2).sum(-1, keepdim=True)
+                    - 2 * point @ embed.t()
                     + embed.t().pow(2).sum(0, keepdim=True)
                 )
                 b, f = torch.where(first == k)
                 d_ref, d_got = dist[b, f, ref[b, k, f]], dist[b, f, got[b, k, f]]
                 gap = (d_ref - d_got).abs()
                 assert (gap <= 1e-4 * d_ref.abs().clamp(min=1.0)).all(), (k, gap.max())
-                residual = residual - embed[ref[:, k]]
+                residual = residual - layer.decode(ref[:, k]).transpose(1, 2)
     return float((~mismatch).float().mean())
 
 

@@ -10,7 +10,8 @@
 # Trains each variant below as its own process on the one GPU, side by side (the codec is small
 # and its steps launch-bound, so the GPU has room for several), for MINUTES of wall time, then
 # writes each variant's compact state and history line under $OUT:
-#   $OUT/NAME.safetensors   compact state of variant NAME
+#   $OUT/NAME.safetensors   compact state of variant NAME (seven at most: the device tool
+#                           brings 8 files back)
 #   $OUT/logs.tar.gz        each run's log.jsonl and history.jsonl, stderr, nvidia-smi samples
 # Back here: pick the variant to continue, copy its state to training/state.safetensors and
 # append its history line to training/history.jsonl (the others' lines too, as ablations;
@@ -40,7 +41,8 @@ data|--set data.silence=0.25 --set data.lowpass=0.25
 lr|--set optim.lr=0.0001
 qdrop|--set codebooks.dropout=0.5
 scratch-elu|
-scratch-snake|--set model.activation=Snake"}
+scratch-snake|--set model.activation=Snake
+scratch-fact|--set model.codebook_dim=8 --set losses.commitment=0.25"}
 
 (command -v nvidia-smi >/dev/null && nvidia-smi dmon -s u -d 5 > /tmp/slice/dmon.txt 2>&1) &
 dmon=$!

@@ -54,6 +54,10 @@ class CodecConfig:
         activation_alpha: The ELU's alpha.
         n_q: Number of codebooks in the residual quantizer.
         bins: Entries per codebook (the token cardinality).
+        codebook_dim: 0: each codebook looks the latent up in its own ``dimension`` (EnCodec).
+            Above 0: DAC's factorised codes: each stage projects the residual to this many
+            dimensions and takes the entry of highest cosine similarity
+            (:class:`~audiotok.codec.quantization.FactorisedVectorQuantization`).
         target_bandwidths: Supported bandwidths in kbps, ascending.
         normalize: Normalise each segment's loudness before encoding and store its scale.
         segment: Segment duration in seconds for overlap-add processing, or None for one pass.
@@ -83,6 +87,7 @@ class CodecConfig:
     activation_alpha: float = 1.0
     n_q: int = 32
     bins: int = 1024
+    codebook_dim: int = 0
     target_bandwidths: tuple[float, ...] = field(default=(1.5, 3.0, 6.0, 12.0, 24.0))
     normalize: bool = False
     segment: float | None = None
@@ -105,6 +110,10 @@ class CodecConfig:
             problems.append(f"activation must be one of {ACTIVATIONS}, not {self.activation!r}")
         if self.causal and self.norm == "time_group_norm":
             problems.append("time_group_norm looks at the whole signal and can't be causal")
+        if not 0 <= self.codebook_dim <= self.dimension:
+            problems.append(
+                f"codebook_dim must be in [0, {self.dimension}], not {self.codebook_dim}"
+            )
         if self.bins < 2 or self.bins & (self.bins - 1):
             problems.append(f"bins must be a power of two, not {self.bins}")
         if not self.target_bandwidths or list(self.target_bandwidths) != sorted(

@@ -44,7 +44,9 @@ class EncodecModel(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = SEANetEncoder(config)
-        self.quantizer = ResidualVectorQuantizer(config.dimension, config.n_q, config.bins)
+        self.quantizer = ResidualVectorQuantizer(
+            config.dimension, config.n_q, config.bins, config.codebook_dim
+        )
         self.decoder = SEANetDecoder(config)
         # Counts load_state_dict calls: weights made under torch.inference_mode() keep no
         # version counter, so caches keyed on the weights (EncodecCodec.fingerprint) need

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .model import EncodecModel
+from .quantization import FactorisedVectorQuantization
 
 
 def codes_of_latent(model: EncodecModel, latent: Tensor) -> Tensor:
@@ -20,6 +21,11 @@ def codes_of_latent(model: EncodecModel, latent: Tensor) -> Tensor:
     residual = latent.float().transpose(1, 2)  # [B, F, D]
     codes = []
     for layer in model.quantizer.vq.layers:
+        if isinstance(layer, FactorisedVectorQuantization):  # projections, cosine lookup
+            indices = layer.encode(residual.transpose(1, 2))
+            residual = residual - layer.decode(indices).transpose(1, 2)
+            codes.append(indices)
+            continue
         embed = layer._codebook.embed  # [bins, D]
         # The reference's distance, term by term (see EuclideanCodebook.encode).
         dist = -(
@@ -41,6 +47,9 @@ def latent_of_codes(model: EncodecModel, codes: Tensor) -> Tensor:
         # Stage i reads row min(i, K - 1), and only counts when i < K.
         row = torch.clamp(k - 1, max=i).reshape(1)
         indices = torch.index_select(codes, 1, row).squeeze(1)  # [B, F]
-        entry = nn.functional.embedding(indices, layer._codebook.embed).transpose(1, 2)
+        if isinstance(layer, FactorisedVectorQuantization):
+            entry = layer.decode(indices)
+        else:
+            entry = nn.functional.embedding(indices, layer._codebook.embed).transpose(1, 2)
         latent = torch.where(k > i, latent + entry, latent)
     return latent

@@ -96,6 +96,8 @@ class LossConfig:
         adversarial: Generator's hinge loss against the discriminator.
         feature_matching: L1 between discriminator features of real and decoded audio.
         commitment: Weight of the RVQ commitment loss (outside the balancer, as in EnCodec).
+        codebook: Weight of the codebook loss of factorised codes (``model.codebook_dim``;
+            DAC's recipe: 1, with commitment 0.25), outside the balancer too.
         balancer: Scale gradients by the weights above, whatever each loss's magnitude.
         balancer_total_norm: Norm of the balanced gradient (per batch item).
         balancer_ema: EMA decay of the per-loss gradient norms.
@@ -114,6 +116,7 @@ class LossConfig:
     adversarial: float = 4.0
     feature_matching: float = 4.0
     commitment: float = 1.0
+    codebook: float = 1.0
     balancer: bool = True
     balancer_total_norm: float = 1.0
     balancer_ema: float = 0.999

@@ -19,6 +19,11 @@ Two more pieces from the paper:
   ``CodebookTraining.dropout`` below 1 the draw is per item instead, as DAC's
   ``quantizer_dropout``: that share of the batch draws, the rest uses every codebook.
 
+With ``CodecConfig.codebook_dim`` the stages are DAC's factorised quantizer instead: the
+entries are parameters learned by gradient (DAC's codebook loss, ``TrainStep.codebook``),
+with neither EMA nor k-means nor restarts, and the decoder's gradient reaches the encoder
+through each stage's projections (:meth:`TrainableCodec._factorised`).
+
 All randomness comes from a ``torch.Generator`` the caller owns, so that training resumes
 exactly from a checkpoint.
 """
@@ -34,7 +39,7 @@ from torch.nn import functional as F
 from ..codec.config import CodecConfig
 from ..codec.conv import WeightNormedConv
 from ..codec.model import EncodecModel
-from ..codec.quantization import EuclideanCodebook
+from ..codec.quantization import EuclideanCodebook, FactorisedVectorQuantization
 
 
 @dataclass(frozen=True)
@@ -72,12 +77,15 @@ class TrainStep:
         codes: Codes ``[B, n_q, F]``.
         commitment: Mean squared distance between latents and their quantized values.
         n_q: Codebooks used in this step (the batch's mean with per-item dropout).
+        codebook: Factorised codes only: the entries' squared distance to the projections
+            that chose them (DAC's codebook loss); 0 for EMA codebooks.
     """
 
     audio: Tensor
     codes: Tensor
     commitment: Tensor
     n_q: float
+    codebook: Tensor | float = 0.0
 
 
 def _sample_rows(x: Tensor, n: int, generator: torch.Generator) -> Tensor:
@@ -161,9 +169,15 @@ class TrainableCodec(nn.Module):
         super().__init__()
         self.model = EncodecModel(config)
         self.codebooks = codebooks or CodebookTraining()
-        # Fresh codebooks start from k-means on the first batch, as in the reference.
         for layer in self.model.quantizer.vq.layers:
-            layer._codebook.inited.fill_(0.0)
+            codebook = layer._codebook
+            if isinstance(layer, FactorisedVectorQuantization):
+                # Learned by gradient: the entries become a parameter of the same name.
+                embed = codebook._buffers.pop("embed")
+                codebook.embed = nn.Parameter(embed)
+            else:
+                # Fresh codebooks start from k-means on the first batch, as in the reference.
+                codebook.inited.fill_(0.0)
 
     @property
     def config(self) -> CodecConfig:
@@ -187,7 +201,9 @@ class TrainableCodec(nn.Module):
             x: A batch of training audio ``[B, C, T]``.
             output_std: Target level of the decoder output (default: ``x``'s).
         """
-        convs = [m for m in self.model.modules() if isinstance(m, WeightNormedConv)]
+        # Encoder and decoder only: the factorised quantizer's projections are not on that path.
+        parts = (self.model.encoder, self.model.decoder)
+        convs = [m for part in parts for m in part.modules() if isinstance(m, WeightNormedConv)]
         last = convs[-1]
         captured: dict[str, Tensor] = {}
         for conv in convs:
@@ -232,6 +248,8 @@ class TrainableCodec(nn.Module):
         are.
         """
         latent = self.model.encoder(x)  # [B, D, F]
+        if self.config.codebook_dim:
+            return self._factorised(x, latent, n_q)
         b, d, f = latent.shape
         flat = latent.transpose(1, 2).reshape(-1, d)
         # Per item: which of the B * F latent rows each codebook quantizes.
@@ -273,3 +291,48 @@ class TrainableCodec(nn.Module):
         latent_q = quantized.view(b, f, d).transpose(1, 2)
         audio = self.model.decoder(latent_q)[..., : x.shape[-1]]
         return TrainStep(audio, torch.stack(codes, dim=1), commitment, mean_q)
+
+    def _factorised(self, x: Tensor, latent: Tensor, n_q: int | Tensor) -> TrainStep:
+        """:meth:`forward` through DAC's factorised stages (``ResidualVectorQuantize``).
+
+        Per stage: the projection ``z_e`` of the residual, the entry ``z_q`` of highest
+        cosine, the codebook loss ``|z_q - sg(z_e)|^2`` and the commitment ``|z_e -
+        sg(z_q)|^2``, then ``out_proj(z_e + sg(z_q - z_e))`` is added to the output and taken
+        off the residual, gradient and all, as DAC does. Items past their ``n_q[b]`` stages
+        add nothing and their codes are -1.
+        """
+        b, _, f = latent.shape
+        depth = int(n_q.max()) if isinstance(n_q, Tensor) else n_q
+        # [B, 1, F] mask of the items each stage codes (None: all of them).
+        per_item = n_q.to(latent.device)[:, None, None] if isinstance(n_q, Tensor) else None
+        residual, quantized = latent, torch.zeros_like(latent)
+        codes, commitment, codebook_loss, counted = [], latent.new_zeros(()), 0.0, 0
+        for i, layer in enumerate(self.model.quantizer.vq.layers[:depth]):
+            z_e = layer.in_proj(residual)  # [B, d, F]
+            with torch.no_grad():
+                indices = layer.lookup(z_e)  # [B, F]
+            z_q = layer._codebook.decode(indices).transpose(1, 2)  # [B, d, F], learns
+            active = None if per_item is None else (per_item > i).to(latent.dtype)
+            weight = 1.0 if active is None else active
+            rows = b * f if active is None else int(active.sum()) * f
+            if rows:
+                scale = weight / (rows * z_e.shape[1])
+                commitment = commitment + ((z_e - z_q.detach()).square() * scale).sum()
+                codebook_loss = codebook_loss + ((z_q - z_e.detach()).square() * scale).sum()
+                counted += 1
+            stage = layer.out_proj(z_e + (z_q - z_e).detach()) * weight
+            quantized = quantized + stage
+            residual = residual - stage
+            if active is not None:
+                indices = indices.masked_fill(active[:, 0] == 0, -1)
+            codes.append(indices)
+        counted = max(counted, 1)
+        mean_q = float(n_q.float().mean()) if isinstance(n_q, Tensor) else float(n_q)
+        audio = self.model.decoder(quantized)[..., : x.shape[-1]]
+        return TrainStep(
+            audio,
+            torch.stack(codes, dim=1),
+            commitment / counted,
+            mean_q,
+            codebook_loss / counted,
+        )

@@ -201,7 +201,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(self.step)
         self.optimizer.zero_grad(set_to_none=True)
-        commitment = cfg.losses.commitment * out.commitment
+        commitment = cfg.losses.commitment * out.commitment + cfg.losses.codebook * out.codebook
         if cfg.losses.balancer:
             commitment.backward(retain_graph=True)
             self.balancer.backward(losses, out.audio)
@@ -217,6 +217,8 @@ class Trainer:
         metrics.update(
             commitment=float(out.commitment.detach()), n_q=out.n_q, lr=self.learning_rate(self.step)
         )
+        if isinstance(out.codebook, torch.Tensor):
+            metrics["codebook"] = float(out.codebook.detach())
         if adversarial:
             coin = float(torch.rand((), generator=self.generator))
             if coin < cfg.losses.disc_update_prob:
