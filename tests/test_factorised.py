@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import load_clip, tiny_codec
 from test_onnx import SPEECH, check_unsegmented
+from test_streaming import stream
 from test_train import tiny_config, write_manifest
 
 from audiotok.codec.config import CodecConfig
@@ -68,14 +69,9 @@ def test_a_factorised_codec_round_trips_streams_and_batches(tmp_path):
     loaded = load_codec(card)
     assert loaded.config.codebook_dim == 4
     assert torch.equal(loaded.encode(audio, bandwidth=0.6).codes, offline.codes)
-    with codec.streaming(1, 0.6) as stream:
-        codes = [stream.encode(audio[..., i : i + 777]) for i in range(0, audio.shape[-1], 777)]
-        codes.append(stream.encode_end())
-        codes = torch.cat(codes, dim=-1)
-        decoded = torch.cat([stream.decode(codes), stream.decode_end()], dim=-1)
+    codes, decoded = stream(codec, audio, 777, 0.6)
     assert torch.equal(codes, offline.codes)
-    reference = codec.decode(offline)
-    torch.testing.assert_close(decoded[..., : audio.shape[-1]], reference, rtol=0, atol=1e-5)
+    torch.testing.assert_close(decoded, codec.decode(offline), rtol=0, atol=1e-5)
     wavs = [audio[0, :, : 24_000 - 997 * i] for i in range(3)]
     for wav, tokens in zip(wavs, codec.encode_batch(wavs, bandwidth=0.6), strict=True):
         assert torch.equal(tokens.codes, codec.encode(wav, bandwidth=0.6).codes)
