@@ -363,14 +363,16 @@ def test_single_bit_flips_are_mostly_detected():
     coder, codes, payload = CORPUS[5]  # adaptive, K = 8, F = 75, runs
     assert payload[:1] == b"\x01", "a rANS payload (raw packing has no redundancy to check)"
     detected = 0
-    for bit in range(8 * len(payload)):
+    # Every third bit (each bit position of a byte in turn): all of them took 15 s in CI.
+    bits = range(0, 8 * len(payload), 3)
+    for bit in bits:
         data = bytearray(payload)
         data[bit // 8] ^= 0x80 >> (bit % 8)
         try:
             coder.decode(bytes(data), codes.shape[1])
         except CorruptDataError:
             detected += 1
-    assert detected >= 0.9 * 8 * len(payload)
+    assert detected >= 0.9 * len(bits)
 
 
 @given(data=st.binary(max_size=300), frames=st.integers(0, 100))
