@@ -306,7 +306,7 @@ class TrainableCodec(nn.Module):
         # [B, 1, F] mask of the items each stage codes (None: all of them).
         per_item = n_q.to(latent.device)[:, None, None] if isinstance(n_q, Tensor) else None
         residual, quantized = latent, torch.zeros_like(latent)
-        codes, commitment, codebook_loss, counted = [], latent.new_zeros(()), 0.0, 0
+        codes, commitment, codebook_loss = [], latent.new_zeros(()), latent.new_zeros(())
         for i, layer in enumerate(self.model.quantizer.vq.layers[:depth]):
             z_e = layer.in_proj(residual)  # [B, d, F]
             with torch.no_grad():
@@ -314,25 +314,23 @@ class TrainableCodec(nn.Module):
             z_q = layer._codebook.decode(indices).transpose(1, 2)  # [B, d, F], learns
             active = None if per_item is None else (per_item > i).to(latent.dtype)
             weight = 1.0 if active is None else active
+            # Every stage up to the deepest item's codes at least that item: rows > 0.
             rows = b * f if active is None else int(active.sum()) * f
-            if rows:
-                scale = weight / (rows * z_e.shape[1])
-                commitment = commitment + ((z_e - z_q.detach()).square() * scale).sum()
-                codebook_loss = codebook_loss + ((z_q - z_e.detach()).square() * scale).sum()
-                counted += 1
+            scale = weight / (rows * z_e.shape[1])
+            commitment = commitment + ((z_e - z_q.detach()).square() * scale).sum()
+            codebook_loss = codebook_loss + ((z_q - z_e.detach()).square() * scale).sum()
             stage = layer.out_proj(z_e + (z_q - z_e).detach()) * weight
             quantized = quantized + stage
             residual = residual - stage
             if active is not None:
                 indices = indices.masked_fill(active[:, 0] == 0, -1)
             codes.append(indices)
-        counted = max(counted, 1)
         mean_q = float(n_q.float().mean()) if isinstance(n_q, Tensor) else float(n_q)
         audio = self.model.decoder(quantized)[..., : x.shape[-1]]
         return TrainStep(
             audio,
             torch.stack(codes, dim=1),
-            commitment / counted,
+            commitment / depth,
             mean_q,
-            codebook_loss / counted,
+            codebook_loss / depth,
         )
