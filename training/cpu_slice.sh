@@ -48,8 +48,8 @@ case "${1:-status}" in
     # ranks it against its own threads; the group's nice value is what makes it yield to tests
     # and benchmarks (measured: a test run beside two trainers at plain nice 19 took 3.5x as
     # long). The group is set from inside the new session, after setsid() made it: written
-    # from here it raced setsid and reniced this shell's group instead (a 30 s test then ran
-    # two hours beside two trainers).
+    # from here it raced setsid and reniced this shell's group instead (a test of 2 s idle then
+    # ran two hours beside two trainers).
     setsid sh -c 'echo 19 > /proc/self/autogroup 2>/dev/null; exec nice -n 19 "$@"' trainer \
       audiotok train configs/audiotok_24khz.json -o "$RUN/run" --state "$STATE" \
       --batch-size "$BATCH" --threads "$THREADS" --minutes "$minutes" "${sets[@]}" \
