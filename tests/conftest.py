@@ -15,7 +15,35 @@ DATA = Path(__file__).parent / "data"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    # Under pytest-xdist (the README's `-n 2`) each worker takes its share of the cores: two
+    # OpenMP pools of two threads on two cores spin against each other and both crawl.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // workers)))
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, absent without it
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Under ``-n N --dist loadscope`` (the README's test command): a module's tests go to one
+    worker, so its module-scoped servers and models are built once, and so do all the tests
+    of the ``*_ray.py`` modules, so the session's Ray cluster is started once, not per worker.
+    (xdist's own ``loadgroup`` marks no longer take effect under pytest 9.)"""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "ray" if module.endswith("_ray.py") else module
+
+        def _assign_work_unit(self, node) -> None:
+            # The Ray scope is the longest one (a cluster, then Ray Serve twice, ~2 minutes):
+            # started last, as its few tests would have it, it ran alone at the end.
+            if "ray" in self.workqueue:
+                self.workqueue.move_to_end("ray", last=False)
+            super()._assign_work_unit(node)
+
+    return ModuleScheduling(config, log)
 
 
 @pytest.fixture(scope="session")

@@ -160,8 +160,10 @@ def test_random_official_24khz(tmp_path, encodec_package):
     # On speech these random weights give latents that nearly coincide with their codebook
     # entries (calibrated on the same clip): distances of ~3e-7 against |x|^2 ~0.13, below
     # float32's resolution, so torch itself agrees with a float64 argmin on only ~80 % of
-    # them, and ONNX Runtime with torch on ~84 %. Each mismatch must still be such a tie.
-    check_unsegmented(codec, tmp_path / "onnx", [(MUSIC, 0.37, MIN_EQUAL), (SPEECH, 0.37, 0.0)])
+    # them, and ONNX Runtime with torch on ~84 %; on music such ties are rarer but flip with
+    # torch's thread count (99.8 % equal with one thread, as under pytest -n 2). Each mismatch
+    # must still be such a tie.
+    check_unsegmented(codec, tmp_path / "onnx", [(MUSIC, 0.37, 0.99), (SPEECH, 0.37, 0.0)])
 
 
 def test_segmented_pipeline(tmp_path):
