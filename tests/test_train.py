@@ -6,6 +6,7 @@ Everything runs on a tiny model (16 kHz, 4 codebooks of 16) and synthetic audio 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from pathlib import Path
@@ -16,6 +17,7 @@ import soundfile as sf
 import torch
 from click.testing import CliRunner
 from torch import nn
+from torch.nn import functional as F
 
 import audiotok
 from audiotok.cli.main import cli
@@ -261,6 +263,46 @@ def test_trainable_codec_matches_inference_in_eval_mode(manifest):
         audio = codec.model.decode(codes, None, x.shape[-1])
     assert torch.equal(step.codes, codes)
     torch.testing.assert_close(step.audio, audio)
+
+
+def test_bf16_steps_follow_the_float32_gradient_and_leave_eval_alone():
+    """``precision`` bf16: training steps run the encoder and decoder under bfloat16
+    autocast; their gradient must point where float32's does, and eval stays float32."""
+    torch.manual_seed(0)
+    base = TrainableCodec(TINY_MODEL)
+    x = torch.randn(2, 1, 4000, generator=torch.Generator().manual_seed(0)) * 0.1
+    base.data_init(x)
+    base.train()
+    base(x, 4, torch.Generator().manual_seed(0))  # k-means initialisation
+
+    def step(autocast: torch.dtype | None, train: bool = True):
+        codec = copy.deepcopy(base)  # a step moves the codebooks: each run from the same ones
+        codec.autocast = autocast
+        codec.train(train)
+        dtypes = []
+        first = codec.model.encoder.model[0]
+        first.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
+        out = codec(x, 4, torch.Generator().manual_seed(1))
+        if not train:
+            return out, dtypes, None
+        (F.l1_loss(out.audio, x) + mel_distance(out.audio, x, RATE).mean()).backward()
+        grad = torch.cat([p.grad.flatten() for p in codec.parameters() if p.grad is not None])
+        return out, dtypes, grad
+
+    _, full_dtypes, full_grad = step(None)
+    half, half_dtypes, half_grad = step(torch.bfloat16)
+    assert full_dtypes == [torch.float32] and half_dtypes == [torch.bfloat16]
+    assert half.audio.dtype == torch.float32
+    assert not torch.equal(full_grad, half_grad)
+    assert F.cosine_similarity(full_grad, half_grad, dim=0) > 0.98
+    with torch.no_grad():
+        evaluated, eval_dtypes, _ = step(torch.bfloat16, train=False)
+        reference, _, _ = step(None, train=False)
+    assert eval_dtypes == [torch.float32] and torch.equal(evaluated.audio, reference.audio)
+    config = TrainConfig.from_dict({"model": TINY_MODEL.to_dict(), "precision": "bf16"})
+    assert config.autocast_dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+        TrainConfig.from_dict({"model": TINY_MODEL.to_dict(), "precision": "fp16"})
 
 
 def test_per_item_quantizer_dropout_decodes_each_item_from_its_codebooks():

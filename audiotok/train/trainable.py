@@ -165,10 +165,20 @@ class TrainableCodec(nn.Module):
         (torch.Size([2, 1, 24000]), torch.Size([2, 8, 75]))
     """
 
-    def __init__(self, config: CodecConfig, codebooks: CodebookTraining | None = None) -> None:
+    def __init__(
+        self,
+        config: CodecConfig,
+        codebooks: CodebookTraining | None = None,
+        autocast: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         self.model = EncodecModel(config)
         self.codebooks = codebooks or CodebookTraining()
+        # Mixed precision of training steps (``precision`` of the recipe): the encoder's and
+        # decoder's convolutions and LSTM run in this dtype under autocast; the weights, the
+        # quantizer (nearest entries need float32's resolution), the losses and eval stay
+        # float32.
+        self.autocast = autocast
         for layer in self.model.quantizer.vq.layers:
             codebook = layer._codebook
             if isinstance(layer, FactorisedVectorQuantization):
@@ -219,6 +229,13 @@ class TrainableCodec(nn.Module):
                 gain.mul_(target / max(std, 1e-8))
             hook.remove()
 
+    def _through(self, part: nn.Module, x: Tensor) -> Tensor:
+        """``part(x)`` (the encoder or the decoder), under autocast in a training step."""
+        if self.autocast is None or not self.training:
+            return part(x)
+        with torch.autocast(x.device.type, dtype=self.autocast):
+            return part(x).float()
+
     def bandwidth_codebooks(self) -> list[int]:
         """Codebook counts of the bandwidths the model serves, ascending."""
         return sorted({self.config.num_codebooks(b) for b in self.config.target_bandwidths})
@@ -247,7 +264,7 @@ class TrainableCodec(nn.Module):
         dead-code restarts) on the latents that used them; in eval mode they are left as they
         are.
         """
-        latent = self.model.encoder(x)  # [B, D, F]
+        latent = self._through(self.model.encoder, x)  # [B, D, F]
         if self.config.codebook_dim:
             return self._factorised(x, latent, n_q)
         b, d, f = latent.shape
@@ -289,7 +306,7 @@ class TrainableCodec(nn.Module):
         # Straight-through: the forward pass sees the entries, the backward the identity.
         quantized = flat + (quantized - flat).detach()
         latent_q = quantized.view(b, f, d).transpose(1, 2)
-        audio = self.model.decoder(latent_q)[..., : x.shape[-1]]
+        audio = self._through(self.model.decoder, latent_q)[..., : x.shape[-1]]
         return TrainStep(audio, torch.stack(codes, dim=1), commitment, mean_q)
 
     def _factorised(self, x: Tensor, latent: Tensor, n_q: int | Tensor) -> TrainStep:
@@ -326,7 +343,7 @@ class TrainableCodec(nn.Module):
                 indices = indices.masked_fill(active[:, 0] == 0, -1)
             codes.append(indices)
         mean_q = float(n_q.float().mean()) if isinstance(n_q, Tensor) else float(n_q)
-        audio = self.model.decoder(quantized)[..., : x.shape[-1]]
+        audio = self._through(self.model.decoder, quantized)[..., : x.shape[-1]]
         return TrainStep(
             audio,
             torch.stack(codes, dim=1),

@@ -83,7 +83,7 @@ class Trainer:
         if config.threads:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)  # initial weights
-        self.codec = TrainableCodec(config.model, config.codebooks)
+        self.codec = TrainableCodec(config.model, config.codebooks, config.autocast_dtype)
         losses = config.losses
         self.disc = MultiScaleSTFTDiscriminator(
             losses.disc_ffts, config.model.channels, losses.disc_filters, losses.disc_filters_scale
