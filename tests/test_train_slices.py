@@ -280,14 +280,17 @@ def test_cli_slices_with_state_and_subset(tmp_path, subset):
     result = runner.invoke(cli, [*args, "-o", str(tmp_path / "r1"), "--until", "2"])
     assert result.exit_code == 0, result.output
     result = runner.invoke(
-        cli, [*args, "-o", str(tmp_path / "r2"), "--until", "4", "--set", "optim.lr=0.001"]
-    )
+        cli,
+        [*args, "-o", str(tmp_path / "r2"), "--until", "4", "--set", "optim.lr=0.001",
+         "--precision", "bf16"],
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "training from step 2\n" in result.output  # what training/cpu_slice.sh waits for
     assert (tmp_path / "training" / STATE_NAME).is_file()
     lines = [json.loads(x) for x in (tmp_path / "training" / HISTORY_NAME).read_text().splitlines()]
     assert [x["steps"] for x in lines] == [[0, 2], [2, 4]]
-    assert lines[1]["note"] == f"--set optim.lr=0.001 --subset {subset}"
+    assert lines[1]["note"] == f"--set optim.lr=0.001 --subset {subset} --precision bf16"
+    assert json.loads((tmp_path / "r2" / "config.json").read_text())["precision"] == "bf16"
     result = runner.invoke(cli, [*args, "-o", str(tmp_path / "r3"), "--set", "optim.nope=1"])
     assert result.exit_code == 1 and "unknown fields nope" in result.output
 
