@@ -157,6 +157,8 @@ class TrainableCodec(nn.Module):
     Args:
         config: The architecture.
         codebooks: How the codebooks learn.
+        autocast: The dtype of the encoder and decoder in training steps (the recipe's
+            ``precision``), or None for float32.
 
     Example:
         >>> codec = TrainableCodec(CodecConfig(sample_rate=24_000, channels=1, causal=True))
@@ -174,10 +176,9 @@ class TrainableCodec(nn.Module):
         super().__init__()
         self.model = EncodecModel(config)
         self.codebooks = codebooks or CodebookTraining()
-        # Mixed precision of training steps (``precision`` of the recipe): the encoder's and
-        # decoder's convolutions and LSTM run in this dtype under autocast; the weights, the
-        # quantizer (nearest entries need float32's resolution), the losses and eval stay
-        # float32.
+        # Under autocast the encoder's and decoder's convolutions and LSTM run in this dtype;
+        # the weights, the quantizer (nearest entries need float32's resolution), the losses
+        # and eval stay float32.
         self.autocast = autocast
         for layer in self.model.quantizer.vq.layers:
             codebook = layer._codebook
