@@ -38,11 +38,11 @@ python3 -c "import torch, soundfile; print('torch', torch.__version__, 'cuda', t
 # share of MINUTES.
 VARIANTS=${VARIANTS:-"default|
 data|--set data.silence=0.25 --set data.lowpass=0.25
-lr|--set optim.lr=0.0001
+lr-high|--set optim.lr=0.0003
 qdrop|--set codebooks.dropout=0.5
-scratch-elu|
-scratch-snake|--set model.activation=Snake
-scratch-fact|--set model.codebook_dim=8 --set losses.commitment=0.25"}
+scratch-elu|--set optim.lr=0.0003
+scratch-snake|--set model.activation=Snake --set optim.lr=0.0003
+scratch-fact|--set model.codebook_dim=8 --set losses.commitment=0.25 --set optim.lr=0.0003"}
 
 (command -v nvidia-smi >/dev/null && nvidia-smi dmon -s u -d 5 > /tmp/slice/dmon.txt 2>&1) &
 dmon=$!
