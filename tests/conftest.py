@@ -26,7 +26,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """Under ``-n N --dist loadscope`` (the README's test command): a module's tests go to one
     worker, so its module-scoped servers and models are built once, and so do all the tests
     of the ``*_ray.py`` modules, so the session's Ray cluster is started once, not per worker.
-    (xdist's own ``loadgroup`` marks no longer take effect under pytest 9.)"""
+    (``--dist loadgroup`` marks do not take effect with xdist 3.8 under pytest 9.2: xdist
+    renames the items' ``_nodeid``, which pytest no longer reads.)"""
     if config.getvalue("dist") != "loadscope":
         return None
     from xdist.scheduler import LoadScopeScheduling
@@ -37,8 +38,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
             return "ray" if module.endswith("_ray.py") else module
 
         def _assign_work_unit(self, node) -> None:
-            # The Ray scope is the longest one (a cluster, then Ray Serve twice, ~2 minutes):
-            # started last, as its few tests would have it, it ran alone at the end.
+            # The Ray scope is the longest one (a cluster, then Ray Serve twice, ~2 minutes).
+            # xdist queues scopes by their number of tests, which put this one last, where it
+            # ran alone at the end.
             if "ray" in self.workqueue:
                 self.workqueue.move_to_end("ray", last=False)
             super()._assign_work_unit(node)
