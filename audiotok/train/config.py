@@ -185,7 +185,8 @@ class TrainConfig:
         threads: torch threads (0 keeps torch's default).
         precision: ``fp32``, or ``bf16``: training steps run the encoder and decoder under
             bfloat16 autocast (weights, quantizer, losses and validation stay float32). On a
-            CPU with AMX (Intel Sapphire Rapids and later) a step takes 0.66 of fp32's time.
+            2-core Intel Xeon VM with AMX a step took 0.68 of fp32's time
+            (``benchmarks/train_step_bench.py``).
         log_every: Steps between JSON-lines log records.
         validate_every: Steps between validation passes (0: only at the end).
         checkpoint_every: Steps between checkpoints.
