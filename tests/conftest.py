@@ -198,3 +198,25 @@ def redis_url(tmp_path_factory):
     yield f"redis://127.0.0.1:{port}"
     process.terminate()
     process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def default_onnx(tmp_path_factory) -> Path:
+    """The packaged default exported to ONNX (``model.json`` and its graphs) once for the whole
+    run; under pytest-xdist the workers share it through a lock in their common temporary
+    folder. Tests only read it: those that test exporting export on their own."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from filelock import FileLock
+
+    from audiotok.codec.load import load_codec
+    from audiotok.codec.onnx_export import export_onnx
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # each worker's basetemp is a child of the run's
+        root = root.parent
+    folder = root / "default-onnx"
+    with FileLock(f"{folder}.lock"):
+        if not (folder / "model.json").exists():
+            export_onnx(load_codec("audiotok_24khz"), folder, overwrite=True)
+    return folder

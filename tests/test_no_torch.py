@@ -24,7 +24,6 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from audiotok.codec.load import load_codec
-from audiotok.codec.onnx_export import export_onnx
 from audiotok.codec.tokens import Tokens
 
 SPEECH = DATA / "speech_24k.flac"
@@ -59,11 +58,9 @@ def env(tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def export(tmp_path_factory, env) -> Path:
+def export(env, default_onnx) -> Path:
     """The packaged default exported (with torch, here) into a folder, and into the runs' cache
     by ``load_codec(backend="onnx")`` as a machine with torch would have done it."""
-    folder = tmp_path_factory.mktemp("export") / "audiotok_24khz"
-    export_onnx(load_codec(), folder)
     previous = os.environ.get("AUDIOTOK_CACHE")
     os.environ["AUDIOTOK_CACHE"] = env["AUDIOTOK_CACHE"]
     try:
@@ -73,7 +70,7 @@ def export(tmp_path_factory, env) -> Path:
             del os.environ["AUDIOTOK_CACHE"]
         else:
             os.environ["AUDIOTOK_CACHE"] = previous
-    return folder
+    return default_onnx
 
 
 def run(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess:

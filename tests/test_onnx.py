@@ -4,35 +4,32 @@ Acceptance for the codes: equal, except where a near tie between two codebook en
 the other way (ONNX Runtime's convolutions and LSTM round differently from torch's in the
 last bits): every mismatch must start at such a tie, and at least 99.9 % of the codes of real
 audio must be equal. Decoded audio (from the same codes) must be within 1e-4 of torch's.
-Lengths differ from the traced one (0.25 s, or one segment), batch of 2.
+Lengths differ from the traced one (0.25 s, or one segment), batch of 2. The random-weight
+official architectures: tests/test_onnx_backend.py, which exports them once for both.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 from click.testing import CliRunner
-from conftest import DATA, tiny_codec
-from torch.nn import functional as F
+from conftest import tiny_codec
 
 pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime")
 
-from audiotok.audio.read import convert_audio  # noqa: E402
-from audiotok.codec.model import linear_overlap_add  # noqa: E402
-from audiotok.codec.onnx_export import OnnxExportError, export_onnx  # noqa: E402
-from audiotok.codec.quantization import FactorisedVectorQuantization  # noqa: E402
+from onnx_checks import AUDIO_TOL, check_codes, check_graphs, real_audio, sessions
+
+from audiotok.codec.model import linear_overlap_add
+from audiotok.codec.onnx_export import OnnxExportError, export_onnx
 
 MIN_EQUAL = 0.999
-SPEECH, MUSIC = "speech_24k.flac", "music_48k_stereo.flac"
-AUDIO_TOL = 1e-4
+SPEECH = "speech_24k.flac"
 
 
 def segmented_tiny():
@@ -42,89 +39,9 @@ def segmented_tiny():
     )  # fmt: skip
 
 
-def real_audio(name: str, codec, seconds: float) -> torch.Tensor:
-    """Two different excerpts of a test clip, ``[2, C, seconds * rate]`` at the codec's rate."""
-    wav, rate = sf.read(DATA / name, dtype="float32", always_2d=True)
-    wav = convert_audio(torch.from_numpy(wav.T.copy()), rate, codec.sample_rate, codec.channels)
-    n = int(seconds * codec.sample_rate)
-    starts = (0, (wav.shape[-1] - n) // 2)
-    assert wav.shape[-1] >= starts[1] + n
-    return torch.stack([wav[:, s : s + n] for s in starts]).contiguous()
-
-
-def sessions(sidecar: Path) -> tuple[dict, ort.InferenceSession, ort.InferenceSession]:
-    meta = json.loads(sidecar.read_text())
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 2
-
-    def open_(role: str) -> ort.InferenceSession:
-        path = str(sidecar.parent / meta["graphs"][role]["file"])
-        return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-
-    return meta, open_("encoder"), open_("decoder")
-
-
-def check_codes(model, wav: torch.Tensor, ref: torch.Tensor, got: np.ndarray) -> float:
-    """Fraction of equal codes; asserts that each frame's first mismatch is a near tie.
-
-    ``wav`` is what the encoder saw (normalised segment for segmented models).
-    """
-    got = torch.from_numpy(got)
-    assert got.shape == ref.shape and got.dtype == torch.int64
-    mismatch = got != ref  # [B, K, F]
-    if mismatch.any():
-        first = torch.where(mismatch.any(1), mismatch.int().argmax(1), -1)  # [B, F]
-        with torch.no_grad():
-            residual = model.encoder(wav).transpose(1, 2)  # [B, F, D]
-            for k, layer in enumerate(model.quantizer.vq.layers[: ref.shape[1]]):
-                embed = layer._codebook.embed
-                point = residual
-                if isinstance(layer, FactorisedVectorQuantization):  # angles in its projection
-                    point = layer.in_proj(residual.transpose(1, 2)).transpose(1, 2)
-                    point = F.normalize(point, dim=-1)
-                    embed = F.normalize(embed, dim=-1)
-                dist = (
-                    point.pow(2).sum(-1, keepdim=True)
-                    - 2 * point @ embed.t()
-                    + embed.t().pow(2).sum(0, keepdim=True)
-                )
-                b, f = torch.where(first == k)
-                d_ref, d_got = dist[b, f, ref[b, k, f]], dist[b, f, got[b, k, f]]
-                gap = (d_ref - d_got).abs()
-                assert (gap <= 1e-4 * d_ref.abs().clamp(min=1.0)).all(), (k, gap.max())
-                residual = residual - layer.decode(ref[:, k]).transpose(1, 2)
-    return float((~mismatch).float().mean())
-
-
 def check_unsegmented(codec, out_dir: Path, cases: list[tuple[str, float, float]]) -> None:
     """Exports ``codec`` and compares the graphs with torch on ``(clip, seconds, min_equal)``."""
-    meta, enc, dec = sessions(export_onnx(codec, out_dir))
-    assert meta["segmented"] is False and meta["n_q"] == codec.config.n_q
-    assert meta["torch_fingerprint"] == codec.fingerprint().hex()
-    fractions = {}
-    for i, (clip, seconds, min_equal) in enumerate(cases):
-        wav = real_audio(clip, codec, seconds)
-        with torch.no_grad():
-            ref, _ = codec._encode(wav, codec.bandwidths[-1])
-        (got,) = enc.run(None, {"audio": wav.numpy()})
-        assert got.shape[:2] == (2, codec.config.n_q)
-        assert got.shape[-1] == codec.num_frames(wav.shape[-1])
-        fraction = check_codes(codec.model, wav, ref, got[:, : ref.shape[1]])
-        fractions[clip, seconds] = fraction
-        assert fraction >= min_equal, fraction
-        # Small models: every bandwidth; big ones (slow in torch): lowest and highest by turns.
-        small = codec.config.n_q <= 4
-        bandwidths = codec.bandwidths if small else [codec.bandwidths[-(i % 2 == 0)]]
-        for bandwidth in bandwidths:
-            codes = ref[:, : codec.num_codebooks(bandwidth)]
-            with torch.no_grad():
-                expected = codec._decode(codes, None, wav.shape[-1])
-            (audio,) = dec.run(None, {"codes": codes.numpy()})
-            assert audio.shape[-1] == codes.shape[-1] * codec.hop_length
-            audio = audio[..., : wav.shape[-1]]
-            assert audio.shape == tuple(expected.shape)
-            assert np.abs(audio - expected.numpy()).max() <= AUDIO_TOL
-    print(codec.model_id, "equal codes:", fractions)
+    check_graphs(codec, export_onnx(codec, out_dir), cases)
 
 
 def test_unsegmented_tiny(tmp_path):
@@ -140,30 +57,11 @@ def test_unsegmented_tiny_snake(tmp_path):
     check_unsegmented(codec, tmp_path, [(SPEECH, 0.37, 0.99)])
 
 
-def test_unsegmented_default_model(tmp_path):
+def test_unsegmented_default_model(default_onnx):
     import audiotok
 
     cases = [(SPEECH, 0.37, MIN_EQUAL), (SPEECH, 0.81, MIN_EQUAL)]
-    check_unsegmented(audiotok.load_codec("audiotok_24khz"), tmp_path, cases)
-
-
-def test_random_official_24khz(tmp_path, encodec_package):
-    """The official 24 kHz architecture and checkpoint format, random weights."""
-    import audiotok
-
-    sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
-    try:
-        from exactness_bench import random_official
-    finally:
-        sys.path.pop(0)
-    codec = audiotok.load_codec(random_official("encodec_24khz", tmp_path))
-    # On speech these random weights give latents that nearly coincide with their codebook
-    # entries (calibrated on the same clip): distances of ~3e-7 against |x|^2 ~0.13, below
-    # float32's resolution, so torch itself agrees with a float64 argmin on only ~80 % of
-    # them, and ONNX Runtime with torch on ~84 %; on music such ties are rarer but flip with
-    # torch's thread count (99.8 % equal with one thread, as under pytest -n 2). Each mismatch
-    # must still be such a tie.
-    check_unsegmented(codec, tmp_path / "onnx", [(MUSIC, 0.37, 0.99), (SPEECH, 0.37, 0.0)])
+    check_graphs(audiotok.load_codec("audiotok_24khz"), default_onnx / "model.json", cases)
 
 
 def test_segmented_pipeline(tmp_path):

@@ -4,7 +4,8 @@ each official architecture and a tiny segmented one.
 
 Acceptance as for the graphs (tests/test_onnx.py): at least 99.9 % of the codes of real audio
 equal torch fp32's (ONNX Runtime's rounding may tip a near tie), decoded audio within 1e-4 of
-torch's from the same codes.
+torch's from the same codes. For the official 24 kHz architecture the same export's graphs are
+also checked on their own (tests/onnx_checks.py): each mismatching code a near tie.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from conftest import DATA, tiny_codec
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
+
+from onnx_checks import check_graphs
 
 from audiotok.codec.load import load_codec
 from audiotok.codec.onnx_export import export_onnx
@@ -115,6 +118,15 @@ def test_random_official_architectures(arch, tmp_path, encodec_package):
     seconds = 1.3 if arch == "encodec_48khz" else 0.6
     bandwidths = sorted({torch_codec.bandwidths[0], torch_codec.bandwidths[-1]})
     compare(torch_codec, onnx_codec, music[:, : int(rate * seconds)], rate, bandwidths)
+    if arch == "encodec_24khz":
+        # The same export's graphs, run on their own, mismatch only where a code is a near tie.
+        # On speech these random weights give latents that nearly coincide with their codebook
+        # entries (calibrated on the same clip): distances of ~3e-7 against |x|^2 ~0.13, below
+        # float32's resolution, so torch itself agrees with a float64 argmin on only ~80 % of
+        # them, and ONNX Runtime with torch on ~84 %; on music such ties are rarer but flip
+        # with torch's thread count (99.8 % equal with one thread, as under pytest -n 2).
+        cases = [("music_48k_stereo.flac", 0.37, 0.99), ("speech_24k.flac", 0.37, 0.0)]
+        check_graphs(torch_codec, onnx_codec.folder / "model.json", cases)
 
 
 def test_segmented_tiny_and_short_inputs(segmented_codec, tmp_path):

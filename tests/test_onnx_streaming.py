@@ -35,8 +35,8 @@ AUDIO_TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def default(tmp_path_factory) -> OnnxCodec:
-    return OnnxCodec(export_onnx(load_codec("audiotok_24khz"), tmp_path_factory.mktemp("d")))
+def default(default_onnx) -> OnnxCodec:
+    return OnnxCodec(default_onnx)
 
 
 @pytest.fixture(scope="module")

@@ -31,8 +31,6 @@ from test_serve_web import browser  # noqa: F401  (the headless chromium fixture
 
 pytest.importorskip("onnxruntime")
 
-from audiotok.codec.load import load_codec
-from audiotok.codec.onnx_export import export_onnx
 from audiotok.codec.onnx_runtime import OnnxCodec
 
 ROOT = Path(__file__).parent.parent
@@ -112,9 +110,14 @@ def serve(folder: Path) -> http.server.ThreadingHTTPServer:
     return server
 
 
-def test_the_default_codec_runs_in_a_browser(tmp_path, ort_web, browser):  # noqa: F811
+def test_the_default_codec_runs_in_a_browser(
+    tmp_path,
+    ort_web,
+    browser,  # noqa: F811
+    default_onnx,
+):
     site = tmp_path / "site"
-    export_onnx(load_codec("audiotok_24khz"), site)
+    shutil.copytree(default_onnx, site)
     for name in ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"):
         shutil.copy(ort_web / name, site / name)
     clip = load_clip("speech_24k.flac", 24_000, 1, seconds=1.0)[..., :23_900]  # [1, 1, T]

@@ -7,6 +7,7 @@ at every bandwidth and our decoded audio is within 1e-4 of the reference's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -72,10 +73,26 @@ def reference_in_format(
     )
 
 
+@pytest.fixture(scope="module")
+def references(tmp_path_factory) -> Callable[[str, str, pytest.FixtureRequest], tuple]:
+    """``(arch, fmt) -> (path, runner)``, each reference built and written once for the
+    module: the models of the official sizes (up to 59 M parameters) take seconds to build and
+    calibrate, and hundreds of MB to write."""
+    built: dict = {}
+
+    def get(arch: str, fmt: str, request: pytest.FixtureRequest) -> tuple[Path, object]:
+        if (arch, fmt) not in built:
+            directory = tmp_path_factory.mktemp(f"{arch}-{fmt}")
+            built[arch, fmt] = reference_in_format(arch, fmt, clip_for(arch), directory, request)
+        return built[arch, fmt]
+
+    return get
+
+
 @pytest.mark.parametrize(("arch", "fmt"), CASES, ids=[f"{a}-{f}" for a, f in CASES])
-def test_codes_and_audio_match_reference(arch, fmt, tmp_path, request):
+def test_codes_and_audio_match_reference(arch, fmt, references, request):
     wav = clip_for(arch)
-    path, run_reference = reference_in_format(arch, fmt, wav, tmp_path, request)
+    path, run_reference = references(arch, fmt, request)
 
     codec = load_codec(path)
 
@@ -98,9 +115,9 @@ def test_codes_and_audio_match_reference(arch, fmt, tmp_path, request):
 
 
 @pytest.mark.parametrize(("arch", "fmt"), CASES, ids=[f"{a}-{f}" for a, f in CASES])
-def test_registry_name_with_checkpoint_matches_path_load(arch, fmt, tmp_path, request):
+def test_registry_name_with_checkpoint_matches_path_load(arch, fmt, references, request):
     wav = clip_for(arch)[..., : ARCHS[arch]["sample_rate"] // 2]
-    path, run_reference = reference_in_format(arch, fmt, wav, tmp_path, request)
+    path, run_reference = references(arch, fmt, request)
     bandwidth = ARCHS[arch]["bandwidths"][-1]
 
     codec = load_codec(arch, checkpoint=path)
