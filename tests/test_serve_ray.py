@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Iterator
 
 import pytest
 import soundfile as sf
@@ -36,16 +37,26 @@ def generator_dir(tmp_path_factory):
     return save_hf(tiny_musicgen(seed=7), tmp_path_factory.mktemp("generator") / "tiny")
 
 
-@pytest.fixture(scope="module", params=["folder", "redis"])
-def served(request, ray_cluster, generator_dir, tmp_path_factory):
+@pytest.fixture(scope="module")
+def serve_port(ray_cluster) -> Iterator[int]:
+    """Ray Serve (its controller and HTTP proxy) on a free loopback port, started once for
+    both layouts: each deploys its application and deletes it."""
     from ray import serve
-
-    from audiotok.serve.ray_app import application
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield port
+    serve.shutdown()
+
+
+@pytest.fixture(scope="module", params=["folder", "redis"])
+def served(request, serve_port, generator_dir, tmp_path_factory):
+    from ray import serve
+
+    from audiotok.serve.ray_app import application
+
     options = {
         "replicas": 2,
         "num_cpus": 0.5,
@@ -60,10 +71,10 @@ def served(request, ray_cluster, generator_dir, tmp_path_factory):
         options.update(replicas=1, generator_replicas=2, generator_num_cpus=0.5,
                        store=f"{redis_url}/6")  # fmt: skip
     serve.run(application(options), name="audiotok", route_prefix="/")
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{serve_port}", timeout=TIMEOUT)
     yield client
     client.close()
-    serve.shutdown()
+    serve.delete("audiotok")
 
 
 def wait_for(client, job_id: str) -> dict:
