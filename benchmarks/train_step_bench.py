@@ -7,12 +7,14 @@ same batches of ``--batch`` 1 s crops of the repository's speech and music clips
 this process, ``--threads`` threads (1: the CPU slice's setting), the sides alternating, best
 of ``--repeats`` steps after two warm-up steps each.
 
-Prints seconds per step of each side, bf16's time as a ratio to fp32's, the processor and
-whether it has AMX (oneDNN's bf16 matrix unit, where bf16 convolutions pay).
+Prints seconds per step of each side (best and mean), bf16's time as a ratio to fp32's, the
+processor and whether it has AMX (oneDNN's bf16 matrix unit, where bf16 convolutions pay).
+``--set`` overrides the recipe on both sides, e.g. ``--set losses.adversarial=4 --set
+losses.feature_matching=4`` for the cost of EnCodec's adversarial losses.
 
 Usage::
 
-    python benchmarks/train_step_bench.py [--batch 16] [--repeats 5] [--threads 1]
+    python benchmarks/train_step_bench.py [--batch 16] [--repeats 5] [--threads 1] [--set K=V]
 """
 
 from __future__ import annotations
@@ -52,11 +54,12 @@ class RepositoryCrops:
         return torch.stack([self.audio[s : s + self.rate] for s in starts.tolist()])[:, None]
 
 
-def trainer(precision: str, batch: int, folder: Path) -> Trainer:
-    """A trainer of the shipped recipe at ``precision`` that draws :class:`RepositoryCrops`."""
+def trainer(precision: str, batch: int, folder: Path, sets: tuple[str, ...] = ()) -> Trainer:
+    """A trainer of the shipped recipe (with the ``sets`` overrides) at ``precision`` that
+    draws :class:`RepositoryCrops`."""
     config = load_config(
         ROOT / "configs" / "audiotok_24khz.json",
-        (f"precision={precision}", f"data.batch_size={batch}", "data.subset="),
+        (*sets, f"precision={precision}", f"data.batch_size={batch}", "data.subset="),
     )
     crops = RepositoryCrops(batch, config.model.sample_rate)
 
@@ -83,11 +86,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="1 s crops per step")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+        help="a recipe override for both sides, e.g. losses.adversarial=4",
+    )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        sides = {p: trainer(p, args.batch, Path(tmp)) for p in ("fp32", "bf16")}
-        best = dict.fromkeys(sides, float("inf"))
+        sides = {p: trainer(p, args.batch, Path(tmp), tuple(args.sets)) for p in ("fp32", "bf16")}
+        times: dict[str, list[float]] = {name: [] for name in sides}
         for side in sides.values():
             for _ in range(2):
                 side.train_step()
@@ -95,12 +102,21 @@ def main() -> None:
             for name, side in sides.items():
                 start = time.perf_counter()
                 side.train_step()
-                best[name] = min(best[name], time.perf_counter() - start)
+                times[name].append(time.perf_counter() - start)
+    overrides = f", overrides {' '.join(args.sets)}" if args.sets else ""
     print(f"{processor()}; torch {torch.__version__}, {args.threads} thread(s), "
-          f"batch {args.batch} x 1 s, best of {args.repeats}")  # fmt: skip
-    for name, seconds in best.items():
-        print(f"{name}: {seconds:.3f} s/step")
-    print(f"bf16 / fp32 time: {best['bf16'] / best['fp32']:.2f}")
+          f"batch {args.batch} x 1 s, {args.repeats} steps each{overrides}")  # fmt: skip
+    # The best step is the cost of the codec's step; the mean also counts the discriminator's
+    # updates, which come with a probability per step (losses.disc_update_prob) when the
+    # adversarial losses are on.
+    best = {name: min(t) for name, t in times.items()}
+    mean = {name: sum(t) / len(t) for name, t in times.items()}
+    for name in sides:
+        print(f"{name}: best {best[name]:.3f} s/step, mean {mean[name]:.3f}")
+    print(
+        f"bf16 / fp32 time: best {best['bf16'] / best['fp32']:.2f}, "
+        f"mean {mean['bf16'] / mean['fp32']:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ python3 -c "import torch, soundfile; print('torch', torch.__version__, 'cuda', t
 # and why). The processes share the GPU (no faster together than one alone), so each gets its
 # share of MINUTES.
 VARIANTS=${VARIANTS:-"default|
-data|--set data.silence=0.25 --set data.lowpass=0.25
+adv|--set losses.adversarial=4 --set losses.feature_matching=4
 lr-high|--set optim.lr=0.0003
 qdrop|--set codebooks.dropout=0.5
 scratch-elu|--set optim.lr=0.0003
