@@ -33,6 +33,14 @@ STATE=${STATE:-training}
 SUBSET=${SUBSET:-}
 NOTE=${NOTE:-cpu background slice}
 sets=()
+# bf16 training steps where the CPU has AMX (oneDNN's bf16 matrix unit): 0.70 of float32's time
+# per step and validation as good per step (docs/TRAINING.md, ablation of 2026-12-07). Without
+# AMX untimed: float32. PRECISION=fp32 (or a precision= in SETS) overrides.
+if [ -n "${PRECISION:-}" ]; then
+  sets+=(--set "precision=$PRECISION")
+elif grep -q amx_bf16 /proc/cpuinfo 2>/dev/null; then
+  sets+=(--set precision=bf16)
+fi
 for field in ${SETS:-}; do sets+=(--set "$field"); done
 if [ -n "$SUBSET" ]; then sets+=(--subset "$SUBSET"); fi
 
