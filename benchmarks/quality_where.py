@@ -10,13 +10,15 @@ measured three ways against its input:
   what a codec perfect above that frequency would score.
 
 The gap between the first figure and each of the others is the share of the distance spent
-there. Also prints the mel distance of the codec's output for digital silence against digital
-silence (the level alone is in ``quality.py``).
+there. For speech, PESQ-WB the same way, with the band split at ``--split`` Hz (default 4 kHz;
+PESQ-WB hears nothing above 8 kHz): as decoded, quiet frames as input, above the split as
+input, below it as input. Also prints the mel distance of the codec's output for digital
+silence against digital silence (the level alone is in ``quality.py``).
 
 Usage::
 
     python benchmarks/quality_where.py --manifest data/audio/manifest.tsv [--kbps 6]
-        [--above 8000] [--quiet-db -50] [--model audiotok_24khz]
+        [--above 8000] [--split 4000] [--quiet-db -50] [--model audiotok_24khz]
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from quality import codec_roundtrip, load_crops
+from quality import codec_roundtrip, load_crops, pesq_wb
 
 import audiotok
 from audiotok.train.losses import mel_distance
@@ -47,6 +49,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--above", type=float, default=8000.0, help="Hz")
+    parser.add_argument("--split", type=float, default=4000.0, help="Hz, for speech's PESQ-WB")
     parser.add_argument("--quiet-db", type=float, default=-50.0, help="dBFS per 20 ms frame")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -61,6 +64,8 @@ def main() -> None:
               f"{distance(idle, silence, rate):.3f} against silence")  # fmt: skip
         frame = rate // 50
         rows: dict[str, list[tuple[float, float, float, float]]] = {}
+        speech_pesq: list[tuple[float | None, ...]] = []
+        freqs = np.fft.rfftfreq(crops.shape[-1], 1 / rate)
         for x, category in zip(crops, categories, strict=True):
             y = codec_roundtrip(codec, x, args.kbps)[0][: x.size]
             n = x.size // frame
@@ -68,20 +73,36 @@ def main() -> None:
             quiet = 10 * np.log10(np.mean(frames_x**2, axis=1) + 1e-20) < args.quiet_db
             pauses = y.copy()
             pauses[: n * frame].reshape(n, frame)[quiet] = x[: n * frame].reshape(n, frame)[quiet]
-            spectrum_x, spectrum_y = np.fft.rfft(x), np.fft.rfft(y)
-            high = np.fft.rfftfreq(x.size, 1 / rate) > args.above
-            spectrum_y[high] = spectrum_x[high]
-            band = np.fft.irfft(spectrum_y, n=x.size).astype(np.float32)
+            band = with_input_where(y, x, freqs > args.above)
             rows.setdefault(category, []).append(
                 (distance(y, x, rate), distance(pauses, x, rate), distance(band, x, rate),
                  float(quiet.mean()))
             )  # fmt: skip
+            if category == "speech":
+                low = freqs < args.split
+                variants = (y, pauses, with_input_where(y, x, ~low), with_input_where(y, x, low))
+                speech_pesq.append(tuple(pesq_wb(v, x, rate) for v in variants))
     print(f"\n| category | mel distance | quiet frames as input | above {args.above:g} Hz as "
           "input | quiet frames |")  # fmt: skip
     print("| --- | --: | --: | --: | --: |")
     for category, values in sorted(rows.items()):
         mean = np.mean(values, axis=0)
         print(f"| {category} | {mean[0]:.3f} | {mean[1]:.3f} | {mean[2]:.3f} | {mean[3]:.0%} |")
+    if speech_pesq:
+        # PESQ-WB hears 16 kHz audio: above 8 kHz counts for nothing, so the split is lower.
+        print(f"\n| speech PESQ-WB | as decoded | quiet frames as input | above {args.split:g} Hz "
+              f"as input | below {args.split:g} Hz as input | crops |")  # fmt: skip
+        print("| --- | --: | --: | --: | --: | --: |")
+        kept = [v for v in speech_pesq if None not in v]
+        mean = np.mean(kept, axis=0) if kept else [float("nan")] * 4
+        print("| audiotok | " + " | ".join(f"{m:.2f}" for m in mean) + f" | {len(kept)} |")
+
+
+def with_input_where(y: np.ndarray, x: np.ndarray, bins: np.ndarray) -> np.ndarray:
+    """``y`` with the FFT bins (of the whole signal) where ``bins`` is true taken from ``x``."""
+    spectrum_x, spectrum_y = np.fft.rfft(x), np.fft.rfft(y)
+    spectrum_y[bins] = spectrum_x[bins]
+    return np.fft.irfft(spectrum_y, n=x.size).astype(np.float32)
 
 
 if __name__ == "__main__":

@@ -131,6 +131,16 @@ def test_batches_are_a_function_of_seed_and_step(manifest):
     assert ((rms_db > -20 - 6.5) & (rms_db < -20 + 6.5)).all()  # target level +- jitter
 
 
+def test_fixed_items_are_the_fixed_set_with_their_files(manifest):
+    train, _ = split_by_source(read_manifest(manifest), ("held",))
+    sampler = CropSampler(train, DataConfig(segment=0.25), RATE, seed=1)
+    crops, categories = sampler.fixed_set(4)
+    same, items = sampler.fixed_items(4)
+    assert torch.equal(crops, same)
+    assert [item.category for item in items] == categories
+    assert all(item in train for item in items)
+
+
 def test_manifest_errors_name_the_line(tmp_path):
     bad = tmp_path / "m.tsv"
     bad.write_text(

@@ -245,6 +245,12 @@ class CropSampler:
 
     def crop(self, rng: np.random.Generator, category: str | None = None) -> np.ndarray:
         """One normalised crop ``[T]``, of ``category`` or of a category drawn by weight."""
+        return self.crop_item(rng, category)[0]
+
+    def crop_item(
+        self, rng: np.random.Generator, category: str | None = None
+    ) -> tuple[np.ndarray, AudioItem]:
+        """:meth:`crop` and the file it was cut from."""
         cfg = self.config
         if category is None:
             category = self.categories[rng.choice(len(self.categories), p=self.category_probs)]
@@ -258,7 +264,7 @@ class CropSampler:
             if rms > 10 ** (cfg.min_rms_db / 20):
                 break
         gain = cfg.target_rms_db + rng.uniform(-cfg.gain_jitter_db, cfg.gain_jitter_db)
-        return normalise(x, gain)
+        return normalise(x, gain), item
 
     def batch(self, step: int) -> torch.Tensor:
         """The training batch of ``step``: ``[batch_size, 1, T]``."""
@@ -273,7 +279,13 @@ class CropSampler:
         Returns:
             Crops ``[count, 1, T]`` and the category of each.
         """
+        crops, items = self.fixed_items(count)
+        return crops, [item.category for item in items]
+
+    def fixed_items(self, count: int) -> tuple[torch.Tensor, list[AudioItem]]:
+        """:meth:`fixed_set` with the file of each crop instead of its category."""
         rng = np.random.default_rng([self.seed, VALIDATION_STREAM])
         categories = [self.categories[i % len(self.categories)] for i in range(count)]
-        crops = [self.crop(rng, c) for c in categories]
-        return torch.from_numpy(np.stack(crops))[:, None], categories
+        drawn = [self.crop_item(rng, c) for c in categories]
+        crops = torch.from_numpy(np.stack([x for x, _ in drawn]))[:, None]
+        return crops, [item for _, item in drawn]
