@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -394,11 +395,15 @@ def test_training_raises_si_sdr(tmp_path, manifest):
     assert "discriminator" in json.loads(records[-1])
 
 
-@pytest.mark.parametrize(("dropout", "ema_decay"), [(1.0, 0.0), (0.5, 0.9)])
-def test_resume_is_exact(tmp_path, manifest, dropout, ema_decay):
+@pytest.mark.parametrize(("dropout", "ema_decay", "disc_view"), [(1.0, 0.0, 0), (0.5, 0.9, 1)])
+def test_resume_is_exact(tmp_path, manifest, dropout, ema_decay, disc_view):
     codebooks = CodebookTraining(kmeans_iters=2, dropout=dropout)
     optim = dataclasses.replace(tiny_config(manifest).optim, ema_decay=ema_decay)
-    config = tiny_config(manifest, steps=6, codebooks=codebooks, optim=optim)
+    # disc_view: the discriminator on one item's random window (drawn from the run's generator)
+    losses = dataclasses.replace(
+        tiny_config(manifest).losses, disc_items=disc_view, disc_seconds=0.1 * disc_view
+    )
+    config = tiny_config(manifest, steps=6, codebooks=codebooks, optim=optim, losses=losses)
     straight = Trainer(config, tmp_path / "a")
     straight.run()
     first = Trainer(config, tmp_path / "b")
@@ -421,6 +426,20 @@ def test_resume_is_exact(tmp_path, manifest, dropout, ema_decay):
     ]
     assert strip[0] == strip[1]
     assert any("discriminator" in r for r in strip[0])  # the adversarial path was exercised
+
+
+def test_discriminator_sees_its_share_of_the_batch_in_bf16(tmp_path, manifest):
+    losses = dataclasses.replace(tiny_config(manifest).losses, disc_items=1, disc_seconds=0.1)
+    trainer = Trainer(tiny_config(manifest, losses=losses, precision="bf16"), tmp_path / "run")
+    seen = []
+    for disc in trainer.disc.discriminators:
+        disc.register_forward_hook(lambda _m, i, out: seen.append((i[0].shape, out[0].dtype)))
+    metrics = trainer.train_step()
+    window = round(0.1 * TINY_MODEL.sample_rate)
+    assert seen and all(s == ((1, 1, window), torch.bfloat16) for s in seen)
+    assert math.isfinite(metrics["adversarial"]) and math.isfinite(metrics["feature_matching"])
+    with pytest.raises(ValueError, match="must be 0 or more"):
+        LossConfig(disc_items=-1)
 
 
 def test_averaged_weights_are_an_ema_of_the_weights(tmp_path, manifest):

@@ -111,6 +111,12 @@ class LossConfig:
         disc_ffts: FFT sizes of the multi-scale STFT discriminator.
         adversarial_start: Step at which the discriminator and its losses come in.
         disc_update_prob: Probability of a discriminator update at a step (EnCodec: 2/3).
+        disc_items: Items of each batch the discriminator sees, for its update and for the
+            adversarial and feature-matching losses (0: all, as EnCodec). Its 2-D
+            convolutions over five spectrograms cost ~13x a reconstruction step on a CPU:
+            a share of the batch brings that within reach.
+        disc_seconds: Length of the window of those items it sees, at a random position
+            drawn per step (0: the whole crop).
     """
 
     l1: float = 0.1
@@ -135,6 +141,12 @@ class LossConfig:
     disc_ffts: tuple[int, ...] = (1024, 2048, 512, 256, 128)
     adversarial_start: int = 0
     disc_update_prob: float = 2 / 3
+    disc_items: int = 0
+    disc_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.disc_items < 0 or self.disc_seconds < 0:
+            raise ValueError("losses.disc_items and losses.disc_seconds must be 0 or more")
 
 
 @dataclass(frozen=True)

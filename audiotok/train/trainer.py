@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 from torch.nn import functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -180,6 +181,36 @@ class Trainer:
         active = losses.adversarial > 0 or losses.feature_matching > 0
         return active and self.step >= losses.adversarial_start
 
+    def _disc_view(self, x: Tensor, decoded: Tensor) -> tuple[Tensor, Tensor]:
+        """What the discriminator sees of a step's input and decoded audio ``[B, C, T]``.
+
+        The first ``losses.disc_items`` items (the batch's order is random already) and, with
+        ``losses.disc_seconds``, one window of that length at a position drawn from the
+        run's generator, the same for the input and its decoding: ``[B', C, T']`` each.
+        """
+        losses = self.config.losses
+        if losses.disc_items:
+            x, decoded = x[: losses.disc_items], decoded[: losses.disc_items]
+        length = round(losses.disc_seconds * self.config.model.sample_rate)
+        if 0 < length < x.shape[-1]:
+            start = int(torch.randint(x.shape[-1] - length + 1, (1,), generator=self.generator))
+            x, decoded = x[..., start : start + length], decoded[..., start : start + length]
+        return x, decoded
+
+    def _discriminate(self, audio: Tensor) -> tuple[list[Tensor], list[list[Tensor]]]:
+        """The discriminator's logits and features on ``audio``, float32.
+
+        Under the recipe's ``precision`` as the codec: its convolutions are most of an
+        adversarial step's cost, and bf16 is where a CPU with AMX runs them fast. The STFTs
+        stay float32 (autocast leaves them).
+        """
+        dtype = self.codec.autocast
+        if dtype is None:
+            return self.disc(audio)
+        with torch.autocast(audio.device.type, dtype=dtype):
+            logits, features = self.disc(audio)
+        return [t.float() for t in logits], [[t.float() for t in f] for f in features]
+
     def train_step(self) -> dict[str, Any]:
         """One optimisation step on the batch of the current step; returns its metrics."""
         cfg = self.config
@@ -193,9 +224,10 @@ class Trainer:
             losses["sisdr"] = -si_sdr(out.audio, x).mean()
         adversarial = self._adversarial()
         if adversarial:
-            fake_logits, fake_features = self.disc(out.audio)
+            real, fake = self._disc_view(x, out.audio)
+            fake_logits, fake_features = self._discriminate(fake)
             with torch.no_grad():
-                _, real_features = self.disc(x)
+                _, real_features = self._discriminate(real)
             losses["adversarial"] = hinge_generator_loss(fake_logits)
             losses["feature_matching"] = feature_matching_loss(fake_features, real_features)
         for group in self.optimizer.param_groups:
@@ -222,8 +254,8 @@ class Trainer:
         if adversarial:
             coin = float(torch.rand((), generator=self.generator))
             if coin < cfg.losses.disc_update_prob:
-                real_logits, _ = self.disc(x)
-                fake_logits, _ = self.disc(out.audio.detach())
+                real_logits, _ = self._discriminate(real)
+                fake_logits, _ = self._discriminate(fake.detach())
                 disc_loss = hinge_discriminator_loss(real_logits, fake_logits)
                 self.disc_optimizer.zero_grad(set_to_none=True)
                 disc_loss.backward()
