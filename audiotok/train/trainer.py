@@ -184,9 +184,11 @@ class Trainer:
     def _disc_view(self, x: Tensor, decoded: Tensor) -> tuple[Tensor, Tensor]:
         """What the discriminator sees of a step's input and decoded audio ``[B, C, T]``.
 
-        The first ``losses.disc_items`` items (the batch's order is random already) and, with
-        ``losses.disc_seconds``, one window of that length at a position drawn from the
-        run's generator, the same for the input and its decoding: ``[B', C, T']`` each.
+        The first ``losses.disc_items`` items (each item is drawn on its own, so they are as
+        good a sample as any; with per-item quantizer dropout they are the ones that drew
+        their bandwidth) and, with ``losses.disc_seconds``, one window of that length at a
+        position drawn from the run's generator, the same for the input and its decoding:
+        ``[B', C, T']`` each.
         """
         losses = self.config.losses
         if losses.disc_items:
