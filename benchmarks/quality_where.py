@@ -73,14 +73,20 @@ def main() -> None:
             quiet = 10 * np.log10(np.mean(frames_x**2, axis=1) + 1e-20) < args.quiet_db
             pauses = y.copy()
             pauses[: n * frame].reshape(n, frame)[quiet] = x[: n * frame].reshape(n, frame)[quiet]
-            band = with_input_where(y, x, freqs > args.above)
+            spectra = np.fft.rfft(y), np.fft.rfft(x)
+            band = with_input_where(*spectra, x.size, freqs > args.above)
             rows.setdefault(category, []).append(
                 (distance(y, x, rate), distance(pauses, x, rate), distance(band, x, rate),
                  float(quiet.mean()))
             )  # fmt: skip
             if category == "speech":
                 low = freqs < args.split
-                variants = (y, pauses, with_input_where(y, x, ~low), with_input_where(y, x, low))
+                variants = (
+                    y,
+                    pauses,
+                    with_input_where(*spectra, x.size, ~low),
+                    with_input_where(*spectra, x.size, low),
+                )
                 speech_pesq.append(tuple(pesq_wb(v, x, rate) for v in variants))
     print(f"\n| category | mel distance | quiet frames as input | above {args.above:g} Hz as "
           "input | quiet frames |")  # fmt: skip
@@ -98,11 +104,12 @@ def main() -> None:
         print("| audiotok | " + " | ".join(f"{m:.2f}" for m in mean) + f" | {len(kept)} |")
 
 
-def with_input_where(y: np.ndarray, x: np.ndarray, bins: np.ndarray) -> np.ndarray:
-    """``y`` with the FFT bins (of the whole signal) where ``bins`` is true taken from ``x``."""
-    spectrum_x, spectrum_y = np.fft.rfft(x), np.fft.rfft(y)
-    spectrum_y[bins] = spectrum_x[bins]
-    return np.fft.irfft(spectrum_y, n=x.size).astype(np.float32)
+def with_input_where(
+    spectrum_y: np.ndarray, spectrum_x: np.ndarray, n: int, bins: np.ndarray
+) -> np.ndarray:
+    """The ``n`` samples of ``spectrum_y`` (the rFFT of a whole crop) with the bins where
+    ``bins`` is true taken from ``spectrum_x``; each crop's two spectra are computed once."""
+    return np.fft.irfft(np.where(bins, spectrum_x, spectrum_y), n=n).astype(np.float32)
 
 
 if __name__ == "__main__":
