@@ -92,6 +92,15 @@ def test_lossy_round_trip_keeps_length_and_waveform(tmp_path: Path, fmt: str, ra
         assert best_correlation(x[channel], y[channel]) > 0.98
 
 
+@pytest.mark.parametrize(("fmt", "rate"), [("ogg", 384000), ("flac", 705600)])
+def test_rates_above_a_formats_ceiling_are_written_at_48k(tmp_path: Path, fmt: str, rate: int):
+    # libvorbis segfaults the process from 220 kHz; FLAC's header stops at 655350 Hz.
+    x = music(rate, seconds=0.1)
+    y, got_rate = read_audio(write_audio(tmp_path / f"a.{fmt}", x, rate, strategy="none"))
+    assert got_rate == 48000
+    assert abs(y.shape[1] - 4800) <= 2 * 1152
+
+
 def test_read_start_and_duration(tmp_path: Path) -> None:
     x = np.arange(16000, dtype=np.float32)[None] / 32768
     path = write_audio(tmp_path / "ramp.wav", x, 8000, strategy="none")

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
@@ -38,6 +39,7 @@ class Server:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        self.state = state
         self.log = state.parent / f"{state.name}-{self.port}.log"
         command = [
             sys.executable,
@@ -203,6 +205,37 @@ def test_encode_then_decode(served):
         assert rate == 24_000 and abs(len(audio) - sf.info(SPEECH).frames) < 24_000 * 0.1
 
 
+def test_long_uploads_are_coded_as_the_cli_codes_them(served, tmp_path):
+    import dataclasses
+
+    import audiotok
+    from audiotok.codec.tokens import Tokens
+
+    speech, rate = sf.read(SPEECH, dtype="float32")
+    long = tmp_path / "long talk.flac"  # over STREAM_SECONDS: streamed, in bounded memory
+    sf.write(long, np.tile(speech, 10), rate)
+    r = served.client.post("/v1/compress", files={"audio": (long.name, long.read_bytes())})
+    assert r.status_code == 200, r.text
+    assert "long talk.atok" in unquote(r.headers["content-disposition"])
+    audiotok.compress_file(long, tmp_path / "cli.atok", audiotok.load_codec())
+    assert r.content == (tmp_path / "cli.atok").read_bytes()
+    d = served.client.post("/v1/decompress?format=ogg", content=r.content)
+    assert d.status_code == 200 and d.headers["x-sample-rate"] == str(rate)
+    assert sf.info(io.BytesIO(d.content)).frames == 10 * len(speech)
+    # Tokens of two items make two signals, not one audio file: refused, not half decoded.
+    tokens = served.client.post("/v1/encode", files={"audio": ("s.flac", SPEECH.read_bytes())})
+    one = Tokens.load(_saved(tmp_path / "one.npz", tokens.content), framework="np")
+    two = dataclasses.replace(one, codes=np.concatenate([one.codes, one.codes]))
+    two.save(tmp_path / "two.npz")
+    answer = served.client.post("/v1/decode", content=(tmp_path / "two.npz").read_bytes())
+    assert error_of(answer) == (400, "bad_parameters") and "2 items" in answer.text
+
+
+def _saved(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
 def test_errors_are_json_with_the_right_status(served):
     c = served.client
     speech = SPEECH.read_bytes()
@@ -218,6 +251,23 @@ def test_errors_are_json_with_the_right_status(served):
         c.post("/v1/compress", files={"audio": ("s.flac", speech)}, data={"bitrate": "abc"})
     ) == (400, "bad_parameters")
     assert error_of(c.post("/v1/decompress", content=b"ATOK garbage")) == (400, "bad_file")
+    for bitrate in ("7", "0", "-3", "nan"):  # a bitrate the model has not: the request's fault
+        form = {"bitrate": bitrate}
+        answer = c.post("/v1/compress", files={"audio": ("s.flac", speech)}, data=form)
+        assert error_of(answer) == (400, "bad_parameters"), bitrate
+    answer = c.post("/v1/compress", files={"audio": ("s.flac", speech)}, data={"format": "ecdc"})
+    assert error_of(answer) == (400, "bad_parameters")
+    for route in ("/v1/decode", "/v1/decompress"):  # the server's folders stay its own
+        answer = c.post(route, content=b"PK\x03\x04 not a tokens file at all")
+        assert error_of(answer)[0] == 400 and str(served.state) not in answer.text, answer.text
+        assert "upload" in answer.text, answer.text
+    json_type = {"content-type": "application/json"}
+    answer = c.post("/v1/generate", content=b'{"prompt": "x",}', headers=json_type)
+    assert error_of(answer) == (400, "bad_parameters") and "not valid JSON" in answer.text
+    answer = c.post("/v1/generate", content=b'{"prompt": "x"}')  # no content type
+    assert error_of(answer) == (400, "bad_parameters") and "JSON object" in answer.text
+    answer = c.post("/v1/generate", json={"prompt": "x", "duration": 0.001})
+    assert error_of(answer) == (400, "bad_parameters") and "one frame" in answer.text
     assert error_of(c.post("/v1/decompress", content=os.urandom(3 * 1024 * 1024))) == (
         413,
         "too_large",
@@ -405,11 +455,11 @@ def test_a_front_end_knows_generators_run_elsewhere_from_the_catalogue():
         front.generator("music")
     with pytest.raises(UnknownModel):
         front.generator("sfx")
-    front.catalogued({"music": {"weights": "w", "sample_rate": 32000, "max_duration": 30.0}})
+    published = {"weights": "w", "sample_rate": 32000, "max_duration": 30.0, "frame_rate": 50.0}
+    front.catalogued({"music": published})
     music = front.generator("music")
     assert (music.weights, music.sample_rate, music.max_duration) == ("w", 32000, 30.0)
-    assert front.catalogue() == {"music": {"weights": "w", "sample_rate": 32000,
-                                           "max_duration": 30.0}}  # fmt: skip
+    assert music.frame_rate == 50.0 and front.catalogue() == {"music": published}
     front.rollouts["music"] = [("music-v2", 1.0)]
     front.catalogued({"music-v2": {"weights": "w2", "sample_rate": 32000, "max_duration": 30}})
     assert front.generator("music").name == "music-v2"

@@ -3,6 +3,7 @@ every test runs on both stores, SQLite and Redis (the same contract)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -102,6 +103,39 @@ def test_queue_cap(store):
     with pytest.raises(QueueFull):
         submit(store, "one more")
     assert submit(store, "0").joined  # joining adds no job
+
+
+def test_a_request_of_several_prompts_is_queued_whole_or_not_at_all(store):
+    from types import SimpleNamespace
+
+    from audiotok.serve.errors import ApiError
+    from audiotok.serve.job_routes import submit as submit_request
+    from audiotok.serve.service import ServeSettings
+
+    generator = SimpleNamespace(name="m", weights="w", frame_rate=50.0)
+    counter = SimpleNamespace(inc=lambda: None)
+    service = SimpleNamespace(
+        settings=ServeSettings(),
+        store=store,
+        generator=lambda name: generator,
+        metrics=SimpleNamespace(cache_hits=counter, dedup_joins=counter),
+        logger=logging.getLogger("test"),
+        result_exists=lambda name: False,
+    )
+    waiting = submit(store, "p1")  # another client's job, which this request joins
+    for i in range(3):
+        submit(store, f"other {i}")
+    body = GenerateRequest(prompts=["p1", "p2", "p3"], duration=1.0)
+    with pytest.raises(ApiError) as refused:  # p1 joins, p2 is the 5th job, p3 one too many
+        submit_request(service, body, None)
+    assert refused.value.status == 429
+    assert store.counts()["queued"] == 4  # p2 withdrawn
+    assert store.get(waiting.job.id).subscribers == 1  # p1's join withdrawn, its job kept
+    too_short = GenerateRequest(prompt="x", duration=0.01)  # half a frame at 50 Hz
+    with pytest.raises(ApiError, match="at least one frame"):
+        submit_request(service, too_short, None)
+    with pytest.raises(ValueError, match="finite"):
+        GenerateRequest.model_validate_json('{"prompt": "x", "temperature": Infinity}')
 
 
 def test_counts_and_the_generators_catalogue(store):

@@ -37,6 +37,9 @@ FORMATS: dict[str, tuple[str, str, tuple[int, ...] | None]] = {
     "mp3": ("MP3", "MPEG_LAYER_III", _MP3_RATES),
     "opus": ("OGG", "OPUS", (8000, 12000, 16000, 24000, 48000)),
 }
+# The highest rate each format is written at: libvorbis crashes the process (a segfault in
+# libsndfile, measured from 220 kHz; 200 kHz works) and FLAC's header holds at most 655350 Hz.
+_MAX_RATES = {"ogg": 200_000, "flac": 655_350}
 # Nominal Vorbis bitrates (kbps, stereo 44.1 kHz) of quality levels 0..10, to map a bitrate onto
 # libsndfile's only Vorbis knob, the VBR quality.
 _VORBIS_KBPS = (64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 500)
@@ -258,8 +261,11 @@ def audio_format(target: Path, format: str | None = None) -> str:
 
 def file_rate(fmt: str, sample_rate: int) -> int:
     """The rate audio at ``sample_rate`` is written at in ``fmt``: its own, or 48 kHz where
-    the encoder (mp3, Opus) does not take it."""
+    the encoder does not take it (mp3 and Opus take a few rates, Vorbis and FLAC have a
+    ceiling)."""
     rates = FORMATS[fmt][2]
+    if sample_rate > _MAX_RATES.get(fmt, sample_rate):
+        return 48000
     return sample_rate if rates is None or sample_rate in rates else 48000
 
 
@@ -286,7 +292,8 @@ def write_audio(
     ever sees ``path`` half written. ``wav`` and ``flac`` are 16-bit PCM with samples quantised
     to ``round(x * 32768)``, which reading gives back exactly; ``ogg`` is Vorbis; ``mp3`` is
     constant bitrate, 320 kbps by default; ``opus`` is Ogg Opus. Audio at a sample rate that
-    mp3 or Opus does not take is resampled to 48 kHz.
+    mp3 or Opus does not take, or above Vorbis's 200 kHz or FLAC's 655350 Hz, is resampled to
+    48 kHz.
 
     Args:
         path: Where to write.

@@ -3,30 +3,41 @@
 Each request is answered in the request (a few seconds of audio code in milliseconds); the
 codec runs one request at a time, so that concurrent requests don't fight over the cores.
 Uploads are multipart (``audio`` or ``file``) or, for the decoding routes, the raw body.
-The work itself is in ``*_bytes`` functions of bytes in, bytes out, which gRPC calls too.
+
+The work goes file to file in the state's ``tmp`` folder, as the CLI's does: an upload longer
+than ``STREAM_SECONDS`` is coded as a stream in bounded memory (the same bytes as
+``audiotok compress``), and a small ``.atok`` of an hour decodes packet by packet rather than
+in one pass that would take tens of GiB. Answers are sent from their files. The ``*_bytes``
+functions, bytes in and out, are what gRPC calls. Errors never name the server's files: the
+upload is ``upload`` in their messages.
 """
 
 from __future__ import annotations
 
-import io
+import shutil
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
+from starlette.background import BackgroundTask
 
+from ..audio.blocks import audio_info
 from ..audio.read import read_audio
 from ..audio.write import write_audio
 from ..codec.base import Codec
 from ..codec.tokens import Tokens
+from ..compression.container.ecdc import ECDC_MODELS, read_ecdc, write_ecdc
 from ..compression.container.ecdc import MAGIC as ECDC_MAGIC
-from ..compression.container.ecdc import read_ecdc, write_ecdc
 from ..compression.container.reader import AtokReader
-from ..compression.decode import decode_stream
-from ..compression.encode import compress as compress_audio
-from .errors import ApiError
+from ..compression.files import compress_file, decompress_file
+from ..errors import AudioError, AudiotokError
+from ..zoo.codec_cards import find_card
+from .errors import ApiError, api_error_of
 from .requests import AudioFormat
 from .service import Service
 
@@ -51,43 +62,101 @@ def _service(request: Request) -> Service:
 def check_size(service: Service, data: bytes) -> bytes:
     """``data``, unless it is over the service's upload cap (413)."""
     if len(data) > service.settings.max_upload_bytes:
-        raise ApiError(
-            413, "too_large", f"uploads are limited to {service.settings.max_upload_bytes} bytes"
-        )
+        raise _too_large(service)
     return data
 
 
-def _read_upload(service: Service, upload: UploadFile) -> bytes:
-    return check_size(service, upload.file.read(service.settings.max_upload_bytes + 1))
+def _too_large(service: Service) -> ApiError:
+    return ApiError(
+        413, "too_large", f"uploads are limited to {service.settings.max_upload_bytes} bytes"
+    )
 
 
-def _read_audio(data: bytes) -> tuple[Any, int]:
-    return read_audio(io.BytesIO(data))
-
-
-def _audio_bytes(service: Service, audio: Any, rate: int, format: str) -> bytes:
-    """``audio [C, T]`` as a file of ``format`` (written through the state's tmp folder)."""
-    path = service.tmp / f"{uuid.uuid4().hex}.{format}"
+def check_bitrate(codec: Codec, bitrate: float | None) -> float:
+    """The bitrate a request asks of ``codec`` (its default if None), or 400."""
     try:
-        write_audio(path, audio, rate, strategy="clip")
-        return path.read_bytes()
+        return codec.check_bandwidth(bitrate)
+    except AudioError as exc:
+        raise ApiError(400, "bad_parameters", f"bitrate: {exc}") from None
+
+
+@contextmanager
+def scratch(service: Service) -> Iterator[Callable[[str, str], Path]]:
+    """Temporary files of one request, removed at the end: ``new(name, suffix)`` gives one.
+
+    An audiotok error inside becomes its HTTP answer with each file's path replaced by its
+    ``name`` (``upload``, ``output``): the client never learns the server's folders.
+    """
+    made: dict[Path, str] = {}
+
+    def new(name: str, suffix: str) -> Path:
+        path = service.tmp / f"{uuid.uuid4().hex}{suffix}"
+        made[path] = name
+        return path
+
+    try:
+        yield new
+    except AudiotokError as exc:
+        error = api_error_of(exc)
+        for path, name in made.items():
+            error.message = error.message.replace(str(path), name)
+        raise error from None
     finally:
-        path.unlink(missing_ok=True)
+        for path in made:
+            path.unlink(missing_ok=True)
 
 
-async def _body_or_file(request: Request) -> bytes:
-    """The upload of a decoding route: a multipart ``file`` (or ``audio``), else the body."""
+def _save_upload(service: Service, upload: UploadFile, path: Path) -> None:
+    """Copies a multipart upload (spooled by Starlette) to ``path``, up to the cap."""
+    with open(path, "wb") as out:
+        shutil.copyfileobj(upload.file, out)
+        if out.tell() > service.settings.max_upload_bytes:
+            raise _too_large(service)
+    if path.stat().st_size == 0:
+        raise ApiError(400, "bad_parameters", f"{upload.filename or 'the upload'} is empty")
+
+
+async def _save_body_or_file(request: Request, path: Path) -> None:
+    """The upload of a decoding route, a multipart ``file`` (or ``audio``) or else the raw
+    body, written to ``path``; the body is streamed, and cut off at the cap."""
     service = _service(request)
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await request.form()
         upload = form.get("file") or form.get("audio")
         if upload is None or isinstance(upload, str):
             raise ApiError(400, "bad_parameters", "multipart uploads carry the data as 'file'")
-        return await run_in_threadpool(_read_upload, service, upload)
-    data = check_size(service, await request.body())
-    if not data:
+        await run_in_threadpool(_save_upload, service, upload, path)
+        return
+    size = 0
+    with open(path, "wb") as out:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > service.settings.max_upload_bytes:
+                raise _too_large(service)
+            out.write(chunk)
+    if size == 0:
         raise ApiError(400, "bad_parameters", "no data: send the file as the body or as 'file'")
-    return data
+
+
+def _file_answer(path: Path, media_type: str, filename: str, headers: dict[str, str]) -> Response:
+    """``path`` sent as the answer (an attachment named ``filename``), then removed."""
+    return FileResponse(
+        path,
+        media_type=media_type,
+        filename=filename,
+        headers=headers,
+        background=BackgroundTask(path.unlink, missing_ok=True),
+    )
+
+
+def _keep(path: Path) -> Path:
+    """``path`` moved to a name :func:`scratch` does not remove (the answer's file)."""
+    return path.rename(path.with_name(f"answer-{path.name}"))
+
+
+def _stem(upload: UploadFile) -> str:
+    name = Path(upload.filename or "audio").stem
+    return "".join(c for c in name if c.isalnum() or c in "-_. ")[:100].strip() or "audio"
 
 
 @router.post("/compress", response_class=Response)
@@ -99,46 +168,88 @@ def compress(
     ] = None,
     model: Annotated[str | None, Form(description="A codec this service loaded")] = None,
     format: Annotated[CompressedFormat, Form()] = "atok",
+    downmix: Annotated[
+        bool, Form(description="Code more channels than the codec's as the codec's")
+    ] = False,
 ) -> Response:
     """Audio in, compressed bytes out (``.atok``, or the ``encodec`` package's ``.ecdc``)."""
     service = _service(request)
     codec = service.models.codec(model)
-    data, seconds = compress_bytes(service, codec, _read_upload(service, audio), bitrate, format)
-    return Response(
-        data,
-        media_type="application/octet-stream",
-        headers={"X-Audio-Seconds": f"{seconds:.3f}", "X-Model": codec.model_id},
+    with scratch(service) as new:
+        source = new("upload", "")
+        _save_upload(service, audio, source)
+        target, seconds = compress_path(service, codec, source, bitrate, format, downmix, new)
+        answer = _keep(target)
+    return _file_answer(
+        answer,
+        "application/octet-stream",
+        f"{_stem(audio)}.{format}",
+        {"X-Audio-Seconds": f"{seconds:.3f}", "X-Model": codec.model_id},
     )
+
+
+def compress_path(
+    service: Service,
+    codec: Codec,
+    source: Path,
+    bitrate: float | None,
+    format: str,
+    downmix: bool,
+    new: Callable[[str, str], Path],
+) -> tuple[Path, float]:
+    """The audio file ``source`` compressed by ``codec`` (``atok`` or ``ecdc``) into a new
+    scratch file; that file and the audio's seconds."""
+    bitrate = check_bitrate(codec, bitrate)
+    if format == "ecdc" and getattr(find_card(codec.model_id), "name", None) not in ECDC_MODELS:
+        raise ApiError(
+            400,
+            "bad_parameters",
+            f"format: {codec.model_id} has no .ecdc format; use {' or '.join(ECDC_MODELS)}",
+        )
+    info = audio_info(source)
+    target = new("output", f".{format}")
+    with service.models.codec_lock:
+        if format == "ecdc":
+            wav, rate = read_audio(source)
+            tokens = codec.encode(wav, sample_rate=rate, bandwidth=bitrate)
+            target.write_bytes(write_ecdc(tokens, codec.model_id))
+        else:
+            compress_file(source, target, codec, bandwidth=bitrate, downmix=downmix)
+    return target, info.frames / info.samplerate
 
 
 def compress_bytes(
     service: Service, codec: Codec, audio: bytes, bitrate: float | None, format: str
 ) -> tuple[bytes, float]:
     """An audio file compressed by ``codec`` (``atok`` or ``ecdc``), and its seconds."""
-    wav, rate = _read_audio(audio)
-    with service.models.codec_lock:
-        if format == "ecdc":
-            tokens = codec.encode(wav, sample_rate=rate, bandwidth=bitrate)
-            data = write_ecdc(tokens, codec.model_id)
-        else:
-            data = compress_audio(codec, wav, rate, bitrate)
-    return data, wav.shape[-1] / rate
+    with scratch(service) as new:
+        source = new("upload", "")
+        source.write_bytes(audio)
+        target, seconds = compress_path(service, codec, source, bitrate, format, False, new)
+        return target.read_bytes(), seconds
 
 
-def decompress_bytes(service: Service, data: bytes, format: str) -> tuple[bytes, int]:
-    """``.atok`` or ``.ecdc`` bytes decoded by the codec they name: audio file, sample rate."""
-    if data[:4] == ECDC_MAGIC:
-        tokens = read_ecdc(data, framework="np")  # the codec takes either kind
+def decompress_path(
+    service: Service, source: Path, format: str, new: Callable[[str, str], Path]
+) -> tuple[Path, int]:
+    """``.atok`` or ``.ecdc`` data decoded by the codec it names, into a new scratch audio
+    file of ``format``; that file and its sample rate."""
+    target = new("output", f".{format}")
+    with open(source, "rb") as f:
+        data = f.read(4)
+    if data == ECDC_MAGIC:
+        tokens = read_ecdc(source.read_bytes(), framework="np")  # the codec takes either kind
         codec = service.models.codec(tokens.model_id)
         with service.models.codec_lock:
             audio = codec.decode(tokens)[0]
-        return _audio_bytes(service, audio, codec.sample_rate, format), codec.sample_rate
-    with AtokReader(data) as reader:
-        model_id = reader.header.model_id
-    codec = service.models.codec(model_id)
+        write_audio(target, audio, codec.sample_rate, strategy="clip")
+        return target, codec.sample_rate
+    with AtokReader(source) as reader:
+        header = reader.header
+    codec = service.models.codec(header.model_id)
     with service.models.codec_lock:
-        decoded = decode_stream(data, codec)
-    return _audio_bytes(service, decoded.audio, decoded.sample_rate, format), decoded.sample_rate
+        decompress_file(source, target, codec, strategy="clip")
+    return target, audio_info(target).samplerate
 
 
 @router.post("/decompress", response_class=Response)
@@ -147,9 +258,23 @@ async def decompress(
 ) -> Response:
     """``.atok`` or ``.ecdc`` bytes (body or multipart ``file``) in, audio out."""
     service = _service(request)
-    data = await _body_or_file(request)
-    audio, rate = await run_in_threadpool(decompress_bytes, service, data, format)
-    return Response(audio, media_type=AUDIO_TYPES[format], headers={"X-Sample-Rate": str(rate)})
+    with scratch(service) as new:
+        source = new("upload", ".atok")
+        await _save_body_or_file(request, source)
+        target, rate = await run_in_threadpool(decompress_path, service, source, format, new)
+        answer = _keep(target)
+    return _file_answer(
+        answer, AUDIO_TYPES[format], f"audio.{format}", {"X-Sample-Rate": str(rate)}
+    )
+
+
+def decompress_bytes(service: Service, data: bytes, format: str) -> tuple[bytes, int]:
+    """``.atok`` or ``.ecdc`` bytes decoded by the codec they name: audio file, sample rate."""
+    with scratch(service) as new:
+        source = new("upload", ".atok")
+        source.write_bytes(data)
+        target, rate = decompress_path(service, source, format, new)
+        return target.read_bytes(), rate
 
 
 @router.post("/encode", response_class=Response)
@@ -163,48 +288,88 @@ def encode(
     """Audio in, tokens out: codes ``[1, K, F]`` with what decoding needs (docs/TOKENS.md)."""
     service = _service(request)
     codec = service.models.codec(model)
-    data, tokens = encode_bytes(service, codec, _read_upload(service, audio), bitrate, format)
-    return Response(
-        data,
-        media_type="application/octet-stream",
-        headers={"X-Codebooks": str(tokens.codes.shape[1]), "X-Frames": str(tokens.codes.shape[2])},
+    with scratch(service) as new:
+        source = new("upload", "")
+        _save_upload(service, audio, source)
+        target, tokens = encode_path(service, codec, source, bitrate, format, new)
+        answer = _keep(target)
+    _, codebooks, frames = tokens.codes.shape
+    return _file_answer(
+        answer,
+        "application/octet-stream",
+        f"{_stem(audio)}.{format}",
+        {"X-Codebooks": str(codebooks), "X-Frames": str(frames)},
     )
+
+
+def encode_path(
+    service: Service,
+    codec: Codec,
+    source: Path,
+    bitrate: float | None,
+    format: str,
+    new: Callable[[str, str], Path],
+) -> tuple[Path, Tokens]:
+    """The audio file ``source``'s tokens by ``codec``, into a new scratch file of ``format``
+    (npz or safetensors); that file and the tokens."""
+    bitrate = check_bitrate(codec, bitrate)
+    wav, rate = read_audio(source)
+    with service.models.codec_lock:
+        tokens = codec.encode(wav, sample_rate=rate, bandwidth=bitrate)
+    target = new("output", f".{format}")
+    tokens.save(target)
+    return target, tokens
 
 
 def encode_bytes(
     service: Service, codec: Codec, audio: bytes, bitrate: float | None, format: str
 ) -> tuple[bytes, Tokens]:
     """An audio file's tokens by ``codec``, as a file of ``format`` (npz or safetensors)."""
-    wav, rate = _read_audio(audio)
-    with service.models.codec_lock:
-        tokens = codec.encode(wav, sample_rate=rate, bandwidth=bitrate)
-    path = service.tmp / f"{uuid.uuid4().hex}.{format}"
-    try:
-        tokens.save(path)
-        return path.read_bytes(), tokens
-    finally:
-        path.unlink(missing_ok=True)
+    with scratch(service) as new:
+        source = new("upload", "")
+        source.write_bytes(audio)
+        target, tokens = encode_path(service, codec, source, bitrate, format, new)
+        return target.read_bytes(), tokens
 
 
-def decode_bytes(service: Service, data: bytes, format: str) -> tuple[bytes, int]:
-    """Tokens (``.npz`` or ``.safetensors`` bytes) decoded: audio file, sample rate."""
-    suffix = ".npz" if data[:2] == b"PK" else ".safetensors"
-    path = service.tmp / f"{uuid.uuid4().hex}{suffix}"
-    try:
-        path.write_bytes(data)
-        tokens = Tokens.load(path, framework="np")
-    finally:
-        Path(path).unlink(missing_ok=True)
+def decode_path(
+    service: Service, source: Path, format: str, new: Callable[[str, str], Path]
+) -> tuple[Path, int]:
+    """Tokens of one item (an ``.npz`` or ``.safetensors`` file) decoded into a new scratch
+    audio file of ``format``; that file and its sample rate."""
+    tokens = Tokens.load(source, framework="np")
+    if tokens.codes.shape[0] != 1:
+        raise ApiError(
+            400,
+            "bad_parameters",
+            f"the tokens hold {tokens.codes.shape[0]} items; one audio file is one item",
+        )
     codec = service.models.codec(tokens.model_id)
     with service.models.codec_lock:
         audio = codec.decode(tokens)[0]
-    return _audio_bytes(service, audio, codec.sample_rate, format), codec.sample_rate
+    target = new("output", f".{format}")
+    write_audio(target, audio, codec.sample_rate, strategy="clip")
+    return target, codec.sample_rate
 
 
 @router.post("/decode", response_class=Response)
 async def decode(request: Request, format: Annotated[OutputFormat, Query()] = "wav") -> Response:
     """Tokens (``.npz`` or ``.safetensors``, body or multipart ``file``) in, audio out."""
     service = _service(request)
-    data = await _body_or_file(request)
-    audio, _ = await run_in_threadpool(decode_bytes, service, data, format)
-    return Response(audio, media_type=AUDIO_TYPES[format])
+    with scratch(service) as new:
+        source = new("upload", ".tokens")
+        await _save_body_or_file(request, source)
+        target, rate = await run_in_threadpool(decode_path, service, source, format, new)
+        answer = _keep(target)
+    return _file_answer(
+        answer, AUDIO_TYPES[format], f"audio.{format}", {"X-Sample-Rate": str(rate)}
+    )
+
+
+def decode_bytes(service: Service, data: bytes, format: str) -> tuple[bytes, int]:
+    """Tokens (``.npz`` or ``.safetensors`` bytes) decoded: audio file, sample rate."""
+    with scratch(service) as new:
+        source = new("upload", ".tokens")
+        source.write_bytes(data)
+        target, rate = decode_path(service, source, format, new)
+        return target.read_bytes(), rate

@@ -13,11 +13,15 @@ code   status                  when
 415    ``unreadable_audio``    audio that can't be decoded
 422    ``unknown_model``       a model this service did not load
 429    ``queue_full``          too many jobs queued (with ``Retry-After``)
+503    ``not_ready``           the generator is still loading (with ``Retry-After``)
 504    ``deadline_exceeded``   the job was stopped at its deadline
 =====  ======================  ================================================================
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -56,6 +60,19 @@ def api_error_of(exc: AudiotokError) -> ApiError:
     return ApiError(400, "bad_parameters", message)
 
 
+def validation_message(errors: Sequence[Any]) -> str:
+    """One line for FastAPI's validation errors: the first one, by its field."""
+    first = errors[0] if errors else {}
+    loc, kind = tuple(first.get("loc", ())), first.get("type", "")
+    if kind == "json_invalid":  # loc is ("body", character offset)
+        return f"the body is not valid JSON (at character {loc[-1]})"
+    if loc == ("body",) and kind in ("dict_type", "model_attributes_type"):
+        return "the body must be a JSON object (Content-Type: application/json)"
+    where = ".".join(str(p) for p in loc if p != "body")
+    message = first.get("msg", "invalid")
+    return f"{where}: {message}" if where else message
+
+
 def install(app: FastAPI) -> None:
     """Routes every error through :func:`error_response`, never a traceback."""
 
@@ -70,12 +87,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        message = (
-            f"{where}: {first.get('msg', 'invalid')}" if where else first.get("msg", "invalid")
-        )
-        return error_response(400, "bad_parameters", message)
+        return error_response(400, "bad_parameters", validation_message(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

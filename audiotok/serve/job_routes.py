@@ -74,6 +74,13 @@ def submit(service: Service, body: GenerateRequest, request_id: str | None) -> l
     generator = service.generator(body.model)
     if body.duration > settings.max_duration:
         raise ApiError(400, "bad_parameters", f"duration: at most {settings.max_duration:g} s")
+    rate = generator.frame_rate  # 0 where a catalogue does not say
+    if rate and body.duration * rate < 1:  # refused here rather than failed as a job later
+        raise ApiError(
+            400,
+            "bad_parameters",
+            f"duration: at least one frame, {1 / rate:g} s",
+        )
     submissions = []
     for job_request in body.job_requests(generator.name, generator.weights):
         key = cache_key(job_request)
@@ -88,6 +95,11 @@ def submit(service: Service, body: GenerateRequest, request_id: str | None) -> l
                 result_exists=service.result_exists,
             )
         except QueueFull as exc:
+            # All or nothing: the prompts queued before the cap are withdrawn (a joined job
+            # loses this request's subscription only), so a retry duplicates none of them.
+            for earlier in submissions:
+                if not earlier.cache_hit:
+                    service.store.cancel(earlier.job.id)
             raise ApiError(
                 429, "queue_full", f"{exc}; try again later", headers={"Retry-After": "5"}
             ) from None

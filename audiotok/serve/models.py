@@ -54,6 +54,7 @@ class Catalogued:
 
     sample_rate: int
     max_duration: float
+    frame_rate: float = 0.0  # 0: unknown (a catalogue from a version that did not publish it)
 
 
 @dataclass
@@ -73,6 +74,11 @@ class Generator:
     @property
     def max_duration(self) -> float:
         return float(self.model.max_duration)
+
+    @property
+    def frame_rate(self) -> float:
+        """Token frames per second (a request shorter than one frame generates nothing)."""
+        return float(self.model.frame_rate)
 
 
 @dataclass
@@ -101,14 +107,23 @@ class ServedModels:
     def catalogue(self) -> dict[str, dict[str, Any]]:
         """What workers publish of their generators, for front ends (see :meth:`catalogued`)."""
         return {
-            name: dict(weights=g.weights, sample_rate=g.sample_rate, max_duration=g.max_duration)
+            name: dict(
+                weights=g.weights,
+                sample_rate=g.sample_rate,
+                max_duration=g.max_duration,
+                frame_rate=g.frame_rate,
+            )
             for name, g in self.generators.items()
         }
 
     def catalogued(self, catalogue: dict[str, dict[str, Any]]) -> None:
         """Knows the generators of ``catalogue`` (from :meth:`catalogue`) by name; loads none."""
         for name, info in catalogue.items():
-            model = Catalogued(int(info["sample_rate"]), float(info["max_duration"]))
+            model = Catalogued(
+                int(info["sample_rate"]),
+                float(info["max_duration"]),
+                float(info.get("frame_rate", 0.0)),
+            )
             self.generators[name] = Generator(name, model, info["weights"])
 
     def version(self, name: str) -> Generator:

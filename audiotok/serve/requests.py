@@ -31,7 +31,9 @@ class GenerateRequest(BaseModel):
     reproducible (jobs of different seeds are not batched together).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    # Infinity and NaN (which Python's JSON reader takes) would fail the job later, or
+    # come back as null in its request.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     prompt: str | None = None
     prompts: list[str | None] | None = Field(default=None, min_length=1, max_length=64)

@@ -131,7 +131,7 @@ class GenerationWorker(threading.Thread):
                     self._fail(
                         job,
                         "deadline_exceeded",
-                        f"stopped after {job.deadline:.0f} s, its deadline",
+                        f"stopped after {job.deadline:.3g} s, its deadline",
                     )
             if time.monotonic() - renewed[0] > 0.2 or done == total:
                 alive.intersection_update(self.store.renew(sorted(alive), self.lease, done / total))
@@ -163,7 +163,6 @@ class GenerationWorker(threading.Thread):
                 log_event(self.logger, "batch stopped", jobs=[j.id for j in jobs])
                 return
             except Exception as exc:  # a model error fails this batch's jobs, not the service
-                self.metrics.errors.labels("generation").inc()
                 for job in jobs:
                     if job.id in alive:
                         self._fail(job, "generation_failed", f"{type(exc).__name__}: {exc}")
