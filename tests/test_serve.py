@@ -157,6 +157,10 @@ def test_health_readiness_metrics_and_docs(served):
     assert "audiotok_queue_depth" in text
     assert served.client.get("/docs").status_code == 200
     paths = served.client.get("/openapi.json").json()["paths"]
+    for route in ("/v1/decompress", "/v1/decode"):  # "Try it out" can send the file
+        assert "application/octet-stream" in paths[route]["post"]["requestBody"]["content"]
+    unknown_model = paths["/v1/compress"]["post"]["responses"]["422"]
+    assert unknown_model["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
     assert {
         "/v1/compress",
         "/v1/decompress",

@@ -37,11 +37,28 @@ from ..compression.container.reader import AtokReader
 from ..compression.files import compress_file, decompress_file
 from ..errors import AudioError, AudiotokError
 from ..zoo.codec_cards import find_card
-from .errors import ApiError, api_error_of
+from .errors import ApiError, api_error_of, error_responses
 from .requests import AudioFormat
 from .service import Service
 
-router = APIRouter(prefix="/v1", tags=["codec"])
+router = APIRouter(prefix="/v1", tags=["codec"], responses=error_responses(400, 401, 413, 415, 422))
+# The decoding routes read their upload themselves (raw body or multipart), so the schema
+# says what they take.
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+        },
+    }
+}
 
 AUDIO_TYPES = {
     "wav": "audio/wav",
@@ -252,7 +269,7 @@ def decompress_path(
     return target, audio_info(target).samplerate
 
 
-@router.post("/decompress", response_class=Response)
+@router.post("/decompress", response_class=Response, openapi_extra=_UPLOAD_BODY)
 async def decompress(
     request: Request, format: Annotated[OutputFormat, Query()] = "wav"
 ) -> Response:
@@ -352,7 +369,7 @@ def decode_path(
     return target, codec.sample_rate
 
 
-@router.post("/decode", response_class=Response)
+@router.post("/decode", response_class=Response, openapi_extra=_UPLOAD_BODY)
 async def decode(request: Request, format: Annotated[OutputFormat, Query()] = "wav") -> Response:
     """Tokens (``.npz`` or ``.safetensors``, body or multipart ``file``) in, audio out."""
     service = _service(request)

@@ -26,10 +26,44 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import AudioError, AudiotokError, CheckpointError, FormatError, TokensError
 from .models import GeneratorStarting, UnknownModel
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer's JSON (for the OpenAPI schema)."""
+
+    error: ErrorDetail
+
+
+_WHEN = {
+    400: "bad_parameters, bad_file",
+    401: "unauthorized",
+    404: "not_found",
+    409: "not_ready, job_failed",
+    410: "expired",
+    413: "too_large",
+    415: "unreadable_audio",
+    422: "unknown_model",
+    429: "queue_full (Retry-After)",
+    503: "not_ready: the generator is still loading (Retry-After)",
+    504: "deadline_exceeded",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of a router's errors (their codes, as in the table above);
+    declaring 422 also keeps FastAPI from documenting its own validation error, which this
+    service answers as 400."""
+    return {status: {"model": ErrorBody, "description": _WHEN[status]} for status in statuses}
 
 
 class ApiError(Exception):

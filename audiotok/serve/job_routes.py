@@ -15,13 +15,13 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 
 from .codec_routes import AUDIO_TYPES
-from .errors import ApiError
+from .errors import ApiError, error_responses
 from .jobs import Job, QueueFull, Submitted
 from .observability import log_event
 from .requests import GenerateRequest, batch_key, cache_key
 from .service import Service
 
-router = APIRouter(prefix="/v1", tags=["generation"])
+router = APIRouter(prefix="/v1", tags=["generation"], responses=error_responses(401))
 
 
 def _service(request: Request) -> Service:
@@ -57,7 +57,7 @@ def job_view(job: Job) -> dict[str, Any]:
     return view
 
 
-@router.post("/generate", status_code=202)
+@router.post("/generate", status_code=202, responses=error_responses(400, 422, 429, 503))
 def generate(request: Request, body: GenerateRequest) -> dict[str, Any]:
     """Queues one job per prompt (or answers it from the cache); ``202`` with their ids."""
     jobs = [
@@ -129,13 +129,17 @@ def find_job(service: Service, job_id: str) -> Job:
     return job
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", responses=error_responses(404))
 def get_job(request: Request, job_id: str) -> dict[str, Any]:
     """The job's status, progress, timings, and its result URL once done."""
     return job_view(find_job(_service(request), job_id))
 
 
-@router.get("/jobs/{job_id}/audio", response_class=FileResponse)
+@router.get(
+    "/jobs/{job_id}/audio",
+    response_class=FileResponse,
+    responses=error_responses(404, 409, 410, 504),
+)
 def get_audio(request: Request, job_id: str) -> Response:
     """The generated audio of a ``done`` job, in the format it asked for."""
     service = _service(request)
@@ -179,7 +183,7 @@ def _open(service: Service, name: str) -> BinaryIO:
         raise ApiError(410, "expired", "the job's audio is no longer kept") from None
 
 
-@router.delete("/jobs/{job_id}")
+@router.delete("/jobs/{job_id}", responses=error_responses(404))
 def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
     """Cancels the job (when no identical request still waits on it); a running batch stops
     at its next step once none of its jobs is wanted."""
