@@ -2,7 +2,8 @@
 
 Each request is answered in the request (a few seconds of audio code in milliseconds); the
 codec runs one request at a time, so that concurrent requests don't fight over the cores.
-Uploads are multipart (``audio`` or ``file``) or, for the decoding routes, the raw body.
+Uploads are multipart (``audio`` or ``file``) or, for the decoding routes, the raw body
+(saved and answered by :mod:`.uploads`).
 
 The work goes file to file in the state's ``tmp`` folder, as the CLI's does: an upload longer
 than ``STREAM_SECONDS`` is coded as a stream in bounded memory (the same bytes as
@@ -14,17 +15,13 @@ upload is ``upload`` in their messages.
 
 from __future__ import annotations
 
-import shutil
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, Response
-from starlette.background import BackgroundTask
+from fastapi.responses import Response
 
 from ..audio.blocks import audio_info
 from ..audio.read import read_audio
@@ -35,31 +32,22 @@ from ..compression.container.ecdc import ECDC_MODELS, read_ecdc, write_ecdc
 from ..compression.container.ecdc import MAGIC as ECDC_MAGIC
 from ..compression.container.reader import AtokReader
 from ..compression.files import compress_file, decompress_file
-from ..errors import AudioError, AudiotokError
+from ..errors import AudioError
 from ..zoo.codec_cards import find_card
-from .errors import ApiError, api_error_of, error_responses
+from .errors import ApiError, error_responses
 from .requests import AudioFormat
 from .service import Service
+from .uploads import (
+    UPLOAD_BODY,
+    file_answer,
+    keep,
+    save_body_or_file,
+    save_upload,
+    scratch,
+    upload_stem,
+)
 
 router = APIRouter(prefix="/v1", tags=["codec"], responses=error_responses(400, 401, 413, 415, 422))
-# The decoding routes read their upload themselves (raw body or multipart), so the schema
-# says what they take.
-_UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                    "required": ["file"],
-                }
-            },
-        },
-    }
-}
-
 AUDIO_TYPES = {
     "wav": "audio/wav",
     "flac": "audio/flac",
@@ -76,104 +64,12 @@ def _service(request: Request) -> Service:
     return request.app.state.service
 
 
-def check_size(service: Service, data: bytes) -> bytes:
-    """``data``, unless it is over the service's upload cap (413)."""
-    if len(data) > service.settings.max_upload_bytes:
-        raise _too_large(service)
-    return data
-
-
-def _too_large(service: Service) -> ApiError:
-    return ApiError(
-        413, "too_large", f"uploads are limited to {service.settings.max_upload_bytes} bytes"
-    )
-
-
 def check_bitrate(codec: Codec, bitrate: float | None) -> float:
     """The bitrate a request asks of ``codec`` (its default if None), or 400."""
     try:
         return codec.check_bandwidth(bitrate)
     except AudioError as exc:
         raise ApiError(400, "bad_parameters", f"bitrate: {exc}") from None
-
-
-@contextmanager
-def scratch(service: Service) -> Iterator[Callable[[str, str], Path]]:
-    """Temporary files of one request, removed at the end: ``new(name, suffix)`` gives one.
-
-    An audiotok error inside becomes its HTTP answer with each file's path replaced by its
-    ``name`` (``upload``, ``output``): the client never learns the server's folders.
-    """
-    made: dict[Path, str] = {}
-
-    def new(name: str, suffix: str) -> Path:
-        path = service.tmp / f"{uuid.uuid4().hex}{suffix}"
-        made[path] = name
-        return path
-
-    try:
-        yield new
-    except AudiotokError as exc:
-        error = api_error_of(exc)
-        for path, name in made.items():
-            error.message = error.message.replace(str(path), name)
-        raise error from None
-    finally:
-        for path in made:
-            path.unlink(missing_ok=True)
-
-
-def _save_upload(service: Service, upload: UploadFile, path: Path) -> None:
-    """Copies a multipart upload (spooled by Starlette) to ``path``, up to the cap."""
-    with open(path, "wb") as out:
-        shutil.copyfileobj(upload.file, out)
-        if out.tell() > service.settings.max_upload_bytes:
-            raise _too_large(service)
-    if path.stat().st_size == 0:
-        raise ApiError(400, "bad_parameters", f"{upload.filename or 'the upload'} is empty")
-
-
-async def _save_body_or_file(request: Request, path: Path) -> None:
-    """The upload of a decoding route, a multipart ``file`` (or ``audio``) or else the raw
-    body, written to ``path``; the body is streamed, and cut off at the cap."""
-    service = _service(request)
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        form = await request.form()
-        upload = form.get("file") or form.get("audio")
-        if upload is None or isinstance(upload, str):
-            raise ApiError(400, "bad_parameters", "multipart uploads carry the data as 'file'")
-        await run_in_threadpool(_save_upload, service, upload, path)
-        return
-    size = 0
-    with open(path, "wb") as out:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > service.settings.max_upload_bytes:
-                raise _too_large(service)
-            out.write(chunk)
-    if size == 0:
-        raise ApiError(400, "bad_parameters", "no data: send the file as the body or as 'file'")
-
-
-def _file_answer(path: Path, media_type: str, filename: str, headers: dict[str, str]) -> Response:
-    """``path`` sent as the answer (an attachment named ``filename``), then removed."""
-    return FileResponse(
-        path,
-        media_type=media_type,
-        filename=filename,
-        headers=headers,
-        background=BackgroundTask(path.unlink, missing_ok=True),
-    )
-
-
-def _keep(path: Path) -> Path:
-    """``path`` moved to a name :func:`scratch` does not remove (the answer's file)."""
-    return path.rename(path.with_name(f"answer-{path.name}"))
-
-
-def _stem(upload: UploadFile) -> str:
-    name = Path(upload.filename or "audio").stem
-    return "".join(c for c in name if c.isalnum() or c in "-_. ")[:100].strip() or "audio"
 
 
 @router.post("/compress", response_class=Response)
@@ -194,13 +90,13 @@ def compress(
     codec = service.models.codec(model)
     with scratch(service) as new:
         source = new("upload", "")
-        _save_upload(service, audio, source)
+        save_upload(service, audio, source)
         target, seconds = compress_path(service, codec, source, bitrate, format, downmix, new)
-        answer = _keep(target)
-    return _file_answer(
+        answer = keep(target)
+    return file_answer(
         answer,
         "application/octet-stream",
-        f"{_stem(audio)}.{format}",
+        f"{upload_stem(audio)}.{format}",
         {"X-Audio-Seconds": f"{seconds:.3f}", "X-Model": codec.model_id},
     )
 
@@ -269,7 +165,7 @@ def decompress_path(
     return target, audio_info(target).samplerate
 
 
-@router.post("/decompress", response_class=Response, openapi_extra=_UPLOAD_BODY)
+@router.post("/decompress", response_class=Response, openapi_extra=UPLOAD_BODY)
 async def decompress(
     request: Request, format: Annotated[OutputFormat, Query()] = "wav"
 ) -> Response:
@@ -277,12 +173,10 @@ async def decompress(
     service = _service(request)
     with scratch(service) as new:
         source = new("upload", ".atok")
-        await _save_body_or_file(request, source)
+        await save_body_or_file(request, source)
         target, rate = await run_in_threadpool(decompress_path, service, source, format, new)
-        answer = _keep(target)
-    return _file_answer(
-        answer, AUDIO_TYPES[format], f"audio.{format}", {"X-Sample-Rate": str(rate)}
-    )
+        answer = keep(target)
+    return file_answer(answer, AUDIO_TYPES[format], f"audio.{format}", {"X-Sample-Rate": str(rate)})
 
 
 def decompress_bytes(service: Service, data: bytes, format: str) -> tuple[bytes, int]:
@@ -307,14 +201,14 @@ def encode(
     codec = service.models.codec(model)
     with scratch(service) as new:
         source = new("upload", "")
-        _save_upload(service, audio, source)
+        save_upload(service, audio, source)
         target, tokens = encode_path(service, codec, source, bitrate, format, new)
-        answer = _keep(target)
+        answer = keep(target)
     _, codebooks, frames = tokens.codes.shape
-    return _file_answer(
+    return file_answer(
         answer,
         "application/octet-stream",
-        f"{_stem(audio)}.{format}",
+        f"{upload_stem(audio)}.{format}",
         {"X-Codebooks": str(codebooks), "X-Frames": str(frames)},
     )
 
@@ -369,18 +263,16 @@ def decode_path(
     return target, codec.sample_rate
 
 
-@router.post("/decode", response_class=Response, openapi_extra=_UPLOAD_BODY)
+@router.post("/decode", response_class=Response, openapi_extra=UPLOAD_BODY)
 async def decode(request: Request, format: Annotated[OutputFormat, Query()] = "wav") -> Response:
     """Tokens (``.npz`` or ``.safetensors``, body or multipart ``file``) in, audio out."""
     service = _service(request)
     with scratch(service) as new:
         source = new("upload", ".tokens")
-        await _save_body_or_file(request, source)
+        await save_body_or_file(request, source)
         target, rate = await run_in_threadpool(decode_path, service, source, format, new)
-        answer = _keep(target)
-    return _file_answer(
-        answer, AUDIO_TYPES[format], f"audio.{format}", {"X-Sample-Rate": str(rate)}
-    )
+        answer = keep(target)
+    return file_answer(answer, AUDIO_TYPES[format], f"audio.{format}", {"X-Sample-Rate": str(rate)})
 
 
 def decode_bytes(service: Service, data: bytes, format: str) -> tuple[bytes, int]:

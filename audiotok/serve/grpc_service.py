@@ -48,7 +48,6 @@ from .codec_routes import (
     CompressedFormat,
     OutputFormat,
     TokensFormat,
-    check_size,
     compress_bytes,
     decode_bytes,
     decompress_bytes,
@@ -63,6 +62,7 @@ from .observability import log_event
 from .requests import GenerateRequest
 from .service import Service, ServiceError
 from .tracing import span
+from .uploads import check_size
 
 SERVICE_NAME = "audiotok.v1.Audiotok"
 CHUNK_BYTES = 256 * 1024
