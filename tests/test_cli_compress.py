@@ -155,7 +155,7 @@ def test_directory_with_a_line_per_file_and_a_failing_file(model, tmp_path):
     result = run("compress", tmp_path / "in", "-o", tmp_path / "out", "-m", model)
     assert result.exit_code == 1
     assert (tmp_path / "out" / "sub" / "a.atok").exists() and (tmp_path / "out" / "b.atok").exists()
-    lines = result.stderr.splitlines()
+    lines = [line for line in result.stderr.splitlines() if "stereo coded as mono" not in line]
     assert len(lines) == 4 and "\r" not in result.stderr, "stderr is no terminal: no bar"
     assert lines[0].startswith(f"{tmp_path / 'out' / 'b.atok'}: 2.50 s, ")
     assert lines[1].startswith(f"audiotok: error: {tmp_path / 'in' / 'bad.wav'}: cannot read audio")
@@ -165,6 +165,42 @@ def test_directory_with_a_line_per_file_and_a_failing_file(model, tmp_path):
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "wav").rglob("*.wav")) == ["a.wav", "b.wav"]
     assert len(result.stderr.splitlines()) == 2
+
+
+def test_what_is_no_output_is_refused_before_any_work(model, tmp_path):
+    talk = tmp_path / "talk.flac"
+    talk.write_bytes(SPEECH.read_bytes())
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "keep.flac").write_bytes(SPEECH.read_bytes())
+    line = error_line(run("compress", talk, folder, "-m", model))  # meant -o out
+    assert f"{folder}: a directory; name an output ending in .atok, .ecdc" in line
+    assert "not a file" in error_line(run("compress", talk, "talk.atk", "-m", model))  # a typo
+    assert "already names the output" in error_line(run("compress", talk, "t.atok", "-o", folder))
+    dup = tmp_path / "dup"
+    dup.mkdir()
+    for name in ("a.wav", "a.flac"):  # one output for two inputs: -f would keep the last
+        sf.write(dup / name, np.zeros(2400, np.float32), 24_000)
+    line = error_line(run("compress", dup, "-o", tmp_path / "dupout", "-m", model, "-f"))
+    assert f"{tmp_path / 'dupout' / 'a.atok'} would be written from both" in line
+    (tmp_path / "empty").mkdir()
+    assert "no files to process" in error_line(run("compress", tmp_path / "empty", "-m", model))
+    assert not list(tmp_path.rglob("*.atok")) and not (tmp_path / "dupout").exists()
+
+
+def test_names_near_the_file_systems_limit(model, tmp_path):
+    target = tmp_path / ("y" * 248 + ".atok")  # 253 bytes: the temporary name must be shorter
+    assert run("compress", SPEECH, target, "-m", model).exit_code == 0
+    assert run("decompress", target, "--strategy", "peak", "-m", model).exit_code == 0
+    written = sorted(p.name for p in tmp_path.glob("y*"))  # no temporary file left
+    assert written == [target.name, "y" * 248 + ".wav"]
+
+
+def test_stereo_into_a_mono_model_says_so_in_one_line(model, tmp_path):
+    result = run("compress", MUSIC, tmp_path / "m.atok", "-m", model)
+    assert result.exit_code == 0, result.output
+    (warning,) = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert warning.startswith(f"audiotok: warning: {MUSIC}: stereo coded as mono by tiny")
 
 
 def test_progress_bar_only_on_a_terminal(model, tmp_path, monkeypatch):
@@ -210,6 +246,8 @@ def test_damaged_file_fails_in_one_line_unless_recovering(model, tmp_path):
     assert sorted(tmp_path.iterdir()) == before, "no output, no temporary file"
     result = run("decompress", bad, "-m", model, "--recover")
     assert result.exit_code == 0 and "1.00 s concealed" in result.stderr
+    report = run("info", "--json", bad)
+    assert report.exit_code == 1 and json.loads(report.stdout)["problems"]
 
 
 def test_damage_in_a_batch_fails_that_file_only(model, tmp_path):

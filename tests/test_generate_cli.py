@@ -74,6 +74,12 @@ def test_generate_refuses_to_overwrite_and_reports_bad_input(model_dir, tmp_path
     assert "is not conditioned on a melody: use a musicgen-melody model" in melody.stderr
     bad = run("generate", "beat", "-m", model_dir, "--tokens", tmp_path / "t.txt")
     assert bad.exit_code == 2 and "--tokens must end in" in bad.stderr
+    # Refused before the model loads: generating first would lose the audio.
+    unknown = run("generate", "beat", "-m", tmp_path / "nope", "-o", tmp_path / "out.xyz")
+    assert unknown.exit_code == 1 and "unknown audio format 'xyz'" in unknown.stderr
+    for option, value in (("--cfg", "nan"), ("-d", "inf"), ("--temperature", "nan")):
+        refused = run("generate", "beat", "-m", model_dir, option, value, "-o", tmp_path / "n.wav")
+        assert refused.exit_code == 2 and "is not a finite number" in refused.stderr, option
 
 
 def test_stereo_tokens_go_to_npz_not_atok(tmp_path):

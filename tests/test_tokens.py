@@ -94,6 +94,18 @@ def test_other_npz_and_newer_versions_are_refused(tokens, tmp_path):
         Tokens.load(newer)
 
 
+@pytest.mark.parametrize("change", [{"length": None}, {"sample_rate": [1]}, {"version": "x"}])
+def test_malformed_metadata_is_a_tokens_error(tokens, tmp_path, change):
+    path = tmp_path / "m.npz"
+    meta = {**tokens.metadata(), **change}
+    np.savez(path, metadata=np.array(json.dumps(meta)), codes=tokens.codes.numpy())
+    with pytest.raises(TokensError, match="bad tokens metadata"):
+        Tokens.load(path)
+    np.savez(path, metadata=np.array(json.dumps([1, 2])), codes=tokens.codes.numpy())
+    with pytest.raises(TokensError, match="not an audiotok tokens file"):
+        Tokens.load(path)
+
+
 def test_float_codes_are_refused(tokens, tmp_path):
     path = tmp_path / "f.npz"
     np.savez(path, metadata=np.array(json.dumps(tokens.metadata())), codes=np.zeros((1, 1, 1)))

@@ -142,7 +142,8 @@ class AudioSink:
             self._meter = None
             if self.norm.needs_level:
                 self._meter = self.norm.meter(rate, channels)
-                fd, name = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=".level.tmp",
+                stem = self.target.name.encode()[:200].decode(errors="ignore")  # 255-byte names
+                fd, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".level.tmp",
                                             dir=self.target.parent)  # fmt: skip
                 os.close(fd)
                 self._level_path = Path(name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import math
 import os
 import signal
 import sys
@@ -26,6 +27,19 @@ from ..zoo.codec_cards import DEFAULT_CODEC
 
 DEFAULT_MODEL = DEFAULT_CODEC
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
+
+
+class FiniteFloat(click.FloatRange):
+    """A :class:`click.FloatRange` that also refuses ``nan`` and ``inf``, which pass its
+    bounds (``nan`` compares false with any) and would fail or run forever later."""
+
+    name = "finite float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 def fail(message: str) -> None:
@@ -75,6 +89,24 @@ def _signals_interrupt() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Warnings as ``audiotok: warning: ...``, one line each, not Python's two-line form
+    (file, line number and source line mean nothing to someone at the command line)."""
+    import warnings
+
+    def show(message: Warning | str, *args: Any, **kwargs: Any) -> None:
+        text = " ".join(str(message).split())
+        click.echo(f"audiotok: warning: {text}", err=True)
+
+    shown = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
 def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     """Turns the errors a user can cause into one line on stderr and exit status 1.
 
@@ -85,7 +117,7 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            with _signals_interrupt():
+            with _signals_interrupt(), _one_line_warnings():
                 return command(*args, **kwargs)
         except AudiotokError as exc:
             fail(message(exc))

@@ -40,11 +40,24 @@ COMPRESSED_SUFFIXES = (".atok", ".ecdc")
 
 
 def _split_output(
-    paths: tuple[str, ...], out_suffixes: tuple[str, ...]
+    paths: tuple[str, ...], out_suffixes: tuple[str, ...], output_dir: Path | None
 ) -> tuple[tuple[str, ...], str | None]:
-    """``IN OUT`` when there are two paths and the second is ``-`` or has an output suffix."""
+    """``IN OUT`` when there are two paths and the second is ``-`` or has an output suffix.
+
+    A file then something that is not one (a directory, a typo'd output name) is refused
+    rather than read as two inputs: ``compress a.wav out/`` would otherwise compress the
+    audio inside ``out/`` beside itself, and ``a.wav out.atk`` write ``a.atok`` first.
+    """
     if len(paths) == 2 and (paths[1] == "-" or Path(paths[1]).suffix.lower() in out_suffixes):
+        if output_dir is not None:
+            fail(f"-o DIR is for several inputs; {paths[1]} already names the output")
         return paths[:1], paths[1]
+    if len(paths) == 2 and Path(paths[0]).is_file() and not Path(paths[1]).is_file():
+        what = "a directory" if Path(paths[1]).is_dir() else "not a file"
+        fail(
+            f"{paths[1]}: {what}; name an output ending in {', '.join(out_suffixes)}, or "
+            f"write into a directory with -o {paths[1]}"
+        )
     return paths, None
 
 
@@ -67,8 +80,20 @@ def _targets(
 def _run_batch(items: list[tuple[Path, Path]], job: Callable[[Path, Path], str | None]) -> None:
     """Runs ``job`` on every ``(input, output)``, a line for each; exit 1 if any failed.
 
-    The progress bar is drawn only on a terminal: in a log its redraws would be noise.
+    Refused before any work: nothing to do, or two inputs with one output (``a.wav`` and
+    ``a.flac`` both to ``a.atok``, where the second would fail or, with ``-f``, replace the
+    first). The progress bar is drawn only on a terminal: in a log its redraws would be noise.
     """
+    if not items:
+        fail("no files to process: the directories given hold none of the input kind")
+    sources: dict[Path, Path] = {}
+    for source, target in items:
+        if target in sources:
+            fail(
+                f"{target} would be written from both {sources[target]} and {source}; "
+                "process them apart (or into different -o folders)"
+            )
+        sources[target] = source
     from tqdm import tqdm
 
     failures = 0
@@ -158,7 +183,7 @@ def compress(
     from ..runtime.files import atomic_output
 
     metadata = _parse_meta(meta)
-    inputs, output = _split_output(paths, COMPRESSED_SUFFIXES)
+    inputs, output = _split_output(paths, COMPRESSED_SUFFIXES, output_dir)
     codec = load(model or DEFAULT_MODEL, checkpoint, device, backend)
 
     def job(source: Path | str, target: Path | str) -> str:
@@ -293,7 +318,7 @@ def decompress(
     from ..compression.decode import decode_stream
     from ..compression.files import decompress_file
 
-    inputs, output = _split_output(paths, AUDIO_SUFFIXES)
+    inputs, output = _split_output(paths, AUDIO_SUFFIXES, output_dir)
     codec = load(model, checkpoint, device, backend) if model else None
 
     def job(source: Path | str, target: Path | str) -> str:
@@ -372,7 +397,7 @@ def info(file: Path, as_json: bool) -> None:
     report = describe(file, priors_for=packaged_priors)
     if as_json:
         click.echo(json.dumps(report, indent=2))
-        return
+        sys.exit(1 if report.get("problems") else 0)
     for key, value in report.items():
         if isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ..errors import AudiotokError
-from .common import device_option, force_option, handle_errors, import_torch
+from .common import FiniteFloat, device_option, force_option, handle_errors, import_torch
 
 DEFAULT_GENERATOR = "musicgen-small"
 
@@ -24,7 +24,7 @@ DEFAULT_GENERATOR = "musicgen-small"
     "a 'facebook/...' id, or a local audiocraft export or transformers directory.",
 )
 @click.option(
-    "-d", "--duration", type=click.FloatRange(min=0, min_open=True), default=10.0,
+    "-d", "--duration", type=FiniteFloat(min=0, min_open=True), default=10.0,
     show_default=True, help="Seconds to generate (longer than the model's window: extended "
     "by windowed continuation).",
 )  # fmt: skip
@@ -44,17 +44,17 @@ DEFAULT_GENERATOR = "musicgen-small"
 )
 @click.option(
     "--extend-stride",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     help="Seconds between windows when -d exceeds the model's window [default: 18 for "
     "MusicGen, 2 for AudioGen, as audiocraft].",
 )
 @click.option("--seed", type=int, help="Random seed: the same seed gives the same output.")
-@click.option("--cfg", "cfg_coef", type=float, default=3.0, show_default=True,
+@click.option("--cfg", "cfg_coef", type=FiniteFloat(min=0), default=3.0, show_default=True,
               help="Classifier-free guidance coefficient.")  # fmt: skip
 @click.option("--top-k", type=click.IntRange(min=0), default=250, show_default=True)
-@click.option("--top-p", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+@click.option("--top-p", type=FiniteFloat(0, 1), default=0.0, show_default=True,
               help="Nucleus sampling (0: off; overrides --top-k).")  # fmt: skip
-@click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--temperature", type=FiniteFloat(min=0), default=1.0, show_default=True)
 @click.option("--greedy", is_flag=True, help="Take the most likely token (no sampling).")
 @click.option(
     "--continue",
@@ -115,6 +115,7 @@ def generate(
 
     Needs the optional dependencies: pip install 'audiotok[generate]'.
     """
+    from ..audio.write import audio_format
     from ..runtime.files import check_target
 
     if continue_from is not None and melody is not None:
@@ -122,6 +123,7 @@ def generate(
     for target in (output, tokens_out):
         if target is not None:
             check_target(target, force, AudiotokError)
+    audio_format(output)  # an unknown suffix refused now, not after minutes of generation
     if tokens_out is not None and tokens_out.suffix not in (".atok", ".npz", ".safetensors"):
         raise click.UsageError("--tokens must end in .atok, .npz or .safetensors")
     generator = _load(model, device, text_encoder)

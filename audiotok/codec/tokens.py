@@ -195,9 +195,17 @@ class Tokens:
 
     @classmethod
     def _from_parts(cls, path: Path, meta: dict, arrays: dict[str, np.ndarray]) -> Tokens:
-        if meta.get("format") != "audiotok.tokens" or "codes" not in arrays:
+        if not isinstance(meta, dict) or meta.get("format") != "audiotok.tokens":
             raise TokensError(f"{path}: not an audiotok tokens file")
-        if int(meta.get("version", 0)) > FORMAT_VERSION:
+        if "codes" not in arrays:
+            raise TokensError(f"{path}: not an audiotok tokens file")
+        try:
+            version = int(meta.get("version", 0))
+        except (TypeError, ValueError):
+            raise TokensError(
+                f"{path}: bad tokens metadata (version {meta['version']!r})"
+            ) from None
+        if version > FORMAT_VERSION:
             raise TokensError(
                 f"{path}: tokens format version {meta['version']} is newer than this "
                 f"audiotok reads ({FORMAT_VERSION}); upgrade audiotok"
@@ -214,7 +222,7 @@ class Tokens:
                 bandwidth=float(meta["bandwidth"]),
                 model_id=str(meta["model_id"]),
             )
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, TypeError) as exc:  # missing, or null / a list / text
             raise TokensError(f"{path}: bad tokens metadata ({exc})") from None
 
 

@@ -8,6 +8,8 @@ native).
 
 from __future__ import annotations
 
+import warnings
+
 from ..audio.read import can_convert_channels
 from ..codec.base import Codec
 from ..errors import AudioError
@@ -34,7 +36,9 @@ def coded_channels(
     stereo. Such audio is refused unless ``downmix``: the codec then codes its conversion (the
     average of all channels for mono models, the first two for stereo ones) and the file
     records the codec's channels, so that it decompresses to what was coded rather than to
-    copies posing as the original layout.
+    copies posing as the original layout. Stereo into a mono codec is coded, and comes back
+    as two equal channels: a warning says so when the audio's file is named (``name``; the
+    files' functions and commands check once, with it).
 
     Raises:
         AudioError: Audio whose channels decompression could not give back, without
@@ -44,6 +48,13 @@ def coded_channels(
     if downmix and channels > ours:
         return ours
     if can_convert_channels(ours, channels):
+        if channels > ours and name is not None:  # stereo in, two equal channels out
+            warnings.warn(
+                f"{name}: {_layout(channels)} coded as {_layout(ours)} by "
+                f"{codec.model_id}, decompressed as {channels} copies of it; a "
+                f"{_layout(channels)} model keeps the channels apart",
+                stacklevel=2,
+            )
         return channels
     coded = "their average" if ours == 1 else "the first two, front left and right"
     problem = (

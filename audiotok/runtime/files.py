@@ -48,7 +48,9 @@ def atomic_path(
     target = Path(target)
     check_target(target, overwrite, error)
     while True:  # O_EXCL, mode 0o666: the file gets the permissions the umask gives
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+        # Cut so that a name near the file system's 255-byte limit still leaves room.
+        stem = target.name.encode()[:200].decode(errors="ignore")
+        tmp = target.with_name(f".{stem}.{secrets.token_hex(4)}.tmp")
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             break
