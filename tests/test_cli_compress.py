@@ -250,6 +250,19 @@ def test_damaged_file_fails_in_one_line_unless_recovering(model, tmp_path):
     assert report.exit_code == 1 and json.loads(report.stdout)["problems"]
 
 
+def test_data_after_the_end_is_an_error_not_a_silent_loss(model, tmp_path):
+    assert run("compress", SPEECH, tmp_path / "s.atok", "-m", model).exit_code == 0
+    one = (tmp_path / "s.atok").read_bytes()
+    both = tmp_path / "both.atok"
+    both.write_bytes(one + one)  # cat s.atok s.atok: the second would be dropped unnoticed
+    line = error_line(run("decompress", both, "-m", model))
+    assert f"data after the end of the stream (a file appended?) (at byte {len(one)})" in line
+    result = run("decompress", both, "-m", model, "--recover")
+    assert result.exit_code == 0 and f"from byte {len(one)}, ignored" in result.stderr
+    report = run("info", both)
+    assert report.exit_code == 1 and "data after the end of the stream" in report.stdout
+
+
 def test_damage_in_a_batch_fails_that_file_only(model, tmp_path):
     (tmp_path / "in").mkdir()
     assert run("compress", SPEECH, tmp_path / "in" / "a.atok", "-m", model).exit_code == 0

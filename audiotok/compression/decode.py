@@ -42,6 +42,7 @@ class Decoded:
         damage: Stretches that were damaged or missing (concealed with silence).
         truncated_at: Byte offset where the data ended early, or None.
         lost_frames: Frames that could not be decoded (damage and truncation).
+        trailing_at: Byte offset of data after the stream's end, ignored when recovering.
     """
 
     audio: Any
@@ -50,6 +51,7 @@ class Decoded:
     damage: list[Damage] = field(default_factory=list)
     truncated_at: int | None = None
     lost_frames: int = 0
+    trailing_at: int | None = None
 
     def problems(self) -> list[str]:
         """One line per problem found, for warnings."""
@@ -64,6 +66,8 @@ class Decoded:
                 f"the data ends at byte {self.truncated_at} (truncated): "
                 f"{self.lost_frames / rate:.2f} s lost in all"
             )
+        if self.trailing_at is not None:
+            lines.append(f"data after the end of the stream, from byte {self.trailing_at}, ignored")
         return lines
 
 
@@ -204,7 +208,7 @@ def decode_stream(
                 hint_damage(exc)
             raise
         index = reader.stream_index
-        damage, truncated_at = reader.damage, reader.truncated_at
+        damage, truncated_at, trailing_at = reader.damage, reader.truncated_at, reader.trailing_at
     decoded_end = runs[-1].end_frame if runs else 0
     length = header.length if header.length is not None else (index.length if index else None)
     if header.length is not None:
@@ -239,7 +243,7 @@ def decode_stream(
             audio = np.pad(audio, ((0, 0), (0, max(0, original - audio.shape[-1]))))
             audio = audio[:, :original]
     audio = as_framework(np.ascontiguousarray(audio, np.float32), codec.framework)
-    return Decoded(audio, rate, header, damage, truncated_at, lost)
+    return Decoded(audio, rate, header, damage, truncated_at, lost, trailing_at)
 
 
 def _truncated(header: Header, at: int, decoded: int, lost: int, known: bool,

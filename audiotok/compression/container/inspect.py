@@ -58,6 +58,8 @@ def describe(
         problems += [f"{d.reason} (at byte {d.offset})" for d in reader.damage]
         if reader.truncated_at is not None:
             problems.append(f"the data ends at byte {reader.truncated_at}: truncated")
+        if reader.trailing_at is not None:
+            problems.append(f"data after the end of the stream (at byte {reader.trailing_at})")
         index = reader.stream_index
     length = h.length if h.length is not None else (index.length if index else None)
     seconds = None if length is None else length / h.sample_rate

@@ -125,6 +125,7 @@ class AtokReader:
         self._coder: EntropyCoder | None = None
         self.damage: list[Damage] = []
         self.truncated_at: int | None = None
+        self.trailing_at: int | None = None  # where ignored data after the trailer starts
         self.stream_index: Index | None = None
 
     @property
@@ -200,6 +201,7 @@ class AtokReader:
                     if Index.trailer_offset(src.peek(TRAILER_SIZE)) != at:
                         raise CorruptDataError("the trailer does not point to the index", src.pos)
                     self._check_end(expected, at, recover)
+                    self._check_nothing_follows(src, recover)
                     return
                 Packet.parse_prefix(src.peek(fixed), self.header, at, self.coder)
                 data = src.peek(fixed + self._payload_size(src, fixed) + 4)
@@ -258,6 +260,17 @@ class AtokReader:
             self._mark_damage(offset, "packets missing before the index",
                               expected * self.header.frames_per_packet)  # fmt: skip
         self._close_damage(index.total_frames)
+
+    def _check_nothing_follows(self, src: _Source, recover: bool) -> None:
+        """The trailer ends the stream: bytes after it (``cat a.atok b.atok``, a download
+        with junk appended) make the file invalid, or, recovering, are left with a note in
+        :attr:`trailing_at`; read silently, the second file would be lost unnoticed."""
+        end = src.pos + TRAILER_SIZE
+        if len(src.peek(TRAILER_SIZE + 1)) <= TRAILER_SIZE:
+            return
+        if not recover:
+            raise CorruptDataError("data after the end of the stream (a file appended?)", end)
+        self.trailing_at = end
 
     def index(self) -> Index | None:
         """The seek index from the trailer, if the source is seekable and the index intact."""
