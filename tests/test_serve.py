@@ -261,6 +261,11 @@ def test_errors_are_json_with_the_right_status(served):
         assert error_of(answer) == (400, "bad_parameters"), bitrate
     answer = c.post("/v1/compress", files={"audio": ("s.flac", speech)}, data={"format": "ecdc"})
     assert error_of(answer) == (400, "bad_parameters")
+    surround = io.BytesIO()  # 3 channels into the mono codec: refused unless downmixed
+    sf.write(surround, np.zeros((2400, 3), np.float32), 24_000, format="WAV")
+    upload = {"audio": ("5.1.wav", surround.getvalue())}
+    assert error_of(c.post("/v1/compress", files=upload)) == (415, "unreadable_audio")
+    assert c.post("/v1/compress", files=upload, data={"downmix": "true"}).status_code == 200
     for route in ("/v1/decode", "/v1/decompress"):  # the server's folders stay its own
         answer = c.post(route, content=b"PK\x03\x04 not a tokens file at all")
         assert error_of(answer)[0] == 400 and str(served.state) not in answer.text, answer.text

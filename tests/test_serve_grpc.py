@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import soundfile as sf
 from test_serve import SPEECH, TIMEOUT, Server
@@ -185,6 +186,16 @@ def test_errors_are_status_codes(served):
         code.NOT_FOUND,
         "not_found",
     )
+    assert rpc_error(lambda: stub.Compress(pb.CompressRequest(audio=speech, bitrate=7))) == (
+        code.INVALID_ARGUMENT,
+        "bad_parameters",
+    )
+    surround = io.BytesIO()  # 3 channels: a mono codec can't give them back unless downmixed
+    sf.write(surround, np.zeros((2400, 3), np.float32), 24_000, format="WAV")
+    refused = pb.CompressRequest(audio=surround.getvalue())
+    assert rpc_error(lambda: stub.Compress(refused)) == (code.INVALID_ARGUMENT, "unreadable_audio")
+    downmixed = stub.Compress(pb.CompressRequest(audio=surround.getvalue(), downmix=True))
+    assert downmixed.data[:4] == b"ATOK"
 
 
 def test_api_key(tmp_path):

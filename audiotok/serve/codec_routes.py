@@ -132,13 +132,18 @@ def compress_path(
 
 
 def compress_bytes(
-    service: Service, codec: Codec, audio: bytes, bitrate: float | None, format: str
+    service: Service,
+    codec: Codec,
+    audio: bytes,
+    bitrate: float | None,
+    format: str,
+    downmix: bool = False,
 ) -> tuple[bytes, float]:
     """An audio file compressed by ``codec`` (``atok`` or ``ecdc``), and its seconds."""
     with scratch(service) as new:
         source = new("upload", "")
         source.write_bytes(audio)
-        target, seconds = compress_path(service, codec, source, bitrate, format, False, new)
+        target, seconds = compress_path(service, codec, source, bitrate, format, downmix, new)
         return target.read_bytes(), seconds
 
 

@@ -100,8 +100,9 @@ class AudiotokServicer(pb_grpc.AudiotokServicer):
         with self._call("Compress", context):
             fmt = _choice("format", request.format or "atok", CompressedFormat)
             codec = self.service.models.codec(request.model or None)
+            audio = check_size(self.service, request.audio)
             data, seconds = compress_bytes(
-                self.service, codec, check_size(self.service, request.audio), _bitrate(request), fmt
+                self.service, codec, audio, _bitrate(request), fmt, request.downmix
             )
             return pb.CompressReply(data=data, audio_seconds=seconds, model=codec.model_id)
 

@@ -6,16 +6,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CompressRequest(_message.Message):
-    __slots__ = ("audio", "bitrate", "model", "format")
+    __slots__ = ("audio", "bitrate", "model", "format", "downmix")
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     BITRATE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
+    DOWNMIX_FIELD_NUMBER: _ClassVar[int]
     audio: bytes
     bitrate: float
     model: str
     format: str
-    def __init__(self, audio: _Optional[bytes] = ..., bitrate: _Optional[float] = ..., model: _Optional[str] = ..., format: _Optional[str] = ...) -> None: ...
+    downmix: bool
+    def __init__(self, audio: _Optional[bytes] = ..., bitrate: _Optional[float] = ..., model: _Optional[str] = ..., format: _Optional[str] = ..., downmix: _Optional[bool] = ...) -> None: ...
 
 class CompressReply(_message.Message):
     __slots__ = ("data", "audio_seconds", "model")
