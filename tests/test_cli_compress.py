@@ -226,8 +226,8 @@ def test_truncated_file_fails_in_one_line_unless_recovering(model, tmp_path):
     assert sorted(tmp_path.iterdir()) == before, "no output, no temporary file"
     result = run("decompress", cut, "rec.wav", "-m", model, "--recover")
     assert result.exit_code == 0, result.output
-    assert f"audiotok: warning: {cut}: the data ends at byte " in result.stderr
-    assert "(truncated): 0.65 s lost in all" in result.stderr
+    assert f"audiotok: warning: {cut}: truncated: the data after byte " in result.stderr
+    assert "is incomplete or missing: 0.65 s lost in all" in result.stderr
     assert sf.info(tmp_path / "rec.wav").frames == 63_599
     info = run("info", cut)
     assert info.exit_code == 1 and "truncated" in info.stdout

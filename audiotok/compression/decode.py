@@ -40,7 +40,7 @@ class Decoded:
         sample_rate: Its rate.
         header: The stream's header.
         damage: Stretches that were damaged or missing (concealed with silence).
-        truncated_at: Byte offset where the data ended early, or None.
+        truncated_at: Byte offset after which the data is incomplete or missing, or None.
         lost_frames: Frames that could not be decoded (damage and truncation).
         trailing_at: Byte offset of data after the stream's end, ignored when recovering.
     """
@@ -63,7 +63,7 @@ class Decoded:
         ]
         if self.truncated_at is not None:
             lines.append(
-                f"the data ends at byte {self.truncated_at} (truncated): "
+                f"truncated: the data after byte {self.truncated_at} is incomplete or missing: "
                 f"{self.lost_frames / rate:.2f} s lost in all"
             )
         if self.trailing_at is not None:

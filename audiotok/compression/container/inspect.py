@@ -57,7 +57,9 @@ def describe(
             problems.append(str(exc).removeprefix(prefix))
         problems += [f"{d.reason} (at byte {d.offset})" for d in reader.damage]
         if reader.truncated_at is not None:
-            problems.append(f"the data ends at byte {reader.truncated_at}: truncated")
+            problems.append(
+                f"truncated: the data after byte {reader.truncated_at} is incomplete or missing"
+            )
         if reader.trailing_at is not None:
             problems.append(f"data after the end of the stream (at byte {reader.trailing_at})")
         index = reader.stream_index
