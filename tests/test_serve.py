@@ -171,6 +171,9 @@ def test_health_readiness_metrics_and_docs(served):
         "/v1/jobs/{job_id}/audio",
     } <= set(paths)
     assert served.client.get("/healthz").headers["x-request-id"]
+    for path in ("/healthz", "/readyz", "/"):  # probes that use HEAD
+        head = served.client.head(path)
+        assert head.status_code == 200 and head.content == b"", path
 
 
 # --- the codec -------------------------------------------------------------------------------
@@ -323,6 +326,9 @@ def test_generate_job_lifecycle(served):
     assert audio.status_code == 200 and audio.headers["content-type"] == "audio/flac"
     wav, rate = sf.read(io.BytesIO(audio.content))
     assert rate == 32_000 and len(wav) == 16_000 and np.abs(wav).max() > 0
+    head = served.client.head(job["result_url"])
+    assert head.status_code == 200 and head.content == b""
+    assert int(head.headers["content-length"]) == len(audio.content)
 
 
 def test_concurrent_requests_are_batched(served):

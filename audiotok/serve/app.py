@@ -96,11 +96,12 @@ def create_app(settings: ServeSettings, models: ServedModels) -> FastAPI:
         )
         return response
 
-    @app.get("/healthz", tags=["operations"])
+    # HEAD too: load balancers and uptime monitors probe with it.
+    @app.api_route("/healthz", methods=["GET", "HEAD"], tags=["operations"])
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "version": __version__}
 
-    @app.get("/readyz", tags=["operations"])
+    @app.api_route("/readyz", methods=["GET", "HEAD"], tags=["operations"])
     def readyz() -> Response:
         service.refresh_catalogue()
         worker_ok = service.worker is None or service.worker.is_alive()
@@ -123,7 +124,7 @@ def create_app(settings: ServeSettings, models: ServedModels) -> FastAPI:
         service.update_queue_gauges()
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def page() -> FileResponse:
         """The web page: compress and compare, generate with progress (static/)."""
         return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": PAGE_POLICY})

@@ -135,8 +135,9 @@ def get_job(request: Request, job_id: str) -> dict[str, Any]:
     return job_view(find_job(_service(request), job_id))
 
 
-@router.get(
+@router.api_route(
     "/jobs/{job_id}/audio",
+    methods=["GET", "HEAD"],  # HEAD: the size and type before the download
     response_class=FileResponse,
     responses=error_responses(404, 409, 410, 504),
 )
