@@ -321,15 +321,19 @@ def interrupt(monkeypatch, how: str) -> None:
 
     ``killed``: the 2nd index append and every later one fail, as if the process died right
     after writing the 2nd shard, so nothing else reaches the index (or the disk's later state).
+    ``ctrl-c-indexing``: Ctrl-C lands in the 3rd append's fsync, its lines already written (the
+    run's last flush must not write them again).
     """
-    if how == "killed":
+    if how in ("killed", "ctrl-c-indexing"):
         append, calls = ShardWriter._append_index, []
 
         def dying(self, records):
             calls.append(records)
-            if len(calls) >= 2:
+            if how == "killed" and len(calls) >= 2:
                 raise RuntimeError("killed")
             append(self, records)
+            if how == "ctrl-c-indexing" and len(calls) == 3:
+                raise KeyboardInterrupt
 
         monkeypatch.setattr(ShardWriter, "_append_index", dying)
         return
@@ -345,7 +349,9 @@ def interrupt(monkeypatch, how: str) -> None:
     monkeypatch.setattr(ShardWriter, "add", crashing)
 
 
-@pytest.mark.parametrize(("how", "kept"), [("error", 5), ("ctrl-c", 5), ("killed", 2)])
+@pytest.mark.parametrize(
+    ("how", "kept"), [("error", 5), ("ctrl-c", 5), ("killed", 2), ("ctrl-c-indexing", 5)]
+)
 def test_resume_after_an_interruption_gives_the_uninterrupted_content(
     how, kept, tmp_path, tiny, corpus, monkeypatch
 ):
@@ -357,15 +363,15 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_content(
 
     stopped = run(*args, "-o", out)
 
-    if how == "ctrl-c":
+    if how.startswith("ctrl-c"):
         assert stopped.exit_code == 130 and "audiotok: interrupted" in stopped.stderr
     else:
         assert isinstance(stopped.exception, RuntimeError)
     monkeypatch.undo()
     assert TokenDataset(out).paths() == [str(p) for p in audio_files(corpus)[:kept]]
     shards_before = sorted(p.name for p in out.glob("shard-*.safetensors"))
-    if how == "killed":  # written, but never indexed: ignored, and their numbers not reused
-        assert len(shards_before) == 3
+    if how == "killed":  # written, but never indexed: ignored, and its number not reused
+        assert len(shards_before) == 2
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "no temporary files left"
 
     resumed = run(*args, "-o", out)

@@ -96,10 +96,12 @@ class ShardWriter:
         if not self.records:
             return []
         self._write_shard()
-        # Only now, with the shard on disk, do its files count as done.
-        self._append_index(self.records)
+        # Only now, with the shard on disk, do its files count as done. The buffer is emptied
+        # first: an interrupt inside the append (Ctrl-C during its fsync, the lines written)
+        # must not leave them for the run's last flush to write again.
         records = self.records
         self._clear()
+        self._append_index(records)
         return records
 
     def _write_shard(self) -> None:
