@@ -198,6 +198,14 @@ def test_several_files_make_a_dataset_and_duplicates_are_encoded_once(tmp_path, 
     assert result.exit_code == 0, result.output
     assert "2 files encoded" in result.stderr and "1 already there" in result.stderr
     assert TokenDataset(tmp_path / "out").paths() == [str(a), str(b)]
+    # The same file by another name: a path given and a manifest's row relative to its folder.
+    manifest = corpus / "list.tsv"
+    manifest.write_text("path\nspeech.flac\n")
+    result = run("encode", a, "--manifest", manifest, "-o", tmp_path / "twice", "-m", tiny.card)
+    assert result.exit_code == 0 and len(TokenDataset(tmp_path / "twice")) == 1, result.output
+    for bad in ("nan", "inf"):
+        refused = run("encode", a, "-o", tmp_path / "x", "-m", tiny.card, "--shard-size", bad)
+        assert refused.exit_code == 2 and "is not a finite number" in refused.stderr
 
 
 def test_manifest_paths_are_relative_to_its_folder_and_columns_are_kept(tmp_path, tiny, corpus):

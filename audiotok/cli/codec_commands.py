@@ -12,6 +12,7 @@ from ..errors import AudiotokError
 from .common import (
     AUDIO_SUFFIXES,
     DEFAULT_MODEL,
+    FiniteFloat,
     backend_option,
     checkpoint_option,
     device_option,
@@ -76,13 +77,13 @@ class _ModelSettings:
 )
 @click.option(
     "--shard-size",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     metavar="MB",
     help=f"Dataset shards are closed at this many MB of tokens. [default: {SHARD_MB:g}]",
 )
 @click.option(
     "--batch-seconds",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0),
     metavar="S",
     help="Seconds of audio read ahead of the model, in background threads. "
     f"[default: {BATCH_SECONDS:g}]",

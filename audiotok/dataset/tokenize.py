@@ -152,10 +152,14 @@ def tokenize_dataset(
     sources = [s._replace(extra=with_caption(s.file, s.extra)) for s in sources]
     report = DatasetReport(Path(out_dir))
     with open_for_writing(report.out_dir, info) as (index, done, first_shard):
-        todo = []
+        todo, files = [], set()
         for source in sources:
-            if source.key not in done:
+            # Once per name and per file: a path given and the same file in the manifest
+            # (relative to its folder) are two names of one file.
+            file = source.file.resolve()
+            if source.key not in done and file not in files:
                 done.add(source.key)
+                files.add(file)
                 todo.append(source)
         report.skipped = len(sources) - len(todo)
         writer = ShardWriter(report.out_dir, index, first_shard, shard_bytes, info)
