@@ -399,6 +399,47 @@ def test_bad_input_gives_one_line_errors(world, tmp_path, monkeypatch):
     one_line_error(run_cli("finetune", write_recipe(tmp_path, lora), "-o", run_dir), "peft")
 
 
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"optim": {"lr": float("inf")}}, "optim.lr: expected float, not inf"),
+        ({"lora": {"alpha": float("nan")}}, "lora.alpha: expected float, not nan"),
+        ({"data": {"segment_seconds": float("nan")}}, "data.segment_seconds: expected float"),
+        ({"data": {"batch_size": 1.5}}, "data.batch_size: expected int, not 1.5"),
+        ({"steps": 2.5}, "steps: expected int"),
+        ({"seed": "x"}, "seed: expected int"),
+        ({"optim": {"betas": [0.9, "x"]}}, "optim.betas: expected a list of float"),
+        ({"optim": {"betas": [0.9]}}, "optim.betas must be two numbers in [0, 1)"),
+        ({"optim": {"max_norm": -1}}, "optim.max_norm must be >= 0"),  # would train uphill
+        ({"optim": {"eps": -1}}, "optim.eps must be > 0"),
+        ({"lora": {"dropout": 2}}, "lora.dropout in [0, 1)"),
+        ({"data": {"valid_items": 0}}, "data.valid_items must be at least 1"),
+    ],
+)
+def test_recipe_values_are_checked_before_training(world, changes, message):
+    from audiotok.finetune.config import FinetuneError
+
+    with pytest.raises(FinetuneError) as refused:
+        FinetuneConfig.from_dict(recipe(world, **changes))
+    assert message in str(refused.value)
+
+
+def test_a_diverging_run_stops_before_its_weights_turn_nan(world, tmp_path, monkeypatch):
+    from audiotok.finetune import loop
+
+    real = loop.lm_loss
+
+    def diverged(*args, **kwargs):
+        loss, per_codebook = real(*args, **kwargs)
+        return loss * float("nan"), per_codebook
+
+    monkeypatch.setattr(loop, "lm_loss", diverged)
+    run_dir = tmp_path / "run"
+    result = run_cli("finetune", write_recipe(tmp_path, recipe(world, steps=3)), "-o", run_dir)
+    one_line_error(result, "step 1: loss nan", "training diverged")
+    assert not (run_dir / "export").exists()
+
+
 def test_export_is_not_replaced_without_force(world, tmp_path):
     path = write_recipe(tmp_path, recipe(world, steps=2))
     run_dir = tmp_path / "run"

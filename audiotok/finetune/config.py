@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,6 +183,19 @@ class FinetuneConfig:
             problems.append("lora.rank must be >= 0")
         if self.optim.lr <= 0 or self.optim.warmup_steps < 0:
             problems.append("optim.lr must be > 0 and optim.warmup_steps >= 0")
+        optim, lora = self.optim, self.lora
+        if len(optim.betas) != 2 or not all(0 <= b < 1 for b in optim.betas):
+            problems.append("optim.betas must be two numbers in [0, 1)")
+        if optim.eps <= 0 or optim.weight_decay < 0:
+            problems.append("optim.eps must be > 0 and optim.weight_decay >= 0")
+        if not 0 <= optim.min_lr_ratio <= 1:
+            problems.append("optim.min_lr_ratio must be between 0 and 1")
+        if optim.max_norm < 0:  # a negative bound would flip the gradients: training uphill
+            problems.append("optim.max_norm must be >= 0 (0: no clipping)")
+        if lora.alpha <= 0 or not 0 <= lora.dropout < 1:
+            problems.append("lora.alpha must be > 0 and lora.dropout in [0, 1)")
+        if self.data.valid_items < 1:
+            problems.append("data.valid_items must be at least 1")
         bad = sorted(set(self.export.formats) - set(EXPORT_FORMATS))
         if bad:
             problems.append(f"export.formats: unknown {', '.join(bad)} ({EXPORT_FORMATS})")
@@ -204,11 +219,13 @@ class FinetuneConfig:
         sections = {"data": DataConfig, "optim": OptimConfig, "lora": LoraConfig,
                     "export": ExportConfig}  # fmt: skip
         _reject_unknown(cls, data, "config")
+        _check_types(cls, data, "")
         kwargs = with_tuples(cls, data)
         try:
             for name, section in sections.items():
                 if name in kwargs:
                     _reject_unknown(section, kwargs[name], name)
+                    _check_types(section, kwargs[name], f"{name}.")
                     kwargs[name] = section(**with_tuples(section, kwargs[name]))
             return cls(**kwargs)
         except TypeError as exc:
@@ -222,6 +239,37 @@ def _reject_unknown(cls: type, data: Any, where: str) -> None:
     if unknown:
         known = ", ".join(f.name for f in dataclasses.fields(cls))
         raise FinetuneError(f"{where}: unknown key {', '.join(unknown)} (known: {known})")
+
+
+def _check_types(cls: type, data: dict[str, Any], where: str) -> None:
+    """Each value of ``data`` of its field's type: numbers finite (``.nan`` and ``.inf`` would
+    train a model of NaNs), integers whole, tuples of their items' type."""
+    hints = typing.get_type_hints(cls)
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            continue  # a section, checked on its own
+        items = typing.get_args(hint) if typing.get_origin(hint) is tuple else None
+        if items is not None:
+            values = [value] if isinstance(value, str) else value
+            ok = isinstance(values, (list, tuple)) and all(_of_type(v, items[0]) for v in values)
+            what = f"a list of {items[0].__name__}"
+        else:
+            ok, what = _of_type(value, hint), hint.__name__
+        if not ok:
+            raise FinetuneError(f"{where}{name}: expected {what}, not {value!r}")
+
+
+def _of_type(value: Any, kind: type) -> bool:
+    if kind is float:
+        return (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and (math.isfinite(value))
+        )
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
 
 
 def load_config(path: str | os.PathLike) -> FinetuneConfig:

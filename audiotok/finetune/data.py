@@ -142,7 +142,10 @@ class CaptionedData:
             raise FinetuneError(f"{config.train}: no file long enough for one frame")
         seconds = config.segment_seconds or lm.segment_duration
         frame_rate = float(self.train[0].dataset.info["frame_rate"])
-        self.frames = max(1, round(seconds * frame_rate))
+        # No longer than the longest clip: beyond it every crop is padding, masked out, and
+        # a segment of hours would only fill memory.
+        longest = max(c.frames for c in self.train + self.valid)
+        self.frames = max(1, min(round(seconds * frame_rate), longest))
         self._weights = torch.tensor([float(c.frames) for c in self.train])
 
     def _codes(self, clip: Clip, start: int) -> torch.Tensor:

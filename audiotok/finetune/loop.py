@@ -185,6 +185,12 @@ class FinetuneRun:
             per_codebook += per.float().cpu() / cfg.data.accumulate
         params = [p for p in self.model.parameters() if p.requires_grad]
         norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_norm or float("inf"))
+        if not (math.isfinite(total) and math.isfinite(float(norm))):
+            # Stopped before the update: the weights and the last checkpoint stay finite.
+            raise FinetuneError(
+                f"step {self.step + 1}: loss {total:g}, gradient norm {float(norm):g}: "
+                "training diverged; lower optim.lr or set optim.max_norm, and resume"
+            )
         self.optimizer.step()
         self.step += 1
         return {"step": self.step, "loss": total, "per_codebook": per_codebook.tolist(),
