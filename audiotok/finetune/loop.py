@@ -189,7 +189,8 @@ class FinetuneRun:
             # Stopped before the update: the weights and the last checkpoint stay finite.
             raise FinetuneError(
                 f"step {self.step + 1}: loss {total:g}, gradient norm {float(norm):g}: "
-                "training diverged; lower optim.lr or set optim.max_norm, and resume"
+                "training diverged; a new run with a lower optim.lr or with optim.max_norm "
+                "set may not (a resume keeps the recipe)"
             )
         self.optimizer.step()
         self.step += 1
