@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from .model import EncodecModel
+from .stream_checks import StreamGuard
 
 
 class SegmentStream:
@@ -43,8 +44,8 @@ class SegmentStream:
         self.model, self.num_codebooks = model, num_codebooks
         self.segment_length, self.stride = cfg.segment_length, cfg.segment_stride
         device = next(model.parameters()).device
+        self.guard = StreamGuard(batch_size, cfg.channels, cfg.n_q, cfg.bins, device)
         self._audio = torch.zeros(batch_size, cfg.channels, 0, device=device)
-        self._ended = False
         # Decoding: the overlap-add sums from sample `_emitted` on, and the next segment's start.
         self._sum = torch.zeros(batch_size, cfg.channels, 0, device=device)
         self._weight = torch.zeros(0, device=device)
@@ -55,7 +56,7 @@ class SegmentStream:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._ended = True
+        self.guard.closed = True
 
     def _encode_segment(self, chunk: Tensor) -> tuple[Tensor, Tensor | None]:
         codes, scales = self.model.encode_segment(chunk, self.num_codebooks)
@@ -64,9 +65,8 @@ class SegmentStream:
     def encode(self, audio: Tensor) -> list[tuple[Tensor, Tensor | None]]:
         """Audio ``[B, C, n]`` (any ``n``) -> ``(codes [B, K, f], scales [B])`` per completed
         segment (scales None for models that don't normalise)."""
-        if self._ended:
-            raise RuntimeError("the stream has ended")
-        self._audio = torch.cat([self._audio, audio], dim=-1)
+        self.guard.check_open("encode")
+        self._audio = torch.cat([self._audio, self.guard.chunk(audio)], dim=-1)
         out = []
         with torch.inference_mode():
             while self._audio.shape[-1] >= self.segment_length:
@@ -81,17 +81,20 @@ class SegmentStream:
         ``model.segments(T)`` for the ``T`` samples fed: one starts every ``stride`` samples
         while any sample is left, even inside the previous segment's span.
         """
+        self.guard.check_open("encode")
+        self.guard.encode_ended = True
         out = []
         with torch.inference_mode():
             while self._audio.shape[-1] > 0:
                 out.append(self._encode_segment(self._audio[..., : self.segment_length]))
                 self._audio = self._audio[..., self.stride :]
-        self._ended = True
         return out
 
     def decode(self, codes: Tensor, scales: Tensor | None) -> Tensor:
         """One segment's ``codes [B, K, f]`` and ``scales [B]`` -> the audio now final
         ``[B, C, m]`` (the samples no later segment overlaps)."""
+        self.guard.check_open("decode")
+        codes = self.guard.codes(codes)
         with torch.inference_mode():
             frames = self.model.decode_segment(codes, scales)
             if self._triangle is None:
@@ -112,6 +115,8 @@ class SegmentStream:
 
     def decode_end(self) -> Tensor:
         """All audio still owed; trim the whole stream to the signal's length."""
+        self.guard.check_open("decode")
+        self.guard.decode_ended = True
         with torch.inference_mode():
             return self._emit(self._sum.shape[-1])
 

@@ -21,7 +21,9 @@ codecs) look ahead: each convolution waits for the samples its right padding cov
 frame comes out a few frames late, and ``encode_end`` / ``decode_end`` flush the rest with the
 offline right padding. Models with time-group norm (normalising over a whole segment) can't
 stream frame by frame; the segmented 48 kHz model streams by segment
-(:mod:`audiotok.codec.segment_streaming`).
+(:mod:`audiotok.codec.segment_streaming`). Streams run in float32 whatever
+``Codec.set_precision`` says; their inputs are checked as ``encode`` and ``decode`` check
+theirs (:mod:`audiotok.codec.stream_checks`).
 
 Example:
     >>> with codec.streaming(batch_size=1, bandwidth=6.0) as stream:    # doctest: +SKIP
@@ -41,6 +43,7 @@ from torch import Tensor, nn
 from .conv import SConv1d, SConvTranspose1d, pad1d
 from .lstm import SLSTM
 from .seanet import SEANetResnetBlock
+from .stream_checks import StreamGuard
 
 
 class LayerState:
@@ -310,6 +313,7 @@ class CodecStream:
                 "(segmented models stream by segment)"
             )
         device = next(model.parameters()).device
+        self.guard = StreamGuard(batch_size, cfg.channels, cfg.n_q, cfg.bins, device)
         self.model, self.num_codebooks = model, num_codebooks
         self.encoder = build_state(model.encoder.model, batch_size, cfg.channels, device)
         self.decoder = build_state(model.decoder.model, batch_size, cfg.dimension, device)
@@ -318,7 +322,7 @@ class CodecStream:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.encoder = self.decoder = None  # a finished stream can't be fed again
+        self.guard.closed = True  # a finished stream can't be fed again
 
     def _codes(self, latent: Tensor) -> Tensor:
         if latent.shape[-1] == 0:
@@ -327,17 +331,31 @@ class CodecStream:
         return self.model.quantizer.encode(latent, self.num_codebooks)
 
     def encode(self, audio: Tensor) -> Tensor:
-        """Audio ``[B, C, n]`` (any ``n``, even 0) -> codes ``[B, K, f]`` of completed frames."""
+        """Audio ``[B, C, n]`` (any ``n``, even 0) -> codes ``[B, K, f]`` of completed frames.
+
+        Raises:
+            AudioError: A chunk of another shape, not float, or not finite.
+        """
+        self.guard.check_open("encode")
+        audio = self.guard.chunk(audio)
         with torch.inference_mode():
             return self._codes(self.encoder.step(audio))
 
     def encode_end(self) -> Tensor:
         """Codes ``[B, K, f]`` of the last frames, padded as the offline encoder pads them."""
+        self.guard.check_open("encode")
+        self.guard.encode_ended = True
         with torch.inference_mode():
             return self._codes(self.encoder.end())
 
     def decode(self, codes: Tensor) -> Tensor:
-        """Codes ``[B, K, f]`` -> audio ``[B, C, f * hop]``."""
+        """Codes ``[B, K, f]`` -> audio ``[B, C, f * hop]``.
+
+        Raises:
+            TokensError: Codes of another shape, not integers, or out of range.
+        """
+        self.guard.check_open("decode")
+        codes = self.guard.codes(codes)
         with torch.inference_mode():
             if codes.shape[-1] == 0:
                 return self.decoder.step(
@@ -347,5 +365,7 @@ class CodecStream:
 
     def decode_end(self) -> Tensor:
         """Audio still owed at the end (empty for causal decoders, the lookahead otherwise)."""
+        self.guard.check_open("decode")
+        self.guard.decode_ended = True
         with torch.inference_mode():
             return self.decoder.end()
