@@ -106,8 +106,9 @@ def test_three_channels_to_stereo_keep_the_first_two(segmented_codec):
         (torch.zeros(1, 0), "no audio samples"),
         (torch.zeros(100), r"shape \[C, T\] or \[B, C, T\], got \[100\]"),
         (torch.zeros(1, 1, 1, 100), r"got \[1, 1, 1, 100\]"),
+        (torch.zeros(24_000, 2), r"24000 channels of 2 samples: pass \[C, T\]"),  # [T, C]
     ],
-    ids=["nan", "empty", "1d", "4d"],
+    ids=["nan", "empty", "1d", "4d", "time-major"],
 )
 def test_bad_audio_is_a_clear_error(codec, wav, message):
     with pytest.raises(AudioError, match=message):

@@ -181,6 +181,12 @@ class Codec(abc.ABC):
         if isinstance(wav, np.ndarray):
             wav = np.ascontiguousarray(wav)
         check_audio(wav)
+        channels, length = wav.shape[-2], wav.shape[-1]
+        if channels > 64 and channels > length:  # soundfile.read's [T, C], averaged otherwise
+            raise AudioError(
+                f"audio of shape {list(wav.shape)} would be {channels} channels of {length} "
+                "samples: pass [C, T] (soundfile reads [T, C]: transpose it)"
+            )
         wav = as_framework(wav, self.framework, dtype="float32")
         if wav.ndim == 2:
             wav = wav[None]
