@@ -298,6 +298,14 @@ def test_exports_load_and_generate(world, trained, tmp_path):
     result = run_cli("generate", CAPTION, "-m", export / "audiotok", "-d", "0.3", "-o", out)
     assert result.exit_code == 0, result.output
     assert sf.info(out).frames == int(0.3 * 50) * 640
+    # The export's codec decodes its tokens, the folder named as for generate.
+    tokens = tmp_path / "out.npz"
+    result = run_cli("generate", CAPTION, "-m", export / "audiotok", "-d", "0.3",
+                     "-o", tmp_path / "again.wav", "--tokens", tokens)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    decoded = run_cli("decode", tokens, "-m", export / "audiotok", "-o", tmp_path / "dec.wav")
+    assert decoded.exit_code == 0, decoded.output
+    assert sf.info(tmp_path / "dec.wav").frames == int(0.3 * 50) * 640
 
 
 def test_generated_audiocraft_config_reads_back(world):

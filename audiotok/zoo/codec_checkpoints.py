@@ -172,9 +172,11 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         cards = sorted(path.glob("*.json"))
         if len(cards) == 1:
             return _read_audiotok(cards[0])
+        if (path / "codec.json").is_file():  # a generator's export: lm.json and its codec's
+            return _read_audiotok(path / "codec.json")
         raise CheckpointError(
             f"{path}: a directory without config.json (transformers), compression_state_dict.bin "
-            "(audiocraft) or one audiotok .json card"
+            "(audiocraft), codec.json or one audiotok .json card"
         )
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file or directory")
