@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -252,11 +253,17 @@ def test_manifest_without_a_path_column_is_one_error_line(tmp_path, tiny):
 def test_tiny_shard_size_rolls_over_and_keeps_the_content(tmp_path, tiny, corpus):
     assert run("encode", corpus, "-o", tmp_path / "one", "-m", tiny.card).exit_code == 0
 
-    result = run("encode", corpus, "-o", tmp_path / "many", "-m", tiny.card, "--shard-size", 0.0002)
+    umask = os.umask(0o022)
+    try:
+        args = ("encode", corpus, "-o", tmp_path / "many", "-m", tiny.card, "--shard-size", 0.0002)
+        result = run(*args)
+    finally:
+        os.umask(umask)
 
     assert result.exit_code == 0, result.output
     shards = sorted((tmp_path / "many").glob("shard-*.safetensors"))
     assert len(shards) >= 4
+    assert {p.stat().st_mode & 0o777 for p in shards} == {0o644}, "readable by a training job"
     assert [p.name for p in shards] == [f"shard-{i:05d}.safetensors" for i in range(len(shards))]
     for shard in shards:
         with safe_open(str(shard), framework="pt") as f:

@@ -94,7 +94,9 @@ def test_segmented_pipeline(tmp_path):
     assert np.abs(joined.numpy() - expected.numpy()).max() <= AUDIO_TOL
 
 
-def test_sidecar_hashes_and_overwrite(tmp_path):
+def test_sidecar_hashes_and_overwrite(tmp_path, monkeypatch):
+    from audiotok.codec import onnx_export
+
     codec = tiny_codec()
     sidecar = export_onnx(codec, tmp_path, bandwidths=[0.6], opset=17)
     meta = json.loads(sidecar.read_text())
@@ -106,6 +108,21 @@ def test_sidecar_hashes_and_overwrite(tmp_path):
     with pytest.raises(OnnxExportError, match="exists"):
         export_onnx(codec, tmp_path)
     export_onnx(codec, tmp_path, overwrite=True)
+    # An export stopped part way (Ctrl-C mid-trace) leaves the earlier one whole.
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real, calls = onnx_export._export, []
+
+    def interrupted(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(onnx_export, "_export", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_onnx(codec, tmp_path, bandwidths=[0.3], opset=18, overwrite=True)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert not list(tmp_path.parent.glob(f".{tmp_path.name}.*.partial"))
 
 
 def test_cli(tmp_path):

@@ -144,3 +144,15 @@ def test_arrays_take_the_kind_and_dtype_of_the_codes():
         Tokens(torch.ones(1, 2, 3, dtype=torch.int32), None, 960, 24_000, 1.5, "m").codes.dtype
         == torch.int64
     )
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+def test_files_get_the_mode_the_umask_gives(tokens, tmp_path, suffix):
+    import os
+
+    old = os.umask(0o022)  # safetensors' save_file would make it 0600: unreadable to others
+    try:
+        path = tokens.save(tmp_path / f"t{suffix}")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import shutil
 import types
 import warnings
 from pathlib import Path
@@ -56,7 +58,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import AudiotokError
-from ..runtime.files import sha256_file
+from ..runtime.files import atomic_path, sha256_file
 from .conv import SConv1d, SConvTranspose1d
 from .encodec import EncodecCodec
 from .model import EncodecModel
@@ -263,7 +265,33 @@ def export_onnx(
         raise OnnxExportError(f"{existing[0]} exists (overwrite to replace it)").for_cli(
             f"{existing[0]} exists (use -f to overwrite)"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # Made beside, then moved in: an interrupted export (Ctrl-C mid-trace, minutes for big
+    # models) leaves the previous one whole, not new graphs under its old sidecar.
+    work = out_dir.parent / f".{out_dir.name}.{os.getpid()}.partial"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        meta = _export_into(codec, work, chosen, opset)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        sidecar.unlink(missing_ok=True)  # graphs without a sidecar: an unfinished export
+        for name in names:
+            if (work / name).exists():
+                os.replace(work / name, out_dir / name)
+            else:  # an earlier export's (streaming graphs, priors), not this one's
+                (out_dir / name).unlink(missing_ok=True)
+        # Written last: a folder with graphs but no sidecar is an interrupted export.
+        with atomic_path(sidecar, overwrite=True, error=OnnxExportError) as tmp:
+            tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return sidecar
+
+
+def _export_into(
+    codec: EncodecCodec, out_dir: Path, chosen: list[float], opset: int
+) -> dict[str, Any]:
+    """Writes the graphs (and priors) of ``codec`` into the empty folder ``out_dir``; returns
+    the sidecar's content."""
     cfg = codec.config
     model = _exportable(codec.model).to("cpu")
     segmented = cfg.segment_length is not None
@@ -304,18 +332,15 @@ def export_onnx(
         start_frames = max(min_frames, 1)
         start_samples = max(-(-min_samples // hop), 1) * hop
         streaming = export_streaming(model, out_dir, start_samples, start_frames, opset, _export)
-    else:  # an earlier export's, overwritten
-        for name in GRAPH_FILES[4:]:
-            (out_dir / name).unlink(missing_ok=True)
     priors = None
     if codec.entropy_priors is not None:
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save
 
-        save_file({"priors": np.ascontiguousarray(codec.entropy_priors)}, out_dir / PRIORS_FILE)
+        # Bytes into a file of ours: it gets the umask's mode (save_file makes it 0600).
+        priors_bytes = save({"priors": np.ascontiguousarray(codec.entropy_priors)})
+        (out_dir / PRIORS_FILE).write_bytes(priors_bytes)
         priors = {"file": PRIORS_FILE, "sha256": sha256_file(out_dir / PRIORS_FILE)}
-    else:
-        (out_dir / PRIORS_FILE).unlink(missing_ok=True)  # an earlier export's, overwritten
-    meta = {
+    return {
         "format": "audiotok-onnx",
         "format_version": FORMAT_VERSION,
         "model_id": codec.model_id,
@@ -346,6 +371,3 @@ def export_onnx(
             + ("; segmentation, scales and overlap-add are the caller's" if segmented else "")
         ),
     }
-    # Written last: a folder with graphs but no sidecar is an interrupted export.
-    sidecar.write_text(json.dumps(meta, indent=2) + "\n")
-    return sidecar

@@ -148,10 +148,11 @@ class Tokens:
                 with open(tmp, "wb") as f:
                     np.savez(f, metadata=np.array(json.dumps(self.metadata())), **arrays)
             else:
-                from safetensors.numpy import save_file
+                from safetensors.numpy import save
 
                 meta = {k: str(v) for k, v in self.metadata().items()}
-                save_file(arrays, tmp, metadata=meta)
+                # Bytes into the prepared file: it keeps the umask's mode (save_file: 0600).
+                tmp.write_bytes(save(arrays, metadata=meta))
         return path
 
     @classmethod

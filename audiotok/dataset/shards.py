@@ -105,7 +105,7 @@ class ShardWriter:
         return records
 
     def _write_shard(self) -> None:
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save
 
         tensors = {"codes": np.ascontiguousarray(np.concatenate(self.codes, axis=1))}
         if self.has_scales:
@@ -113,7 +113,9 @@ class ShardWriter:
         metadata = {**self.metadata, "num_files": str(len(self.records))}
         name = SHARD_NAME.format(self.number)
         with atomic_path(self.out_dir / name, False, DatasetError) as tmp:
-            save_file(tensors, str(tmp), metadata=metadata)
+            # Bytes into the prepared file: it keeps the umask's mode (save_file: 0600), so
+            # that a dataset one user makes, another (a training job) can read.
+            tmp.write_bytes(save(tensors, metadata=metadata))
             _fsync(tmp)
         _fsync(self.out_dir)  # the rename itself must survive a crash before the index names it
         self.number += 1  # used up, even if appending the index fails
