@@ -193,3 +193,12 @@ def test_what_needs_torch_says_so_in_one_line(env, tmp_path):
         "onnx backend runs exported codecs without it: --backend onnx, or -m EXPORT_DIR)"
     ]
     assert not (tmp_path / "x.atok").exists() and not (tmp_path / "y.atok").exists()
+    # A folder named with -m, as told, that is no export: said so, not that torch is missing.
+    (tmp_path / "empty").mkdir()
+    done = audiotok(env, "compress", str(SPEECH), str(tmp_path / "z.atok"), "-m",
+                    str(tmp_path / "empty"), ok=False)  # fmt: skip
+    assert "not an audiotok export-onnx folder (no model.json)" in done.stderr, done.stderr
+    (tmp_path / "empty" / "model.json").write_text("{not json")
+    done = audiotok(env, "compress", str(SPEECH), str(tmp_path / "z.atok"), "-m",
+                    str(tmp_path / "empty"), ok=False)  # fmt: skip
+    assert "model.json: not an audiotok export-onnx sidecar" in done.stderr, done.stderr

@@ -194,6 +194,10 @@ def import_torch(backend: str = "torch", model: str | os.PathLike | None = None)
     gc.disable()
     try:
         import torch  # noqa: F401
+    except ModuleNotFoundError:
+        if model is not None and Path(model).is_dir():
+            return  # a folder named as the model: the loader says what it is, torch or not
+        raise
     finally:
         if enabled:
             gc.enable()

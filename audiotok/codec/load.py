@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DeviceError, ModelNotAvailableError
+from ..errors import CheckpointError, DeviceError, ModelNotAvailableError
 from ..runtime.files import atomic_path, sha256_file
 from ..zoo import hub
 from ..zoo.codec_cards import DEFAULT_CODEC, find_card
@@ -79,9 +79,35 @@ def load_codec(
     if backend == "onnx":
         _onnx_device(device)
         return OnnxCodec(onnx_export_folder(source, checkpoint))
+    _refuse_without_torch(source)
     from .torch_load import load_torch_codec
 
     return load_torch_codec(source, checkpoint, device)
+
+
+def _refuse_without_torch(source: Any) -> None:
+    """Where torch is not installed, a folder given as the model that is not an export says
+    what it is, rather than that torch is missing (the user named the folder, as told)."""
+    import importlib.util
+
+    if not isinstance(source, (str, os.PathLike)):
+        return
+    try:
+        if importlib.util.find_spec("torch") is not None:
+            return
+    except ImportError:  # a finder that refuses it: as good as not installed
+        pass
+    path = Path(source)
+    if (path / "model.json").is_file():
+        raise CheckpointError(
+            f"{path / 'model.json'}: not an audiotok export-onnx sidecar (unreadable, or of "
+            "another format)"
+        )
+    if path.is_dir():
+        raise CheckpointError(
+            f"{path}: not an audiotok export-onnx folder (no model.json); other checkpoints "
+            "need torch (pip install torch)"
+        )
 
 
 def _onnx_device(device: Any) -> None:
