@@ -201,3 +201,22 @@ def test_cli_compress_and_decompress_on_onnx(tmp_path):
                                  "-o", str(tmp_path / "back")])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert sf.info(str(tmp_path / "back" / "speech_24k.wav")).frames == sf.info(wav).frames
+
+
+def test_an_export_for_fewer_bandwidths_decodes_any(tmp_path):
+    """The sidecar lists what to encode at; the decoder graph takes any K <= n_q, so files
+    and tokens of the same weights at another bandwidth decode, streamed ones (> 20 s) too."""
+    from audiotok.compression.files import compress_file, decompress_file
+
+    codec = tiny_codec()
+    onnx = OnnxCodec(export_onnx(codec, tmp_path / "onnx", bandwidths=[0.3]).parent)
+    assert onnx.bandwidths == (0.3,) and onnx.max_codebooks == codec.config.n_q
+    wav = torch.randn(1, 24_000 * 21) * 0.1
+    tokens = codec.encode(wav[:, :4800], bandwidth=0.6)  # 2 codebooks, the export lists 1
+    np.testing.assert_allclose(
+        onnx.decode(tokens.as_framework("np")), codec.decode(tokens).numpy(), atol=1e-4
+    )
+    sf.write(tmp_path / "long.wav", wav[0].numpy(), 24_000)
+    compress_file(tmp_path / "long.wav", tmp_path / "long.atok", codec, bandwidth=0.6)
+    assert decompress_file(tmp_path / "long.atok", tmp_path / "long.flac", onnx) is None
+    assert sf.info(tmp_path / "long.flac").frames == 24_000 * 21

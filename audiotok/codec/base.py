@@ -139,6 +139,11 @@ class Codec(abc.ABC):
         """Audio ``[1, C, length_i]`` of each ``(codes [1, K, F_i], scales, length_i)``."""
         return [self._decode(codes, scales, length) for codes, scales, length in items]
 
+    @property
+    def max_codebooks(self) -> int:
+        """The most codebooks tokens may have to be decoded (those of the top bandwidth)."""
+        return self.num_codebooks(self.bandwidths[-1])
+
     def check_bandwidth(self, bandwidth: float | None) -> float:
         """Returns ``bandwidth`` (or the default) if the model supports it, else raises."""
         if bandwidth is None:
@@ -255,7 +260,7 @@ class Codec(abc.ABC):
                 f"{where} are at {tokens.sample_rate} Hz, "
                 f"{self.model_id} codes {self.sample_rate} Hz"
             )
-        max_k = self.num_codebooks(self.bandwidths[-1])
+        max_k = self.max_codebooks
         if not 1 <= tokens.num_codebooks <= max_k:
             raise TokensError(
                 f"{where} have {tokens.num_codebooks} codebooks; {self.model_id} has {max_k}"

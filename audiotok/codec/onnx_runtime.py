@@ -235,6 +235,12 @@ class OnnxCodec(Codec):
     def num_codebooks(self, bandwidth: float | None = None) -> int:
         return self._bandwidths[self.check_bandwidth(bandwidth)]
 
+    @property
+    def max_codebooks(self) -> int:
+        """All ``n_q``: the decoder graph takes any ``K``, whatever bandwidths the export lists
+        (an export for 3 kbps decodes a 24 kbps file of the same weights)."""
+        return int(self.meta["n_q"])
+
     def _split(self, length: int) -> list[Segment]:
         seg = self.segments
         return split_segments(length, self.hop_length, *(seg if seg else (None, None)))

@@ -116,7 +116,9 @@ def decompress_streaming(input: Path, output: Path, codec: Codec, *, overwrite: 
                 length = index.original_length if index else None
         sink = AudioSink(output, rate, channels, from_rate=header.sample_rate, length=length,
                          overwrite=overwrite, normalization=Normalization(strategy))  # fmt: skip
-        with sink, codec.streaming(1, header.bandwidth) as stream:
+        # Decoding takes the codes' K whatever the bandwidth: the stream's own (for encoding)
+        # is the default, which any codec has (an ONNX export may list fewer bandwidths).
+        with sink, codec.streaming(1) as stream:
             segments = None
             if header.segment_length:
                 coded = header.length if header.length is not None else index and index.length
