@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,22 @@ def test_compact_state_resumes_weights_codebooks_and_counters(tmp_path, subset):
     assert second.step == 8
 
 
+def test_a_newer_state_over_an_older_run_directory_trains_as_in_a_fresh_one(tmp_path, subset):
+    """The run directory's checkpoint (step 3) holds Adam moments of other weights: a state of
+    step 6 loaded over it must start them afresh, as it does in a new directory."""
+    config = subset_config(subset, steps=100)
+    state = tmp_path / "training"
+    run_slice(Trainer(config, tmp_path / "stale"), None, seconds=None, until=3)
+    run_slice(Trainer(config, tmp_path / "other"), state, seconds=None, until=6)
+    shutil.copytree(state, tmp_path / "training-copy")
+    stale = Trainer(config, tmp_path / "stale")
+    fresh = Trainer(config, tmp_path / "fresh")
+    run_slice(stale, state, seconds=None, until=8)
+    run_slice(fresh, tmp_path / "training-copy", seconds=None, until=8)
+    for key, value in fresh.codec.state_dict().items():
+        assert torch.equal(stale.codec.state_dict()[key], value), key
+
+
 def test_averaged_weights_travel_in_the_state_and_export(tmp_path, subset):
     from audiotok.train.export import export_codec
 
@@ -293,6 +310,39 @@ def test_cli_slices_with_state_and_subset(tmp_path, subset):
     assert json.loads((tmp_path / "r2" / "config.json").read_text())["precision"] == "bf16"
     result = runner.invoke(cli, [*args, "-o", str(tmp_path / "r3"), "--set", "optim.nope=1"])
     assert result.exit_code == 1 and "unknown fields nope" in result.output
+
+
+def test_a_hangup_stops_with_everything_saved_and_its_status(tmp_path, subset):
+    """The terminal closed (SIGHUP) saves as SIGTERM does; the status says it was stopped, so
+    that ``train && export-model`` goes no further. --manifest replaces the recipe's subset."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(subset_config(subset, steps=100_000).to_dict()))
+    command = [sys.executable, "-m", "audiotok", "train", str(path), "-o", str(tmp_path / "r"),
+               "--state", str(tmp_path / "training")]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    for line in proc.stderr:
+        if line.startswith("step ") or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGHUP)
+    rest = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 128 + signal.SIGHUP, rest
+    assert "SIGHUP: stopping after this step" in rest
+    assert (tmp_path / "r" / "checkpoint.safetensors").is_file()
+    assert (tmp_path / "training" / STATE_NAME).is_file()
+    manifest = str(subset.parent / "audio" / "manifest.tsv")
+    runner = CliRunner()
+    args = ["train", str(path), "-o", str(tmp_path / "m"), "--manifest", manifest, "--until", "1"]
+    assert runner.invoke(cli, args).exit_code == 0
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())["data"]
+    assert saved["manifest"] == manifest and saved["subset"] == ""
 
 
 def test_export_follows_the_chain_of_slices_not_ablations(tmp_path):

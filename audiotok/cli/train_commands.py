@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .common import device_option, fail, force_option, handle_errors
+from ..errors import AudiotokError
+from .common import device_option, fail, force_option, handle_errors, message
 
 
 def _echo_record(record: dict[str, Any]) -> None:
@@ -85,8 +87,9 @@ def train(
 ) -> None:
     """Train a codec by the recipe in CONFIG (JSON; see docs/TRAINING.md).
 
-    SIGTERM or Ctrl-C stops it after the step in progress, with a checkpoint (and, with
-    --state, the compact state and the history line).
+    SIGTERM, SIGHUP (the terminal closed) or Ctrl-C stops it after the step in progress, with
+    a checkpoint (and, with --state, the compact state and the history line); the exit status
+    is then 128 + the signal's number, as for the other commands.
     """
     import signal
 
@@ -98,10 +101,10 @@ def train(
     try:
         cfg = load_config(config, overrides)
     except ValueError as exc:
-        fail(str(exc))
+        fail(message(exc) if isinstance(exc, AudiotokError) else str(exc))
     data = cfg.data
-    if manifest:
-        data = dataclasses.replace(data, manifest=manifest)
+    if manifest:  # instead of the recipe's data, its subset too (unless --subset follows)
+        data = dataclasses.replace(data, manifest=manifest, subset="")
     if subset:
         data = dataclasses.replace(data, subset=subset)
     if batch_size:
@@ -116,12 +119,16 @@ def train(
         if trainer.step:
             click.echo(f"resuming {run_dir} at step {trainer.step}", err=True)
 
+        stopped_by: list[int] = []
+
         def stop(signum: int, _frame: Any) -> None:
             trainer.stop_requested = True
+            stopped_by.append(signum)
             click.echo(f"{signal.Signals(signum).name}: stopping after this step", err=True)
 
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, stop)
+        for name in ("SIGTERM", "SIGINT", "SIGHUP"):  # no SIGHUP on Windows
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), stop)
         seconds = None if minutes is None else minutes * 60
         # What the history line needs to tell this slice from the chain's usual one.
         changes = [f"--set {o}" for o in overrides] + ([f"--subset {subset}"] if subset else [])
@@ -136,10 +143,12 @@ def train(
             on_start=lambda step: click.echo(f"training from step {step}", err=True),
         )
     except ValueError as exc:  # bad config, manifest or audio file: one line, not a traceback
-        fail(str(exc))
+        fail(message(exc) if isinstance(exc, AudiotokError) else str(exc))
     keys = ("validation", "validation_averaged")
     _echo_record({"step": trainer.step, **{k: record[k] for k in keys if k in record}})
     click.echo(f"{run_dir}: step {trainer.step} of {cfg.steps}", err=True)
+    if stopped_by:  # saved, but stopped: `train && export-model` must not go on
+        sys.exit(128 + stopped_by[0])
 
 
 @click.command("make-subset")
@@ -191,7 +200,7 @@ def make_subset(
             read_manifest(source), out, cfg.data, cfg.model.sample_rate, cfg.seed, plan
         )
     except ValueError as exc:
-        fail(str(exc))
+        fail(message(exc) if isinstance(exc, AudiotokError) else str(exc))
     click.echo(str(path))
 
 
@@ -245,5 +254,5 @@ def export_model(
             overwrite=force,
         )
     except ValueError as exc:
-        fail(str(exc))
+        fail(message(exc) if isinstance(exc, AudiotokError) else str(exc))
     click.echo(str(path))

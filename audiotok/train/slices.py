@@ -75,10 +75,11 @@ def save_compact_state(trainer: Trainer, path: str | os.PathLike) -> None:
 
 
 def load_compact_state(trainer: Trainer, path: str | os.PathLike) -> None:
-    """Restores a compact state into a freshly built ``trainer`` of the same architecture.
+    """Restores a compact state into a ``trainer`` of the same architecture.
 
-    The optimisers keep their fresh (empty) moments; the learning rate ramps up again from
-    the state's step.
+    The optimisers start with empty moments, also where the trainer resumed an older
+    checkpoint of its run directory first (its moments belong to other weights); the
+    learning rate ramps up again from the state's step.
 
     Raises:
         ValueError: Not a compact state, or one of another architecture.
@@ -105,11 +106,16 @@ def load_compact_state(trainer: Trainer, path: str | os.PathLike) -> None:
         trainer.restore_meta(meta)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
-    if trainer.averaged is not None and f"{AVERAGED}n_averaged" in tensors:
+    for optimizer in (trainer.optimizer, trainer.disc_optimizer):
+        optimizer.state.clear()
+    if trainer.averaged is not None:
         with torch.no_grad():
-            for key, value in trainer.averaged.module.named_parameters():
-                value.copy_(tensors[f"{AVERAGED}module.{key}"])
-            trainer.averaged.n_averaged.copy_(tensors[f"{AVERAGED}n_averaged"])
+            if f"{AVERAGED}n_averaged" in tensors:
+                for key, value in trainer.averaged.module.named_parameters():
+                    value.copy_(tensors[f"{AVERAGED}module.{key}"])
+                trainer.averaged.n_averaged.copy_(tensors[f"{AVERAGED}n_averaged"])
+            else:  # none in the state: the average starts again from its weights
+                trainer.averaged.n_averaged.zero_()
     trainer.generator.set_state(tensors["rng"])
     trainer.rewarm_start = trainer.step
 
