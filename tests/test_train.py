@@ -152,6 +152,20 @@ def test_manifest_errors_name_the_line(tmp_path):
     (tmp_path / "n.tsv").write_text("path\n")
     with pytest.raises(ValueError, match="needs the columns"):
         read_manifest(tmp_path / "n.tsv")
+    for seconds in ("nan", "inf", "-1"):  # they surfaced as "probabilities contain NaN"
+        (tmp_path / "s.tsv").write_text(
+            "category\tsource\tpath\tsample_rate\tchannels\tseconds\n"
+            f"music\tx\ta.wav\t8000\t1\t{seconds}\n"
+        )
+        with pytest.raises(ValueError, match=r"s.tsv:2: .*seconds finite and >= 0"):
+            read_manifest(tmp_path / "s.tsv")
+
+
+def test_a_category_the_weights_do_not_name_is_said(tmp_path, manifest):
+    config = tiny_config(manifest)
+    data = dataclasses.replace(config.data, category_weights={"music": 1.0})  # no sfx
+    with pytest.warns(UserWarning, match="categories sfx have no data.category_weights entry"):
+        Trainer(dataclasses.replace(config, data=data), tmp_path / "run")
 
 
 def test_config_round_trip_and_unknown_fields(tmp_path, manifest):
@@ -377,7 +391,7 @@ def test_training_raises_si_sdr(tmp_path, manifest):
     # a loss (a codec trained by the old, mel-dominated recipe lowered its loss and stayed
     # at -30 dB). Noise crops are left out: white noise can't be coded at 16 kbps.
     config = tiny_config(manifest, steps=60, log_every=20)
-    data = dataclasses.replace(config.data, category_weights={"music": 1.0})
+    data = dataclasses.replace(config.data, category_weights={"music": 1.0, "sfx": 0.0})
     trainer = Trainer(dataclasses.replace(config, data=data), tmp_path / "run")
     x = torch.cat([trainer.sampler.batch(10_000 + i) for i in range(3)])  # never trained on
 

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ..errors import AudiotokError
-from .common import device_option, fail, force_option, handle_errors, message
+from .common import FiniteFloat, device_option, fail, force_option, handle_errors, message
 
 
 def _echo_record(record: dict[str, Any]) -> None:
@@ -43,8 +43,10 @@ def _echo_record(record: dict[str, Any]) -> None:
     type=click.Path(file_okay=False),
     help="Train on a subset folder (audiotok make-subset) instead of the manifest.",
 )
-@click.option("--until", type=int, help="Stop (with a checkpoint) at this step; resume later.")
-@click.option("--minutes", type=float, help="Stop (with a checkpoint) after this much training.")
+@click.option("--until", type=click.IntRange(min=0),
+              help="Stop (with a checkpoint) at this step; resume later.")  # fmt: skip
+@click.option("--minutes", type=FiniteFloat(min=0),
+              help="Stop (with a checkpoint) after this much training.")  # fmt: skip
 @click.option(
     "--state",
     "state_dir",
@@ -52,7 +54,8 @@ def _echo_record(record: dict[str, Any]) -> None:
     help="State folder (e.g. training/): resume its compact state when it is further along "
     "than the run, replace it at the end and append the slice to its history.jsonl.",
 )
-@click.option("--batch-size", type=int, help="Crops per step (overrides the config).")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Crops per step (overrides the config).")  # fmt: skip
 @click.option(
     "--set",
     "overrides",
@@ -61,7 +64,8 @@ def _echo_record(record: dict[str, Any]) -> None:
     help="Override a config field, e.g. --set losses.adversarial_start=2000 (repeatable).",
 )
 @click.option("--note", default="", help="Free text for the history line.")
-@click.option("--threads", type=int, help="torch threads (overrides the config).")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="torch threads (overrides the config).")  # fmt: skip
 @click.option(
     "--precision",
     type=click.Choice(["fp32", "bf16"]),
@@ -163,12 +167,13 @@ def train(
 @click.option("--manifest", type=click.Path(dir_okay=False), help="Override data.manifest.")
 @click.option(
     "--seconds",
-    type=(str, float),
+    type=(str, FiniteFloat(min=0, min_open=True)),
     multiple=True,
     help="Seconds of a category, e.g. --seconds speech 2000 (repeatable; default: "
     "speech 2000, music 2800, sfx 1200).",
 )
-@click.option("--bitrate", default=32, show_default=True, help="Opus kbps.")
+@click.option("--bitrate", default=32, show_default=True, type=click.IntRange(min=6, max=510),
+              help="Opus kbps.")  # fmt: skip
 @handle_errors
 def make_subset(
     config: Path,
@@ -209,7 +214,8 @@ def make_subset(
 @click.argument("card", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--name", help="Model id carried by files and tokens (default: the card's stem).")
 @click.option("--manifest", type=click.Path(dir_okay=False), help="The training manifest.")
-@click.option("--prior-batches", default=64, show_default=True, help="Batches for the priors.")
+@click.option("--prior-batches", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Batches for the priors.")  # fmt: skip
 @click.option("--float32", is_flag=True, help="Keep float32 weights (default: float16).")
 @click.option(
     "--averaged",

@@ -117,6 +117,14 @@ def read_manifest(path: str | Path) -> list[AudioItem]:
                 )
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"{path}:{line}: malformed row ({exc})") from None
+            item = items[-1]
+            if not (
+                item.sample_rate > 0 and item.channels > 0 and 0 <= item.seconds < math.inf
+            ):  # nan and inf would surface later as "probabilities contain NaN"
+                raise ValueError(
+                    f"{path}:{line}: sample_rate and channels must be > 0 and seconds finite"
+                    " and >= 0"
+                )
     if not items:
         raise ValueError(f"{path}: the manifest lists no files")
     return items

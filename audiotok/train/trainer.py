@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,13 @@ class Trainer:
         if not data.manifest:
             raise ValueError("config: neither data.manifest nor data.subset is set")
         train, valid = split_by_source(read_manifest(data.manifest), data.validation_sources)
+        unweighted = sorted({it.category for it in train} - set(data.category_weights))
+        if data.category_weights and unweighted:  # a renamed category: its files unused
+            warnings.warn(
+                f"{data.manifest}: categories {', '.join(unweighted)} have no "
+                "data.category_weights entry: their files are never drawn",
+                stacklevel=2,
+            )
         valid_sampler = CropSampler(valid, data, rate, seed) if valid else None
         return CropSampler(train, data, rate, seed), valid_sampler
 
