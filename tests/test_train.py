@@ -161,6 +161,15 @@ def test_manifest_errors_name_the_line(tmp_path):
             read_manifest(tmp_path / "s.tsv")
 
 
+def test_a_missing_file_is_found_before_the_first_step(tmp_path, manifest):
+    rows = manifest.read_text().splitlines()
+    broken = manifest.parent / "broken.tsv"  # paths are relative to its folder
+    broken.write_text("\n".join([*rows, rows[1].replace(".flac", "-gone.flac")]) + "\n")
+    config = tiny_config(broken)
+    with pytest.raises(ValueError, match=r"broken.tsv: 1 listed files missing: .*-gone.flac"):
+        Trainer(config, tmp_path / "run")
+
+
 def test_a_category_the_weights_do_not_name_is_said(tmp_path, manifest):
     config = tiny_config(manifest)
     data = dataclasses.replace(config.data, category_weights={"music": 1.0})  # no sfx

@@ -154,7 +154,11 @@ class Trainer:
             return bank, (bank if bank.info.get("validation") else None)
         if not data.manifest:
             raise ValueError("config: neither data.manifest nor data.subset is set")
-        train, valid = split_by_source(read_manifest(data.manifest), data.validation_sources)
+        items = read_manifest(data.manifest)
+        missing = [it.path for it in items if not it.path.is_file()]
+        if missing:  # found now, not hours in when a batch first draws one
+            raise ValueError(f"{data.manifest}: {len(missing)} listed files missing: {missing[0]}")
+        train, valid = split_by_source(items, data.validation_sources)
         unweighted = sorted({it.category for it in train} - set(data.category_weights))
         if data.category_weights and unweighted:  # a renamed category: its files unused
             warnings.warn(
@@ -398,7 +402,11 @@ class Trainer:
             if seconds is not None and time.perf_counter() - started >= seconds:
                 break
             step_started = time.perf_counter()
-            metrics = self.train_step()
+            try:
+                metrics = self.train_step()
+            except ValueError:  # a file that can't be read, before any update: keep the steps
+                self.save()
+                raise
             self.totals["train_seconds"] += time.perf_counter() - step_started
             window.append(metrics)
             if self.step % cfg.log_every == 0 or self.step == until:
