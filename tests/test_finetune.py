@@ -410,13 +410,16 @@ def test_bad_input_gives_one_line_errors(world, tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"optim": {"lr": float("inf")}}, "optim.lr: expected float, not inf"),
-        ({"lora": {"alpha": float("nan")}}, "lora.alpha: expected float, not nan"),
-        ({"data": {"segment_seconds": float("nan")}}, "data.segment_seconds: expected float"),
-        ({"data": {"batch_size": 1.5}}, "data.batch_size: expected int, not 1.5"),
-        ({"steps": 2.5}, "steps: expected int"),
-        ({"seed": "x"}, "seed: expected int"),
-        ({"optim": {"betas": [0.9, "x"]}}, "optim.betas: expected a list of float"),
+        ({"optim": {"lr": float("inf")}}, "optim.lr: expected a finite number, not inf"),
+        ({"lora": {"alpha": float("nan")}}, "lora.alpha: expected a finite number, not nan"),
+        (
+            {"data": {"segment_seconds": float("nan")}},
+            "data.segment_seconds: expected a finite number",
+        ),
+        ({"data": {"batch_size": 1.5}}, "data.batch_size: expected an integer, not 1.5"),
+        ({"steps": 2.5}, "steps: expected an integer"),
+        ({"seed": "x"}, "seed: expected an integer"),
+        ({"optim": {"betas": [0.9, "x"]}}, "optim.betas: expected a list of finite numbers"),
         ({"optim": {"betas": [0.9]}}, "optim.betas must be two numbers in [0, 1)"),
         ({"optim": {"max_norm": -1}}, "optim.max_norm must be >= 0"),  # would train uphill
         ({"optim": {"eps": -1}}, "optim.eps must be > 0"),

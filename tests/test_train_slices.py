@@ -285,6 +285,22 @@ def test_config_overrides(tmp_path, subset):
     assert load_config(path, ("optim.lr=0.5",)).optim.lr == 0.5
     with pytest.raises(ValueError, match="optim: unknown fields lr2"):
         load_config(path, ("optim.lr2=0.5",))
+    for override, message in [  # each failed deep inside torch or numpy, or trained NaNs
+        ("optim.lr=abc", "optim.lr: expected a finite number, not 'abc'"),
+        ("data.batch_size=1.5", "data.batch_size: expected an integer, not 1.5"),
+        ("data.segment=Infinity", "data.segment: expected a finite number, not inf"),
+        ("losses.disc_update_prob=NaN", "losses.disc_update_prob: expected a finite number"),
+        ("data.category_weights=3", "data.category_weights: expected a mapping to finite"),
+        ("optim.betas=[0.5]", "optim.betas must be two numbers in [0, 1)"),
+        ("losses.mel_fft_range=[11,6]", "losses.mel_fft_range must be (start, end)"),
+        ("model.n_q=0", "model.n_q must be >= 1"),
+        ("log_every=0", "log_every and checkpoint_every must be >= 1"),
+        ("threads=-1", "threads must be >= 0"),
+        ("data.validation_items=0", "data.batch_size and data.validation_items must be >= 1"),
+    ]:
+        with pytest.raises(ValueError) as refused:
+            load_config(path, (override,))
+        assert message in str(refused.value), override
 
 
 def test_cli_slices_with_state_and_subset(tmp_path, subset):

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -193,3 +195,62 @@ def with_tuples(cls: type, data: dict[str, Any]) -> dict[str, Any]:
             value = (value,) if isinstance(value, str) else tuple(value)
         out[key] = value
     return out
+
+
+def field_type_errors(cls: type, data: dict[str, Any], where: str = "") -> list[str]:
+    """What in ``data`` does not fit the field types of the dataclass ``cls``, one line each.
+
+    Numbers must be finite (``NaN`` and ``Infinity``, which JSON readers take, would train
+    NaNs or never stop), integers whole, lists and tuples of their items' type (a single
+    string stands for a 1-tuple of strings, as :func:`with_tuples` reads it). Nested
+    dataclasses (sections) are left to their own check.
+    """
+    hints = typing.get_type_hints(cls)
+    return [
+        f"{where}{name}: expected {_describe(hints[name])}, not {value!r}"
+        for name, value in data.items()
+        if name in hints and not _fits(value, hints[name])
+    ]
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is Any or dataclasses.is_dataclass(hint):
+        return True
+    if origin in (tuple, list):
+        values = [value] if isinstance(value, str) else value
+        return isinstance(values, (list, tuple)) and all(_fits(v, args[0]) for v in values)
+    if origin is dict:
+        return isinstance(value, dict) and all(_fits(v, args[1]) for v in value.values())
+    if hint is float:
+        return (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and (math.isfinite(value))
+        )
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+_NAMES = {float: ("a finite number", "finite numbers"), int: ("an integer", "integers"),
+          str: ("a string", "strings"), bool: ("true or false", "booleans")}  # fmt: skip
+
+
+def _describe(hint: Any, plural: bool = False) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (tuple, list):
+        return f"a list of {_describe(args[0], plural=True)}"
+    if origin is dict:
+        return f"a mapping to {_describe(args[1], plural=True)}"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a, plural) for a in args)
+    if hint is type(None):
+        return "null"
+    if hint in _NAMES:
+        return _NAMES[hint][plural]
+    return getattr(hint, "__name__", str(hint))

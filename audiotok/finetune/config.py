@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..codec.config import unknown_fields, with_tuples
+from ..codec.config import field_type_errors, unknown_fields, with_tuples
 from ..errors import AudiotokError
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -242,34 +240,10 @@ def _reject_unknown(cls: type, data: Any, where: str) -> None:
 
 
 def _check_types(cls: type, data: dict[str, Any], where: str) -> None:
-    """Each value of ``data`` of its field's type: numbers finite (``.nan`` and ``.inf`` would
-    train a model of NaNs), integers whole, tuples of their items' type."""
-    hints = typing.get_type_hints(cls)
-    for name, value in data.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            continue  # a section, checked on its own
-        items = typing.get_args(hint) if typing.get_origin(hint) is tuple else None
-        if items is not None:
-            values = [value] if isinstance(value, str) else value
-            ok = isinstance(values, (list, tuple)) and all(_of_type(v, items[0]) for v in values)
-            what = f"a list of {items[0].__name__}"
-        else:
-            ok, what = _of_type(value, hint), hint.__name__
-        if not ok:
-            raise FinetuneError(f"{where}{name}: expected {what}, not {value!r}")
-
-
-def _of_type(value: Any, kind: type) -> bool:
-    if kind is float:
-        return (
-            isinstance(value, (int, float))
-            and not isinstance(value, bool)
-            and (math.isfinite(value))
-        )
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, kind)
+    """Each value of ``data`` of its field's type (see ``field_type_errors``)."""
+    errors = field_type_errors(cls, data, where)
+    if errors:
+        raise FinetuneError(errors[0])
 
 
 def load_config(path: str | os.PathLike) -> FinetuneConfig:

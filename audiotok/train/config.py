@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ..codec.config import CodecConfig, unknown_fields, with_tuples
+from ..codec.config import CodecConfig, field_type_errors, unknown_fields, with_tuples
 from .trainable import CodebookTraining
 
 # The training steps' precision: the dtype of the encoder's and decoder's autocast.
@@ -222,6 +222,31 @@ class TrainConfig:
             raise ValueError(
                 f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}"
             )
+        data, losses, optim = self.data, self.losses, self.optim
+        checks = {
+            "steps, seed and threads must be >= 0": min(self.steps, self.seed, self.threads) >= 0,
+            "log_every and checkpoint_every must be >= 1, validate_every >= 0": (
+                min(self.log_every, self.checkpoint_every) >= 1 and self.validate_every >= 0
+            ),
+            "data.batch_size and data.validation_items must be >= 1": (
+                min(data.batch_size, data.validation_items) >= 1
+            ),
+            "data.segment must be > 0": data.segment > 0,
+            "data.category_weights must be >= 0": min(data.category_weights.values(), default=0)
+            >= 0,
+            "model.n_q must be >= 1": self.model.n_q >= 1,
+            "losses.disc_update_prob must be in [0, 1]": 0 <= losses.disc_update_prob <= 1,
+            "losses.mel_fft_range must be (start, end) with start < end": (
+                len(losses.mel_fft_range) == 2 and losses.mel_fft_range[0] < losses.mel_fft_range[1]
+            ),
+            "optim.betas must be two numbers in [0, 1)": (
+                len(optim.betas) == 2 and all(0 <= b < 1 for b in optim.betas)
+            ),
+            "optim.lr and optim.disc_lr must be > 0": min(optim.lr, optim.disc_lr) > 0,
+        }
+        failed = [what for what, ok in checks.items() if not ok]
+        if failed:
+            raise ValueError("; ".join(failed))
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -247,10 +272,18 @@ class TrainConfig:
         kwargs = dict(data)
         if "model" not in kwargs:
             raise ValueError("config: the 'model' section is required")
-        kwargs["model"] = CodecConfig.from_dict(kwargs["model"])
+        _reject_unknown(CodecConfig, kwargs["model"], "model")
+        errors = field_type_errors(CodecConfig, kwargs["model"], "model.")
+        errors += field_type_errors(cls, data)
         for name, section in sections.items():
             if name in kwargs:
                 _reject_unknown(section, kwargs[name], name)
+                errors += field_type_errors(section, kwargs[name], f"{name}.")
+        if errors:  # before any is built: a wrong type fails deep inside torch otherwise
+            raise ValueError(errors[0])
+        kwargs["model"] = CodecConfig.from_dict(kwargs["model"])
+        for name, section in sections.items():
+            if name in kwargs:
                 kwargs[name] = section(**with_tuples(section, kwargs[name]))
         return cls(**kwargs)
 
