@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +128,26 @@ def read_manifest(path: str | Path) -> list[AudioItem]:
                 )
     if not items:
         raise ValueError(f"{path}: the manifest lists no files")
+    return items
+
+
+def checked_manifest(config: DataConfig) -> list[AudioItem]:
+    """``config.manifest``'s files, every one present (found now, not hours into a run when a
+    batch first draws it); a warning names categories the weights leave out (a renamed one's
+    files would never be drawn)."""
+    items = read_manifest(config.manifest)
+    missing = [it.path for it in items if not it.path.is_file()]
+    if missing:
+        raise ValueError(f"{config.manifest}: {len(missing)} listed files missing: {missing[0]}")
+    held = set(config.validation_sources)
+    unweighted = sorted({it.category for it in items if it.source not in held}
+                        - set(config.category_weights))  # fmt: skip
+    if config.category_weights and unweighted:
+        warnings.warn(
+            f"{config.manifest}: categories {', '.join(unweighted)} have no "
+            "data.category_weights entry: their files are never drawn",
+            stacklevel=2,
+        )
     return items
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from ..codec.config import CodecConfig
 from .balancer import Balancer
 from .clipbank import ClipBank
 from .config import TrainConfig
-from .data import INIT_STREAM, CropSampler, read_manifest, split_by_source
+from .data import INIT_STREAM, CropSampler, checked_manifest, split_by_source
 from .discriminator import MultiScaleSTFTDiscriminator
 from .losses import (
     LogMelL1Loss,
@@ -154,18 +153,7 @@ class Trainer:
             return bank, (bank if bank.info.get("validation") else None)
         if not data.manifest:
             raise ValueError("config: neither data.manifest nor data.subset is set")
-        items = read_manifest(data.manifest)
-        missing = [it.path for it in items if not it.path.is_file()]
-        if missing:  # found now, not hours in when a batch first draws one
-            raise ValueError(f"{data.manifest}: {len(missing)} listed files missing: {missing[0]}")
-        train, valid = split_by_source(items, data.validation_sources)
-        unweighted = sorted({it.category for it in train} - set(data.category_weights))
-        if data.category_weights and unweighted:  # a renamed category: its files unused
-            warnings.warn(
-                f"{data.manifest}: categories {', '.join(unweighted)} have no "
-                "data.category_weights entry: their files are never drawn",
-                stacklevel=2,
-            )
+        train, valid = split_by_source(checked_manifest(data), data.validation_sources)
         valid_sampler = CropSampler(valid, data, rate, seed) if valid else None
         return CropSampler(train, data, rate, seed), valid_sampler
 
