@@ -420,6 +420,13 @@ def test_safetensors_without_card(tmp_path):
     )
 
 
+def test_a_card_name_with_a_dot_keeps_it(tmp_path):
+    card = save_checkpoint(tiny_codec().model, tmp_path / "model.v2", name="tiny")
+    assert card.name == "model.v2.json" and (tmp_path / "model.v2.safetensors").is_file()
+    by_weights = save_checkpoint(tiny_codec().model, tmp_path / "w.safetensors", name="tiny")
+    assert by_weights.name == "w.json"
+
+
 def test_audiotok_card_with_missing_weights(tmp_path):
     card = save_checkpoint(tiny_codec().model, tmp_path / "tiny.json", name="tiny")
     card.with_suffix(".safetensors").unlink()

@@ -278,7 +278,11 @@ def save_checkpoint(
     """
     from safetensors.torch import save
 
-    card_path = Path(card_path).with_suffix(".json")
+    card_path = Path(card_path)
+    if card_path.suffix == ".safetensors":  # the weights' name given: the card beside them
+        card_path = card_path.with_suffix(".json")
+    elif card_path.suffix != ".json":  # "model.v2" is a name, not model + suffix ".v2"
+        card_path = card_path.with_name(card_path.name + ".json")
     weights_path = card_path.with_suffix(".safetensors")
     for p in (card_path, weights_path):
         if p.exists() and not overwrite:
