@@ -175,22 +175,12 @@ async def decompress(
     request: Request, format: Annotated[OutputFormat, Query()] = "wav"
 ) -> Response:
     """``.atok`` or ``.ecdc`` bytes (body or multipart ``file``) in, audio out."""
-    service = _service(request)
-    with scratch(service) as new:
-        source = new("upload", ".atok")
-        await save_body_or_file(request, source)
-        target, rate = await run_in_threadpool(decompress_path, service, source, format, new)
-        answer = keep(target)
-    return file_answer(answer, AUDIO_TYPES[format], f"audio.{format}", {"X-Sample-Rate": str(rate)})
+    return await _decoded_answer(request, format, ".atok", decompress_path)
 
 
 def decompress_bytes(service: Service, data: bytes, format: str) -> tuple[bytes, int]:
     """``.atok`` or ``.ecdc`` bytes decoded by the codec they name: audio file, sample rate."""
-    with scratch(service) as new:
-        source = new("upload", ".atok")
-        source.write_bytes(data)
-        target, rate = decompress_path(service, source, format, new)
-        return target.read_bytes(), rate
+    return _decoded_bytes(service, data, format, ".atok", decompress_path)
 
 
 @router.post("/encode", response_class=Response)
@@ -271,19 +261,35 @@ def decode_path(
 @router.post("/decode", response_class=Response, openapi_extra=UPLOAD_BODY)
 async def decode(request: Request, format: Annotated[OutputFormat, Query()] = "wav") -> Response:
     """Tokens (``.npz`` or ``.safetensors``, body or multipart ``file``) in, audio out."""
-    service = _service(request)
-    with scratch(service) as new:
-        source = new("upload", ".tokens")
-        await save_body_or_file(request, source)
-        target, rate = await run_in_threadpool(decode_path, service, source, format, new)
-        answer = keep(target)
-    return file_answer(answer, AUDIO_TYPES[format], f"audio.{format}", {"X-Sample-Rate": str(rate)})
+    return await _decoded_answer(request, format, ".tokens", decode_path)
 
 
 def decode_bytes(service: Service, data: bytes, format: str) -> tuple[bytes, int]:
     """Tokens (``.npz`` or ``.safetensors`` bytes) decoded: audio file, sample rate."""
+    return _decoded_bytes(service, data, format, ".tokens", decode_path)
+
+
+# What turns a saved upload into an audio file: decompress_path or decode_path.
+Decoder = Callable[[Service, Path, str, Callable[[str, str], Path]], tuple[Path, int]]
+
+
+async def _decoded_answer(request: Request, format: str, suffix: str, work: Decoder) -> Response:
+    """A decoding route's answer: the upload saved (as ``suffix``), decoded by ``work``."""
+    service = _service(request)
     with scratch(service) as new:
-        source = new("upload", ".tokens")
+        source = new("upload", suffix)
+        await save_body_or_file(request, source)
+        target, rate = await run_in_threadpool(work, service, source, format, new)
+        answer = keep(target)
+    return file_answer(answer, AUDIO_TYPES[format], f"audio.{format}", {"X-Sample-Rate": str(rate)})
+
+
+def _decoded_bytes(
+    service: Service, data: bytes, format: str, suffix: str, work: Decoder
+) -> tuple[bytes, int]:
+    """gRPC's: ``data`` decoded by ``work``, the audio file's bytes and its sample rate."""
+    with scratch(service) as new:
+        source = new("upload", suffix)
         source.write_bytes(data)
-        target, rate = decode_path(service, source, format, new)
+        target, rate = work(service, source, format, new)
         return target.read_bytes(), rate
