@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import load_clip, tiny_codec
@@ -124,6 +125,9 @@ def test_mixed_rates_and_tokens_with_several_signals(codec):
     at_16k = audiotok.convert_audio(wav.unsqueeze(0), 24_000, 16_000, 1)[0]
     tokens = codec.encode_batch([wav, at_16k], sample_rate=[24_000, 16_000], bandwidth=0.6)
     assert tokens[1].length == codec.encode(at_16k, 16_000, 0.6).length
+    rates = np.array([24_000, 16_000])  # an array of rates, as a manifest's column gives them
+    from_array = codec.encode_batch([wav, at_16k], sample_rate=rates, bandwidth=0.6)
+    assert [t.length for t in from_array] == [t.length for t in tokens]
     pair = codec.encode(torch.stack([wav, wav]), bandwidth=0.6)
     (audio,) = codec.decode_batch([pair])
     torch.testing.assert_close(audio, codec.decode(pair), rtol=0, atol=1e-5)

@@ -196,6 +196,8 @@ class Codec(abc.ABC):
         if wav.ndim == 2:
             wav = wav[None]
         rate = self.sample_rate if sample_rate is None else int(sample_rate)
+        if sample_rate is not None and rate != sample_rate:  # 44100.5 would be cut to 44100
+            raise AudioError(f"sample rates are whole numbers of Hz, not {sample_rate}")
         if rate != self.sample_rate or wav.shape[1] != self.channels:
             wav = convert_audio(wav, rate, self.sample_rate, self.channels)
         return as_framework(wav, self.framework, device=self.device)
@@ -230,10 +232,10 @@ class Codec(abc.ABC):
         bandwidth = self.check_bandwidth(bandwidth)
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
-        if sample_rate is None or not isinstance(sample_rate, Sequence):
+        if sample_rate is None or not isinstance(sample_rate, (Sequence, np.ndarray)):
             rates: Sequence[int | None] = [sample_rate] * len(wavs)
-        else:
-            rates = list(sample_rate)
+        else:  # a list, or an array of rates (one per signal)
+            rates = [r.item() if hasattr(r, "item") else r for r in sample_rate]
             if len(rates) != len(wavs):
                 raise ValueError(f"{len(rates)} sample rates for {len(wavs)} signals")
         prepared = []
