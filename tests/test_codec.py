@@ -113,7 +113,10 @@ def test_three_channels_to_stereo_keep_the_first_two(segmented_codec):
 def test_bad_audio_is_a_clear_error(codec, wav, message):
     with pytest.raises(AudioError, match=message):
         codec.encode(wav)
-    with pytest.raises(AudioError, match="whole numbers of Hz, not 44100.5"):
+
+
+def test_a_fractional_sample_rate_is_refused(codec):
+    with pytest.raises(AudioError, match=r"whole numbers of Hz, not 44100\.5"):
         codec.encode(torch.zeros(1, 4410), sample_rate=44100.5)
 
 
