@@ -174,7 +174,7 @@ def test_what_is_no_output_is_refused_before_any_work(model, tmp_path):
     folder.mkdir()
     (folder / "keep.flac").write_bytes(SPEECH.read_bytes())
     line = error_line(run("compress", talk, folder, "-m", model))  # meant -o out
-    assert f"{folder}: a directory; name an output ending in .atok, .ecdc" in line
+    assert f"{folder}: a directory; name an output file (.atok, .ecdc) or write into" in line
     assert "not a file" in error_line(run("compress", talk, "talk.atk", "-m", model))  # a typo
     assert "already names the output" in error_line(run("compress", talk, "t.atok", "-o", folder))
     dup = tmp_path / "dup"

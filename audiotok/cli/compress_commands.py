@@ -55,7 +55,7 @@ def _split_output(
     if len(paths) == 2 and Path(paths[0]).is_file() and not Path(paths[1]).is_file():
         what = "a directory" if Path(paths[1]).is_dir() else "not a file"
         fail(
-            f"{paths[1]}: {what}; name an output ending in {', '.join(out_suffixes)}, or "
+            f"{paths[1]}: {what}; name an output file ({', '.join(out_suffixes)}) or "
             f"write into a directory with -o {paths[1]}"
         )
     return paths, None
