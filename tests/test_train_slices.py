@@ -250,6 +250,11 @@ def test_run_slice_time_box_state_and_history(tmp_path, subset):
     assert record["steps"] == [0, 0]  # a zero time box trains nothing, yet saves and records
     record = run_slice(Trainer(config, tmp_path / "run1"), state, seconds=None, until=3)
     assert record["steps"] == [0, 3] and record["audio_seconds"] == 3 * 2 * 0.25
+    from audiotok.train.export import last_validation
+
+    # The run's log has it too: export-model of a run directory trained without --state.
+    found = last_validation(tmp_path / "run1", 3)
+    assert found is not None and found["validation"] == record["validation"]
     assert set(record["validation"]) == {f"{b:g}kbps/speech" for b in (4.0, 8.0, 16.0)}
     # Another machine: a new run directory picks up the compact state where it stopped.
     record = run_slice(Trainer(config, tmp_path / "elsewhere"), state, seconds=None, until=5)

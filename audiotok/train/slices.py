@@ -188,6 +188,9 @@ def run_slice(
     last = trainer.run(until=until, seconds=seconds)
     validation = trainer.validate()
     averaged = trainer.validate(averaged=True) if trainer.averaged is not None else None
+    # In the run's log too (echoed once, by the caller): what export-model reads for a run
+    # directory trained without --state.
+    trainer._log({"step": trainer.step, "validation": validation}, echo=False)
     record = {
         "date": started.isoformat(timespec="seconds"),
         "device": trainer.device.type,

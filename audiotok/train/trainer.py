@@ -356,10 +356,10 @@ class Trainer:
         except ValueError as exc:
             raise ValueError(f"{self.checkpoint_path}: {exc}") from None
 
-    def _log(self, record: dict[str, Any]) -> None:
+    def _log(self, record: dict[str, Any], echo: bool = True) -> None:
         with open(self.run_dir / LOG_NAME, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
-        if self.echo is not None:
+        if echo and self.echo is not None:
             self.echo(record)
 
     def run(self, until: int | None = None, seconds: float | None = None) -> dict[str, Any]:
