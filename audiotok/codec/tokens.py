@@ -196,9 +196,11 @@ class Tokens:
 
     @classmethod
     def _from_parts(cls, path: Path, meta: dict, arrays: dict[str, np.ndarray]) -> Tokens:
-        if not isinstance(meta, dict) or meta.get("format") != "audiotok.tokens":
-            raise TokensError(f"{path}: not an audiotok tokens file")
-        if "codes" not in arrays:
+        if (
+            not isinstance(meta, dict)
+            or meta.get("format") != "audiotok.tokens"
+            or ("codes" not in arrays)
+        ):
             raise TokensError(f"{path}: not an audiotok tokens file")
         try:
             version = int(meta.get("version", 0))
