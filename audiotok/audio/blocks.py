@@ -20,7 +20,7 @@ import soundfile as sf
 import soxr
 
 from ..errors import AudioError
-from ..runtime.files import atomic_path
+from ..runtime.files import atomic_path, temp_stem
 from .read import SOXR_QUALITY, check_audio, convert_channels, one_line
 from .write import FORMATS, Normalization, audio_format, file_rate, pcm16, sound_file
 
@@ -142,8 +142,8 @@ class AudioSink:
             self._meter = None
             if self.norm.needs_level:
                 self._meter = self.norm.meter(rate, channels)
-                stem = self.target.name.encode()[:200].decode(errors="ignore")  # 255-byte names
-                fd, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".level.tmp",
+                fd, name = tempfile.mkstemp(prefix=f".{temp_stem(self.target.name)}.",
+                                            suffix=".level.tmp",
                                             dir=self.target.parent)  # fmt: skip
                 os.close(fd)
                 self._level_path = Path(name)

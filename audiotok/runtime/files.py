@@ -34,6 +34,12 @@ def check_target(target: Path, overwrite: bool, error: type[AudiotokError]) -> N
         raise error(f"{target}: directory {target.parent} does not exist")
 
 
+def temp_stem(name: str) -> str:
+    """``name`` cut to 200 bytes (whole characters), for a temporary file beside it: a name
+    near the file system's 255-byte limit still leaves room for a prefix and a suffix."""
+    return name.encode()[:200].decode(errors="ignore")
+
+
 @contextmanager
 def atomic_path(
     target: str | os.PathLike, overwrite: bool = False, error: type[AudiotokError] = AudiotokError
@@ -48,9 +54,7 @@ def atomic_path(
     target = Path(target)
     check_target(target, overwrite, error)
     while True:  # O_EXCL, mode 0o666: the file gets the permissions the umask gives
-        # Cut so that a name near the file system's 255-byte limit still leaves room.
-        stem = target.name.encode()[:200].decode(errors="ignore")
-        tmp = target.with_name(f".{stem}.{secrets.token_hex(4)}.tmp")
+        tmp = target.with_name(f".{temp_stem(target.name)}.{secrets.token_hex(4)}.tmp")
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             break
