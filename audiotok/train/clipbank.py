@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .config import DataConfig
-from .data import CropSampler, augment, checked_manifest, split_by_source
+from .data import CropSampler, augment, checked_manifest
 from .subset import read_subset_info
 
 # Candidates per crop: the first loud enough is used, as the crop sampler's redraws.
@@ -138,12 +138,12 @@ def training_samplers(
     data: DataConfig, rate: int, seed: int, device: torch.device
 ) -> tuple[ClipBank | CropSampler, ClipBank | CropSampler | None]:
     """Training and validation crops: from the subset if the config names one, else from the
-    manifest (its files checked first: :func:`~.data.checked_manifest`)."""
+    manifest (its files checked and split first: :func:`~.data.checked_manifest`)."""
     if data.subset:
         bank = ClipBank(data.subset, data, rate, seed, device)
         return bank, (bank if bank.info.get("validation") else None)
     if not data.manifest:
         raise ValueError("config: neither data.manifest nor data.subset is set")
-    train, valid = split_by_source(checked_manifest(data), data.validation_sources)
+    train, valid = checked_manifest(data)
     valid_sampler = CropSampler(valid, data, rate, seed) if valid else None
     return CropSampler(train, data, rate, seed), valid_sampler

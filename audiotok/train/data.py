@@ -106,19 +106,16 @@ def read_manifest(path: str | Path) -> list[AudioItem]:
             raise ValueError(f"{path}: a manifest needs the columns {', '.join(sorted(needed))}")
         for line, row in enumerate(reader, start=2):
             try:
-                items.append(
-                    AudioItem(
-                        row["category"],
-                        row["source"],
-                        path.parent / row["path"],
-                        int(row["sample_rate"]),
-                        int(row["channels"]),
-                        float(row["seconds"]),
-                    )
+                item = AudioItem(
+                    row["category"],
+                    row["source"],
+                    path.parent / row["path"],
+                    int(row["sample_rate"]),
+                    int(row["channels"]),
+                    float(row["seconds"]),
                 )
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"{path}:{line}: malformed row ({exc})") from None
-            item = items[-1]
             if not (
                 item.sample_rate > 0 and item.channels > 0 and 0 <= item.seconds < math.inf
             ):  # nan and inf would surface later as "probabilities contain NaN"
@@ -126,29 +123,29 @@ def read_manifest(path: str | Path) -> list[AudioItem]:
                     f"{path}:{line}: sample_rate and channels must be > 0 and seconds finite"
                     " and >= 0"
                 )
+            items.append(item)
     if not items:
         raise ValueError(f"{path}: the manifest lists no files")
     return items
 
 
-def checked_manifest(config: DataConfig) -> list[AudioItem]:
-    """``config.manifest``'s files, every one present (found now, not hours into a run when a
-    batch first draws it); a warning names categories the weights leave out (a renamed one's
-    files would never be drawn)."""
+def checked_manifest(config: DataConfig) -> tuple[list[AudioItem], list[AudioItem]]:
+    """``config.manifest``'s (training, validation) files (:func:`split_by_source`), every one
+    present: found now, not hours into a run when a batch first draws it. A warning names
+    training categories the weights leave out (a renamed one's files would never be drawn)."""
     items = read_manifest(config.manifest)
     missing = [it.path for it in items if not it.path.is_file()]
     if missing:
         raise ValueError(f"{config.manifest}: {len(missing)} listed files missing: {missing[0]}")
-    held = set(config.validation_sources)
-    unweighted = sorted({it.category for it in items if it.source not in held}
-                        - set(config.category_weights))  # fmt: skip
+    train, valid = split_by_source(items, config.validation_sources)
+    unweighted = sorted({it.category for it in train} - set(config.category_weights))
     if config.category_weights and unweighted:
         warnings.warn(
             f"{config.manifest}: categories {', '.join(unweighted)} have no "
             "data.category_weights entry: their files are never drawn",
             stacklevel=2,
         )
-    return items
+    return train, valid
 
 
 def split_by_source(
