@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -56,6 +56,7 @@ AUDIO_TYPES = {
     "mp3": "audio/mpeg",
 }
 OutputFormat = AudioFormat  # what generation writes, too
+T = TypeVar("T")
 CompressedFormat = Literal["atok", "ecdc"]
 TokensFormat = Literal["npz", "safetensors"]
 
@@ -140,11 +141,12 @@ def compress_bytes(
     downmix: bool = False,
 ) -> tuple[bytes, float]:
     """An audio file compressed by ``codec`` (``atok`` or ``ecdc``), and its seconds."""
-    with scratch(service) as new:
-        source = new("upload", "")
-        source.write_bytes(audio)
-        target, seconds = compress_path(service, codec, source, bitrate, format, downmix, new)
-        return target.read_bytes(), seconds
+    return _through_files(
+        service,
+        audio,
+        "",
+        lambda source, new: compress_path(service, codec, source, bitrate, format, downmix, new),
+    )
 
 
 def decompress_path(
@@ -180,7 +182,9 @@ async def decompress(
 
 def decompress_bytes(service: Service, data: bytes, format: str) -> tuple[bytes, int]:
     """``.atok`` or ``.ecdc`` bytes decoded by the codec they name: audio file, sample rate."""
-    return _decoded_bytes(service, data, format, ".atok", decompress_path)
+    return _through_files(
+        service, data, ".atok", lambda source, new: decompress_path(service, source, format, new)
+    )
 
 
 @router.post("/encode", response_class=Response)
@@ -231,11 +235,12 @@ def encode_bytes(
     service: Service, codec: Codec, audio: bytes, bitrate: float | None, format: str
 ) -> tuple[bytes, Tokens]:
     """An audio file's tokens by ``codec``, as a file of ``format`` (npz or safetensors)."""
-    with scratch(service) as new:
-        source = new("upload", "")
-        source.write_bytes(audio)
-        target, tokens = encode_path(service, codec, source, bitrate, format, new)
-        return target.read_bytes(), tokens
+    return _through_files(
+        service,
+        audio,
+        "",
+        lambda source, new: encode_path(service, codec, source, bitrate, format, new),
+    )
 
 
 def decode_path(
@@ -266,7 +271,9 @@ async def decode(request: Request, format: Annotated[OutputFormat, Query()] = "w
 
 def decode_bytes(service: Service, data: bytes, format: str) -> tuple[bytes, int]:
     """Tokens (``.npz`` or ``.safetensors`` bytes) decoded: audio file, sample rate."""
-    return _decoded_bytes(service, data, format, ".tokens", decode_path)
+    return _through_files(
+        service, data, ".tokens", lambda source, new: decode_path(service, source, format, new)
+    )
 
 
 # What turns a saved upload into an audio file: decompress_path or decode_path.
@@ -284,12 +291,16 @@ async def _decoded_answer(request: Request, format: str, suffix: str, work: Deco
     return file_answer(answer, AUDIO_TYPES[format], f"audio.{format}", {"X-Sample-Rate": str(rate)})
 
 
-def _decoded_bytes(
-    service: Service, data: bytes, format: str, suffix: str, work: Decoder
-) -> tuple[bytes, int]:
-    """gRPC's: ``data`` decoded by ``work``, the audio file's bytes and its sample rate."""
+def _through_files(
+    service: Service,
+    data: bytes,
+    suffix: str,
+    work: Callable[[Path, Callable[[str, str], Path]], tuple[Path, T]],
+) -> tuple[bytes, T]:
+    """gRPC's bytes in, bytes out: ``data`` saved as an upload (``suffix``), ``work`` on it,
+    its output file's bytes and what else it returned (the scratch files then removed)."""
     with scratch(service) as new:
         source = new("upload", suffix)
         source.write_bytes(data)
-        target, rate = work(service, source, format, new)
-        return target.read_bytes(), rate
+        target, extra = work(source, new)
+        return target.read_bytes(), extra
