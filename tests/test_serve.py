@@ -161,6 +161,12 @@ def test_health_readiness_metrics_and_docs(served):
         assert "application/octet-stream" in paths[route]["post"]["requestBody"]["content"]
     unknown_model = paths["/v1/compress"]["post"]["responses"]["422"]
     assert unknown_model["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    # A failed validation is answered 400 with the error body, so FastAPI's own 422 (its
+    # HTTPValidationError, on every route with parameters) must not be documented anywhere.
+    schema_text = served.client.get("/openapi.json").text
+    assert "HTTPValidationError" not in schema_text
+    job_responses = paths["/v1/jobs/{job_id}"]["get"]["responses"]
+    assert "422" not in job_responses and job_responses["400"]["content"]
     assert {
         "/v1/compress",
         "/v1/decompress",

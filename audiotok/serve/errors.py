@@ -107,8 +107,37 @@ def validation_message(errors: Sequence[Any]) -> str:
     return f"{where}: {message}" if where else message
 
 
+def without_validation_422(schema: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI ``schema`` less FastAPI's own 422 ``HTTPValidationError``, which it adds to
+    every route with parameters: this service answers a failed validation as 400
+    ``bad_parameters`` with the usual error body (a route's own 422 is ``unknown_model``)."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            if "HTTPValidationError" in str(responses.get("422", "")):
+                del responses["422"]
+                responses.setdefault("400", {"description": _WHEN[400], "content": _ERROR_BODY})
+    components = schema.get("components", {}).get("schemas", {})
+    if "HTTPValidationError" not in str(schema.get("paths")):
+        for name in ("HTTPValidationError", "ValidationError"):
+            components.pop(name, None)
+    return schema
+
+
+_ERROR_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+
+
 def install(app: FastAPI) -> None:
-    """Routes every error through :func:`error_response`, never a traceback."""
+    """Routes every error through :func:`error_response`, never a traceback, and documents
+    them so (:func:`without_validation_422`)."""
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = without_validation_422(default_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
