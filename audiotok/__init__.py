@@ -34,7 +34,12 @@ _EXPORTS = {
     "audiotok.audio.write": ("write_audio", "audio_write"),
     "audiotok.compression.encode": ("compress",),
     "audiotok.compression.decode": ("decompress",),
-    "audiotok.compression.files": ("compress_file", "decompress_file"),
+    "audiotok.compression.files": (
+        "compress_file",
+        "decompress_file",
+        "encode_file",
+        "decode_tokens_file",
+    ),
 }
 
 __all__ = [

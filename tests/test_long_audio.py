@@ -12,7 +12,7 @@ from conftest import tiny_codec
 
 from audiotok.compression import files
 from audiotok.compression.container.atok import read_tokens
-from audiotok.errors import FormatError, TruncatedError
+from audiotok.errors import AudioError, FormatError, TruncatedError
 
 
 @pytest.fixture
@@ -204,3 +204,76 @@ def test_stream_states_hold_no_whole_chunk():
     assert len(held) > 20
     biggest = max(t.untyped_storage().nbytes() for t in held)
     assert biggest < 100_000, f"a state holds {biggest} bytes: a view of a whole chunk"
+
+
+# --- formats that hold all the codes in one array (.ecdc, token files) -------------------
+
+
+def test_token_files_of_long_audio_are_coded_and_decoded_as_streams(long_file, tmp_path,
+                                                                     monkeypatch):  # fmt: skip
+    """A few kB of codes can stand for hours: neither side may hold the whole audio."""
+    codec = tiny_codec()
+    with monkeypatch.context() as m:
+        forbid_whole_file_io(m)
+        m.setattr(codec, "encode", lambda *a, **k: pytest.fail("encoded in one pass"))
+        streamed = files.encode_file(long_file, codec, downmix=True)
+    whole = files.encode_file(long_file, codec, downmix=True, exact=True)
+    assert streamed.length == whole.length and streamed.scales is None
+    assert (streamed.codes == whole.codes).float().mean().item() > 0.99
+
+    out = tmp_path / "streamed.wav"
+    with monkeypatch.context() as m:
+        m.setattr(codec, "decode", lambda *a, **k: pytest.fail("decoded in one pass"))
+        files.decode_tokens_file(whole, out, codec)
+    audio, rate = sf.read(out, dtype="float32")
+    expected = codec.decode(whole)[0][0].numpy().clip(-1, 1)
+    assert rate == 24_000 and audio.shape == expected.shape
+    assert np.abs(audio - expected).max() < 1e-4  # 16-bit steps
+    with pytest.raises(AudioError, match="already exists; pass overwrite=True"):
+        files.decode_tokens_file(whole, out, codec)  # nothing overwritten unasked
+
+
+def test_segmented_token_files_stream_by_segment(tmp_path, monkeypatch, segmented_codec):
+    monkeypatch.setattr(files, "STREAM_SECONDS", 0.1)
+    rng = np.random.default_rng(2)
+    wav = (0.2 * rng.standard_normal((2, 24_123))).astype(np.float32)
+    source = tmp_path / "long48.wav"
+    sf.write(source, wav.T, 48_000, subtype="FLOAT")
+    with monkeypatch.context() as m:
+        forbid_whole_file_io(m)
+        streamed = files.encode_file(source, segmented_codec)
+    whole = segmented_codec.encode(torch.from_numpy(wav))
+    assert torch.equal(streamed.codes, whole.codes) and torch.equal(streamed.scales, whole.scales)
+    out = tmp_path / "streamed.wav"
+    with monkeypatch.context() as m:
+        m.setattr(segmented_codec, "decode", lambda *a, **k: pytest.fail("one pass"))
+        files.decode_tokens_file(streamed, out, segmented_codec)
+    audio, _ = sf.read(out, dtype="float32", always_2d=True)
+    expected = segmented_codec.decode(whole)[0].numpy().clip(-1, 1)
+    assert audio.shape == expected.T.shape and np.abs(audio - expected.T).max() < 1e-4
+
+
+def test_long_ecdc_files_stream_through_the_cli(long_file, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from audiotok.cli import compress_commands
+    from audiotok.cli.main import cli
+    from audiotok.compression.container.ecdc import read_ecdc
+
+    codec = tiny_codec("encodec_24khz")  # the .ecdc format knows only the official names
+    monkeypatch.setattr(compress_commands, "load", lambda *args: codec)
+    forbid_whole_file_io(monkeypatch)
+    monkeypatch.setattr(codec, "encode", lambda *a, **k: pytest.fail("encoded in one pass"))
+    monkeypatch.setattr(codec, "decode", lambda *a, **k: pytest.fail("decoded in one pass"))
+    monkeypatch.chdir(tmp_path)
+    run = CliRunner().invoke
+    result = run(cli, ["compress", str(long_file), "x.ecdc", "-m", "e", "-b", "0.6", "--downmix"])
+    assert result.exit_code == 0, result.output
+    tokens = read_ecdc((tmp_path / "x.ecdc").read_bytes())
+    assert tokens.length == 72_000 and tokens.model_id == "encodec_24khz"
+    result = run(cli, ["decompress", "x.ecdc", "x.wav", "-m", "e"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == "x.wav: 3.00 s, 24000 Hz, 1 ch"
+    monkeypatch.undo()
+    audio, _ = sf.read(tmp_path / "x.wav", dtype="float32")
+    assert np.abs(audio - codec.decode(tokens)[0][0].numpy().clip(-1, 1)).max() < 1e-4

@@ -35,6 +35,8 @@ from .common import (
     message,
     model_option,
 )
+from .ecdc_files import compress_ecdc, read_ecdc_file, write_ecdc_file
+from .summaries import streamed_summary, summary, written_summary
 
 COMPRESSED_SUFFIXES = (".atok", ".ecdc")
 
@@ -179,7 +181,7 @@ def compress(
     from ..audio.read import read_audio
     from ..compression.channels import coded_channels
     from ..compression.encode import compress_to
-    from ..compression.files import compress_file
+    from ..compression.files import compress_file, encode_file
     from ..runtime.files import atomic_output
 
     metadata = _parse_meta(meta)
@@ -190,7 +192,10 @@ def compress(
         if _streamed_to_atok(source, target, codec, entropy, exact):
             compress_file(source, target, codec, bandwidth=bandwidth, overwrite=force,
                           entropy=entropy, metadata=metadata, downmix=downmix)  # fmt: skip
-            return _file_summary(Path(target))
+            return streamed_summary(Path(target))
+        if source != "-" and target != "-" and Path(target).suffix.lower() == ".ecdc":
+            tokens = encode_file(source, codec, bandwidth=bandwidth, downmix=downmix, exact=exact)
+            return write_ecdc_file(codec, tokens, entropy, target, force)
         data = sys.stdin.buffer.read() if source == "-" else None
         wav, rate = read_audio(io.BytesIO(data) if data is not None else source)
         sink = io.BytesIO() if target == "-" else None
@@ -198,7 +203,7 @@ def compress(
         # Refused before anything is written, .ecdc (which decodes as coded) included.
         coded_channels(codec, wav.shape[0], downmix, None if source == "-" else str(source))
         if suffix == ".ecdc" or entropy == "lm":
-            return _compress_ecdc(codec, wav, rate, bandwidth, entropy, target, force, suffix)
+            return compress_ecdc(codec, wav, rate, bandwidth, entropy, target, force, suffix)
         if sink is not None:
             tokens = compress_to(sink, codec, wav, rate, bandwidth, entropy=entropy,
                                  metadata=metadata, downmix=downmix)  # fmt: skip
@@ -207,7 +212,7 @@ def compress(
             with atomic_output(target, force) as file:
                 tokens = compress_to(file, codec, wav, rate, bandwidth, entropy=entropy,
                                      metadata=metadata, downmix=downmix)  # fmt: skip
-        return _summary(target, tokens)
+        return summary(target, tokens)
 
     if _single(inputs, output, output_dir):
         target = output or ("-" if inputs[0] == "-" else Path(inputs[0]).with_suffix(".atok"))
@@ -227,54 +232,6 @@ def _streamed_to_atok(
         return False
     info = audio_info(source)
     return streams(codec, info.frames / info.samplerate, exact)
-
-
-def _file_summary(target: Path) -> str:
-    from ..compression.container.reader import AtokReader
-
-    with AtokReader(target) as reader:
-        header, index = reader.header, reader.index()
-    seconds = (index.length if index else 0) / header.sample_rate
-    kbps = target.stat().st_size * 8 / max(seconds, 1e-9) / 1000
-    return (
-        f"{target}: {seconds:.2f} s, {header.num_codebooks} codebooks at "
-        f"{header.bandwidth:g} kbps, {kbps:.2f} kbps (streamed)"
-    )
-
-
-def _summary(target: Path | str, tokens: Any) -> str:
-    size = (
-        ""
-        if target == "-"
-        else f", {Path(target).stat().st_size * 8 / tokens.duration / 1000:.2f} kbps"
-    )
-    return (
-        f"{target}: {tokens.duration:.2f} s, {tokens.num_codebooks} codebooks at "
-        f"{tokens.bandwidth:g} kbps{size}"
-    )
-
-
-def _compress_ecdc(codec: Any, wav: Any, rate: int, bandwidth: float | None, entropy: str,
-                   target: Path | str, force: bool, suffix: str) -> str:  # fmt: skip
-    if suffix != ".ecdc":
-        fail("--entropy lm writes the encodec package's .ecdc format: name an .ecdc output")
-    from ..compression.container.ecdc import write_ecdc
-
-    tokens = codec.encode(wav, sample_rate=rate, bandwidth=bandwidth)
-    lm = None
-    if entropy == "lm":  # torch's (bit-packed files need no torch)
-        from ..compression.container.ecdc_lm import load_ecdc_lm
-
-        lm = load_ecdc_lm(codec.model_id)
-    data = write_ecdc(tokens, codec.model_id, lm=lm)
-    if target == "-":
-        sys.stdout.buffer.write(data)
-    else:
-        from ..runtime.files import atomic_output
-
-        with atomic_output(target, force) as file:
-            file.write(data)
-    return _summary(target, tokens)
 
 
 @click.command()
@@ -312,11 +269,10 @@ def decompress(
     nothing is written, unless --recover.
     """
     import_torch(backend, model)
-    import soundfile as sf
 
     from ..audio.write import write_audio
     from ..compression.decode import decode_stream
-    from ..compression.files import decompress_file
+    from ..compression.files import decode_tokens_file, decompress_file
 
     inputs, output = _split_output(paths, AUDIO_SUFFIXES, output_dir)
     codec = load(model, checkpoint, device, backend) if model else None
@@ -328,8 +284,7 @@ def decompress(
                                      overwrite=force, strategy=strategy, device=device,
                                      exact=exact, backend=backend)  # fmt: skip
             if result is None:
-                info = sf.info(str(target))
-                return f"{target}: {info.duration:.2f} s, {info.samplerate} Hz, {info.channels} ch"
+                return written_summary(target)
             audio, rate = result.audio, result.sample_rate
             lines = [f"{target}: {audio.shape[-1] / rate:.2f} s, {rate} Hz, {audio.shape[0]} ch"]
             return "\n".join(
@@ -337,7 +292,12 @@ def decompress(
             )
         data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
         if data[:4] == b"ECDC":
-            audio, rate, notes = _decode_ecdc(data, codec, device, backend, source)
+            tokens, ecdc_codec = read_ecdc_file(data, codec, device, backend, source)
+            if target != "-":  # long ones as a stream
+                decode_tokens_file(tokens, target, ecdc_codec, overwrite=force,
+                                   strategy=strategy, exact=exact)  # fmt: skip
+                return written_summary(target)
+            audio, rate, notes = ecdc_codec.decode(tokens)[0], ecdc_codec.sample_rate, []
         else:
             result = decode_stream(data, codec, recover=recover, native=native, device=device,
                                    backend=backend)  # fmt: skip
@@ -367,20 +327,6 @@ def _magic(path: Path | str) -> bytes:
             return f.read(4)
     except OSError:
         return b""
-
-
-def _decode_ecdc(data: bytes, codec: Any, device: str, backend: str,
-                 source: Path | str) -> tuple[Any, int, list[str]]:  # fmt: skip
-    from ..compression.container.ecdc import read_ecdc
-    from ..errors import FormatError
-
-    try:
-        tokens = read_ecdc(data, framework="np")  # the codec takes either kind
-    except FormatError as exc:  # read from bytes, which have no name to give
-        exc.in_file(None if source == "-" else str(source))
-        raise
-    codec = codec or load(tokens.model_id, None, device, backend)
-    return codec.decode(tokens)[0], codec.sample_rate, []
 
 
 @click.command()

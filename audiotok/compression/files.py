@@ -79,6 +79,63 @@ def compress_file(
         return compress_to(file, codec, wav, rate, bandwidth, downmix=downmix, **options)
 
 
+def encode_file(
+    input: str | os.PathLike,
+    codec: Codec,
+    *,
+    bandwidth: float | None = None,
+    downmix: bool = False,
+    exact: bool = False,
+) -> Tokens:
+    """The tokens of an audio file, for formats that hold all codes in one array (``.ecdc``):
+    files longer than :data:`STREAM_SECONDS` are coded block by block as :func:`compress_file`
+    codes them (memory holds the codes, not the audio), others in one pass (``exact``: always).
+
+    Raises:
+        AudioError: As :func:`compress_file` (unreadable audio, channels that need ``downmix``).
+    """
+    from ..audio.blocks import audio_info
+    from .streams import encode_streaming
+
+    info = audio_info(input)
+    coded_channels(codec, info.channels, downmix, str(input))
+    if streams(codec, info.frames / info.samplerate, exact):
+        return encode_streaming(Path(input), codec, bandwidth)
+    wav, rate = read_audio(input)
+    return codec.encode(wav, sample_rate=rate, bandwidth=bandwidth)
+
+
+def decode_tokens_file(
+    tokens: Tokens,
+    output: str | os.PathLike,
+    codec: Codec,
+    *,
+    overwrite: bool = False,
+    strategy: str = "clip",
+    exact: bool = False,
+) -> None:
+    """Decodes one item's tokens to an audio file (format from its suffix), atomically, at the
+    codec's rate: longer than :data:`STREAM_SECONDS`, as a stream in bounded memory (audio
+    within 1e-5 of the one-pass decoder's, as :func:`decompress_file`), else (``exact``:
+    always) in one pass.
+
+    Raises:
+        TokensError: Tokens of more than one item.
+    """
+    from ..audio.write import write_audio
+    from ..errors import TokensError
+    from .streams import decode_tokens_streaming
+
+    if tokens.batch_size != 1:
+        raise TokensError(f"tokens of {tokens.batch_size} items; decode one at a time")
+    if streams(codec, tokens.duration, exact):
+        decode_tokens_streaming(tokens, Path(output), codec, overwrite=overwrite,
+                                strategy=strategy)  # fmt: skip
+        return
+    write_audio(output, codec.decode(tokens)[0], codec.sample_rate, strategy=strategy,
+                overwrite=overwrite)  # fmt: skip
+
+
 def streams(codec: Codec, seconds: float, exact: bool = False) -> bool:
     """Whether a file of ``seconds`` is processed as a stream (see :data:`STREAM_SECONDS`)."""
     return codec.can_stream and not exact and seconds > STREAM_SECONDS

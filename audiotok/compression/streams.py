@@ -16,6 +16,7 @@ import numpy as np
 from ..audio.read import to_numpy
 from ..codec.arrays import as_framework, concat, framework_of
 from ..codec.base import Codec
+from ..codec.tokens import Tokens
 from ..errors import TRUNCATED_HINT, FormatError, TokensError, TruncatedError, hint_damage
 from .container.header import Header
 from .container.reader import AtokReader
@@ -148,3 +149,75 @@ def decompress_streaming(input: Path, output: Path, codec: Codec, *, overwrite: 
                 )
             # What is still owed: non-causal decoders' lookahead, the last segments' overlap.
             sink.write(to_numpy(stream.decode_end()[0]))
+
+
+def encode_streaming(path: Path, codec: Codec, bandwidth: float | None) -> Tokens:
+    """The tokens of the audio file ``path``, coded block by block as
+    :func:`compress_streaming` codes them: memory holds the codes, never the whole audio.
+
+    For formats that keep all the codes in one array (``.ecdc``, token files).
+
+    Returns:
+        Tokens with codes ``[1, K, F]`` (and scales ``[1, S]`` for segmented codecs), the
+        length of the audio at the codec's rate.
+    """
+    from ..audio.blocks import AudioBlocks
+
+    blocks = AudioBlocks(path, codec.sample_rate, codec.channels)
+    bandwidth = codec.check_bandwidth(bandwidth)
+    codes: list[Any] = []
+    scales: list[Any] = []
+
+    def keep(out: Any) -> None:  # codes [1, K, f], or (codes, scale [1]) per segment
+        for item in out if isinstance(out, list) else [(out, None)]:
+            codes.append(item[0])
+            if item[1] is not None:
+                scales.append(item[1][:, None])
+
+    length = 0
+    with codec.streaming(1, bandwidth) as stream:
+        for block in blocks:
+            length += block.shape[-1]
+            keep(stream.encode(as_framework(block[None], codec.framework, device=codec.device)))
+        keep(stream.encode_end())
+    return Tokens(
+        codes=concat(codes, axis=-1),
+        scales=concat(scales, axis=-1) if scales else None,
+        length=length,
+        sample_rate=codec.sample_rate,
+        bandwidth=bandwidth,
+        model_id=codec.model_id,
+    )
+
+
+def decode_tokens_streaming(tokens: Tokens, output: Path, codec: Codec, *,
+                            overwrite: bool = False, strategy: str = "clip",
+                            block_frames: int = 150) -> None:  # fmt: skip
+    """Decodes one item's ``tokens`` (codes ``[1, K, F]``) to ``output`` as a stream,
+    atomically, ``block_frames`` frames (or one segment) at a time: memory holds a block's
+    audio, never the whole signal. At the codec's rate and channels; ``strategy`` as for
+    :func:`decompress_streaming`.
+    """
+    from ..audio.blocks import AudioSink
+    from ..audio.write import Normalization
+    from ..codec.segments import split_segments
+
+    codes = as_framework(tokens.codes, codec.framework, device=codec.device)
+    segment_length, stride = codec.segments or (None, None)
+    if segment_length is None:
+        spans = [(start, block_frames, None) for start in range(0, codes.shape[-1], block_frames)]
+    else:
+        scales = as_framework(tokens.scales, codec.framework, device=codec.device)
+        segments = split_segments(tokens.length, codec.hop_length, segment_length, stride)
+        if tokens.scales is None or scales.shape[-1] != len(segments):
+            raise TokensError(f"the tokens need {len(segments)} scales, one per segment")
+        spans = [(s.first_frame, s.frames, scales[:, i]) for i, s in enumerate(segments)]
+    sink = AudioSink(output, codec.sample_rate, codec.channels, from_rate=codec.sample_rate,
+                     length=tokens.length, overwrite=overwrite,
+                     normalization=Normalization(strategy))  # fmt: skip
+    with sink, codec.streaming(1) as stream:
+        for start, frames, scale in spans:
+            part = codes[..., start : start + frames]
+            sink.write(to_numpy((stream.decode(part) if scale is None else
+                                 stream.decode(part, scale))[0]))  # fmt: skip
+        sink.write(to_numpy(stream.decode_end()[0]))

@@ -24,14 +24,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from ..audio.blocks import audio_info
-from ..audio.read import read_audio
-from ..audio.write import write_audio
 from ..codec.base import Codec
 from ..codec.tokens import Tokens
 from ..compression.container.ecdc import ECDC_MODELS, read_ecdc, write_ecdc
 from ..compression.container.ecdc import MAGIC as ECDC_MAGIC
 from ..compression.container.reader import AtokReader
-from ..compression.files import compress_file, decompress_file
+from ..compression.files import compress_file, decode_tokens_file, decompress_file, encode_file
 from ..errors import AudioError
 from ..zoo.codec_cards import find_card
 from .errors import ApiError, error_responses
@@ -123,9 +121,8 @@ def compress_path(
     info = audio_info(source)
     target = new("output", f".{format}")
     with service.models.codec_lock:
-        if format == "ecdc":
-            wav, rate = read_audio(source)
-            tokens = codec.encode(wav, sample_rate=rate, bandwidth=bitrate)
+        if format == "ecdc":  # long ones coded as a stream, as the CLI codes them
+            tokens = encode_file(source, codec, bandwidth=bitrate, downmix=downmix)
             target.write_bytes(write_ecdc(tokens, codec.model_id))
         else:
             compress_file(source, target, codec, bandwidth=bitrate, downmix=downmix)
@@ -160,9 +157,8 @@ def decompress_path(
     if data == ECDC_MAGIC:
         tokens = read_ecdc(source.read_bytes(), framework="np")  # the codec takes either kind
         codec = service.models.codec(tokens.model_id)
-        with service.models.codec_lock:
-            audio = codec.decode(tokens)[0]
-        write_audio(target, audio, codec.sample_rate, strategy="clip")
+        with service.models.codec_lock:  # long ones as a stream: a few kB can hold hours
+            decode_tokens_file(tokens, target, codec, overwrite=True)
         return target, codec.sample_rate
     with AtokReader(source) as reader:
         header = reader.header
@@ -223,9 +219,10 @@ def encode_path(
     """The audio file ``source``'s tokens by ``codec``, into a new scratch file of ``format``
     (npz or safetensors); that file and the tokens."""
     bitrate = check_bitrate(codec, bitrate)
-    wav, rate = read_audio(source)
-    with service.models.codec_lock:
-        tokens = codec.encode(wav, sample_rate=rate, bandwidth=bitrate)
+    with service.models.codec_lock:  # long ones coded as a stream, in bounded memory
+        # downmix: tokens record no layout to give back, so any channels are converted to the
+        # codec's (as Codec.encode converts them), none refused.
+        tokens = encode_file(source, codec, bandwidth=bitrate, downmix=True)
     target = new("output", f".{format}")
     tokens.save(target)
     return target, tokens
@@ -256,10 +253,9 @@ def decode_path(
             f"the tokens hold {tokens.codes.shape[0]} items; one audio file is one item",
         )
     codec = service.models.codec(tokens.model_id)
-    with service.models.codec_lock:
-        audio = codec.decode(tokens)[0]
     target = new("output", f".{format}")
-    write_audio(target, audio, codec.sample_rate, strategy="clip")
+    with service.models.codec_lock:  # long ones as a stream: a few kB of codes can hold hours
+        decode_tokens_file(tokens, target, codec, overwrite=True)
     return target, codec.sample_rate
 
 
