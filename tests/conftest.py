@@ -220,3 +220,41 @@ def default_onnx(tmp_path_factory) -> Path:
         if not (folder / "model.json").exists():
             export_onnx(load_codec("audiotok_24khz"), folder, overwrite=True)
     return folder
+
+
+def check_stream_refusals(codec, bandwidth: float, audio: torch.Tensor) -> None:
+    """What ``codec``'s stream is fed is checked as ``encode`` and ``decode`` check theirs
+    (torch and ONNX Runtime streams alike); ``audio`` ``[1, 1, 4800]``."""
+    from audiotok.audio.read import to_numpy
+    from audiotok.errors import AudioError, TokensError
+
+    with codec.streaming(1, bandwidth) as s:
+        codes = s.encode(audio.double().numpy())  # float64 numpy, as encode takes it
+        alone = codec.streaming(1, bandwidth).encode(audio)
+        assert np.array_equal(to_numpy(codes), to_numpy(alone))
+        for bad, message in [
+            (audio[0], r"\[B=1, C=1, n\], not \[1, 4800\]"),  # [C, n], not [B, C, n]
+            (audio.repeat(1, 2, 1), r"not \[1, 2, 4800\]"),  # stereo into a mono model
+            ((audio * 32767).short(), "float samples, not (torch.)?int16"),
+            (audio * float("nan"), "NaN or infinite"),
+            (audio.double() * 1e45, "NaN or infinite"),  # beyond float32: inf once cast
+        ]:
+            with pytest.raises(AudioError, match=message):
+                s.encode(bad)
+        codes = torch.as_tensor(to_numpy(codes))
+        for bad, message in [
+            (codes + 5000, r"outside \[0, "),  # would index past the codebook
+            (codes - codes - 1, r"outside \[0, "),  # ONNX's Gather would wrap it round
+            (torch.zeros(1, 40, 2, dtype=torch.long), r"K<=\d+"),  # more codebooks than n_q
+            (codes.float(), "integers"),
+        ]:
+            with pytest.raises(TokensError, match=message):
+                s.decode(bad)
+        s.decode(np.asarray(codes))  # numpy codes are taken too
+        s.encode_end()
+        with pytest.raises(RuntimeError, match="encode_end"):
+            s.encode(audio)  # it would go on from the padded state
+    with pytest.raises(RuntimeError, match="closed"):
+        s.decode(codes)
+    with pytest.raises(ValueError, match="at least 1"):
+        codec.streaming(0, bandwidth)

@@ -191,3 +191,14 @@ def test_bf16_decode_batch_of_a_segmented_model_is_finite(segmented_codec):
     (audio,) = segmented_codec.decode_batch([tokens])
     assert audio.dtype == torch.float32 and torch.isfinite(audio).all()
     torch.testing.assert_close(audio, segmented_codec.decode(tokens), rtol=0, atol=1e-6)
+
+
+def test_tokens_of_several_bandwidths_decode_in_one_call(codec, segmented_codec):
+    """A batch groups codes of one codebook count: K of 1 and 2 used to meet in one stack."""
+    wav = clips(24_000, 1, [4000])[0]
+    tokens = [codec.encode(wav, bandwidth=0.3), codec.encode(wav, bandwidth=0.6)]
+    assert [t.num_codebooks for t in tokens] == [1, 2]
+    assert_decode_batch_equals_alone(codec, tokens, max_batch=4)
+    stereo = clips(48_000, 2, [7000])[0]
+    mixed = [segmented_codec.encode(stereo, bandwidth=b) for b in (1.2, 2.4)]
+    assert_decode_batch_equals_alone(segmented_codec, mixed, max_batch=4)

@@ -263,3 +263,28 @@ def test_lm_loaded_under_inference_mode_changes_precision(musicgen_dir):
     assert model.lm.dtype == torch.bfloat16
     model.set_generation_params(use_sampling=False, duration=0.2)
     assert torch.equal(model.generate(TEXTS, return_tokens=True)[1], expected)
+
+
+def test_what_the_codec_returns_is_an_ordinary_tensor():
+    """ML users feed codes to an embedding they train and audio to a loss: inference tensors
+    (what ``torch.inference_mode`` makes) refuse both outside inference mode."""
+    codec = tiny_codec()
+    x = noise(1, 1, 4800)
+    tokens = codec.encode(x)
+    audio = codec.decode(tokens)
+    with codec.streaming(1) as stream:
+        streamed = [stream.encode(x), stream.encode_end()]
+        streamed.append(stream.decode(streamed[0]))
+    batch = codec.encode_batch([x[0]])[0]
+    returned = [tokens.codes, audio, *streamed, batch.codes, codec.decode_batch([batch])[0]]
+    assert not any(t.is_inference() for t in returned)
+    embedding = torch.nn.Embedding(codec.cardinality, 4)
+    embedding(tokens.codes).sum().backward()
+    assert embedding.weight.grad is not None
+    gain = torch.ones((), requires_grad=True)
+    torch.nn.functional.mse_loss(gain * audio, audio).backward()
+    tokens.codes[0, 0, 0] = 1  # in place, as a masking step does
+    seg = segmented()
+    with seg.streaming(1) as stream:
+        (codes, scale), *_ = stream.encode(noise(1, 2, 4800 * 2))
+        assert not codes.is_inference() and not stream.decode(codes, scale).is_inference()

@@ -21,7 +21,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import DATA, load_clip, tiny_codec
+from conftest import DATA, check_stream_refusals, load_clip, tiny_codec
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -137,3 +137,8 @@ def test_models_that_look_ahead_have_no_streaming_graphs(tmp_path, segmented_cod
         assert not onnx_codec.can_stream
         with pytest.raises(ValueError, match="can't stream on the onnx backend: "):
             onnx_codec.streaming(1)
+
+
+def test_what_the_stream_is_fed_is_checked_as_the_torch_stream_checks_it(default):
+    """int16 or NaN samples were coded, and codes of -1 decoded as 1023 (Gather wraps)."""
+    check_stream_refusals(default, 6.0, load_clip("speech_24k.flac", 24_000, 1, seconds=0.2))

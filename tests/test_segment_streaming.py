@@ -108,3 +108,27 @@ def test_segmented_model_without_normalisation_streams_without_scales():
     assert torch.equal(torch.cat([c for c, _ in pieces], dim=-1), offline.codes)
     streamed = torch.cat(decoded, dim=-1)[..., : audio.shape[-1]]
     torch.testing.assert_close(streamed, codec.decode(offline), rtol=0, atol=1e-6)
+
+
+def test_a_segment_is_decoded_with_its_scale_and_alone(segmented_codec):
+    """Without a scale the stream decoded at the wrong loudness, with NaN it gave NaN, and two
+    segments' codes at once threw the overlap-add off."""
+    from audiotok.errors import TokensError
+
+    wav = torch.randn(1, 2, 9600) * 0.1
+    with segmented_codec.streaming(1, 2.4) as s:
+        (codes, scale), (codes2, _), *_ = s.encode(wav) + s.encode_end()
+        for bad_scale, message in [
+            (None, r"scales are \[B=1\], not None"),
+            (torch.tensor([float("nan")]), "NaN or infinite"),
+            (torch.ones(2), r"not \[2\]"),
+        ]:
+            with pytest.raises(TokensError, match=message):
+                s.decode(codes, bad_scale)
+        with pytest.raises(TokensError, match="one segment at a time"):
+            s.decode(torch.cat([codes, codes2], dim=-1), scale)
+        assert s.decode(codes, scale[:, None]).shape[0] == 1  # a column of Tokens.scales
+    tokens = segmented_codec.encode(wav, bandwidth=2.4)
+    tokens.scales[0, 0] = float("nan")
+    with pytest.raises(TokensError, match="NaN or infinite scales"):
+        segmented_codec.decode(tokens)

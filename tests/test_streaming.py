@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import load_clip, tiny_codec
+from conftest import check_stream_refusals, load_clip, tiny_codec
 
 # (chunk size, seconds of audio): short audio for the tiny chunks, which take a step each.
 CHUNKS = [(1, 0.2), (7, 0.4), (320, 1.0), (4800, 1.0)]
@@ -118,35 +118,5 @@ def test_reflect_padding_waits_for_enough_samples():
 
 
 def test_what_a_stream_is_fed_is_checked_as_encode_checks_it():
-    import numpy as np
-
-    from audiotok.errors import AudioError, TokensError
-
     codec = tiny_codec()
-    audio = load_clip("speech_24k.flac", 24_000, 1, seconds=0.2)
-    with codec.streaming(1, 0.6) as s:
-        codes = s.encode(audio.double().numpy())  # float64 numpy, as encode takes it
-        assert torch.equal(codes, codec.streaming(1, 0.6).encode(audio))
-        for bad, message in [
-            (audio[0], r"\[B=1, C=1, n\], not \[1, 4800\]"),  # [C, n], not [B, C, n]
-            (audio.repeat(1, 2, 1), r"not \[1, 2, 4800\]"),  # stereo into a mono model
-            ((audio * 32767).short(), "float samples, not torch.int16"),
-            (audio * float("nan"), "NaN or infinite"),
-        ]:
-            with pytest.raises(AudioError, match=message):
-                s.encode(bad)
-        for bad, message in [
-            (codes + 5000, r"outside \[0, "),  # would index past the codebook
-            (torch.zeros(1, 40, 2, dtype=torch.long), r"K<=\d+"),  # more codebooks than n_q
-            (codes.float(), "integers"),
-        ]:
-            with pytest.raises(TokensError, match=message):
-                s.decode(bad)
-        s.decode(np.asarray(codes))  # numpy codes are taken too
-        s.encode_end()
-        with pytest.raises(RuntimeError, match="encode_end"):
-            s.encode(audio)  # it would go on from the padded state
-    with pytest.raises(RuntimeError, match="closed"):
-        s.decode(codes)
-    with pytest.raises(ValueError, match="at least 1"):
-        codec.streaming(0, 0.6)
+    check_stream_refusals(codec, 0.6, load_clip("speech_24k.flac", 24_000, 1, seconds=0.2))

@@ -45,11 +45,13 @@ def is_tensor(x: Any) -> bool:
 
 
 def to_numpy(wav: Any) -> np.ndarray:
-    """``wav`` as a numpy array (a CPU copy of a tensor; float32 for half precision)."""
+    """``wav`` as a numpy array (a CPU copy of a tensor; float32 for half precision, integers
+    kept as they are, so that int16 samples are still refused as not float)."""
     if is_tensor(wav):
         wav = wav.detach()
         # numpy has no bfloat16.
-        return (wav if wav.dtype.itemsize >= 4 else wav.float()).cpu().numpy()
+        half = wav.is_floating_point() and wav.dtype.itemsize < 4
+        return (wav.float() if half else wav).cpu().numpy()
     return np.asarray(wav)
 
 

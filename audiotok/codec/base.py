@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..audio.read import check_audio, convert_audio
+from ..audio.read import check_audio, convert_audio, to_numpy
 from ..errors import AudioError, TokensError
 from .arrays import as_framework, concat, inference
 from .tokens import Tokens
@@ -279,6 +279,8 @@ class Codec(abc.ABC):
             and (int(tokens.codes.min()) < 0 or int(tokens.codes.max()) >= self.cardinality)
         ):
             raise TokensError(f"{where} have codes outside [0, {self.cardinality})")
+        if tokens.scales is not None and not bool(np.isfinite(to_numpy(tokens.scales)).all()):
+            raise TokensError(f"{where} have NaN or infinite scales")
         if tokens.model_id != self.model_id:
             warnings.warn(
                 f"decoding {where} with {self.model_id!r}; "

@@ -145,12 +145,18 @@ class _Job:
 
 
 def _groups(jobs: list[_Job], ragged: bool, max_batch: int) -> list[list[_Job]]:
-    """Batches of at most ``max_batch`` jobs: by similar length if ragged, else equal."""
-    ordered = sorted(jobs, key=lambda job: job.length, reverse=True)
+    """Batches of at most ``max_batch`` jobs of one row count (channels, or codebooks: tokens
+    of several bandwidths decode together): by similar length if ragged, else equal."""
+    ordered = sorted(jobs, key=lambda job: (job.data.shape[0], job.length), reverse=True)
     groups: list[list[_Job]] = []
     for job in ordered:
         last = groups[-1] if groups else None
-        if last is None or len(last) >= max_batch or (not ragged and last[0].length != job.length):
+        if (
+            last is None
+            or len(last) >= max_batch
+            or last[0].data.shape[0] != job.data.shape[0]
+            or (not ragged and last[0].length != job.length)
+        ):
             groups.append([job])
         else:
             last.append(job)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..audio.read import to_numpy
+from .stream_checks import StreamGuard
 
 
 class OnnxStream:
@@ -45,14 +45,15 @@ class OnnxStream:
         self._codes = np.zeros((batch_size, 0, 0), np.int64)  # not yet decoded (before start)
         self._encoder_state: list[np.ndarray] | None = None
         self._decoder_state: list[np.ndarray] | None = None
-        self._closed = False
+        self.guard = StreamGuard(batch_size, codec.channels, codec.max_codebooks,
+                                 codec.cardinality, framework="np")  # fmt: skip
         self._inputs: dict[str, list[str]] = {}  # graph -> its input names
 
     def __enter__(self) -> OnnxStream:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._closed = True  # a finished stream can't be fed again
+        self.guard.closed = True  # a finished stream can't be fed again
 
     def _run(self, graph: str, x: np.ndarray, state: list[np.ndarray] | None) -> tuple:
         """One call of ``graph``: ``(output, next state)``."""
@@ -63,17 +64,14 @@ class OnnxStream:
         output, *next_state = session.run(None, feeds)
         return output, next_state
 
-    def _check(self, x: Any, dtype: type) -> np.ndarray:
-        if self._closed:
-            raise RuntimeError("the stream is closed")
-        array = to_numpy(x)
-        if array.ndim != 3 or array.shape[0] != self.batch_size:
-            raise ValueError(f"expected [{self.batch_size}, C, n], got {list(array.shape)}")
-        return np.ascontiguousarray(array, dtype=dtype)
-
     def encode(self, audio: Any) -> np.ndarray:
-        """Audio ``[B, C, n]`` (any ``n``, even 0) -> codes ``[B, K, f]`` of completed frames."""
-        self._audio = np.concatenate([self._audio, self._check(audio, np.float32)], axis=-1)
+        """Audio ``[B, C, n]`` (any ``n``, even 0) -> codes ``[B, K, f]`` of completed frames.
+
+        Raises:
+            AudioError: A chunk of another shape, not float, or not finite.
+        """
+        self.guard.check_open("encode")
+        self._audio = np.concatenate([self._audio, self.guard.chunk(audio)], axis=-1)
         started = self._encoder_state is not None
         if not started and self._audio.shape[-1] < self.start_samples:
             return self._no_codes()
@@ -88,6 +86,8 @@ class OnnxStream:
     def encode_end(self) -> np.ndarray:
         """Codes ``[B, K, f]`` of the last partial frame, padded as the offline encoder pads it
         (or of the whole signal, if it ended before the start graph's minimum)."""
+        self.guard.check_open("encode")
+        self.guard.encode_ended = True
         rest = self._audio
         self._audio = rest[..., :0]
         if rest.shape[-1] == 0:
@@ -103,8 +103,13 @@ class OnnxStream:
 
     def decode(self, codes: Any) -> np.ndarray:
         """Codes ``[B, K, f]`` -> audio ``[B, C, f * hop]`` (the first call waits for
-        ``start_frames`` frames)."""
-        array = self._check(codes, np.int64)
+        ``start_frames`` frames).
+
+        Raises:
+            TokensError: Codes of another shape, not integers, or out of range.
+        """
+        self.guard.check_open("decode")
+        array = self.guard.codes(codes)
         if self._decoder_state is None:
             if self._codes.shape[-1]:
                 array = np.concatenate([self._codes, array], axis=-1)
@@ -122,6 +127,8 @@ class OnnxStream:
     def decode_end(self) -> np.ndarray:
         """Audio still owed: that of a stream shorter than ``start_frames`` (a causal decoder
         owes nothing else)."""
+        self.guard.check_open("decode")
+        self.guard.decode_ended = True
         if self._decoder_state is not None or self._codes.shape[-1] == 0:
             return self._no_audio()
         codes, self._codes = self._codes, self._codes[..., :0]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import TokensError
 from .model import EncodecModel
 from .stream_checks import StreamGuard
 
@@ -43,6 +44,7 @@ class SegmentStream:
             raise ValueError("segment streaming needs a segmented model (such as encodec_48khz)")
         self.model, self.num_codebooks = model, num_codebooks
         self.segment_length, self.stride = cfg.segment_length, cfg.segment_stride
+        self._segment_frames = -(-cfg.segment_length // cfg.hop_length)
         device = next(model.parameters()).device
         self.guard = StreamGuard(batch_size, cfg.channels, cfg.n_q, cfg.bins, device)
         self._audio = torch.zeros(batch_size, cfg.channels, 0, device=device)
@@ -68,7 +70,7 @@ class SegmentStream:
         self.guard.check_open("encode")
         self._audio = torch.cat([self._audio, self.guard.chunk(audio)], dim=-1)
         out = []
-        with torch.inference_mode():
+        with torch.no_grad():  # ordinary tensors out (codec.arrays.inference)
             while self._audio.shape[-1] >= self.segment_length:
                 out.append(self._encode_segment(self._audio[..., : self.segment_length]))
                 self._audio = self._audio[..., self.stride :]
@@ -84,7 +86,7 @@ class SegmentStream:
         self.guard.check_open("encode")
         self.guard.encode_ended = True
         out = []
-        with torch.inference_mode():
+        with torch.no_grad():  # ordinary tensors out (codec.arrays.inference)
             while self._audio.shape[-1] > 0:
                 out.append(self._encode_segment(self._audio[..., : self.segment_length]))
                 self._audio = self._audio[..., self.stride :]
@@ -95,7 +97,13 @@ class SegmentStream:
         ``[B, C, m]`` (the samples no later segment overlaps)."""
         self.guard.check_open("decode")
         codes = self.guard.codes(codes)
-        with torch.inference_mode():
+        if codes.shape[-1] > self._segment_frames:  # the overlap-add would lose its place
+            raise TokensError(
+                f"one segment at a time: {codes.shape[-1]} frames given, a segment has at most "
+                f"{self._segment_frames}"
+            )
+        scales = self.guard.scales(scales, self.model.config.normalize)
+        with torch.no_grad():  # ordinary tensors out (codec.arrays.inference)
             frames = self.model.decode_segment(codes, scales)
             if self._triangle is None:
                 # Offline, the weights span the first segment's decoded length.
@@ -117,7 +125,7 @@ class SegmentStream:
         """All audio still owed; trim the whole stream to the signal's length."""
         self.guard.check_open("decode")
         self.guard.decode_ended = True
-        with torch.inference_mode():
+        with torch.no_grad():  # ordinary tensors out (codec.arrays.inference)
             return self._emit(self._sum.shape[-1])
 
     def _emit(self, n: int) -> Tensor:

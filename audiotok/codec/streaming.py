@@ -338,14 +338,14 @@ class CodecStream:
         """
         self.guard.check_open("encode")
         audio = self.guard.chunk(audio)
-        with torch.inference_mode():
+        with torch.no_grad():  # ordinary tensors out (codec.arrays.inference)
             return self._codes(self.encoder.step(audio))
 
     def encode_end(self) -> Tensor:
         """Codes ``[B, K, f]`` of the last frames, padded as the offline encoder pads them."""
         self.guard.check_open("encode")
         self.guard.encode_ended = True
-        with torch.inference_mode():
+        with torch.no_grad():  # ordinary tensors out (codec.arrays.inference)
             return self._codes(self.encoder.end())
 
     def decode(self, codes: Tensor) -> Tensor:
@@ -356,7 +356,7 @@ class CodecStream:
         """
         self.guard.check_open("decode")
         codes = self.guard.codes(codes)
-        with torch.inference_mode():
+        with torch.no_grad():  # ordinary tensors out (codec.arrays.inference)
             if codes.shape[-1] == 0:
                 return self.decoder.step(
                     torch.zeros(codes.shape[0], self.model.config.dimension, 0, device=codes.device)
@@ -367,5 +367,5 @@ class CodecStream:
         """Audio still owed at the end (empty for causal decoders, the lookahead otherwise)."""
         self.guard.check_open("decode")
         self.guard.decode_ended = True
-        with torch.inference_mode():
+        with torch.no_grad():  # ordinary tensors out (codec.arrays.inference)
             return self.decoder.end()
