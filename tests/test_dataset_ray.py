@@ -151,3 +151,65 @@ def test_a_worker_killed_mid_run_costs_nothing(ray_cluster, corpus, tmp_path):
     paths = [json.loads(line)["path"] for line in lines]
     assert len(paths) == len(set(paths)), "a file indexed twice"
     same_datasets(tmp_path / "local", tmp_path / "ray")
+
+
+class _FakeDataset:
+    """What ``RayEngine._run`` asks of Ray Data, recorded; its rows raise ``error``."""
+
+    def __init__(self, items, error=None):
+        self.items, self.error, self.kwargs = items, error, None
+
+    def map_batches(self, fn, **kwargs):
+        self.kwargs = kwargs
+        return self
+
+    def iter_rows(self):
+        if self.error is not None:
+            raise self.error
+        yield from ()
+
+
+def _fake_ray(error=None):
+    from types import SimpleNamespace
+
+    made = []
+
+    def from_items(items, **kwargs):
+        made.append(_FakeDataset(items, error))
+        return made[-1]
+
+    context = SimpleNamespace(execution_options=SimpleNamespace())
+    data = SimpleNamespace(
+        from_items=from_items, DataContext=SimpleNamespace(get_current=lambda: context)
+    )
+    return SimpleNamespace(data=data, exceptions=ray.exceptions), made
+
+
+def test_what_the_engine_sends_and_raises(tmp_path, monkeypatch):
+    """Workers resolve relative paths in their own directory (every file was "no such file");
+    a CUDA run moved the caller's codec to the CPU in place; a worker's RuntimeError came out
+    as Ray's RayTaskError, which callers of the local engine don't catch."""
+    from audiotok.dataset.inputs import Source
+
+    codec = tiny_codec()
+    moved = []
+    monkeypatch.setattr(type(codec), "to", lambda self, device: moved.append(self) or self)
+    monkeypatch.chdir(tmp_path)
+    todo = [Source("a.flac", Path("corpus/a.flac"), {})]
+    fake, made = _fake_ray()
+    list(RayEngine(device="cuda")._run(fake, codec, todo, 6.0, 2))
+    assert made[0].items == [{"index": 0, "file": str(tmp_path / "corpus" / "a.flac")}]
+    assert len(moved) == 1 and moved[0] is not codec, "the caller's codec stays where it is"
+    assert made[0].kwargs["fn_constructor_kwargs"]["codec"] is not codec
+
+    try:
+        try:
+            raise RuntimeError("CUDA out of memory")
+        except RuntimeError as exc:
+            raise ray.exceptions.UserCodeException("map_batches failed") from exc
+    except ray.exceptions.UserCodeException as user:
+        wrapped = ray.exceptions.RayTaskError("map", "traceback", user).as_instanceof_cause()
+    fake, _ = _fake_ray(wrapped)
+    with pytest.raises(RuntimeError, match=r"^CUDA out of memory$") as raised:
+        list(RayEngine()._run(fake, codec, todo, 6.0, 2))
+    assert not isinstance(raised.value, ray.exceptions.RayTaskError)

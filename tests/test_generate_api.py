@@ -88,6 +88,32 @@ def test_both_checkpoint_formats_generate_the_same(dirs, musicgen):
     torch.testing.assert_close(a[0], b[0], atol=1e-5, rtol=0)
 
 
+def test_text_encoders_without_their_vocabulary_or_weights_are_refused(dirs, tmp_path):
+    """Without the tokenizer files every word was <unk> (every prompt the same music); without
+    some T5 weights transformers drew them at random (--seed no longer reproduced). Both ran."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from audiotok.errors import CheckpointError, ModelNotAvailableError
+
+    hf = shutil.copytree(dirs["hf"], tmp_path / "hf")
+    t5 = shutil.copytree(dirs["t5"], tmp_path / "t5")
+    for folder in (hf, t5):
+        for name in ("tokenizer.json", "tokenizer_config.json", "spiece.model"):
+            (folder / name).unlink(missing_ok=True)
+    with pytest.raises(ModelNotAvailableError, match=r"tokenizer has \d+ tokens for a"):
+        MusicGen.get_pretrained(hf, device="cpu")
+    with pytest.raises(ModelNotAvailableError, match=r"tokenizer\.json or spiece\.model"):
+        MusicGen.get_pretrained(dirs["export"], device="cpu", text_encoder=t5)
+    half = shutil.copytree(dirs["t5"], tmp_path / "half")
+    weights = load_file(half / "model.safetensors")
+    dropped = dict(list(weights.items())[: len(weights) // 2])
+    save_file(dropped, half / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=r"T5 encoder weights missing \("):
+        MusicGen.get_pretrained(dirs["export"], device="cpu", text_encoder=half)
+
+
 def test_unconditional_generation(musicgen):
     musicgen.set_generation_params(duration=0.2, seed=3)
     wav, codes = musicgen.generate_unconditional(3, return_tokens=True)

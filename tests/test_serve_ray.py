@@ -121,3 +121,29 @@ def test_a_replica_killed_mid_job_loses_nothing(served):
     assert done["status"] == "done" and done["attempts"] == 2
     assert done["worker"] != job["worker"]
     assert served.get(f"/v1/jobs/{job_id}/audio").status_code == 200
+
+
+def test_serve_run_arguments_take_their_options_types():
+    """``serve run`` passes strings: max_upload_bytes="1000" made every upload a 500, and an
+    unknown option (a typo) was dropped without a word."""
+    from audiotok.serve.ray_app import _service_settings, typed_options
+
+    options = typed_options({
+        "max_upload_bytes": "1000", "deadline_per_second": "2.5", "grpc_port": "none",
+        "shared": "false", "state": "/tmp/x", "replicas": "3", "generators": "a,b",
+        "api_key": "k", "num_gpus": "0.5",
+    })  # fmt: skip
+    assert options["max_upload_bytes"] == 1000 and options["deadline_per_second"] == 2.5
+    assert options["grpc_port"] is None and options["shared"] is False
+    assert options["replicas"] == 3 and options["generators"] == ["a", "b"]
+    settings = _service_settings(options, "all")
+    assert settings.deadline(10.0) == 30.0 and settings.max_upload_bytes + 1 == 1001
+    for bad, message in [
+        ({"max_bach": "4"}, "unknown option 'max_bach'; the options are: "),
+        ({"max_batch": "four"}, "option max_batch: int, not 'four'"),
+        ({"max_batch": "2.5"}, "option max_batch: "),
+        ({"shared": "maybe"}, "option shared: true or false, not 'maybe'"),
+        ({"lease": "none"}, "option lease: a value is needed"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            typed_options(bad)

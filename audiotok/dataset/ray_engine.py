@@ -19,8 +19,10 @@ driver dies, rerunning the command resumes from the index, as the local path doe
 
 from __future__ import annotations
 
+import copy
+import os
 import sys
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,13 +130,17 @@ class RayEngine:
     ) -> Generator[Encoded, None, None]:
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # the index in input order, as local
-        items = [{"index": i, "file": str(source.file)} for i, source in enumerate(todo)]
+        # Absolute: workers resolve paths in their own working directory, not the caller's.
+        items = [
+            {"index": i, "file": os.path.abspath(source.file)} for i, source in enumerate(todo)
+        ]
         gpus = 1 if self.device.startswith("cuda") else 0
         dataset = ray.data.from_items(items, override_num_blocks=max(1, len(items) // batch_size))
         dataset = dataset.map_batches(
             EncodeFiles,
             fn_constructor_kwargs={
-                "codec": codec.to("cpu") if gpus else codec,
+                # A copy: Codec.to moves in place, and the caller's codec stays where it is.
+                "codec": copy.deepcopy(codec).to("cpu") if gpus else codec,
                 "bandwidth": bandwidth,
                 "device": self.device,
                 "threads": self.threads,
@@ -145,7 +151,7 @@ class RayEngine:
             num_cpus=self.threads,
             num_gpus=gpus,
         )
-        for row in dataset.iter_rows():
+        for row in _rows(ray, dataset):
             source = todo[int(row["index"])]
             if row["error"]:
                 yield Encoded(source, str(row["error"]))
@@ -160,3 +166,21 @@ class RayEngine:
                 codec.model_id,
             )
             yield Encoded(source, None, tokens, int(row["rate"]), int(row["channels"]))
+
+
+def _rows(ray: Any, dataset: Any) -> Iterator[dict[str, Any]]:
+    """The dataset's rows; an error raised in a worker comes out as itself (a CUDA
+    out-of-memory as the ``RuntimeError`` a local run raises), not wrapped in Ray's
+    ``RayTaskError``, so that callers catch the same exceptions on either engine."""
+    try:
+        yield from dataset.iter_rows()
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc
+        while isinstance(cause, ray.exceptions.RayTaskError | ray.exceptions.UserCodeException):
+            inner = getattr(cause, "cause", None) or cause.__cause__
+            if inner is None:
+                break
+            cause = inner
+        if cause is exc:
+            raise
+        raise cause from None

@@ -255,12 +255,20 @@ def load_t5(source: str | os.PathLike, offline: bool) -> tuple[Any, nn.Module]:
                 tokenizer = transformers.AutoTokenizer.from_pretrained(
                     str(source), local_files_only=local_only
                 )
-                t5 = transformers.T5EncoderModel.from_pretrained(
-                    str(source), local_files_only=local_only
+                t5, info = transformers.T5EncoderModel.from_pretrained(
+                    str(source), local_files_only=local_only, output_loading_info=True
                 )
-            return tokenizer, t5.float().eval()
         except (OSError, ValueError) as exc:  # hub, file and format errors
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            continue
+        if info.get("missing_keys"):  # transformers fills them with random weights
+            missing = sorted(info["missing_keys"])
+            raise CheckpointError(
+                f"text encoder {source}: {len(missing)} T5 encoder weights missing "
+                f"({', '.join(missing[:2])}...): not a T5 encoder's checkpoint, or a damaged one"
+            )
+        check_tokenizer(tokenizer, t5.config.vocab_size, f"text encoder {source}")
+        return tokenizer, t5.float().eval()
     if local:
         raise ModelNotAvailableError(
             f"text encoder {source}: not a readable T5 directory ({reason}); it needs "
@@ -272,15 +280,38 @@ def load_t5(source: str | os.PathLike, offline: bool) -> tuple[Any, nn.Module]:
     )
 
 
+def check_tokenizer(tokenizer: Any, vocab_size: int, where: str) -> None:
+    """Raises unless ``tokenizer`` can be the T5 encoder's (``vocab_size`` embedding rows).
+
+    Without its vocabulary files transformers still builds a T5 tokenizer (of its 100 extra
+    ids and a few specials) that reads every word as ``<unk>``: every prompt then gives the
+    same music. A real one has nearly as many tokens as the encoder has rows (t5-base: 32100
+    of 32128), never more.
+
+    Raises:
+        ModelNotAvailableError: A tokenizer of under half the rows, or more than all of them.
+    """
+    tokens = len(tokenizer)
+    if not vocab_size // 2 <= tokens <= vocab_size:
+        raise ModelNotAvailableError(
+            f"{where}: its T5 tokenizer has {tokens} tokens for a text encoder of {vocab_size}: "
+            "the vocabulary files (tokenizer.json or spiece.model) are missing or another "
+            "model's"
+        )
+
+
 @contextlib.contextmanager
 def _quiet(transformers: Any) -> Iterator[None]:
-    """Without transformers' per-tensor "Loading weights" bar (ours is the only progress shown)."""
+    """Without transformers' per-tensor "Loading weights" bar (ours is the only progress shown)
+    or its table of missing keys (they are an error, in one line)."""
     logging = transformers.utils.logging
-    shown = logging.is_progress_bar_enabled()
+    shown, verbosity = logging.is_progress_bar_enabled(), logging.get_verbosity()
     logging.disable_progress_bar()
+    logging.set_verbosity_error()
     try:
         yield
     finally:
+        logging.set_verbosity(verbosity)
         if shown:
             logging.enable_progress_bar()
 
@@ -304,6 +335,7 @@ def t5_from_state(
             f"{tokenizer_dir}: no readable T5 tokenizer files beside the weights ({reason})"
         ) from None
     t5_config = transformers.T5Config.from_dict(config)
+    check_tokenizer(tokenizer, t5_config.vocab_size, str(tokenizer_dir))
     with torch.device("meta"):
         t5 = transformers.T5EncoderModel(t5_config)
     state = dict(state)

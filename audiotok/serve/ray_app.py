@@ -27,6 +27,8 @@ own metrics export gathers replicas' figures on a cluster.
 
 from __future__ import annotations
 
+import types
+import typing
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -34,12 +36,72 @@ from typing import Any
 from .service import ServeSettings
 
 _LISTS = ("codecs", "generators", "rollouts")
+# The application's own options, beside ServeSettings' fields, with their types.
+_APP_OPTIONS: dict[str, Any] = {
+    "replicas": int, "generator_replicas": int, "num_cpus": float, "num_gpus": float,
+    "generator_num_cpus": float, "generator_num_gpus": float, "device": str,
+    "codec_device": str, "backend": str, "otel_exporter": str,
+}  # fmt: skip
+
+
+def typed_options(args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` with every value of its option's type: ``serve run`` gives strings (``lease=2``,
+    ``grpc_port=none``), and a string where a number belongs failed only at the first request.
+
+    Raises:
+        ValueError: An unknown option (a typo would otherwise be dropped), or a value its
+            type can't take; one line naming the option.
+    """
+    types_of = {**typing.get_type_hints(ServeSettings), **_APP_OPTIONS}
+    out = dict(args)
+    for key, value in args.items():
+        if key in _LISTS:
+            if isinstance(value, str):
+                out[key] = [item for item in value.split(",") if item]
+            continue
+        if key not in types_of:
+            known = ", ".join(sorted([*types_of, *_LISTS]))
+            raise ValueError(f"unknown option {key!r}; the options are: {known}")
+        out[key] = _typed(key, value, types_of[key])
+    return out
+
+
+def _typed(key: str, value: Any, kind: Any) -> Any:
+    """``value`` as ``kind`` (``int``, ``float``, ``bool``, ``str``, ``Path``, or one of them
+    or None); strings are parsed, other values checked."""
+    options = (
+        typing.get_args(kind)
+        if typing.get_origin(kind) in (typing.Union, types.UnionType)
+        else (kind,)
+    )
+    if value is None or (isinstance(value, str) and value.lower() in ("", "none", "null")):
+        if type(None) in options:
+            return None
+        raise ValueError(f"option {key}: a value is needed")
+    kind = next(k for k in options if k is not type(None))
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        if str(value).lower() in words:
+            return words[str(value).lower()]
+        raise ValueError(f"option {key}: true or false, not {value!r}")
+    try:
+        typed = kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"option {key}: {kind.__name__}, not {value!r}") from None
+    if kind in (int, float) and isinstance(value, float | str) and typed != float(value):
+        raise ValueError(f"option {key}: a whole number, not {value!r}")  # int("2.5") cut
+    return typed
 
 
 def _service_settings(options: dict[str, Any], role: str) -> ServeSettings:
     known = {f.name for f in fields(ServeSettings)}
     settings = ServeSettings(
-        **{k: v for k, v in options.items() if k in known and k != "role"}, shared=True, role=role
+        # Replicas always share the queue, and each deployment sets its own role.
+        **{k: v for k, v in options.items() if k in known and k not in ("role", "shared")},
+        shared=True,
+        role=role,
     )
     settings.state = Path(settings.state)
     return settings
@@ -98,22 +160,13 @@ def application(args: dict[str, Any]) -> Any:
     """
     from ray import serve
 
-    options = dict(args)
-    for key in _LISTS:
-        if isinstance(options.get(key), str):
-            options[key] = [item for item in options[key].split(",") if item]
-    replicas = int(options.pop("replicas", 2))
-    generator_replicas = int(options.pop("generator_replicas", 0))
-    actor = {"num_cpus": float(options.pop("num_cpus", 1)),
-             "num_gpus": float(options.pop("num_gpus", 0))}  # fmt: skip
-    generator_actor = {"num_cpus": float(options.pop("generator_num_cpus", 1)),
-                       "num_gpus": float(options.pop("generator_num_gpus", 0))}  # fmt: skip
-    for key in ("max_batch", "max_queued"):
-        if key in options:
-            options[key] = int(options[key])
-    for key in ("batch_wait_ms", "lease", "cache_ttl", "max_duration", "max_batch_seconds"):
-        if key in options:
-            options[key] = float(options[key])
+    options = typed_options(args)
+    replicas = options.pop("replicas", 2)
+    generator_replicas = options.pop("generator_replicas", 0)
+    actor = {"num_cpus": options.pop("num_cpus", 1.0),
+             "num_gpus": options.pop("num_gpus", 0.0)}  # fmt: skip
+    generator_actor = {"num_cpus": options.pop("generator_num_cpus", 1.0),
+                       "num_gpus": options.pop("generator_num_gpus", 0.0)}  # fmt: skip
     role = "front" if generator_replicas else "all"
 
     def build() -> Any:
