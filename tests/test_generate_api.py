@@ -10,7 +10,7 @@ import itertools
 
 import pytest
 import torch
-from generate_reference import N_Q, save_audiocraft, save_hf, tiny_musicgen
+from generate_reference import CHROMA_LENGTH, N_Q, save_audiocraft, save_hf, tiny_musicgen
 
 import audiotok.generate.genmodel as genmodel
 from audiotok import Tokens
@@ -262,10 +262,12 @@ def test_melody_conditioning(tmp_path):
     # No melody is the null melody: the chroma of silence, bin 0 in every frame.
     none = model.generate_with_chroma(TEXTS, [None, None], 32000, return_tokens=True)[1]
     assert torch.equal(none, plain)
+    # The chroma length is the checkpoint's (transformers' config.json: CHROMA_LENGTH here,
+    # 235 for the published models), not one computed from a 30 s segment.
     null = model._melody.null(2)
-    assert null.shape == (2, 235, 12) and bool((null[..., 0] == 1).all())
+    assert null.shape == (2, CHROMA_LENGTH, 12) and bool((null[..., 0] == 1).all())
     chroma = model._melody.chroma(model._melody.prepare([melody], 32000))
-    assert bool((chroma.argmax(-1) == 9).all())  # A, tiled to 235 frames
+    assert bool((chroma.argmax(-1) == 9).all())  # A, tiled to CHROMA_LENGTH frames
     mixed = model.generate_with_chroma(TEXTS, [melody, None], 32000, return_tokens=True)[1]
     assert torch.equal(mixed[1:], none[1:]) and torch.equal(mixed[:1], with_melody[:1])
     # extended generation shifts the melody with the windows
@@ -358,3 +360,27 @@ def test_bf16_lm_runs_and_mostly_agrees(dirs):
         model.set_precision("fp16")
     with pytest.raises(AudiotokError, match="precision must be one of"):
         model.set_precision("int2")
+
+
+def test_generation_inputs_that_overflowed_are_refused_or_computed(musicgen):
+    """A seed past 64 bits, guidance of 1e40 and a temperature of 1e-40 each ended in a torch
+    traceback; an out-of-order delay list passed the config check."""
+    from audiotok.generate.lm_config import LMConfig
+    from audiotok.generate.sampling import sample_next_token
+
+    with pytest.raises(AudiotokError, match=r"seed must be in \[-2\*\*63, 2\*\*64\)"):
+        musicgen.set_generation_params(duration=0.2, seed=2**64)
+    with pytest.raises(AudiotokError, match="cfg_coef: at most 1e"):
+        musicgen.set_generation_params(duration=0.2, cfg_coef=1e40)
+    with pytest.raises(AudiotokError, match="at most 3600 s in one generation"):
+        musicgen.set_generation_params(duration=1e9)  # planned 55 million windows first
+    from audiotok.cli.generate_commands import generate
+    from audiotok.generate.inputs import MAX_GENERATION_SECONDS
+
+    duration = next(p for p in generate.params if p.name == "duration")
+    assert duration.type.max == MAX_GENERATION_SECONDS  # the CLI refuses it before loading
+    logits = torch.tensor([[[3.0, 2.0, 1.0]]]) * 50
+    token = sample_next_token(logits, use_sampling=True, temp=1e-40)
+    assert token.item() == 0  # as greedy: all the mass on the largest logit
+    with pytest.raises(ValueError, match="non-decreasing"):
+        LMConfig(n_q=4, card=16, dim=16, num_heads=2, num_layers=1, delays=(3, 2, 1, 0))

@@ -25,21 +25,22 @@ def run(*args: object):
 
 
 def test_generate_writes_audio_and_tokens(model_dir, tmp_path):
-    out, npz, atok = tmp_path / "a.wav", tmp_path / "a.npz", tmp_path / "b.atok"
+    out, npz = tmp_path / "a.wav", tmp_path / "a.npz"
     args = ("generate", "lo fi beat", "-m", model_dir, "-d", "0.4", "--seed", "7")
     first = run(*args, "-o", out, "--tokens", npz)
     assert first.exit_code == 0, first.output
     audio, rate = sf.read(out, always_2d=True)
     assert rate == 32_000 and audio.shape == (0.4 * 32_000, 1)
     assert "a.wav: 0.40 s, 1 ch, 32000 Hz, 20 frames of 4 codebooks" in first.stderr
+    atok = tmp_path / "b.ATOK"  # suffixes in any case, as -o takes them
     again = run(*args, "-o", tmp_path / "b.wav", "--tokens", atok)
     assert again.exit_code == 0, again.output
     saved = Tokens.load(npz)
     assert saved.codes.shape == (1, 4, 20)
     assert torch.equal(read_tokens(atok).codes, saved.codes), "same seed, same tokens"
-    other = run(*args[:-1], "8", "-o", tmp_path / "c.wav", "--tokens", tmp_path / "c.npz")
+    other = run(*args[:-1], "8", "-o", tmp_path / "c.wav", "--tokens", tmp_path / "c.NPZ")
     assert other.exit_code == 0, other.output
-    assert not torch.equal(Tokens.load(tmp_path / "c.npz").codes, saved.codes)
+    assert not torch.equal(Tokens.load(tmp_path / "c.NPZ").codes, saved.codes)
 
 
 def test_generate_continuation_and_unconditional(model_dir, tmp_path):
@@ -77,9 +78,15 @@ def test_generate_refuses_to_overwrite_and_reports_bad_input(model_dir, tmp_path
     # Refused before the model loads: generating first would lose the audio.
     unknown = run("generate", "beat", "-m", tmp_path / "nope", "-o", tmp_path / "out.xyz")
     assert unknown.exit_code == 1 and "unknown audio format 'xyz'" in unknown.stderr
-    for option, value in (("--cfg", "nan"), ("-d", "inf"), ("--temperature", "nan")):
+    for option, value, message in (
+        ("--cfg", "nan", "is not a finite number"),
+        ("--temperature", "nan", "is not a finite number"),
+        ("-d", "inf", "not in the range 0<x<=3600"),
+        ("-d", "1e9", "not in the range 0<x<=3600"),  # planned 55 million windows first
+        ("--seed", str(2**64), "not in the range"),  # torch's manual_seed overflowed
+    ):
         refused = run("generate", "beat", "-m", model_dir, option, value, "-o", tmp_path / "n.wav")
-        assert refused.exit_code == 2 and "is not a finite number" in refused.stderr, option
+        assert refused.exit_code == 2 and message in refused.stderr, (option, value)
 
 
 def test_stereo_tokens_go_to_npz_not_atok(tmp_path):

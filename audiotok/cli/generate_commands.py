@@ -24,7 +24,8 @@ DEFAULT_GENERATOR = "musicgen-small"
     "a 'facebook/...' id, or a local audiocraft export or transformers directory.",
 )
 @click.option(
-    "-d", "--duration", type=FiniteFloat(min=0, min_open=True), default=10.0,
+    # max: generate.inputs.MAX_GENERATION_SECONDS (not imported: --help imports no torch).
+    "-d", "--duration", type=FiniteFloat(min=0, max=3600, min_open=True), default=10.0,
     show_default=True, help="Seconds to generate (longer than the model's window: extended "
     "by windowed continuation).",
 )  # fmt: skip
@@ -48,8 +49,9 @@ DEFAULT_GENERATOR = "musicgen-small"
     help="Seconds between windows when -d exceeds the model's window [default: 18 for "
     "MusicGen, 2 for AudioGen, as audiocraft].",
 )
-@click.option("--seed", type=int, help="Random seed: the same seed gives the same output.")
-@click.option("--cfg", "cfg_coef", type=FiniteFloat(min=0), default=3.0, show_default=True,
+@click.option("--seed", type=click.IntRange(-(2**63), 2**64 - 1),
+              help="Random seed: the same seed gives the same output.")  # fmt: skip
+@click.option("--cfg", "cfg_coef", type=FiniteFloat(0, 1e6), default=3.0, show_default=True,
               help="Classifier-free guidance coefficient.")  # fmt: skip
 @click.option("--top-k", type=click.IntRange(min=0), default=250, show_default=True)
 @click.option("--top-p", type=FiniteFloat(0, 1), default=0.0, show_default=True,
@@ -124,11 +126,16 @@ def generate(
         if target is not None:
             check_target(target, force, AudiotokError)
     audio_format(output)  # an unknown suffix refused now, not after minutes of generation
-    if tokens_out is not None and tokens_out.suffix not in (".atok", ".npz", ".safetensors"):
+    if tokens_out is not None and tokens_out.suffix.lower() not in (
+        ".atok",
+        ".npz",
+        ".safetensors",
+    ):
         raise click.UsageError("--tokens must end in .atok, .npz or .safetensors")
     generator = _load(model, device, text_encoder)
     generator.set_precision(precision)
-    if tokens_out is not None and tokens_out.suffix == ".atok" and generator.audio_channels > 1:
+    stereo = generator.audio_channels > 1
+    if tokens_out is not None and tokens_out.suffix.lower() == ".atok" and stereo:
         # Stereo models code each channel with the mono codec: two streams, one per channel.
         raise click.UsageError(
             "an .atok file holds one mono codec stream; write a stereo model's tokens "
@@ -206,7 +213,7 @@ def _write(generator: Any, wav: Any, codes: Any, output: Path, tokens_out: Path 
     if tokens_out is None:
         return
     tokens = generator.to_tokens(codes, wav.shape[-1])
-    if tokens_out.suffix == ".atok":
+    if tokens_out.suffix.lower() == ".atok":
         from ..compression.container.atok import write_tokens
         from ..runtime.files import atomic_output
 

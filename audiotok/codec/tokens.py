@@ -138,13 +138,13 @@ class Tokens:
             The path written.
         """
         path = Path(path)
-        if path.suffix not in SUFFIXES:
+        if path.suffix.lower() not in SUFFIXES:  # T.NPZ as t.npz, as audio suffixes go
             raise TokensError(f"{path}: tokens files end in {' or '.join(SUFFIXES)}")
         arrays = {"codes": np.ascontiguousarray(to_numpy(self.codes))}
         if self.scales is not None:
             arrays["scales"] = np.ascontiguousarray(to_numpy(self.scales))
         with atomic_path(path, overwrite, TokensError) as tmp:
-            if path.suffix == ".npz":
+            if path.suffix.lower() == ".npz":
                 with open(tmp, "wb") as f:
                     np.savez(f, metadata=np.array(json.dumps(self.metadata())), **arrays)
             else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 from typing import Any
@@ -84,17 +85,32 @@ def check_seed(seed: Any) -> int | None:
     """``seed`` as an int, or None."""
     if seed is not None:
         _number("seed", seed, integer=True)
+        if not -(2**63) <= seed < 2**64:  # what torch.manual_seed takes
+            raise GenerationError(f"seed must be in [-2**63, 2**64), got {seed}")
     return None if seed is None else int(seed)
 
 
+MAX_GENERATION_SECONDS = 3600.0
+"""The longest generation taken: its tokens and audio are held in memory (an hour of 32 kHz
+stereo is 0.9 GB of float32), and its windows planned at the start (``-d 1e9`` planned 55
+million and grew past 15 GB before the first step). Longer audio: generate in parts, each
+continuing the last (``--continue``)."""
+
+
 def check_durations(duration: float, extend_stride: float | None, max_duration: float) -> None:
-    """Raises unless ``duration`` is positive and, when it is more than ``max_duration``,
-    ``0 < extend_stride < max_duration`` (audiocraft checks the stride always)."""
+    """Raises unless ``duration`` is positive, at most :data:`MAX_GENERATION_SECONDS`, and,
+    when it is more than ``max_duration``, ``0 < extend_stride < max_duration`` (audiocraft
+    checks the stride always)."""
     _number("duration", duration)
     if extend_stride is not None:
         _number("extend_stride", extend_stride)
     if not duration > 0 or not np.isfinite(duration):
         raise GenerationError(f"duration must be positive, got {duration}")
+    if duration > MAX_GENERATION_SECONDS:
+        raise GenerationError(
+            f"duration: at most {MAX_GENERATION_SECONDS:g} s in one generation, got "
+            f"{duration:g}; generate in parts, each continuing the last"
+        )
     if extend_stride is not None and not extend_stride > 0:
         raise GenerationError(f"extend_stride must be positive, got {extend_stride}")
     if duration > max_duration and not 0 < (extend_stride or 0) < max_duration:
@@ -102,6 +118,11 @@ def check_durations(duration: float, extend_stride: float | None, max_duration: 
             f"generating {duration:g} s needs extend_stride below max_duration "
             f"({max_duration:g} s), got {extend_stride}"
         )
+
+
+MAX_CFG_COEF = 1e6
+"""The largest classifier-free guidance coefficient taken: logits of float32 models times
+this stay far from overflow (1e40 gave inf logits and a traceback in sampling)."""
 
 
 def generation_params(
@@ -116,10 +137,15 @@ def generation_params(
     _number("top_k", top_k, integer=True)
     for name, value in (("top_p", top_p), ("temperature", temperature), ("cfg_coef", cfg_coef)):
         _number(name, value)
-    if top_k < 0 or not 0 <= top_p <= 1 or temperature < 0:
+    if top_k < 0 or not 0 <= top_p <= 1 or not 0 <= temperature < math.inf:
         raise GenerationError(
             f"need top_k >= 0, 0 <= top_p <= 1 and temperature >= 0 "
             f"(got {top_k}, {top_p}, {temperature})"
+        )
+    if not abs(cfg_coef) <= MAX_CFG_COEF:  # NaN included
+        # Guided logits are uncond + (cond - uncond) * cfg_coef: past this they overflow.
+        raise GenerationError(
+            f"cfg_coef: at most {MAX_CFG_COEF:g} either way (1 to 10 is usual), got {cfg_coef}"
         )
     return {
         "use_sampling": bool(use_sampling),

@@ -51,6 +51,9 @@ class ConditionerConfig:
         n_chroma: Chroma bins, for ``chroma_stem``.
         radix2_exp: log2 of the chroma extractor's STFT size, for ``chroma_stem``.
         argmax: Keep only the strongest chroma bin per frame, for ``chroma_stem``.
+        chroma_length: Chroma frames a melody is cut or tiled to, for ``chroma_stem``; None:
+            those of a training segment, as audiocraft computes them (transformers' configs
+            give theirs, ``chroma_length``: 235 for the published models).
     """
 
     name: str
@@ -61,6 +64,7 @@ class ConditionerConfig:
     n_chroma: int = 12
     radix2_exp: int = 14
     argmax: bool = True
+    chroma_length: int | None = None
 
     def __post_init__(self) -> None:
         if self.model not in CONDITIONER_MODELS:
@@ -178,6 +182,8 @@ class LMConfig:
             problems.append(f"pattern must be one of {PATTERNS}, not {self.pattern!r}")
         if len(self.delays) != self.n_q:
             problems.append(f"{len(self.delays)} delays for {self.n_q} codebooks")
+        if list(self.delays) != sorted(self.delays) or min(self.delays, default=0) < 0:
+            problems.append(f"delays must be non-negative and non-decreasing, not {self.delays}")
         if self.empty_initial < 0:
             # Generation starts after the pattern's empty first step; without one it can't.
             problems.append(f"empty_initial must be >= 0, not {self.empty_initial}")

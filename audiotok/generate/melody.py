@@ -72,6 +72,9 @@ class MelodyConditioning:
             radix2_exp=spec.radix2_exp,
             argmax=spec.argmax,
         ).to(self.device)
+        if spec.chroma_length is not None:  # the checkpoint's own (transformers' configs)
+            self.chroma_len = int(spec.chroma_length)
+            return
         # audiocraft's `_get_chroma_len`: the chroma of a silent training segment.
         with torch.no_grad():
             length = int(self.extractor.sample_rate * segment_duration)

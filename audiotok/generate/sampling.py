@@ -182,6 +182,8 @@ def sample_next_token(
     """
     if not (use_sampling and temp > 0.0):
         return torch.argmax(logits, dim=-1, keepdim=True)
+    if temp < 1e-3:  # logits / temp could overflow: the same softmax, shifted to <= 0 first
+        logits = logits - logits.amax(dim=-1, keepdim=True)
     probs = torch.softmax(logits / temp, dim=-1)
     if top_p > 0.0:
         return sample_top_p(probs, p=top_p, generator=generator)

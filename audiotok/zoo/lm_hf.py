@@ -85,9 +85,11 @@ def config_from_hf(hf: dict[str, Any], generation: dict[str, Any] | None = None)
     if melody:
         n_chroma = int(hf.get("num_chroma", 12))
         # transformers' feature extractor: 16384-point STFT (radix2_exp 14), argmax chroma.
+        chroma_length = hf.get("chroma_length")  # the published models': 235
         chroma = ConditionerConfig(
-            "self_wav", "chroma_stem", n_chroma, sample_rate=sample_rate, n_chroma=n_chroma
-        )
+            "self_wav", "chroma_stem", n_chroma, sample_rate=sample_rate, n_chroma=n_chroma,
+            chroma_length=None if chroma_length is None else int(chroma_length),
+        )  # fmt: skip
         conditioners = (chroma, text_conditioner)
     try:
         return LMConfig(
