@@ -202,3 +202,14 @@ def test_tokens_of_several_bandwidths_decode_in_one_call(codec, segmented_codec)
     stereo = clips(48_000, 2, [7000])[0]
     mixed = [segmented_codec.encode(stereo, bandwidth=b) for b in (1.2, 2.4)]
     assert_decode_batch_equals_alone(segmented_codec, mixed, max_batch=4)
+
+
+def test_one_rate_for_every_signal_in_any_form(codec):
+    """A 0-d array failed to iterate; a string was taken as one rate per character."""
+    wav = clips(24_000, 1, [4000])[0]
+    at_16k = audiotok.convert_audio(wav.unsqueeze(0), 24_000, 16_000, 1)[0]
+    expected = codec.encode(at_16k, 16_000, 0.6).length
+    (tokens,) = codec.encode_batch([at_16k], sample_rate=np.array(16_000), bandwidth=0.6)
+    assert tokens.length == expected
+    with pytest.raises(audiotok.AudioError, match="must be a number of Hz, not '16000'"):
+        codec.encode_batch([at_16k], sample_rate="16000")

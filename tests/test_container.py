@@ -19,6 +19,7 @@ from audiotok.compression.container.writer import AtokWriter
 from audiotok.compression.decode import decode_stream, decompress
 from audiotok.compression.encode import compress
 from audiotok.errors import (
+    AudioError,
     ChecksumError,
     FormatError,
     TokensError,
@@ -85,6 +86,16 @@ def test_original_rate_and_channels_are_restored(codec):
     assert rate == 44_100 and audio.shape == x.shape
     native, native_rate = decompress(compress(codec, x, 44_100), codec, native=True)
     assert native_rate == 24_000 and native.shape == (1, 24_000)
+
+
+def test_compress_refuses_what_the_header_cannot_record(codec):
+    """A rate of 44100.7 Hz was recorded as 44100; packets of 1e9 s overflowed struct."""
+    wav = torch.randn(1, 4410) * 0.1
+    with pytest.raises(AudioError, match=r"whole numbers of Hz, not 44100\.7"):
+        compress(codec, wav, 44_100.7)
+    for seconds in (1e9, 0.0, float("nan")):
+        with pytest.raises(ValueError, match=r"packet_seconds must be in \(0, 3600\]"):
+            compress(codec, wav, 44_100, packet_seconds=seconds)
 
 
 def test_header_records_the_stream(codec):

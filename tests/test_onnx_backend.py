@@ -170,6 +170,11 @@ def test_errors_are_one_line(tmp_path, monkeypatch):
         OnnxCodec(folder)
     with pytest.raises(CheckpointError, match="not an audiotok ONNX export"):
         OnnxCodec(tmp_path)
+    sidecar = json.loads((folder / "model.json").read_text())
+    del sidecar["model_id"], sidecar["graphs"]["decoder"]  # was a KeyError
+    (folder / "model.json").write_text(json.dumps(sidecar))
+    with pytest.raises(CheckpointError, match=r"model\.json: missing model_id, graphs\.enc"):
+        OnnxCodec(folder)
     with pytest.raises(DeviceError, match="CPU"):
         load_codec("audiotok_24khz", backend="onnx", device="meta")
     with pytest.raises(ValueError, match="backend"):

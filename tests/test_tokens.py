@@ -156,3 +156,32 @@ def test_files_get_the_mode_the_umask_gives(tokens, tmp_path, suffix):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"codes": np.full((1, 2, 75), 3.9)}, "codes must be integers, not float64"),  # was cut
+        ({"codes": torch.ones(1, 2, 75, dtype=torch.bool)}, "codes must be integers, not bool"),
+        ({"codes": np.zeros((0, 2, 75), np.int64)}, "at least one item"),
+        ({"length": 24_000.5}, "length must be a whole number"),
+        ({"length": -1}, "length must be a whole number >= 0, not -1"),
+        ({"sample_rate": 0}, "sample_rate must be positive"),
+    ],
+)
+def test_the_constructor_refuses_what_no_codec_decodes(change, message):
+    fields = dict(codes=np.zeros((1, 2, 75), np.int64), scales=None, length=24_000,
+                  sample_rate=24_000, bandwidth=1.5, model_id="encodec_24khz")  # fmt: skip
+    with pytest.raises(TokensError, match=message):
+        Tokens(**{**fields, **change})
+    listed = Tokens(**{**fields, "codes": [[[1, 2], [3, 4]]], "length": 640})  # nested lists
+    assert listed.codes.dtype == np.int64 and listed.num_frames == 2
+
+
+def test_tokens_of_no_audio_are_refused_by_either_backend():
+    import audiotok
+
+    codec = audiotok.load_codec()
+    empty = Tokens(np.zeros((1, 2, 0), np.int64), None, 0, 24_000, 1.5, codec.model_id)
+    with pytest.raises(TokensError, match=r"stand for no audio \(length 0\)"):
+        codec.decode(empty)

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import abc
+import numbers
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -195,6 +196,10 @@ class Codec(abc.ABC):
         wav = as_framework(wav, self.framework, dtype="float32")
         if wav.ndim == 2:
             wav = wav[None]
+        if sample_rate is not None and (
+            isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Real)
+        ):
+            raise AudioError(f"sample_rate must be a number of Hz, not {sample_rate!r}")
         rate = self.sample_rate if sample_rate is None else int(sample_rate)
         if sample_rate is not None and rate != sample_rate:  # 44100.5 would be cut to 44100
             raise AudioError(f"sample rates are whole numbers of Hz, not {sample_rate}")
@@ -232,7 +237,12 @@ class Codec(abc.ABC):
         bandwidth = self.check_bandwidth(bandwidth)
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
-        if sample_rate is None or not isinstance(sample_rate, (Sequence, np.ndarray)):
+        if isinstance(sample_rate, np.ndarray) and sample_rate.ndim == 0:
+            sample_rate = sample_rate.item()  # one rate for all, as a 0-d array
+        one_rate = isinstance(sample_rate, str | bytes) or not isinstance(
+            sample_rate, (Sequence, np.ndarray)
+        )  # a string is a sequence too: of characters, not rates
+        if sample_rate is None or one_rate:
             rates: Sequence[int | None] = [sample_rate] * len(wavs)
         else:  # a list, or an array of rates (one per signal)
             rates = [r.item() if hasattr(r, "item") else r for r in sample_rate]
@@ -267,6 +277,8 @@ class Codec(abc.ABC):
             raise TokensError(
                 f"{where} have {tokens.num_codebooks} codebooks; {self.model_id} has {max_k}"
             )
+        if tokens.length < 1:  # the backends disagreed: a torch error, or empty ONNX audio
+            raise TokensError(f"{where} stand for no audio (length {tokens.length})")
         expected = self.num_frames(tokens.length)
         if tokens.num_frames != expected:
             raise TokensError(

@@ -52,6 +52,13 @@ FORMAT = "audiotok-onnx"
 FORMAT_VERSION = 2
 """Export format written (2 added the streaming graphs)."""
 FORMAT_VERSIONS = (1, FORMAT_VERSION)
+# What every export's model.json holds (both versions); "streaming" and "entropy_priors" may
+# be null.
+REQUIRED_FIELDS = (
+    "model_id", "sample_rate", "channels", "frame_rate", "hop_length", "n_q", "cardinality",
+    "bandwidths", "segmented", "segment_length", "segment_stride",
+    "normalize", "min_length", "min_frames", "torch_fingerprint",
+)  # fmt: skip
 """Export formats read."""
 
 
@@ -114,6 +121,12 @@ class OnnxCodec(Codec):
                 f"{folder}: ONNX export format {meta.get('format_version')}, "
                 f"this audiotok reads {', '.join(map(str, FORMAT_VERSIONS))}"
             )
+        missing = [key for key in REQUIRED_FIELDS if key not in meta]
+        graphs = meta.get("graphs")
+        if not isinstance(graphs, dict) or not {"encoder", "decoder"} <= set(graphs):
+            missing.append("graphs.encoder/decoder")
+        if missing:  # a hand-edited or truncated sidecar: a KeyError at first use otherwise
+            raise CheckpointError(f"{folder}/model.json: missing {', '.join(missing)}")
         self.folder, self.meta, self._verify = folder, meta, verify
         self.model_id = meta["model_id"]
         self._options = ort.SessionOptions()

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..audio.read import to_numpy
+from ..audio.read import is_tensor, to_numpy
 from ..errors import TokensError
 from ..runtime.files import atomic_path
 from .arrays import as_framework, framework_of
@@ -59,9 +60,24 @@ class Tokens:
     model_id: str
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.codes, np.ndarray) or is_tensor(self.codes)):
+            self.codes = np.asarray(self.codes)  # nested lists, as as_framework takes them
         framework = self.framework
         if self.codes.ndim != 3:
             raise TokensError(f"codes must be [B, K, F], got shape {list(self.codes.shape)}")
+        if self.codes.shape[0] < 1:
+            raise TokensError("tokens hold at least one item: codes [B, K, F] with B >= 1")
+        kind = str(self.codes.dtype).removeprefix("torch.")
+        if not (kind.startswith(("int", "uint")) and kind != "uint64"):
+            # A cast would cut 3.9 to 3 (Tokens.load refuses such files too).
+            raise TokensError(f"codes must be integers, not {kind}")
+        for name in ("length", "sample_rate"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+                raise TokensError(f"{name} must be a whole number >= 0, not {value!r}")
+            setattr(self, name, int(value))
+        if self.sample_rate == 0:
+            raise TokensError("sample_rate must be positive, not 0")
         self.codes = as_framework(self.codes, framework, dtype="int64")
         if self.scales is not None:
             if self.scales.ndim != 2 or self.scales.shape[0] != self.codes.shape[0]:

@@ -48,8 +48,9 @@ def compress_to(
     if getattr(wav, "ndim", 0) != 2:
         raise TokensError(f"compress takes one signal [C, T], not shape {list(wav.shape)}")
     original_channels = coded_channels(codec, wav.shape[0], downmix)
+    # Given as is: Codec.encode refuses 44100.7 rather than recording it as 44100.
+    tokens = codec.encode(wav, sample_rate=sample_rate, bandwidth=bandwidth)
     rate = codec.sample_rate if sample_rate is None else int(sample_rate)
-    tokens = codec.encode(wav, sample_rate=rate, bandwidth=bandwidth)
     with AtokWriter.for_codec(
         file,
         codec,

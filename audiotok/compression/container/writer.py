@@ -24,6 +24,11 @@ from .packet import Packet
 DEFAULT_PACKET_SECONDS = 1.0
 
 
+MAX_PACKET_SECONDS = 3600.0
+"""The longest packet taken: a packet is what a damaged file loses, and what a streamed
+decoder holds at once."""
+
+
 def header_for_codec(
     codec: Any,
     *,
@@ -40,7 +45,15 @@ def header_for_codec(
 
     Segmented codecs (48 kHz) put exactly one segment, and its scale, in each packet; others
     put ``round(packet_seconds * frame_rate)`` frames in each packet.
+
+    Raises:
+        ValueError: ``packet_seconds`` not in (0, :data:`MAX_PACKET_SECONDS`] (1e9 s overflowed
+            the header's 32-bit frame count in ``struct``).
     """
+    if not 0 < packet_seconds <= MAX_PACKET_SECONDS:
+        raise ValueError(
+            f"packet_seconds must be in (0, {MAX_PACKET_SECONDS:g}], not {packet_seconds}"
+        )
     frame_rate = Fraction(codec.sample_rate, codec.hop_length)
     if codec.segments is None:
         frames_per_packet = max(1, round(packet_seconds * frame_rate))
