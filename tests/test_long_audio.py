@@ -231,6 +231,13 @@ def test_token_files_of_long_audio_are_coded_and_decoded_as_streams(long_file, t
     assert np.abs(audio - expected).max() < 1e-4  # 16-bit steps
     with pytest.raises(AudioError, match="already exists; pass overwrite=True"):
         files.decode_tokens_file(whole, out, codec)  # nothing overwritten unasked
+    import dataclasses
+
+    from audiotok.errors import TokensError
+
+    short = dataclasses.replace(whole, codes=whole.codes[..., :-5])  # frames for no length
+    with pytest.raises(TokensError, match="frames, but"):
+        files.decode_tokens_file(short, tmp_path / "short.wav", codec)
 
 
 def test_segmented_token_files_stream_by_segment(tmp_path, monkeypatch, segmented_codec):

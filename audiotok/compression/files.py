@@ -120,7 +120,7 @@ def decode_tokens_file(
     always) in one pass.
 
     Raises:
-        TokensError: Tokens of more than one item.
+        TokensError: Tokens of more than one item, or that ``codec`` can't decode.
     """
     from ..audio.write import write_audio
     from ..errors import TokensError
@@ -128,6 +128,7 @@ def decode_tokens_file(
 
     if tokens.batch_size != 1:
         raise TokensError(f"tokens of {tokens.batch_size} items; decode one at a time")
+    codec.check_tokens(tokens)  # rate, codebooks, frames, code range: as Codec.decode does
     if streams(codec, tokens.duration, exact):
         decode_tokens_streaming(tokens, Path(output), codec, overwrite=overwrite,
                                 strategy=strategy)  # fmt: skip

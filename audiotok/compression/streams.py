@@ -207,10 +207,10 @@ def decode_tokens_streaming(tokens: Tokens, output: Path, codec: Codec, *,
     if segment_length is None:
         spans = [(start, block_frames, None) for start in range(0, codes.shape[-1], block_frames)]
     else:
-        scales = as_framework(tokens.scales, codec.framework, device=codec.device)
         segments = split_segments(tokens.length, codec.hop_length, segment_length, stride)
-        if tokens.scales is None or scales.shape[-1] != len(segments):
+        if tokens.scales is None or tokens.scales.shape[-1] != len(segments):
             raise TokensError(f"the tokens need {len(segments)} scales, one per segment")
+        scales = as_framework(tokens.scales, codec.framework, device=codec.device)
         spans = [(s.first_frame, s.frames, scales[:, i]) for i, s in enumerate(segments)]
     sink = AudioSink(output, codec.sample_rate, codec.channels, from_rate=codec.sample_rate,
                      length=tokens.length, overwrite=overwrite,
