@@ -11,7 +11,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
+import hashlib
 import json
+import os
 import shutil
 import socket
 import time
@@ -270,13 +272,110 @@ def test_download_with_wrong_hash_leaves_nothing(caches, tmp_path, monkeypatch):
     card = card_24khz(url=remote.as_uri(), sha256="0" * 64)
     downloads_on(monkeypatch)
 
-    with pytest.raises(CheckpointError) as info:
+    # A ModelNotAvailableError naming the URL (it was a CheckpointError naming a temporary file
+    # already deleted, and the card's next source was never tried).
+    with pytest.raises(ModelNotAvailableError) as info:
         hub.fetch(card, progress=False)
 
     message = one_line(str(info.value))
-    assert "does not match the expected " + "0" * 64 in message
-    assert "damaged" in message
+    assert f"{remote.as_uri()}: the downloaded file is not the official one" in message
+    assert "does not start with " + "0" * 64 in message
     assert files_in(caches.audiotok) == [], "neither the file nor a temporary file may remain"
+
+
+@pytest.fixture
+def loopback_server(monkeypatch):
+    """An HTTP server on 127.0.0.1 whose answers the test sets: ``(status, headers, body)``."""
+    import _socket
+    import http.server
+    import threading
+
+    answer = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            status, headers, body = answer["reply"]
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(body)  # then closes: a body shorter than announced is cut off
+
+        def log_message(self, *args):
+            pass
+
+    def loopback_only(host, *args, **kwargs):
+        assert host in ("127.0.0.1", None), host
+        return _socket.getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", loopback_only)
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    answer["url"] = f"http://127.0.0.1:{server.server_address[1]}/{OFFICIAL_24}"
+    yield answer
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_download_cut_off_is_reported_as_such(caches, loopback_server, th24, monkeypatch):
+    """urllib does not notice a connection closed early: the hash check blamed the file."""
+    data = th24.read_bytes()
+    card = card_24khz(url=loopback_server["url"], sha256=hashlib.sha256(data).hexdigest())
+    downloads_on(monkeypatch)
+    loopback_server["reply"] = (200, {"Content-Length": str(len(data))}, data[: len(data) // 2])
+    with pytest.raises(ModelNotAvailableError, match=rf"connection closed after {len(data) // 2} "):
+        hub.fetch(card, progress=False)
+    assert files_in(caches.audiotok) == []
+    loopback_server["reply"] = (200, {"Content-Length": str(len(data))}, data)
+    _, path = hub.fetch(card, progress=False)
+    # The umask's permissions: mkstemp's 0600 hid the file from a shared cache's other users.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_damaged_copies_are_passed_over_and_downloaded_again(caches, loopback_server, th24,
+                                                            monkeypatch):  # fmt: skip
+    data = th24.read_bytes()
+    card = card_24khz(url=loopback_server["url"], sha256=hashlib.sha256(data).hexdigest())
+    use_cards(monkeypatch, card)
+    caches.audiotok.mkdir(parents=True)
+    caches.torch_hub.mkdir(parents=True)
+    (caches.audiotok / OFFICIAL_24).write_bytes(b"a download cut short")
+    shutil.copyfile(th24, caches.torch_hub / OFFICIAL_24)
+    assert hub.find_local(card) == (card.sources[0], caches.torch_hub / OFFICIAL_24)
+    (caches.torch_hub / OFFICIAL_24).unlink()
+    with pytest.raises(CheckpointError, match="does not match"):  # offline: said, not fixed
+        hub.fetch(card, progress=False)
+    downloads_on(monkeypatch)
+    stale = caches.audiotok / f".{OFFICIAL_24}.dead.part"  # a download killed a day ago
+    stale.write_bytes(b"partial")
+    os.utime(stale, (0, 0))
+    loopback_server["reply"] = (200, {"Content-Length": str(len(data))}, data)
+    assert hub.fetch(card, progress=False)[1].read_bytes() == data  # over the damaged one
+    assert files_in(caches.audiotok) == [OFFICIAL_24]
+
+
+def test_names_resolved_by_a_proxy_are_not_checked_here(monkeypatch):
+    """On networks reached only through a proxy this machine resolves no name: the DNS check
+    refused every download there."""
+
+    def no_dns(host, *args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    with pytest.raises(ModelNotAvailableError, match=r"dl\.internal unreachable"):
+        hub._check_reachable("https://dl.internal/w.th")
+    monkeypatch.setenv("https_proxy", "http://proxy.internal:3128")
+    hub._check_reachable("https://dl.internal/w.th")
+
+
+def test_a_tilde_in_xdg_cache_home_is_the_home_folder(monkeypatch):
+    monkeypatch.delenv("AUDIOTOK_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", "~/cache")
+    assert hub.cache_dir() == Path.home() / "cache" / "audiotok"
 
 
 def test_a_url_without_host_is_not_unreachable(tmp_path):

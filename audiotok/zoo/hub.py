@@ -14,11 +14,14 @@ known; a download is written to a temporary file and renamed only once verified.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
+import secrets
 import socket
 import sys
-import tempfile
+import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -44,7 +47,7 @@ def cache_dir() -> Path:
     if os.environ.get("AUDIOTOK_CACHE"):
         return Path(os.environ["AUDIOTOK_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "audiotok"
+    return Path(base).expanduser() / "audiotok"  # ~ as torch and huggingface_hub expand it
 
 
 def torch_hub_checkpoints() -> Path:
@@ -88,10 +91,22 @@ def _local(source: WeightsSource) -> Path | None:
         path = PACKAGED_DIR / source.filenames[0]
         return path if path.is_file() else None
     if source.url:
+        unusable: CheckpointError | None = None
         for path in _url_candidates(source):
             if path.is_file():
-                _check_sha256(path, source.sha256)
+                try:  # a damaged or unreadable copy must not hide a good one in the next place
+                    _check_sha256(path, source.sha256)
+                except OSError as exc:  # another user's 0600 file in a shared cache
+                    unusable = unusable or CheckpointError(
+                        f"{path}: can't read it ({exc.strerror})"
+                    )
+                    continue
+                except CheckpointError as exc:
+                    unusable = unusable or exc
+                    continue
                 return path
+        if unusable is not None:
+            raise unusable
         return None
     return _hf_download(source, local_only=True)
 
@@ -104,6 +119,10 @@ def _check_reachable(url: str) -> None:
     parts = urllib.parse.urlsplit(url)
     if not parts.hostname:
         return
+    if urllib.request.getproxies().get(parts.scheme) and not urllib.request.proxy_bypass(
+        parts.hostname
+    ):
+        return  # the proxy resolves the name, not this machine (HPC and corporate networks)
     port = parts.port or (80 if parts.scheme == "http" else 443)
     try:
         socket.getaddrinfo(parts.hostname, port)
@@ -134,11 +153,29 @@ def _hf_download(source: WeightsSource, local_only: bool) -> Path | None:
     return weights.parent if source.format == "hf" else weights
 
 
+STALE_PART_SECONDS = 24 * 3600
+"""A partial download this old is one whose process died (kill -9, a reboot): removed."""
+
+
 def _download_url(source: WeightsSource, progress: bool) -> Path:
+    import http.client
+
     _check_reachable(source.url)
     target = cache_dir() / source.filename
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for stale in target.parent.glob(f".{target.name}.*.part"):
+            with contextlib.suppress(OSError):
+                if time.time() - stale.stat().st_mtime > STALE_PART_SECONDS:
+                    stale.unlink()
+        tmp = str(target.parent / f".{target.name}.{secrets.token_hex(4)}.part")
+        # O_EXCL, mode 0o666: the umask's permissions (mkstemp's 0600 hid a shared cache's files)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as exc:
+        raise ModelNotAvailableError(
+            f"can't write to the cache {target.parent} ({exc.strerror or exc}); set "
+            "AUDIOTOK_CACHE to a writable folder"
+        ) from None
     try:
         with (
             os.fdopen(fd, "wb") as out,
@@ -150,16 +187,33 @@ def _download_url(source: WeightsSource, progress: bool) -> Path:
             bar_on = progress and stderr_is_terminal()
             if progress and not bar_on:  # a log gets one line, not a bar's redraws
                 print(f"{target.name}: downloading {source.url}", file=sys.stderr)
+            got = 0
             with tqdm(
                 total=total, unit="B", unit_scale=True, desc=target.name, disable=not bar_on
             ) as bar:
                 for block in iter(lambda: response.read(1 << 20), b""):
                     out.write(block)
+                    got += len(block)
                     bar.update(len(block))
-        _check_sha256(Path(tmp), source.sha256)
+        if total is not None and got != total:  # urllib does not notice a closed connection
+            raise ModelNotAvailableError(
+                f"{source.url}: connection closed after {got} of {total} bytes; try again"
+            )
+        try:
+            _check_sha256(Path(tmp), source.sha256)
+        except CheckpointError:  # a ModelNotAvailableError: fetch tries the next source
+            raise ModelNotAvailableError(
+                f"{source.url}: the downloaded file is not the official one (its SHA-256 does "
+                f"not start with {source.sha256}: a proxy's or captive portal's page?)"
+            ) from None
         os.replace(tmp, target)
-    except OSError as exc:  # URLError and timeouts are OSErrors
-        reason = getattr(exc, "reason", None) or exc
+    except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, a full disk
+        if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            raise ModelNotAvailableError(
+                f"{target.parent}: no space left for {target.name} ({source.url}); free some "
+                "or set AUDIOTOK_CACHE to another disk"
+            ) from None
+        reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
         raise ModelNotAvailableError(f"{source.url}: {reason}") from None
     finally:
         if os.path.exists(tmp):
@@ -198,12 +252,19 @@ def fetch(card: HasSources, *, progress: bool = True) -> tuple[WeightsSource, Pa
     Raises:
         ModelNotAvailableError: Not cached and not downloadable; the one-line message says
             where we looked and how to get the file.
-        CheckpointError: A cached or downloaded file fails its hash check.
+        CheckpointError: Offline, a cached file fails its hash check (online it is downloaded
+            again over it).
     """
-    found = find_local(card)
+    errors = []
+    try:
+        found = find_local(card)
+    except CheckpointError as exc:  # damaged where we keep it: downloaded again over it
+        if is_offline():
+            raise
+        errors.append(str(exc))
+        found = None
     if found:
         return found
-    errors = []
     if not is_offline():
         for source in card.sources:
             if source.packaged:
