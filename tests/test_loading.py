@@ -14,6 +14,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import time
@@ -838,3 +839,22 @@ def test_config_from_audiocraft_refuses(old, new, pattern):
     with pytest.raises(CheckpointError, match=pattern) as info:
         config_from_audiocraft(AUDIOGEN_YAML.replace(old, new))
     one_line(str(info.value))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"weights": None}, "'weights' must be a file name beside the card, not None"),
+        ({"weights": "sub/m.safetensors"}, "not 'sub/m.safetensors'"),
+        ({"weights": ".."}, "not '..'"),
+        ({"version": "1.0"}, "version must be a whole number, not '1.0'"),
+        ({"version": 99}, "version 99 is newer than this audiotok reads"),
+    ],
+)
+def test_hand_edited_cards_are_one_line_errors(tmp_path, change, message):
+    """A null or nested weights name, or a version string, raised ValueError or TypeError."""
+    card = save_checkpoint(tiny_codec().model, tmp_path / "c.json", name="c")
+    data = json.loads(card.read_text())
+    card.write_text(json.dumps({**data, **change}))
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        load_codec(card)

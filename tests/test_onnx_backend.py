@@ -225,3 +225,15 @@ def test_an_export_for_fewer_bandwidths_decodes_any(tmp_path):
     compress_file(tmp_path / "long.wav", tmp_path / "long.atok", codec, bandwidth=0.6)
     assert decompress_file(tmp_path / "long.atok", tmp_path / "long.flac", onnx) is None
     assert sf.info(tmp_path / "long.flac").frames == 24_000 * 21
+
+
+def test_an_export_leaves_another_process_in_progress_alone(tmp_path, monkeypatch):
+    """Working folders were named by pid, and container replicas sharing a cache are all pid 1:
+    one export removed the other's half-made folder under it (a FileNotFoundError there)."""
+    monkeypatch.setattr("os.getpid", lambda: 1)
+    other = tmp_path / ".onnx.1.partial"
+    other.mkdir()
+    (other / "decoder.onnx").write_bytes(b"another process's graph, being written")
+    export_onnx(tiny_codec(), tmp_path / "onnx")
+    assert (other / "decoder.onnx").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".onnx.1.partial", "onnx"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -201,7 +202,8 @@ def _export_to_cache(codec: EncodecCodec) -> Path:
     if not (folder / "model.json").is_file():
         # Exported beside, then renamed: a process that dies mid-export leaves no half folder
         # where another would take it for whole.
-        partial = folder.with_name(f".{folder.name}.{os.getpid()}.partial")
+        # A random name, not the pid: container replicas sharing a cache are all pid 1.
+        partial = folder.with_name(f".{folder.name}.{secrets.token_hex(4)}.partial")
         export_onnx(codec, partial, overwrite=True)
         try:
             os.replace(partial, folder)

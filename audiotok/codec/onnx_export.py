@@ -47,6 +47,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import secrets
 import shutil
 import types
 import warnings
@@ -267,8 +268,8 @@ def export_onnx(
         )
     # Made beside, then moved in: an interrupted export (Ctrl-C mid-trace, minutes for big
     # models) leaves the previous one whole, not new graphs under its old sidecar.
-    work = out_dir.parent / f".{out_dir.name}.{os.getpid()}.partial"
-    shutil.rmtree(work, ignore_errors=True)
+    # A random name, not the pid: container replicas sharing a cache are all pid 1.
+    work = out_dir.parent / f".{out_dir.name}.{secrets.token_hex(4)}.partial"
     work.mkdir(parents=True)
     try:
         meta = _export_into(codec, work, chosen, opset)

@@ -33,6 +33,8 @@ from .codec_cards import CARDS, PRIORS_KEY, ModelCard
 from .codec_convert import config_from_audiocraft, config_from_hf, hf_key_to_ours
 from .weights import (
     adopt_state,
+    card_file,
+    card_version,
     float_state,
     load_safetensors,
     load_torch,
@@ -122,15 +124,12 @@ def _read_audiotok(card_path: Path) -> Checkpoint:
         raise CheckpointError(
             f"{card_path}: not an audiotok codec card (format {card.get('format')!r})"
         )
-    if int(card.get("version", 0)) > AUDIOTOK_VERSION:
-        raise CheckpointError(
-            f"{card_path}: card version {card['version']} is newer than this audiotok reads"
-        )
+    card_version(card, AUDIOTOK_VERSION, card_path)
     try:
         config = CodecConfig.from_dict(card["config"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{card_path}: bad codec config ({exc})") from None
-    weights = card_path.with_name(card.get("weights", card_path.stem + ".safetensors"))
+    weights = card_file(card, "weights", card_path.stem + ".safetensors", card_path)
     if not weights.is_file():
         raise CheckpointError(f"{card_path}: its weights file {weights.name} is missing")
     state = load_safetensors(weights)

@@ -26,7 +26,7 @@ import torch
 from ..errors import CheckpointError
 from ..generate.lm_config import LMConfig
 from .lm_checkpoints import LMCheckpoint, split_conditioner_states
-from .weights import float_state, load_safetensors, read_json
+from .weights import card_file, card_version, float_state, load_safetensors, read_json
 
 LM_FORMAT = "audiotok.lm"
 LM_VERSION = 1
@@ -45,16 +45,12 @@ def read_audiotok_lm(directory: Path) -> LMCheckpoint:
     card = read_json(directory / CARD_NAME)
     if card.get("format") != LM_FORMAT:
         raise CheckpointError(f"{directory / CARD_NAME}: not an audiotok LM card")
-    if int(card.get("version", 0)) > LM_VERSION:
-        raise CheckpointError(
-            f"{directory / CARD_NAME}: version {card['version']} is newer than this audiotok "
-            "reads; upgrade audiotok"
-        )
+    card_version(card, LM_VERSION, directory / CARD_NAME)
     try:
         config = LMConfig.from_dict(card["config"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{directory / CARD_NAME}: bad LM config ({exc})") from None
-    weights = directory / str(card.get("weights", WEIGHTS_NAME))
+    weights = card_file(card, "weights", WEIGHTS_NAME, directory / CARD_NAME)
     if not weights.is_file():
         raise CheckpointError(f"{directory}: its weights file {weights.name} is missing")
     state = float_state(load_safetensors(weights), weights)
@@ -64,7 +60,7 @@ def read_audiotok_lm(directory: Path) -> LMCheckpoint:
         lm_state, conditioner_states = split_conditioner_states(state, config)
     except CheckpointError as exc:
         raise CheckpointError(f"{weights}: {exc}") from None
-    codec = directory / str(card.get("codec", CODEC_CARD))
+    codec = card_file(card, "codec", CODEC_CARD, directory / CARD_NAME)
     t5_config = card.get("text_encoder")
     if t5_config is not None and not t5_state:
         raise CheckpointError(f"{weights}: the card names a bundled T5 encoder, none is stored")

@@ -77,6 +77,32 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def card_version(card: dict[str, Any], newest: int, path: Path) -> int:
+    """A card's ``version`` (0 if absent), checked: a whole number, not newer than ``newest``.
+
+    Raises:
+        CheckpointError: A version of another type (a hand-edited ``"1.0"``) or a newer one.
+    """
+    version = card.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{path}: version must be a whole number, not {version!r}")
+    if version > newest:
+        raise CheckpointError(f"{path}: card version {version} is newer than this audiotok reads")
+    return version
+
+
+def card_file(card: dict[str, Any], key: str, default: str, path: Path) -> Path:
+    """The file a card names under ``key`` (``default`` if absent), beside the card ``path``.
+
+    Raises:
+        CheckpointError: Not a bare file name (null, a number, a path into another folder).
+    """
+    name = card.get(key, default)
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise CheckpointError(f"{path}: {key!r} must be a file name beside the card, not {name!r}")
+    return path.with_name(name)
+
+
 @functools.lru_cache(maxsize=32)
 def module_shapes(cls: Callable[[Any], torch.nn.Module], config: Any) -> dict[str, tuple]:
     """Key -> shape of the state dict of ``cls(config)`` (built on no device)."""
