@@ -180,3 +180,26 @@ def test_missing_transformers_is_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(AudiotokError, match=r"pip install 'audiotok\[generate\]'"):
         load_t5("t5-base", offline=True)
+
+
+def test_codec_checkpoints_of_a_generator_are_found_or_named(tmp_path):
+    """An official MusicGen snapshot (its config.json and compression_state_dict.bin) did not
+    load as a codec, and the wrong file gave messages naming none."""
+    import shutil
+
+    from generate_reference import save_audiocraft, save_hf, tiny_musicgen
+
+    from audiotok.errors import CheckpointError
+    from audiotok.zoo.codec_checkpoints import read_checkpoint
+
+    model = tiny_musicgen(seed=0)
+    export, _ = save_audiocraft(model, tmp_path / "audiocraft")
+    hf = save_hf(model, tmp_path / "hf")
+    snapshot = shutil.copytree(export, tmp_path / "snapshot")
+    shutil.copy(hf / "config.json", snapshot / "config.json")
+    assert read_checkpoint(snapshot).path == snapshot / "compression_state_dict.bin"
+    lm = export / "state_dict.bin"
+    with pytest.raises(CheckpointError, match=rf"^{lm}: an audiocraft language model \(MusicGen"):
+        read_checkpoint(lm)
+    with pytest.raises(CheckpointError, match=rf"^{hf}: config.json describes a 'musicgen'"):
+        read_checkpoint(hf)

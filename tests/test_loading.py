@@ -703,7 +703,10 @@ def test_transformers_config_of_another_model_type(tmp_path):
     with pytest.raises(CheckpointError) as info:
         load_codec(tmp_path)
 
-    assert one_line(str(info.value)) == "config.json describes a 'mimi' model, not encodec"
+    assert (
+        one_line(str(info.value))
+        == f"{tmp_path}: config.json describes a 'mimi' model, not encodec"
+    )
 
 
 def test_transformers_directory_without_weights(tmp_path, hf24):

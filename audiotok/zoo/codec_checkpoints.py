@@ -160,11 +160,27 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Reads a checkpoint in any supported format, detected from the path and contents.
 
     Raises:
-        CheckpointError: Missing, unreadable, or not a codec checkpoint.
+        CheckpointError: Missing, unreadable, or not a codec checkpoint; the message starts
+            with the path.
     """
     path = Path(path)
+    try:
+        return _read_checkpoint(path)
+    except CheckpointError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        # Errors of the configs ("config.json describes a 'musicgen' model") name no file.
+        raise CheckpointError(f"{path}: {exc}") from None
+
+
+def _read_checkpoint(path: Path) -> Checkpoint:
     if path.is_dir():
-        if (path / "config.json").is_file():
+        # An official MusicGen snapshot holds a MusicGen config.json and the codec's
+        # compression_state_dict.bin: the codec is the latter.
+        if (path / "config.json").is_file() and not (
+            (path / "compression_state_dict.bin").is_file()
+            and read_json(path / "config.json").get("model_type") != "encodec"
+        ):
             return _read_hf_dir(path)
         if (path / "compression_state_dict.bin").is_file():
             return read_checkpoint(path / "compression_state_dict.bin")

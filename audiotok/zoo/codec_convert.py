@@ -148,6 +148,11 @@ def config_from_audiocraft(yaml_text: str) -> CodecConfig:
         raise CheckpointError("audiocraft config is not a mapping")
     cfg = ConfigView(raw)  # references are resolved where read: ${oc.env:...} elsewhere is harmless
     if cfg.get("compression_model") != "encodec":
+        if cfg.get("solver") in ("musicgen", "audiogen") or cfg.get("lm_model"):
+            raise CheckpointError(
+                "an audiocraft language model (MusicGen or AudioGen), not a codec; its codec "
+                "is compression_state_dict.bin beside it"
+            )
         raise CheckpointError(
             f"audiocraft compression model {cfg.get('compression_model')!r} is not supported "
             "(only encodec)"
