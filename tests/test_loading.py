@@ -861,3 +861,16 @@ def test_hand_edited_cards_are_one_line_errors(tmp_path, change, message):
     card.write_text(json.dumps({**data, **change}))
     with pytest.raises(CheckpointError, match=re.escape(message)):
         load_codec(card)
+
+
+def test_a_folder_named_like_an_alias_is_that_folder(caches, hf24, monkeypatch):
+    """``hf download facebook/encodec_24khz --local-dir facebook/encodec_24khz`` makes a folder
+    named like the alias: it was ignored for the registry (weights not found locally)."""
+    local = caches.audiotok.parent / "facebook" / "encodec_24khz"
+    shutil.copytree(hf24.dir, local)
+    monkeypatch.chdir(local.parent.parent)
+    codec = load_codec("facebook/encodec_24khz")
+    assert torch.equal(codec.encode(hf24.wav, bandwidth=24.0).codes,
+                       hf_run(hf24.model, hf24.wav, 24.0)[0])  # fmt: skip
+    with pytest.raises(ModelNotAvailableError, match="give the name as a string"):
+        load_codec(Path("encodec_24khz"))

@@ -158,7 +158,8 @@ def _weights_key(source: str | os.PathLike, checkpoint: str | os.PathLike | None
     """SHA-256 of the files that hold ``source``'s weights; None where they aren't one file
     (a checkpoint directory) or aren't here yet (a registry model not downloaded)."""
     path: Path | None = Path(checkpoint) if checkpoint is not None else None
-    card = find_card(str(source)) if isinstance(source, str) else None
+    name = hub.registry_lookup(source)
+    card = find_card(name) if name is not None else None
     if path is None and card is not None:
         found = hub.find_local(card)
         path = found[1] if found else None

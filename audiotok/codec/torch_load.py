@@ -40,7 +40,8 @@ def load_torch_codec(
     """
     device = resolve_device(device)
     tune_allocator()
-    card = find_card(str(source)) if isinstance(source, str) else None
+    name = hub.registry_lookup(source)
+    card = find_card(name) if name is not None else None
     if card is not None:
         if checkpoint is not None:
             ckpt = read_checkpoint(checkpoint)
@@ -55,6 +56,11 @@ def load_torch_codec(
             )
         path = Path(source)
         if not path.exists():
+            if find_card(str(source)) is not None:  # a Path: not looked up
+                raise ModelNotAvailableError(
+                    f"{source}: no such file or directory (for the registry model, give the "
+                    f"name as a string: load_codec({str(source)!r}))"
+                )
             raise ModelNotAvailableError(
                 f"unknown model {str(source)!r}: neither a registry name "
                 f"({', '.join(card_names())}) nor an existing file or directory"

@@ -105,7 +105,8 @@ def load_lm(
         DeviceError: ``device`` does not exist or is not available.
     """
     device = resolve_device(device)
-    card = find_generation_card(str(source)) if isinstance(source, str) else None
+    name = hub.registry_lookup(source)
+    card = find_generation_card(name) if name is not None else None
     if card is not None:
         _, path = hub.fetch(card, progress=progress)
     else:

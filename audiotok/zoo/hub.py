@@ -221,6 +221,18 @@ def _download_url(source: WeightsSource, progress: bool) -> Path:
     return target
 
 
+def registry_lookup(source: Any) -> str | None:
+    """The name to look up in the registry for a model given as ``source``, or None (a path).
+
+    A string is a registry name or alias unless it names, with a slash, something that exists:
+    ``facebook/encodec_24khz`` is then the folder ``hf download --local-dir`` made, as
+    transformers takes it. ``Path`` objects are always paths.
+    """
+    if not isinstance(source, str) or ("/" in source and Path(source).exists()):
+        return None
+    return source
+
+
 def places(card: HasSources) -> list[str]:
     """Where :func:`find_local` looks for ``card``'s weights, for messages."""
     out = []
