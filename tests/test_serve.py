@@ -370,7 +370,19 @@ def test_identical_requests_generate_once_then_hit_the_cache(served):
     again = served.client.post("/v1/generate", json=body).json()["jobs"][0]
     assert again["status"] == "done" and again["cache_hit"]
     assert served.metric("audiotok_cache_hits_total") >= 1
-    assert served.client.get(f"/v1/jobs/{again['id']}/audio").status_code == 200
+    audio = served.client.get(f"/v1/jobs/{again['id']}/audio")
+    assert audio.status_code == 200
+    # A fresh run of the same request (no seed: other audio) has a file of its own: it
+    # replaced the audio of the jobs done before it, and of their cache hits.
+    fresh = {"prompt": "same", "duration": 0.4, "cache": False}
+    first = served.client.post("/v1/generate", json=fresh).json()["id"]
+    served.wait_for(first)
+    first_audio = served.client.get(f"/v1/jobs/{first}/audio").content
+    second = served.client.post("/v1/generate", json=fresh).json()["id"]
+    served.wait_for(second)
+    assert served.client.get(f"/v1/jobs/{first}/audio").content == first_audio
+    assert served.client.get(f"/v1/jobs/{second}/audio").content != first_audio, "its own"
+    assert served.client.get(f"/v1/jobs/{again['id']}/audio").content == audio.content
 
 
 def test_cancel_and_deadline(server_factory, generator_dir):

@@ -198,3 +198,49 @@ def test_redis_that_does_not_answer_is_one_line():
 
     with pytest.raises(ConnectionError, match="Redis does not answer"):
         RedisJobStore("redis://127.0.0.1:1/0")
+
+
+@pytest.fixture(params=["files", "redis"])
+def results(request, tmp_path):
+    from audiotok.serve.results import RedisResults, ResultFiles
+
+    if request.param == "files":
+        return ResultFiles(tmp_path / "results")
+    import redis
+
+    client = redis.Redis.from_url(request.getfixturevalue("redis_url"))
+    return RedisResults(client, f"{{{uuid.uuid4().hex}}}:", 100.0, tmp_path / "scratch")
+
+
+def test_a_result_is_written_once(results):
+    """A job run again (its lease lost) keeps the audio it delivered first: clients that
+    fetched it, and cache hits sharing it, must not see it change."""
+    import numpy as np
+
+    results.write("j.wav", np.full((1, 800), 0.1, np.float32), 8000)
+    with results.open("j.wav") as f:
+        first = f.read()
+    results.write("j.wav", np.full((1, 800), -0.3, np.float32), 8000)
+    with results.open("j.wav") as f:
+        assert f.read() == first
+
+
+def test_a_cache_hit_keeps_the_shared_audio_as_long_as_itself(redis_url, tmp_path):
+    """Redis: the audio expired with the job that made it, while a hit on it read done."""
+    import numpy as np
+    import redis
+
+    from audiotok.serve.redis_jobs import RedisJobStore
+    from audiotok.serve.results import RedisResults
+
+    prefix = f"{{{uuid.uuid4().hex}}}:"
+    store = RedisJobStore(redis_url, cache_ttl=100.0, max_queued=5, prefix=prefix)
+    results = RedisResults(redis.Redis.from_url(redis_url), prefix, 100.0, tmp_path)
+    submit(store, "x")
+    (running,) = store.claim(1, 10)
+    results.write("x.wav", np.zeros((1, 800), np.float32), 8000)
+    store.finish(running.id, "x.wav")
+    store.client.pexpire(f"{prefix}result:x.wav", 1000)  # the first job's TTL nearly out
+    assert submit(store, "x", result_exists=results.exists).cache_hit
+    assert store.client.pttl(f"{prefix}result:x.wav") > 150_000
+    store.close()

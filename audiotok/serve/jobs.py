@@ -3,7 +3,8 @@
 One row per job. A job is ``queued`` until a worker claims it with others of the same
 ``batch_key`` (same model, duration and sampling parameters), then ``running`` under a lease
 the worker renews at every step. A job whose lease runs out (its worker died) is queued again:
-delivery is at least once, and results are written idempotently, under the request's key.
+delivery is at least once, and results are written idempotently, under the job's id (a
+job run again keeps the file it wrote first; cache hits share the file of the job they hit).
 
 Cache and dedup use the request ``key`` (a hash of the canonical request, the model's weights
 included): a request whose key finished within the cache's TTL is answered by a new job row

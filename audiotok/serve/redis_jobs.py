@@ -81,6 +81,10 @@ if ARGV[8] == '1' then
       redis.call('HINCRBY', P .. 'counts', 'done', 1)
       redis.call('ZADD', P .. 'done', t, id)
       redis.call('HINCRBY', P .. 'refs', hit.result, 1)
+      -- The audio is kept as long as this job is done, as SQLite keeps its file for every
+      -- done job using it (RedisResults sets TTL + 60 s when it writes it).
+      redis.call('PEXPIRE', P .. 'result:' .. hit.result,
+        math.floor((tonumber(ARGV[11]) + 60) * 1000))
       changed()
       return {'hit', id}
     end

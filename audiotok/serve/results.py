@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..audio.write import write_audio
+from ..errors import AudioError
 
 
 class ResultFiles:
@@ -28,8 +29,15 @@ class ResultFiles:
         folder.mkdir(parents=True, exist_ok=True)
 
     def write(self, name: str, audio: Any, sample_rate: int) -> None:
-        """Writes ``audio`` ``[C, T]`` as ``name`` (its format from its suffix), atomically."""
-        write_audio(self.folder / name, audio, sample_rate, strategy="loudness", overwrite=True)
+        """Writes ``audio`` ``[C, T]`` as ``name`` (its format from its suffix), atomically,
+        unless it is there: a job run again (its lease lost) keeps what it delivered first."""
+        if self.exists(name):
+            return
+        try:
+            write_audio(self.folder / name, audio, sample_rate, strategy="loudness")
+        except AudioError:
+            if not self.exists(name):  # not another run's write, between the check and ours
+                raise
 
     def exists(self, name: str | None) -> bool:
         return bool(name) and (self.folder / name).is_file()
@@ -70,7 +78,8 @@ class RedisResults:
             write_audio(path, audio, sample_rate, strategy="loudness")
             data = path.read_bytes()
         # A little past the cache's TTL: a job marked done just before expiry still reads.
-        self.client.set(self._key(name), data, px=int((self.ttl + 60.0) * 1000))
+        # NX: a job run again (its lease lost) keeps what it delivered first.
+        self.client.set(self._key(name), data, px=int((self.ttl + 60.0) * 1000), nx=True)
 
     def exists(self, name: str | None) -> bool:
         return bool(name) and bool(self.client.exists(self._key(name)))

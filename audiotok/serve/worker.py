@@ -190,9 +190,13 @@ class GenerationWorker(threading.Thread):
     def _deliver(
         self, job: Job, audio: Any, sample_rate: int, batch_size: int, elapsed: float
     ) -> None:
-        """Writes one job's clip under its cache key (idempotent) and marks the job done."""
+        """Writes one job's clip (once: idempotent) and marks the job done.
+
+        Named by the job, not by its request's key: a later run of the same request
+        (``cache: false``, or after the cache's TTL) must not change the audio of jobs already
+        done, which cache hits share by name."""
         monitors = self.metrics.observe_audio(audio, sample_rate)
-        name = f"{job.key}.{job.request['format']}"
+        name = f"{job.id}.{job.request['format']}"
         self.results.write(name, audio, sample_rate)
         self.store.finish(job.id, name)
         log_event(
