@@ -402,7 +402,7 @@ def test_cancel_and_deadline(server_factory, generator_dir):
     job = server.wait_for(slow, ("failed",))
     assert job["error"]["code"] == "deadline_exceeded"
     assert error_of(server.client.get(f"/v1/jobs/{slow}/audio")) == (504, "deadline_exceeded")
-    assert error_of(server.client.get(f"/v1/jobs/{queued}/audio")) == (409, "not_ready")
+    assert error_of(server.client.get(f"/v1/jobs/{queued}/audio")) == (409, "cancelled")
     assert server.metric("audiotok_timeouts_total") == 1
 
 

@@ -220,3 +220,23 @@ def test_api_key(tmp_path):
         )
     finally:
         server.stop()
+
+
+def test_generate_streams_leave_threads_for_the_other_calls(monkeypatch):
+    """Every Generate stream holds a server thread for its job's wait and run: 32 of them
+    held all the threads, and a CancelJob waited for a job to end."""
+    import contextlib
+
+    from audiotok.serve.errors import ApiError
+    from audiotok.serve.grpc_service import AudiotokServicer
+
+    servicer = AudiotokServicer(service=None, max_streams=1)
+    monkeypatch.setattr(servicer, "_call", lambda *a: contextlib.nullcontext("rid"))
+    monkeypatch.setattr(servicer, "_generate", lambda *a: iter(["event"]))
+    first = servicer.Generate(pb.GenerateRequest(prompt="a"), None)
+    assert next(first) == "event"  # open: holds the one stream
+    with pytest.raises(ApiError) as refused:
+        list(servicer.Generate(pb.GenerateRequest(prompt="b"), None))
+    assert (refused.value.status, refused.value.code) == (429, "too_many_streams")
+    list(first)  # the first ends: its place is free again
+    assert list(servicer.Generate(pb.GenerateRequest(prompt="c"), None)) == ["event"]

@@ -244,3 +244,40 @@ def test_a_cache_hit_keeps_the_shared_audio_as_long_as_itself(redis_url, tmp_pat
     assert submit(store, "x", result_exists=results.exists).cache_hit
     assert store.client.pttl(f"{prefix}result:x.wav") > 150_000
     store.close()
+
+
+def test_a_batch_is_claimed_for_the_clips_it_was_sized_for(store):
+    """The worker sizes a batch for its oldest job's clips; when that job went (cancelled,
+    or taken by another replica) the claim took the next oldest's, longer clips, past the
+    memory cap (8 clips of 120 s for a cap of 480 job-seconds)."""
+    short = submit(store, "short", duration=10.0).job
+    longs = [submit(store, f"long {i}", duration=120.0).job for i in range(4)]
+    store.cancel(short.id)
+    assert store.claim(8, 10, short.batch_key) == []
+    assert len(store.claim(8, 10)) == 4 and longs  # without a key: the oldest's, as before
+
+
+def test_no_memory_cap_sizes_batches_by_max_batch():
+    """inf (no cap, the worker's default) made every batch a NaN: the queue stalled."""
+    from audiotok.serve.worker import GenerationWorker
+
+    worker = GenerationWorker.__new__(GenerationWorker)
+    worker.max_batch, worker.max_batch_seconds = 8, float("inf")
+    assert worker.batch_size(10.0) == 8
+    worker.max_batch_seconds = 480.0
+    assert worker.batch_size(120.0) == 4
+
+
+def test_a_job_whose_worker_dies_each_time_is_failed_not_run_forever(store):
+    """It was claimed first again after every restart, ahead of all other jobs."""
+    from audiotok.serve.jobs import MAX_ATTEMPTS
+
+    job, other = submit(store, "poison").job, submit(store, "other", duration=2.0).job
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        (running,) = store.claim(1, lease=10)
+        assert running.id == job.id and running.attempts == attempt
+        store.requeue_lost(now=store.get(job.id).lease_until + 1)  # its worker died
+    failed = store.get(job.id)
+    assert failed.status == "failed" and failed.error_code == "poisoned"
+    assert f"{MAX_ATTEMPTS} runs" in failed.error
+    assert [j.id for j in store.claim(8, 10)] == [other.id]

@@ -7,7 +7,8 @@ code   status                  when
 400    ``bad_file``            compressed data or tokens that can't be read
 401    ``unauthorized``        an API key is set and the request has none or another
 404    ``not_found``           no such job
-409    ``not_ready``...        the job's audio is not there (queued, running, failed, cancelled)
+409    ``not_ready``...        the job's audio is not there yet (queued, running); ``job_failed``
+                               (failed: deadline, ``poisoned``...), ``cancelled``
 410    ``expired``             the job's audio outlived the cache's TTL
 413    ``too_large``           the upload is over the service's cap
 415    ``unreadable_audio``    audio that can't be decoded
@@ -48,7 +49,7 @@ _WHEN = {
     400: "bad_parameters, bad_file",
     401: "unauthorized",
     404: "not_found",
-    409: "not_ready, job_failed",
+    409: "not_ready, job_failed, cancelled",
     410: "expired",
     413: "too_large",
     415: "unreadable_audio",

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -91,8 +92,13 @@ GRPC_CODES = {
 class AudiotokServicer(pb_grpc.AudiotokServicer):
     """The RPCs, each in :meth:`_call` (key, errors, metrics, log line, span)."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, max_streams: int = 24) -> None:
         self.service = service
+        # An open Generate stream holds a server thread for its job's whole wait and run:
+        # past this many, the rest are refused, so that threads stay for GetJob and
+        # CancelJob (32 streams used to hold every thread: a CancelJob waited for a job).
+        self.max_streams = max_streams
+        self._streams = threading.BoundedSemaphore(max_streams)
 
     def Compress(
         self, request: pb.CompressRequest, context: grpc.ServicerContext
@@ -134,7 +140,18 @@ class AudiotokServicer(pb_grpc.AudiotokServicer):
         self, request: pb.GenerateRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.GenerateEvent]:
         with self._call("Generate", context) as request_id:
-            yield from self._generate(request, context, request_id)
+            if not self._streams.acquire(blocking=False):
+                raise ApiError(
+                    429,
+                    "too_many_streams",
+                    f"{self.max_streams} Generate streams are open, the most this service "
+                    "keeps: retry, or submit over HTTP and poll GetJob",
+                    headers={"Retry-After": "5"},
+                )
+            try:
+                yield from self._generate(request, context, request_id)
+            finally:
+                self._streams.release()
 
     def GetJob(self, request: pb.JobRequest, context: grpc.ServicerContext) -> pb.Job:
         with self._call("GetJob", context):
@@ -306,7 +323,8 @@ def _bitrate(request: pb.CompressRequest | pb.EncodeRequest) -> float | None:
 
 def start_grpc(service: Service, host: str, port: int, workers: int = 32) -> grpc.Server:
     """Serves ``service`` over gRPC on ``host:port`` (0: a free port, logged) until
-    :func:`stop_grpc`. Each open ``Generate`` stream holds one of the ``workers`` threads."""
+    :func:`stop_grpc`. Each open ``Generate`` stream holds one of the ``workers`` threads;
+    ``workers - 8`` streams at most, the rest are kept for the other calls."""
     # An upload may be as large as HTTP's, plus the message around it.
     limit = service.settings.max_upload_bytes + 1024 * 1024
     options = [
@@ -319,7 +337,8 @@ def start_grpc(service: Service, host: str, port: int, workers: int = 32) -> grp
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="audiotok-grpc"),
         options=options,
     )
-    pb_grpc.add_AudiotokServicer_to_server(AudiotokServicer(service), server)
+    servicer = AudiotokServicer(service, max_streams=max(1, workers - 8))
+    pb_grpc.add_AudiotokServicer_to_server(servicer, server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)

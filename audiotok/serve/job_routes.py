@@ -169,6 +169,8 @@ def result_name(service: Service, job: Job) -> str:
         raise ApiError(504, "deadline_exceeded", job.error or "deadline exceeded")
     if job.status == "failed":
         raise ApiError(409, "job_failed", f"{job.error_code}: {job.error}")
+    if job.status == "cancelled":  # final: not_ready would say "ask again later"
+        raise ApiError(409, "cancelled", "the job was cancelled; its audio was not made")
     raise ApiError(409, "not_ready", f"the job is {job.status}")
 
 

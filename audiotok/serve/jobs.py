@@ -106,6 +106,11 @@ class Submitted:
     joined: bool = False
 
 
+MAX_ATTEMPTS = 3
+"""Runs of a job whose worker died (its lease ran out) before it is failed as ``poisoned``."""
+POISONED_MESSAGE = f"its worker died in each of {MAX_ATTEMPTS} runs; not run again"
+
+
 class QueueFull(Exception):
     """More jobs are queued than the service accepts."""
 
@@ -221,14 +226,17 @@ class JobStore:
             )
             return Submitted(self._row(db, new_id))
 
-    def claim(self, max_batch: int, lease: float) -> list[Job]:
-        """The oldest queued job and up to ``max_batch - 1`` more of its ``batch_key``, now
-        ``running`` under a lease of ``lease`` seconds; [] when nothing is queued."""
+    def claim(self, max_batch: int, lease: float, batch_key: str | None = None) -> list[Job]:
+        """The oldest queued job and up to ``max_batch - 1`` more of its ``batch_key`` (or of
+        ``batch_key``, the one ``max_batch`` was sized for), now ``running`` under a lease of
+        ``lease`` seconds; [] when none is queued."""
         now = time.time()
         with self._transaction() as db:
             first = db.execute(
                 "SELECT batch_key FROM jobs WHERE status = 'queued' ORDER BY created LIMIT 1"
             ).fetchone()
+            if batch_key is not None:
+                first = {"batch_key": batch_key}
             if first is None:
                 return []
             ids = [
@@ -239,6 +247,8 @@ class JobStore:
                     (first["batch_key"], max_batch),
                 )
             ]
+            if not ids:
+                return []
             marks = ",".join("?" * len(ids))
             db.execute(
                 f"UPDATE jobs SET status = 'running', started = ?, lease_until = ?, progress = 0, "
@@ -311,12 +321,21 @@ class JobStore:
             return self._row(db, job_id)
 
     def requeue_lost(self, now: float | None = None) -> int:
-        """Queues again the running jobs whose lease ran out (their worker died)."""
+        """Queues again the running jobs whose lease ran out (their worker died), but fails
+        those run :data:`MAX_ATTEMPTS` times already (``poisoned``: a job that kills its
+        worker would otherwise run first forever, ahead of every other)."""
+        now = time.time() if now is None else now
         with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET status = 'failed', finished = ?, error_code = 'poisoned', "
+                "error = ?, lease_until = NULL "
+                "WHERE status = 'running' AND lease_until < ? AND attempts >= ?",
+                (now, POISONED_MESSAGE, now, MAX_ATTEMPTS),
+            )
             cursor = db.execute(
                 "UPDATE jobs SET status = 'queued', lease_until = NULL, progress = 0 "
                 "WHERE status = 'running' AND lease_until < ?",
-                (time.time() if now is None else now,),
+                (now,),
             )
             return cursor.rowcount
 

@@ -35,7 +35,7 @@ import threading
 import uuid
 from typing import Any
 
-from .jobs import Job, QueueFull, Submitted
+from .jobs import MAX_ATTEMPTS, POISONED_MESSAGE, Job, QueueFull, Submitted
 
 _COMMON = """
 local P = ARGV[1]
@@ -113,11 +113,14 @@ changed()
 return {'queued', id}
 """
 
-# ARGV: P, max_batch, lease, worker -> the claimed jobs, JSON
+# ARGV: P, max_batch, lease, worker, batch key or "" (the oldest job's) -> the claimed jobs, JSON
 _CLAIM = """
-local first = redis.call('ZRANGE', P .. 'queued', 0, 0)[1]
-if not first then return {} end
-local bk = load(first).batch_key
+local bk = ARGV[5]
+if bk == '' then
+  local first = redis.call('ZRANGE', P .. 'queued', 0, 0)[1]
+  if not first then return {} end
+  bk = load(first).batch_key
+end
 local ids = redis.call('ZRANGE', P .. 'queued:' .. bk, 0, tonumber(ARGV[2]) - 1)
 local t, out = now(), {}
 for _, id in ipairs(ids) do
@@ -196,22 +199,32 @@ end
 return cjson.encode(job)
 """
 
-# ARGV: P, now or '' (Redis' clock) -> how many were queued again
+# ARGV: P, now or '' (Redis' clock), max attempts, poisoned message -> how many were queued again
 _REQUEUE_LOST = """
 local cutoff = ARGV[2]
 if cutoff == '' then cutoff = tostring(now()) end
 local ids = redis.call('ZRANGE', P .. 'running', '-inf', '(' .. cutoff, 'BYSCORE')
+local requeued = 0
 for _, id in ipairs(ids) do
   local job = load(id)
-  move(job, 'queued')
-  job.lease_until, job.progress = cjson.null, 0
-  save(job)
-  redis.call('ZREM', P .. 'running', id)
-  redis.call('ZADD', P .. 'queued', job.seq, id)
-  redis.call('ZADD', P .. 'queued:' .. job.batch_key, job.seq, id)
+  if job.attempts >= tonumber(ARGV[3]) then  -- poisoned: see JobStore.requeue_lost
+    unqueue(job)
+    move(job, 'failed')
+    job.finished, job.error_code, job.error = now(), 'poisoned', ARGV[4]
+    job.lease_until = cjson.null
+    save(job)
+  else
+    move(job, 'queued')
+    job.lease_until, job.progress = cjson.null, 0
+    save(job)
+    redis.call('ZREM', P .. 'running', id)
+    redis.call('ZADD', P .. 'queued', job.seq, id)
+    redis.call('ZADD', P .. 'queued:' .. job.batch_key, job.seq, id)
+    requeued = requeued + 1
+  end
 end
 if #ids > 0 then changed() end
-return #ids
+return requeued
 """
 
 # ARGV: P, cache_ttl, now or '' -> result names no done job uses any more
@@ -365,9 +378,10 @@ class RedisJobStore:
         job = self.get(value)
         return Submitted(job, cache_hit=outcome == "hit", joined=outcome == "joined")
 
-    def claim(self, max_batch: int, lease: float) -> list[Job]:
+    def claim(self, max_batch: int, lease: float, batch_key: str | None = None) -> list[Job]:
         worker = f"{socket.gethostname()}:{os.getpid()}"
-        return [_job(text) for text in self._run("claim", max_batch, _number(lease), worker)]
+        texts = self._run("claim", max_batch, _number(lease), worker, batch_key or "")
+        return [_job(text) for text in texts]
 
     def queued_like(self, batch_key: str) -> int:
         return int(self.client.zcard(f"{self.prefix}queued:{batch_key}"))
@@ -391,7 +405,7 @@ class RedisJobStore:
         return _job(text) if text else None
 
     def requeue_lost(self, now: float | None = None) -> int:
-        return int(self._run("requeue_lost", _number(now)))
+        return int(self._run("requeue_lost", _number(now), MAX_ATTEMPTS, POISONED_MESSAGE))
 
     def expire(self, now: float | None = None) -> list[str]:
         names = self._run("expire", _number(self.cache_ttl), _number(now))

@@ -12,6 +12,7 @@ accelerator. Results are written atomically under the job's cache key, so runnin
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from typing import Any
@@ -101,10 +102,14 @@ class GenerationWorker(threading.Thread):
                 and (left := until - time.time()) > 0
             ):
                 self.store.changed.wait(left)
-        return self.store.claim(size, self.lease)
+        # Of first's batch key, which size was made for: the oldest job now may be another
+        # (first cancelled, or taken by another replica) of longer clips, past the memory cap.
+        return self.store.claim(size, self.lease, first.batch_key)
 
     def batch_size(self, duration: float) -> int:
         """Jobs of ``duration`` seconds per batch: ``max_batch``, fewer for long clips."""
+        if not math.isfinite(self.max_batch_seconds):  # no cap (inf // x is nan)
+            return self.max_batch
         return max(1, min(self.max_batch, int(self.max_batch_seconds // duration)))
 
     def _run_batch(self, jobs: list[Job]) -> None:
