@@ -281,3 +281,23 @@ def test_a_job_whose_worker_dies_each_time_is_failed_not_run_forever(store):
     assert failed.status == "failed" and failed.error_code == "poisoned"
     assert f"{MAX_ATTEMPTS} runs" in failed.error
     assert [j.id for j in store.claim(8, 10)] == [other.id]
+
+
+def test_the_worker_waits_by_the_stores_clock(redis_url, monkeypatch):
+    """Job times are Redis' (TIME) on a shared queue; a replica whose own clock was 3 s
+    behind waited 3 s more for every batch (on SQLite both are this machine's)."""
+    from audiotok.serve import worker as worker_module
+    from audiotok.serve.redis_jobs import RedisJobStore
+    from audiotok.serve.worker import GenerationWorker
+
+    store = RedisJobStore(redis_url, cache_ttl=100.0, max_queued=5, prefix=f"{{{uuid.uuid4()}}}:")
+    submit(store, "x")
+    real = time.time
+    monkeypatch.setattr(worker_module.time, "time", lambda: real() - 3.0)
+    worker = GenerationWorker(store, None, None, None, logging.getLogger("t"), max_batch=4,
+                              batch_wait=0.05)  # fmt: skip
+    monkeypatch.setattr(worker, "_housekeeping", lambda: None)
+    started = time.monotonic()
+    assert len(worker._next_batch()) == 1
+    assert time.monotonic() - started < 1.0
+    store.close()

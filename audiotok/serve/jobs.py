@@ -257,6 +257,10 @@ class JobStore:
             )
             return [self._row(db, i) for i in ids]
 
+    def now(self) -> float:
+        """The store's clock (job times are in it): this machine's, for SQLite."""
+        return time.time()
+
     def queued_like(self, batch_key: str) -> int:
         """Queued jobs of ``batch_key`` (a worker waits for more before it claims)."""
         with self._lock:

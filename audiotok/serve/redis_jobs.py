@@ -383,6 +383,11 @@ class RedisJobStore:
         texts = self._run("claim", max_batch, _number(lease), worker, batch_key or "")
         return [_job(text) for text in texts]
 
+    def now(self) -> float:
+        """Redis' clock (``TIME``), which job times are in: a replica's own may be off."""
+        seconds, micros = self.client.time()
+        return seconds + micros / 1e6
+
     def queued_like(self, batch_key: str) -> int:
         return int(self.client.zcard(f"{self.prefix}queued:{batch_key}"))
 

@@ -99,7 +99,7 @@ class GenerationWorker(threading.Thread):
             while (
                 not self.stopping.is_set()
                 and self.store.queued_like(first.batch_key) < size
-                and (left := until - time.time()) > 0
+                and (left := until - self.store.now()) > 0  # job times: the store's clock
             ):
                 self.store.changed.wait(left)
         # Of first's batch key, which size was made for: the oldest job now may be another
@@ -124,11 +124,15 @@ class GenerationWorker(threading.Thread):
             self.metrics.queue_wait_seconds.observe(max(0.0, job.started - job.created))
         alive = {job.id for job in jobs}
         renewed = [time.monotonic()]
+        # Deadlines against the store's clock (Redis' for a shared queue: a replica whose own
+        # clock is behind gave jobs extra time, one ahead failed them at their first step),
+        # read once: this machine's clock keeps time between steps.
+        skew = self.store.now() - time.time()
 
         def on_step(done: int, total: int) -> None:
             if self.stopping.is_set():  # shutting down: the next start runs the batch again
                 raise _BatchStopped
-            now = time.time()
+            now = time.time() + skew
             for job in jobs:
                 if job.id in alive and now - job.started > job.deadline:
                     alive.discard(job.id)
