@@ -165,6 +165,8 @@ def test_health_readiness_metrics_and_docs(served):
     # HTTPValidationError, on every route with parameters) must not be documented anywhere.
     schema_text = served.client.get("/openapi.json").text
     assert "HTTPValidationError" not in schema_text
+    ids = [op["operationId"] for ops in paths.values() for op in ops.values()]
+    assert len(ids) == len(set(ids)), "GET and HEAD of one route shared an operationId"
     job_responses = paths["/v1/jobs/{job_id}"]["get"]["responses"]
     assert "422" not in job_responses and job_responses["400"]["content"]
     assert {

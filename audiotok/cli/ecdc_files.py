@@ -12,14 +12,17 @@ from .summaries import summary
 
 
 def compress_ecdc(codec: Any, wav: Any, rate: int, bandwidth: float | None, entropy: str,
-                   target: Path | str, force: bool, suffix: str) -> str:  # fmt: skip
+                  target: Path | str, force: bool, suffix: str) -> str:  # fmt: skip
+    """Audio ``[C, T]`` coded in one pass into the ``.ecdc`` file ``target``; its summary."""
     if suffix != ".ecdc":
         fail("--entropy lm writes the encodec package's .ecdc format: name an .ecdc output")
-    return write_ecdc_file(codec, codec.encode(wav, sample_rate=rate, bandwidth=bandwidth), entropy,
-                       target, force)  # fmt: skip
+    tokens = codec.encode(wav, sample_rate=rate, bandwidth=bandwidth)
+    return write_ecdc_file(codec, tokens, entropy, target, force)
 
 
 def write_ecdc_file(codec: Any, tokens: Any, entropy: str, target: Path | str, force: bool) -> str:
+    """``tokens`` written as the ``.ecdc`` file ``target`` (``-``: standard output), atomically,
+    arithmetic-coded by the model's LM if ``entropy`` is ``lm``; its summary line."""
     from ..compression.container.ecdc import write_ecdc
 
     lm = None
@@ -39,7 +42,7 @@ def write_ecdc_file(codec: Any, tokens: Any, entropy: str, target: Path | str, f
 
 
 def read_ecdc_file(data: bytes, codec: Any, device: str, backend: str,
-               source: Path | str) -> tuple[Any, Any]:  # fmt: skip
+                   source: Path | str) -> tuple[Any, Any]:  # fmt: skip
     """The tokens of an ``.ecdc`` file and the codec that decodes them (``codec``, or the one
     the file names)."""
     from ..compression.container.ecdc import read_ecdc

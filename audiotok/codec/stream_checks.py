@@ -138,7 +138,8 @@ class StreamGuard:
 
     def _as(self, array: Any, dtype: str) -> Any:
         if self.framework == "np":
-            return np.ascontiguousarray(array, dtype=dtype)
+            with np.errstate(over="ignore"):  # float64 beyond float32: inf, refused after
+                return np.ascontiguousarray(array, dtype=dtype)
         import torch
 
         return array.to(self.device, getattr(torch, dtype))

@@ -97,11 +97,11 @@ def create_app(settings: ServeSettings, models: ServedModels) -> FastAPI:
         return response
 
     # HEAD too: load balancers and uptime monitors probe with it.
-    @app.api_route("/healthz", methods=["GET", "HEAD"], tags=["operations"])
+    @job_routes.get_and_head(app, "/healthz", tags=["operations"])
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "version": __version__}
 
-    @app.api_route("/readyz", methods=["GET", "HEAD"], tags=["operations"])
+    @job_routes.get_and_head(app, "/readyz", tags=["operations"])
     def readyz() -> Response:
         service.refresh_catalogue()
         worker_ok = service.worker is None or service.worker.is_alive()

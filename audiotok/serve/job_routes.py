@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, BinaryIO
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 
 from .codec_routes import AUDIO_TYPES
 from .errors import ApiError, error_responses
@@ -22,6 +22,21 @@ from .requests import GenerateRequest, batch_key, cache_key
 from .service import Service
 
 router = APIRouter(prefix="/v1", tags=["generation"], responses=error_responses(401))
+
+
+def get_and_head(router: Any, path: str, **options: Any) -> Any:
+    """A decorator: ``GET path`` (documented) and ``HEAD path`` (the same function, left out of
+    the OpenAPI schema: one route with both methods gave both operations one operationId,
+    which FastAPI warned of and OpenAPI forbids). HEAD serves probes and download sizes."""
+
+    def register(endpoint: Any) -> Any:
+        head_class = options.get("response_class", JSONResponse)
+        router.add_api_route(
+            path, endpoint, methods=["HEAD"], include_in_schema=False, response_class=head_class
+        )
+        return router.get(path, **options)(endpoint)
+
+    return register
 
 
 def _service(request: Request) -> Service:
@@ -135,9 +150,9 @@ def get_job(request: Request, job_id: str) -> dict[str, Any]:
     return job_view(find_job(_service(request), job_id))
 
 
-@router.api_route(
+@get_and_head(
+    router,
     "/jobs/{job_id}/audio",
-    methods=["GET", "HEAD"],  # HEAD: the size and type before the download
     response_class=FileResponse,
     responses=error_responses(404, 409, 410, 504),
 )
