@@ -65,8 +65,10 @@ def main() -> None:
     repeats = int(args.seconds * rate) // clip.shape[-1] + 1
     audio = clip.repeat(1, 1, repeats)[..., : int(args.seconds * rate)]
     gen = torch.Generator().manual_seed(0)
-    starts = torch.randint(0, audio.shape[-1] - rate, (args.batch,), generator=gen).tolist()
-    crops = torch.stack([audio[0, :, s : s + rate] for s in starts])  # [batch, 1, rate]
+    # From the looped clip: the audio of --seconds 1 or less has no room for a 1 s crop.
+    looped = clip.repeat(1, 1, rate // clip.shape[-1] + 2)
+    starts = torch.randint(0, looped.shape[-1] - rate, (args.batch,), generator=gen).tolist()
+    crops = torch.stack([looped[0, :, s : s + rate] for s in starts])  # [batch, 1, rate]
     models = {a: build(a, crops) for a in ACTIVATIONS}
     mel = MultiScaleMelLoss(rate)
 

@@ -141,12 +141,18 @@ def main() -> None:
         print(json.dumps(measure(args, args.child)))
         return
     rows = []
+    argv, skip = [], False
+    for a in sys.argv[1:]:  # without --modes and its value (`--modes lora`, `--modes=lora`)
+        if skip or a.startswith("--modes"):
+            skip = a == "--modes"
+            continue
+        argv.append(a)
     for mode in args.modes.split(","):
-        argv = [a for a in sys.argv[1:] if not a.startswith("--modes")]
         out = subprocess.run(
-            [sys.executable, __file__, *argv, "--child", mode],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
+            [sys.executable, __file__, *argv, "--child", mode], capture_output=True, text=True
+        )
+        if out.returncode:
+            sys.exit(f"finetune_bench: the {mode} run failed:\n{out.stderr.strip()}")
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(
         f"{args.size}, batch {args.batch} x {args.seconds:g} s ({int(args.seconds * FRAME_RATE)} "

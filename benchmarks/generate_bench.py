@@ -68,7 +68,7 @@ def build_reference(directory: Path):
     )
     randomize_(model.decoder, 1)
     model.save_pretrained(directory)
-    tiny_tokenizer().save_pretrained(directory)
+    tiny_tokenizer(32_100).save_pretrained(directory)
     return model.eval()
 
 

@@ -324,7 +324,9 @@ def check_table(results: list[dict], model: str, ours: float, theirs: float) -> 
             for k in METRICS
         ]  # fmt: skip
         lines.append(f"| {r['category']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) if results else f"(no {ours:g} kbps rows to compare)"
+    if not results:
+        return f"(no rows to compare: it needs {model} at {ours:g} and Opus at {theirs:g} kbps)"
+    return "\n".join(lines)
 
 
 def machine() -> str:

@@ -83,7 +83,7 @@ def random_generator(directory: Path, size: str) -> Path:
     from generate_reference import tiny_tokenizer
 
     model.save_pretrained(directory)
-    tiny_tokenizer().save_pretrained(directory)
+    tiny_tokenizer(32_100).save_pretrained(directory)
     return directory
 
 
@@ -189,6 +189,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--max-batch", type=int, default=8)
     args = parser.parse_args()
+    if args.max_batch < 2:  # the unbatched run is --max-batch 1: there would be no ratio
+        parser.error("--max-batch must be at least 2 (it is compared with 1)")
 
     from test_serve import Server
 

@@ -42,12 +42,16 @@ N_Q = 4
 DIM = 64
 
 
-def tiny_tokenizer() -> Any:
-    """A word-level T5-like tokenizer: ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2, appended ``</s>``."""
+def tiny_tokenizer(size: int = 0) -> Any:
+    """A word-level T5-like tokenizer: ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2, appended ``</s>``.
+
+    ``size``: pad the vocabulary with unused tokens to this many (a T5-base-shaped encoder's
+    loader refuses a tokenizer of under half its embedding rows)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2} | {w: i + 3 for i, w in enumerate(WORDS)}
+    vocab |= {f"<unused_{i}>": i for i in range(len(vocab), size)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(
