@@ -852,6 +852,7 @@ def test_config_from_audiocraft_refuses(old, new, pattern):
         ({"weights": ".."}, "not '..'"),
         ({"version": "1.0"}, "version must be a whole number, not '1.0'"),
         ({"version": 99}, "version 99 is newer than this audiotok reads"),
+        ({"default_bandwidth": "0.6"}, "default_bandwidth '0.6' is not one of its bandwidths"),
     ],
 )
 def test_hand_edited_cards_are_one_line_errors(tmp_path, change, message):

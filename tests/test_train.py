@@ -516,6 +516,8 @@ def test_export_loads_as_a_codec_with_priors(tmp_path, manifest):
     assert set(info["training_data"]) == {"tones", "noise"}  # never the held-out source
     codec = audiotok.load_codec(str(card))
     assert codec.model_id == "mini" and codec.entropy_priors.shape == (4, 16)
+    # The bandwidth nearest 6 kbps: 6 was written whatever the recipe's bandwidths.
+    assert info["default_bandwidth"] == codec.default_bandwidth == 4.0
     # The export is the float16-rounded model: codes equal the trained model's on those weights.
     model = trainer.codec.model
     model.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})

@@ -156,6 +156,13 @@ def _from_file(ckpt: Checkpoint) -> EncodecCodec:
     if ckpt.card is not None:
         name = str(ckpt.card.get("name") or ckpt.path.stem)
         default = ckpt.card.get("default_bandwidth")
+        if isinstance(default, bool) or not isinstance(default, int | float | None):
+            # A hand-edited "6" fell back to the lowest bandwidth without a word. (A number
+            # that is no bandwidth still does: exports before 2026-12-07 wrote 6 always.)
+            rates = ", ".join(f"{b:g}" for b in config.target_bandwidths)
+            raise CheckpointError(
+                f"{ckpt.path}: default_bandwidth {default!r} is not one of its bandwidths ({rates})"
+            )
     elif card is not None:
         name, default = card.name, card.default_bandwidth
     else:

@@ -195,7 +195,8 @@ def export_codec(
         model,
         card_path,
         name=name,
-        default_bandwidth=6.0,
+        # 6 kbps, or the recipe's bandwidth nearest it (a card's default must be one of them).
+        default_bandwidth=min(config.model.target_bandwidths, key=lambda b: abs(b - 6.0)),
         entropy_priors=priors,
         inference_only=True,
         half=half,
