@@ -366,6 +366,8 @@ def test_identical_requests_generate_once_then_hit_the_cache(served):
         )
     ids = {r.json()["id"] for r in responses}
     assert len(ids) == 1 and sum(r.json()["jobs"][0]["joined"] for r in responses) == 2
+    # One subscription each: a DELETE ?subscription= drops that request's interest only.
+    assert len({r.json()["jobs"][0]["subscription"] for r in responses}) == 3
     served.wait_for(ids.pop())
     assert served.metric("audiotok_batch_size_count") - before == 1
     assert served.metric("audiotok_dedup_joins_total") >= 2
@@ -399,8 +401,17 @@ def test_cancel_and_deadline(server_factory, generator_dir):
         "0.01",
     )
     slow = server.client.post("/v1/generate", json={"prompt": "a", "duration": 20}).json()["id"]
-    queued = server.client.post("/v1/generate", json={"prompt": "b", "duration": 1}).json()["id"]
-    assert server.client.delete(f"/v1/jobs/{queued}").json()["status"] == "cancelled"
+    first, second = (
+        server.client.post("/v1/generate", json={"prompt": "b", "duration": 1}).json()["jobs"][0]
+        for _ in range(2)
+    )  # the second joins the first, queued behind the slow one
+    queued = first["id"]
+    assert second["id"] == queued and second["joined"]
+    for _ in range(2):  # a retried DELETE drops its own request's interest only
+        url = f"/v1/jobs/{queued}?subscription={first['subscription']}"
+        assert server.client.delete(url).json()["status"] in ("queued", "running")
+    url = f"/v1/jobs/{queued}?subscription={second['subscription']}"
+    assert server.client.delete(url).json()["status"] == "cancelled"
     job = server.wait_for(slow, ("failed",))
     assert job["error"]["code"] == "deadline_exceeded"
     assert error_of(server.client.get(f"/v1/jobs/{slow}/audio")) == (504, "deadline_exceeded")

@@ -301,3 +301,21 @@ def test_the_worker_waits_by_the_stores_clock(redis_url, monkeypatch):
     assert len(worker._next_batch()) == 1
     assert time.monotonic() - started < 1.0
     store.close()
+
+
+def test_a_subscription_cancels_its_own_interest_once(store):
+    """Joined requests share the job's id: a client retrying its cancel by id dropped the
+    other client's interest too, and the job was cancelled under it."""
+    first, second = submit(store, "x"), submit(store, "x")
+    assert second.joined and second.job.id == first.job.id
+    assert first.subscription and second.subscription != first.subscription
+    job_id = first.job.id
+    for _ in range(2):  # the same cancel, retried
+        assert store.cancel(job_id, first.subscription).status == "queued"
+    assert store.cancel(job_id, "not-a-subscription").status == "queued"
+    assert store.get(job_id).subscribers == 1
+    assert store.cancel(job_id, second.subscription).status == "cancelled"
+    hit_source = submit(store, "y").job
+    (running,) = store.claim(1, 10)
+    store.finish(running.id, "y.wav")
+    assert submit(store, "y").subscription is None and hit_source.id == running.id  # a hit

@@ -76,7 +76,13 @@ def job_view(job: Job) -> dict[str, Any]:
 def generate(request: Request, body: GenerateRequest) -> dict[str, Any]:
     """Queues one job per prompt (or answers it from the cache); ``202`` with their ids."""
     jobs = [
-        {**job_view(s.job), "joined": s.joined, "url": f"/v1/jobs/{s.job.id}"}
+        {
+            **job_view(s.job),
+            "joined": s.joined,
+            "url": f"/v1/jobs/{s.job.id}",
+            # DELETE ...?subscription= cancels this request's interest only, once.
+            "subscription": s.subscription,
+        }
         for s in submit(_service(request), body, request.state.request_id)
     ]
     return {"id": jobs[0]["id"], "jobs": jobs}
@@ -114,7 +120,7 @@ def submit(service: Service, body: GenerateRequest, request_id: str | None) -> l
             # loses this request's subscription only), so a retry duplicates none of them.
             for earlier in submissions:
                 if not earlier.cache_hit:
-                    service.store.cancel(earlier.job.id)
+                    service.store.cancel(earlier.job.id, earlier.subscription)
             raise ApiError(
                 429, "queue_full", f"{exc}; try again later", headers={"Retry-After": "5"}
             ) from None
@@ -202,16 +208,17 @@ def _open(service: Service, name: str) -> BinaryIO:
 
 
 @router.delete("/jobs/{job_id}", responses=error_responses(404))
-def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
+def cancel_job(request: Request, job_id: str, subscription: str | None = None) -> dict[str, Any]:
     """Cancels the job (when no identical request still waits on it); a running batch stops
-    at its next step once none of its jobs is wanted."""
-    return job_view(cancel(_service(request), job_id))
+    at its next step once none of its jobs is wanted. With the ``subscription`` its
+    ``/v1/generate`` answer gave, a retried DELETE drops nobody else's interest."""
+    return job_view(cancel(_service(request), job_id, subscription))
 
 
-def cancel(service: Service, job_id: str) -> Job:
-    """One subscriber fewer on the job ``job_id`` (404 if there is none); it is cancelled
-    when none is left."""
+def cancel(service: Service, job_id: str, subscription: str | None = None) -> Job:
+    """One subscriber fewer on the job ``job_id`` (404 if there is none), or only that of
+    ``subscription``, once; it is cancelled when none is left."""
     find_job(service, job_id)
-    job = service.store.cancel(job_id)
+    job = service.store.cancel(job_id, subscription)
     log_event(service.logger, "job cancel", job=job_id, status=job.status if job else None)
     return job

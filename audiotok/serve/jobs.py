@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, created);
 CREATE INDEX IF NOT EXISTS jobs_key ON jobs (key, status);
 CREATE TABLE IF NOT EXISTS generators (name TEXT PRIMARY KEY, info TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS subscriptions (token TEXT PRIMARY KEY, job TEXT NOT NULL);
 """
 
 
@@ -99,11 +100,15 @@ class Job:
 
 @dataclass
 class Submitted:
-    """What :meth:`JobStore.submit` did: the job, and whether it was a cache hit or a join."""
+    """What :meth:`JobStore.submit` did: the job, whether it was a cache hit or a join, and the
+    ``subscription`` that cancels this request's interest once (None for a cache hit): joined
+    requests share the job's id, so a cancel by id alone may drop another's (a retried
+    ``DELETE``), one by subscription never does."""
 
     job: Job
     cache_hit: bool = False
     joined: bool = False
+    subscription: str | None = None
 
 
 MAX_ATTEMPTS = 3
@@ -215,7 +220,8 @@ class JobStore:
                     db.execute(
                         "UPDATE jobs SET subscribers = subscribers + 1 WHERE id = ?", (row["id"],)
                     )
-                    return Submitted(self._row(db, row["id"]), joined=True)
+                    token = self._subscribe(db, row["id"])
+                    return Submitted(self._row(db, row["id"]), joined=True, subscription=token)
             queued = db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0]
             if queued >= self.max_queued:
                 raise QueueFull(f"{queued} jobs are queued")
@@ -224,7 +230,13 @@ class JobStore:
                 "VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)",
                 (new_id, key, batch_key, model, json.dumps(request), now, deadline),
             )
-            return Submitted(self._row(db, new_id))
+            return Submitted(self._row(db, new_id), subscription=self._subscribe(db, new_id))
+
+    @staticmethod
+    def _subscribe(db: sqlite3.Connection, job_id: str) -> str:
+        token = uuid.uuid4().hex
+        db.execute("INSERT INTO subscriptions (token, job) VALUES (?, ?)", (token, job_id))
+        return token
 
     def claim(self, max_batch: int, lease: float, batch_key: str | None = None) -> list[Job]:
         """The oldest queued job and up to ``max_batch - 1`` more of its ``batch_key`` (or of
@@ -308,12 +320,20 @@ class JobStore:
                 (time.time(), code, message, job_id),
             )
 
-    def cancel(self, job_id: str) -> Job | None:
-        """One subscriber fewer; the job is cancelled when none is left (if not final)."""
+    def cancel(self, job_id: str, subscription: str | None = None) -> Job | None:
+        """One subscriber fewer; the job is cancelled when none is left (if not final). With
+        the ``subscription`` of a submission, only that one, once: again, or another job's,
+        it changes nothing."""
         with self._transaction() as db:
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None or row["status"] in FINAL:
                 return Job.from_row(row) if row else None
+            if subscription is not None:
+                dropped = db.execute(
+                    "DELETE FROM subscriptions WHERE token = ? AND job = ?", (subscription, job_id)
+                )
+                if not dropped.rowcount:
+                    return Job.from_row(row)
             if row["subscribers"] > 1:
                 db.execute("UPDATE jobs SET subscribers = subscribers - 1 WHERE id = ?", (job_id,))
             else:

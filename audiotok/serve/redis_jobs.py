@@ -154,10 +154,11 @@ class RedisJobStore:
                 and (result_exists is None or result_exists(job.result))
             ):
                 cached = job.id
+        token = uuid.uuid4().hex
         outcome, value = self._run(
             "submit", uuid.uuid4().hex, key, batch_key, model, json.dumps(request),
             _number(deadline), "1" if use_cache else "0", cached, self.max_queued,
-            _number(self.cache_ttl),
+            _number(self.cache_ttl), token,
         )  # fmt: skip
         outcome, value = outcome.decode(), value.decode()
         if outcome == "full":
@@ -165,7 +166,9 @@ class RedisJobStore:
         with self.changed:
             self.changed.notify_all()
         job = self.get(value)
-        return Submitted(job, cache_hit=outcome == "hit", joined=outcome == "joined")
+        hit = outcome == "hit"
+        return Submitted(job, cache_hit=hit, joined=outcome == "joined",
+                         subscription=None if hit else token)  # fmt: skip
 
     def claim(self, max_batch: int, lease: float, batch_key: str | None = None) -> list[Job]:
         worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -194,8 +197,8 @@ class RedisJobStore:
     def fail(self, job_id: str, code: str, message: str) -> None:
         self._run("fail", job_id, code, message)
 
-    def cancel(self, job_id: str) -> Job | None:
-        text = self._run("cancel", job_id)
+    def cancel(self, job_id: str, subscription: str | None = None) -> Job | None:
+        text = self._run("cancel", job_id, subscription or "")
         return _job(text) if text else None
 
     def requeue_lost(self, now: float | None = None) -> int:

@@ -31,7 +31,7 @@ local function changed() redis.call('PUBLISH', P .. 'changed', '1') end
 """
 
 # ARGV: P, id, key, batch_key, model, request, deadline, use_cache, cached id or '',
-# max_queued, cache_ttl
+# max_queued, cache_ttl, subscription token
 SUBMIT = """
 local id, key, bk = ARGV[2], ARGV[3], ARGV[4]
 local t = now()
@@ -61,6 +61,7 @@ if ARGV[8] == '1' then
     local job = load(live)
     job.subscribers = job.subscribers + 1
     save(job)
+    redis.call('HSET', P .. 'subs', ARGV[12], live)
     return {'joined', live}
   end
 end
@@ -77,6 +78,7 @@ redis.call('ZADD', P .. 'queued', seq, id)
 redis.call('ZADD', P .. 'queued:' .. bk, seq, id)
 redis.call('ZADD', P .. 'inflight:' .. key, seq, id)
 changed()
+redis.call('HSET', P .. 'subs', ARGV[12], id)
 return {'queued', id}
 """
 
@@ -148,10 +150,15 @@ changed()
 return 1
 """
 
-# ARGV: P, id -> the job, JSON, or nil
+# ARGV: P, id, subscription or '' -> the job, JSON, or nil
 CANCEL = """
 local job = load(ARGV[2])
 if not job then return nil end
+if ARGV[3] ~= '' and (job.status == 'queued' or job.status == 'running') then
+  -- a subscription: only its own interest, once (JobStore.cancel)
+  if redis.call('HGET', P .. 'subs', ARGV[3]) ~= ARGV[2] then return cjson.encode(job) end
+  redis.call('HDEL', P .. 'subs', ARGV[3])
+end
 if job.status == 'queued' or job.status == 'running' then
   if job.subscribers > 1 then
     job.subscribers = job.subscribers - 1
