@@ -240,3 +240,17 @@ def test_generate_streams_leave_threads_for_the_other_calls(monkeypatch):
     assert (refused.value.status, refused.value.code) == (429, "too_many_streams")
     list(first)  # the first ends: its place is free again
     assert list(servicer.Generate(pb.GenerateRequest(prompt="c"), None)) == ["event"]
+
+
+def test_cancel_job_by_subscription_drops_one_request_once(served):
+    request = pb.GenerateRequest(prompt="joined over grpc", duration=30)
+    streams = [served.stub.Generate(request, timeout=TIMEOUT) for _ in range(2)]
+    first, second = (next(stream).accepted for stream in streams)
+    assert second.joined and second.id == first.id and first.subscription != second.subscription
+    for _ in range(2):  # retried: the other request's interest stays
+        job = served.stub.CancelJob(pb.JobRequest(id=first.id, subscription=first.subscription))
+        assert job.status in ("queued", "running")
+    job = served.stub.CancelJob(pb.JobRequest(id=first.id, subscription=second.subscription))
+    assert job.status == "cancelled"
+    for stream in streams:
+        stream.cancel()

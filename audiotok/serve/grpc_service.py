@@ -159,7 +159,8 @@ class AudiotokServicer(pb_grpc.AudiotokServicer):
 
     def CancelJob(self, request: pb.JobRequest, context: grpc.ServicerContext) -> pb.Job:
         with self._call("CancelJob", context):
-            return job_message(cancel(self.service, request.id))
+            subscription = request.subscription if request.HasField("subscription") else None
+            return job_message(cancel(self.service, request.id, subscription))
 
     # --- generation ----------------------------------------------------------------------
 
@@ -172,7 +173,11 @@ class AudiotokServicer(pb_grpc.AudiotokServicer):
         job = submitted.job
         yield pb.GenerateEvent(
             accepted=pb.Accepted(
-                id=job.id, cache_hit=submitted.cache_hit, joined=submitted.joined, model=job.model
+                id=job.id,
+                cache_hit=submitted.cache_hit,
+                joined=submitted.joined,
+                model=job.model,
+                subscription=submitted.subscription or "",
             )
         )
         for job in self._changes(submitted.job.id, context):  # job: its latest state

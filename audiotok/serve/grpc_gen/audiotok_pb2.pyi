@@ -116,16 +116,18 @@ class GenerateEvent(_message.Message):
     def __init__(self, accepted: _Optional[_Union[Accepted, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., chunk: _Optional[_Union[AudioChunk, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ...) -> None: ...
 
 class Accepted(_message.Message):
-    __slots__ = ("id", "cache_hit", "joined", "model")
+    __slots__ = ("id", "cache_hit", "joined", "model", "subscription")
     ID_FIELD_NUMBER: _ClassVar[int]
     CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
     JOINED_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
     id: str
     cache_hit: bool
     joined: bool
     model: str
-    def __init__(self, id: _Optional[str] = ..., cache_hit: _Optional[bool] = ..., joined: _Optional[bool] = ..., model: _Optional[str] = ...) -> None: ...
+    subscription: str
+    def __init__(self, id: _Optional[str] = ..., cache_hit: _Optional[bool] = ..., joined: _Optional[bool] = ..., model: _Optional[str] = ..., subscription: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("status", "progress")
@@ -154,10 +156,12 @@ class Done(_message.Message):
     def __init__(self, id: _Optional[str] = ..., format: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
 
 class JobRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "subscription")
     ID_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
     id: str
-    def __init__(self, id: _Optional[str] = ...) -> None: ...
+    subscription: str
+    def __init__(self, id: _Optional[str] = ..., subscription: _Optional[str] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("created", "started", "finished", "queue_wait", "run")
