@@ -19,6 +19,7 @@ Keys, all under one hash tag (``{audiotok}:``, so a Redis Cluster keeps them in 
     inflight:KEY      zset ID -> seq, the queued or running jobs of a cache key (dedup joins)
     cached:KEY        the ID of the latest job of KEY that ran to the end (cache hits)
     refs              hash result name -> done jobs that use it (delete it at 0)
+    subs              hash subscription -> job ID: a request's interest, dropped once
     counts            hash status -> jobs
     generators        hash name -> JSON, the generators workers run (front ends read it)
     changed           a pub/sub channel: a message after every change (workers wake at once)
