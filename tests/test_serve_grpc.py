@@ -244,8 +244,11 @@ def test_generate_streams_leave_threads_for_the_other_calls(monkeypatch):
 
 def test_cancel_job_by_subscription_drops_one_request_once(served):
     request = pb.GenerateRequest(prompt="joined over grpc", duration=30)
-    streams = [served.stub.Generate(request, timeout=TIMEOUT) for _ in range(2)]
-    first, second = (next(stream).accepted for stream in streams)
+    streams, accepted = [], []
+    for _ in range(2):  # one after the other: two calls at once may be submitted either way
+        streams.append(served.stub.Generate(request, timeout=TIMEOUT))
+        accepted.append(next(streams[-1]).accepted)
+    first, second = accepted
     assert second.joined and second.id == first.id and first.subscription != second.subscription
     for _ in range(2):  # retried: the other request's interest stays
         job = served.stub.CancelJob(pb.JobRequest(id=first.id, subscription=first.subscription))
