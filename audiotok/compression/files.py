@@ -128,8 +128,8 @@ def decode_tokens_file(
 
     if tokens.batch_size != 1:
         raise TokensError(f"tokens of {tokens.batch_size} items; decode one at a time")
-    codec.check_tokens(tokens)  # rate, codebooks, frames, code range: as Codec.decode does
     if streams(codec, tokens.duration, exact):
+        codec.check_tokens(tokens)  # as Codec.decode checks them on the other path
         decode_tokens_streaming(tokens, Path(output), codec, overwrite=overwrite,
                                 strategy=strategy)  # fmt: skip
         return

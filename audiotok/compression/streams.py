@@ -8,6 +8,7 @@ segment by segment, each segment with its scale.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -38,28 +39,31 @@ def compress_streaming(file: BinaryIO, path: Path, codec: Codec, bandwidth: floa
     bandwidth = codec.check_bandwidth(bandwidth)
     if original_channels is None:
         original_channels = blocks.source_channels
-    length = 0
     with AtokWriter.for_codec(
         file, codec, bandwidth=bandwidth, entropy=entropy,
         original_sample_rate=blocks.source_rate, original_channels=original_channels,
         original_length=blocks.source_frames, metadata=metadata, packet_seconds=packet_seconds,
-    ) as writer, codec.streaming(1, bandwidth) as stream:  # fmt: skip
+    ) as writer:  # fmt: skip
+        writer.close(length=_encode_blocks(blocks, codec, bandwidth, writer.write))
+
+
+def _encode_blocks(blocks: Any, codec: Codec, bandwidth: float,
+                   take: Callable[[Any, Any], None]) -> int:  # fmt: skip
+    """Codes audio ``blocks`` (``[C, n]`` each) through the codec's stream, handing each piece
+    to ``take(codes [1, K, f], scales)`` as it completes (scales ``[1]`` per segment for
+    segmented codecs, else None); returns the samples coded."""
+    length = 0
+
+    def give(out: Any) -> None:  # codes [1, K, f], or a list of (codes, scales) per segment
+        for codes, scales in out if isinstance(out, list) else [(out, None)]:
+            take(codes, scales)
+
+    with codec.streaming(1, bandwidth) as stream:
         for block in blocks:
             length += block.shape[-1]
-            chunk = as_framework(block[None], codec.framework, device=codec.device)
-            _write_streamed(writer, stream.encode(chunk))
-        _write_streamed(writer, stream.encode_end())
-        writer.close(length=length)
-
-
-def _write_streamed(writer: AtokWriter, out: Any) -> None:
-    """Writes what a stream's ``encode`` returned: codes ``[1, K, f]``, or a list of
-    ``(codes, scales)``, one per segment."""
-    if not isinstance(out, list):
-        writer.write(out)
-        return
-    for codes, scales in out:
-        writer.write(codes, scales)
+            give(stream.encode(as_framework(block[None], codec.framework, device=codec.device)))
+        give(stream.encode_end())
+    return length
 
 
 class _SegmentFeeder:
@@ -168,18 +172,12 @@ def encode_streaming(path: Path, codec: Codec, bandwidth: float | None) -> Token
     codes: list[Any] = []
     scales: list[Any] = []
 
-    def keep(out: Any) -> None:  # codes [1, K, f], or (codes, scale [1]) per segment
-        for item in out if isinstance(out, list) else [(out, None)]:
-            codes.append(item[0])
-            if item[1] is not None:
-                scales.append(item[1][:, None])
+    def keep(piece: Any, scale: Any) -> None:
+        codes.append(piece)
+        if scale is not None:
+            scales.append(scale[:, None])
 
-    length = 0
-    with codec.streaming(1, bandwidth) as stream:
-        for block in blocks:
-            length += block.shape[-1]
-            keep(stream.encode(as_framework(block[None], codec.framework, device=codec.device)))
-        keep(stream.encode_end())
+    length = _encode_blocks(blocks, codec, bandwidth, keep)
     return Tokens(
         codes=concat(codes, axis=-1),
         scales=concat(scales, axis=-1) if scales else None,
