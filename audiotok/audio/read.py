@@ -44,6 +44,18 @@ def is_tensor(x: Any) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
+def is_float(x: Any) -> bool:
+    """Whether ``x`` (a tensor or an array) holds floating-point values."""
+    if is_tensor(x):
+        return bool(x.is_floating_point())
+    return bool(np.issubdtype(x.dtype, np.floating))
+
+
+def all_finite(x: Any) -> bool:
+    """Whether every value of ``x`` (a tensor or an array) is finite: no NaN, no inf."""
+    return bool(x.isfinite().all()) if is_tensor(x) else bool(np.isfinite(x).all())
+
+
 def to_numpy(wav: Any) -> np.ndarray:
     """``wav`` as a numpy array (a CPU copy of a tensor; float32 for half precision, integers
     kept as they are, so that int16 samples are still refused as not float)."""
@@ -83,12 +95,11 @@ def check_audio(wav: Any, what: str = "audio") -> None:
     shape = tuple(getattr(wav, "shape", ()))
     if len(shape) not in (2, 3):
         raise AudioError(f"{what}: expected audio of shape [C, T] or [B, C, T], got {list(shape)}")
-    if not (wav.is_floating_point() if is_tensor(wav) else np.issubdtype(wav.dtype, np.floating)):
+    if not is_float(wav):
         raise AudioError(f"{what}: expected float samples, got {wav.dtype}")
     if 0 in shape:
         raise AudioError(f"{what}: contains no audio samples (shape {list(shape)})")
-    finite = bool(wav.isfinite().all()) if is_tensor(wav) else bool(np.isfinite(wav).all())
-    if not finite:
+    if not all_finite(wav):
         raise AudioError(f"{what}: contains NaN or infinite samples")
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..audio.read import check_audio, convert_audio, to_numpy
+from ..audio.read import all_finite, check_audio, convert_audio
 from ..errors import AudioError, TokensError
 from .arrays import as_framework, concat, inference
 from .tokens import Tokens
@@ -291,7 +291,7 @@ class Codec(abc.ABC):
             and (int(tokens.codes.min()) < 0 or int(tokens.codes.max()) >= self.cardinality)
         ):
             raise TokensError(f"{where} have codes outside [0, {self.cardinality})")
-        if tokens.scales is not None and not bool(np.isfinite(to_numpy(tokens.scales)).all()):
+        if tokens.scales is not None and not all_finite(tokens.scales):
             raise TokensError(f"{where} have NaN or infinite scales")
         if tokens.model_id != self.model_id:
             warnings.warn(

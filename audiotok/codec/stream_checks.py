@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..audio.read import is_tensor, to_numpy
+from ..audio.read import all_finite, is_float, is_tensor, to_numpy
 from ..errors import AudioError, TokensError
 
 
@@ -80,10 +80,10 @@ class StreamGuard:
             raise AudioError(
                 f"a stream chunk is [B={self.batch_size}, C={self.channels}, n], not {shape}"
             )
-        if not _is_float(audio):
+        if not is_float(audio):
             raise AudioError(f"a stream chunk holds float samples, not {audio.dtype}")
         audio = self._as(audio, "float32")  # then checked: float64 beyond float32 becomes inf
-        if not _all_finite(audio):
+        if not all_finite(audio):
             raise AudioError("a stream chunk contains NaN or infinite samples")
         return audio
 
@@ -100,7 +100,7 @@ class StreamGuard:
             raise TokensError(
                 f"stream codes are [B={self.batch_size}, K<={self.num_codebooks}, f], not {shape}"
             )
-        if _is_float(codes) or str(codes.dtype).endswith("bool"):
+        if is_float(codes) or str(codes.dtype).endswith("bool"):
             raise TokensError(f"stream codes are integers, not {codes.dtype}")
         if np.prod(codes.shape) and (int(codes.min()) < 0 or int(codes.max()) >= self.cardinality):
             raise TokensError(f"stream codes are outside [0, {self.cardinality})")
@@ -120,7 +120,7 @@ class StreamGuard:
             shape = list(getattr(array, "shape", ())) if scales is not None else None
             raise TokensError(f"a segment's scales are [B={self.batch_size}], not {shape}")
         array = self._as(array, "float32")
-        if not _all_finite(array):
+        if not all_finite(array):
             raise TokensError("a segment's scales contain NaN or infinite values")
         return array
 
@@ -143,13 +143,3 @@ class StreamGuard:
         import torch
 
         return array.to(self.device, getattr(torch, dtype))
-
-
-def _is_float(array: Any) -> bool:
-    if is_tensor(array):
-        return bool(array.is_floating_point())
-    return bool(np.issubdtype(array.dtype, np.floating))
-
-
-def _all_finite(array: Any) -> bool:
-    return bool(array.isfinite().all()) if is_tensor(array) else bool(np.isfinite(array).all())
