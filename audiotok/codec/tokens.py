@@ -229,18 +229,17 @@ class Tokens:
                 f"{path}: tokens format version {meta['version']} is newer than this "
                 f"audiotok reads ({FORMAT_VERSION}); upgrade audiotok"
             )
-        codes = arrays["codes"]
-        if codes.dtype.kind not in "iu":
-            raise TokensError(f"{path}: codes must be integers, not {codes.dtype}")
         try:
             return cls(
-                codes=codes,
+                codes=arrays["codes"],
                 scales=arrays.get("scales"),
                 length=int(meta["length"]),
                 sample_rate=int(meta["sample_rate"]),
                 bandwidth=float(meta["bandwidth"]),
                 model_id=str(meta["model_id"]),
             )
+        except TokensError as exc:  # what the constructor refuses (float codes...), named
+            raise TokensError(f"{path}: {exc}") from None
         except (KeyError, ValueError, TypeError) as exc:  # missing, or null / a list / text
             raise TokensError(f"{path}: bad tokens metadata ({exc})") from None
 
