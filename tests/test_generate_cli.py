@@ -8,6 +8,7 @@ import torch
 from click.testing import CliRunner
 from generate_reference import save_hf, tiny_musicgen
 
+from audiotok.audio import write as write_module
 from audiotok.cli.main import cli
 from audiotok.codec.tokens import Tokens
 from audiotok.compression.container.atok import read_tokens
@@ -41,6 +42,22 @@ def test_generate_writes_audio_and_tokens(model_dir, tmp_path):
     other = run(*args[:-1], "8", "-o", tmp_path / "c.wav", "--tokens", tmp_path / "c.NPZ")
     assert other.exit_code == 0, other.output
     assert not torch.equal(Tokens.load(tmp_path / "c.NPZ").codes, saved.codes)
+
+
+def test_loudness_soft_clips_as_audiocrafts_example(model_dir, tmp_path, monkeypatch):
+    """audiocraft's example writes with ``loudness_compressor=True``: a tanh past full scale."""
+    calls = []
+    real = write_module.write_audio
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs["strategy"], kwargs.get("loudness_compressor", False)))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(write_module, "write_audio", spy)
+    args = ("generate", "lo fi", "-m", model_dir, "-d", "0.2", "--seed", "1")
+    assert run(*args, "-o", tmp_path / "a.wav").exit_code == 0
+    assert run(*args, "--strategy", "peak", "-o", tmp_path / "b.wav").exit_code == 0
+    assert calls == [("loudness", True), ("peak", False)]
 
 
 def test_generate_continuation_and_unconditional(model_dir, tmp_path):

@@ -204,7 +204,10 @@ def _write(generator: Any, wav: Any, codes: Any, output: Path, tokens_out: Path 
            strategy: str, force: bool) -> None:  # fmt: skip
     from ..audio.write import write_audio
 
-    write_audio(output, wav[0].cpu(), generator.sample_rate, strategy=strategy, overwrite=force)
+    # audiocraft's example writes with strategy="loudness", loudness_compressor=True: past full
+    # scale after the -14 LUFS gain, a tanh soft clip instead of a hard one.
+    write_audio(output, wav[0].cpu(), generator.sample_rate, strategy=strategy,
+                loudness_compressor=strategy == "loudness", overwrite=force)  # fmt: skip
     click.echo(
         f"{output}: {wav.shape[-1] / generator.sample_rate:.2f} s, {wav.shape[1]} ch, "
         f"{generator.sample_rate} Hz, {codes.shape[-1]} frames of {codes.shape[1]} codebooks",

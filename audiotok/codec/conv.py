@@ -9,7 +9,8 @@ under time-group norm, else nothing). A checkpoint key thus reads
 Padding: a convolution of kernel ``k``, stride ``s`` and dilation ``d`` is padded by
 ``(k - 1) * d + 1 - s`` samples in total (all on the left when causal, split with the extra
 sample on the left otherwise), plus just enough on the right for the last window to be full,
-all in the layer's ``pad_mode`` (reflect in the official models), as the reference pads. An
+all in the layer's ``pad_mode`` (reflect in the encodec package's 24 and 48 kHz models,
+constant in audiocraft's 32 and 16 kHz ones), as the reference pads. An
 input of ``T`` samples thus gives ``ceil(T / s)`` frames, and the transposed convolutions trim
 the same fixed amount so that decode(encode(x)) is ``T`` samples long again after a final
 trim.

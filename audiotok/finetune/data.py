@@ -8,7 +8,9 @@ fingerprint; captions are the index records' ``description`` (a manifest column,
 A training batch is ``batch_size`` crops of ``T`` frames, files drawn in proportion to their
 length (as audiocraft samples on duration), each crop at a random start. A file shorter than
 ``T`` is padded with the special token and masked out of the loss, as audiocraft's solver
-pads audio and masks the tokens past ``floor(n_samples / sample_rate * frame_rate)``.
+does with ``tokens.padding_with_special_token: true`` (masking the tokens past
+``floor(n_samples / sample_rate * frame_rate)``; off in its default config, where the codes
+of the zero-padded audio are trained on).
 """
 
 from __future__ import annotations

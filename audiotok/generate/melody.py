@@ -5,9 +5,10 @@ melody (converted to the model's rate), or, for a row without one, a *null* wave
 zero sample. Its ``ConditioningProvider`` then averages channels and zero-pads every row to
 the longest (``_collate_wavs``); ``ChromaStemConditioner`` extracts a chromagram (a one-hot
 of the strongest pitch class per 128 ms frame) and, with ``match_len_on_eval`` (off in
-audiocraft's repository config; transformers' port of the published checkpoints behaves as
-if on, and so do we), truncates or tiles it to the training length ``chroma_len`` (235
-frames for 30 s), with every frame counted (no mask). So:
+audiocraft's training config ``chroma2music.yaml``, switched on with masking off by
+``MusicGen.get_pretrained`` for inference, as in transformers' port and here), truncates or
+tiles it to the training length ``chroma_len`` (235 frames for 30 s), with every frame
+counted (no mask). So:
 
 * a row without a melody, and every row of the null condition of classifier-free guidance,
   becomes the chroma of silence: bin 0 in every frame (the argmax of an all-zero frame);

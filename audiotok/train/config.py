@@ -101,8 +101,10 @@ class LossConfig:
         adversarial: Generator's hinge loss against the discriminator.
         feature_matching: L1 between discriminator features of real and decoded audio.
         commitment: Weight of the RVQ commitment loss (outside the balancer, as in EnCodec).
-        codebook: Weight of the codebook loss of factorised codes (``model.codebook_dim``;
-            DAC's recipe: 1, with commitment 0.25), outside the balancer too.
+        codebook: Weight of the codebook loss of factorised codes (``model.codebook_dim``),
+            outside the balancer too. DAC's recipe weighs it 1 and the commitment 0.25, on
+            losses summed over its codebooks; ours are averaged over the stages, so the same
+            weights are ``n_q`` times weaker than DAC's.
         balancer: Scale gradients by the weights above, whatever each loss's magnitude.
         balancer_total_norm: Norm of the balanced gradient (per batch item).
         balancer_ema: EMA decay of the per-loss gradient norms.

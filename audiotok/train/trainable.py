@@ -317,7 +317,10 @@ class TrainableCodec(nn.Module):
         cosine, the codebook loss ``|z_q - sg(z_e)|^2`` and the commitment ``|z_e -
         sg(z_q)|^2``, then ``out_proj(z_e + sg(z_q - z_e))`` is added to the output and taken
         off the residual, gradient and all, as DAC does. Items past their ``n_q[b]`` stages
-        add nothing and their codes are -1.
+        add nothing and their codes are -1 (DAC takes them off the residual all the same,
+        which changes no output). Unlike DAC, which sums the two losses over stages and
+        averages each over the whole batch, ours are means over the rows each stage codes,
+        averaged over the stages.
         """
         b, _, f = latent.shape
         depth = int(n_q.max()) if isinstance(n_q, Tensor) else n_q

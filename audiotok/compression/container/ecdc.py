@@ -99,8 +99,9 @@ def segment_frames(config: CodecConfig, length: int) -> list[int]:
     """Frames of each segment of a signal of ``length`` samples (``EncodecModel.segments``).
 
     The reference's encoder gives ``ceil(n / hop)`` frames for a segment of ``n`` samples and
-    its writer stores exactly those. (Its reader recomputes them as ``ceil(n / sample_rate *
-    frame_rate)`` in floats, one too many for a few lengths such as 6720 samples; we don't.)
+    its writer stores exactly those. (The 0.1.1 release's reader recomputes them as
+    ``ceil(n / sample_rate * frame_rate)`` in floats, one too many for a few lengths such as
+    6720 samples, fixed on encodec's main branch but never released; we don't.)
     """
     hop = config.hop_length
     seg_len, stride = config.segment_length, config.segment_stride
