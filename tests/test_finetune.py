@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -31,7 +32,7 @@ from safetensors.torch import load_file
 from audiotok.cli.main import cli
 from audiotok.dataset import TokenDataset
 from audiotok.finetune.config import FinetuneConfig
-from audiotok.finetune.export import audiocraft_yaml, full_state
+from audiotok.finetune.export import audiocraft_yaml, full_state, write_audiocraft_codec
 from audiotok.finetune.loop import FinetuneRun
 from audiotok.finetune.lora import load_adapter
 from audiotok.finetune.loss import compute_predictions, cross_entropy_sums, lm_loss, text_conditions
@@ -361,6 +362,37 @@ def test_audiogen_fine_tunes_exports_and_generates(world, tmp_path):
     assert model.generate([CAPTION]).shape == (1, 1, 10 * 640)
     other = AudioGen.get_pretrained(export / "audiocraft", device="cpu", text_encoder=world["t5"])
     assert other.sample_rate == 16_000
+
+
+def test_audiocraft_codec_file_points_only_at_real_hub_repositories(tmp_path, monkeypatch):
+    """AudioGen's codec has no ``facebook/encodec_16khz``: its file is copied, never pointed at."""
+    import huggingface_hub.constants
+
+    from audiotok.finetune.config import FinetuneError
+
+    hub = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))
+    not_audiocraft = SimpleNamespace(format="hf", codec_path=None)
+
+    def write(model_id: str) -> Path:
+        target = tmp_path / model_id / "compression_state_dict.bin"
+        target.parent.mkdir(exist_ok=True)
+        write_audiocraft_codec(target, SimpleNamespace(model_id=model_id), not_audiocraft)
+        return target
+
+    pointer = torch.load(write("encodec_32khz"), weights_only=True)
+    assert pointer == {"pretrained": "facebook/encodec_32khz"}
+    with pytest.raises(FinetuneError, match="facebook/audiogen-medium's compression_state_dict"):
+        write("encodec_16khz")
+    snapshot = hub / "models--facebook--audiogen-medium" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "compression_state_dict.bin").write_bytes(b"audiogen's codec")
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("0" * 40)
+    assert write("encodec_16khz").read_bytes() == b"audiogen's codec"
+    with pytest.raises(FinetuneError, match="audiotok_24khz has no audiocraft file"):
+        write("audiotok_24khz")
 
 
 # --- errors ---------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import os
 import secrets
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -37,6 +38,7 @@ from ..generate.lm_config import LMConfig
 from ..runtime.files import atomic_path
 from ..zoo.codec_cards import find_card
 from ..zoo.codec_checkpoints import save_checkpoint
+from ..zoo.hub import find_local
 from ..zoo.lm_checkpoints import COMPRESSION_FILE, CONDITIONER_PREFIX, LM_FILE
 from ..zoo.lm_native import (
     CARD_NAME,
@@ -215,8 +217,8 @@ def write_audiocraft(
         cfg_dropout: The recipe's, for a generated ``xp.cfg``.
 
     Raises:
-        FinetuneError: No audiocraft codec file for this codec (a transformers base with a
-            codec that is not in the registry).
+        FinetuneError: No audiocraft codec file for this codec
+            (:func:`write_audiocraft_codec`).
     """
     directory.mkdir(parents=True, exist_ok=True)
     xp_cfg = None
@@ -230,21 +232,44 @@ def write_audiocraft(
                "exported": True}  # fmt: skip
     with atomic_path(directory / LM_FILE) as tmp:
         torch.save(package, tmp)
-    target = directory / COMPRESSION_FILE
+    write_audiocraft_codec(directory / COMPRESSION_FILE, codec, base)
+
+
+def write_audiocraft_codec(target: Path, codec: Codec, base: Any) -> None:
+    """Writes the ``compression_state_dict.bin`` that audiocraft loads beside the LM.
+
+    An audiocraft base's own file is copied; a codec with a Hub repository of its own
+    (``facebook/encodec_32khz``) gets audiocraft's pointer to it; AudioGen's 16 kHz codec, which
+    has none, is copied from ``facebook/audiogen-medium``'s file where that is cached.
+
+    Raises:
+        FinetuneError: None of these: not a registry codec, or its file is not cached.
+    """
     if base.codec_path is not None and Path(base.codec_path).name == COMPRESSION_FILE:
         with atomic_path(target) as tmp:
             shutil.copyfile(base.codec_path, tmp)
         return
     card = find_card(codec.model_id)
-    if card is None:
+    hub_id = None if card is None else f"facebook/{card.name}"
+    if card is not None and any(s.format == "hf" and s.repo_id == hub_id for s in card.sources):
+        # audiocraft's own pointer to a pretrained codec: its CompressionModel.get_pretrained
+        # loads a Hub id through transformers' EncodecModel (audiocraft's released exports
+        # of these codecs hold the same weights).
+        with atomic_path(target) as tmp:
+            torch.save({"pretrained": hub_id}, tmp)
+        return
+    # No Hub repository of its own (AudioGen's 16 kHz codec lives in audiogen-medium's
+    # compression_state_dict.bin): copy that file where it is cached.
+    packaged = [s for s in card.sources if s.format == "audiocraft"] if card else []
+    found = find_local(SimpleNamespace(sources=packaged)) if packaged else None
+    if found is None:
+        where = f" ({packaged[0].repo_id}'s {COMPRESSION_FILE} is not cached)" if packaged else ""
         raise FinetuneError(
-            f"the codec {codec.model_id} has no audiocraft file to export beside the LM; "
-            "use export.formats: [audiotok]"
+            f"the codec {codec.model_id} has no audiocraft file to export beside the LM"
+            f"{where}; use export.formats: [audiotok]"
         )
-    # audiocraft's own pointer to a pretrained codec (what its released exports of the
-    # official codecs contain is the weights; the pointer resolves to the same ones).
     with atomic_path(target) as tmp:
-        torch.save({"pretrained": f"facebook/{card.name}"}, tmp)
+        shutil.copyfile(found[1], tmp)
 
 
 def export_run(run: Any, force: bool = False) -> Path:
