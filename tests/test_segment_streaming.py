@@ -132,3 +132,28 @@ def test_a_segment_is_decoded_with_its_scale_and_alone(segmented_codec):
     tokens.scales[0, 0] = float("nan")
     with pytest.raises(TokensError, match="NaN or infinite scales"):
         segmented_codec.decode(tokens)
+
+
+def test_streams_run_in_exact_float32(segmented_codec, monkeypatch):
+    """Both kinds of stream ask for float32 with TF32 off (on CUDA PyTorch's default TF32
+    convolutions made streamed codes differ from one-pass ``fp32`` ones)."""
+    from audiotok import load_codec
+    from audiotok.codec import precision
+
+    asked = []
+    real = precision.precision_context
+
+    def spy(mode, device):
+        asked.append(mode)
+        return real(mode, device)
+
+    monkeypatch.setattr(precision, "precision_context", spy)
+    for codec, audio in ((segmented_codec, torch.zeros(1, 2, 5000)), (load_codec(), None)):
+        with codec.streaming(1) as s:
+            if audio is not None:
+                pieces = s.encode(audio) + s.encode_end()
+                s.decode(*pieces[0])
+            else:
+                s.decode(s.encode(torch.zeros(1, 1, 3200)))
+        assert asked and set(asked) == {"fp32"}
+        asked.clear()

@@ -7,7 +7,8 @@ decoder networks under autocast; the quantizer always measures distances in floa
 half precision would pick the wrong codebook entry far more often than the network's own
 rounding does. How many codes each mode keeps equal to ``fp32`` is measured by
 ``benchmarks/batch_bench.py`` (results in benchmarks/RESULTS.md). Streams
-(:meth:`EncodecCodec.streaming`) always run in float32.
+(:meth:`EncodecCodec.streaming`) always run in float32, TF32 off (:func:`exact_inference`), so
+on CUDA they code as the one-pass ``fp32`` path does.
 """
 
 from __future__ import annotations
@@ -43,6 +44,16 @@ def precision_context(precision: str, device: torch.device) -> Iterator[None]:
             stack.callback(_restore_tf32, saved)
         if precision in _AUTOCAST:
             stack.enter_context(torch.autocast(device.type, dtype=_AUTOCAST[precision]))
+        yield
+
+
+@contextlib.contextmanager
+def exact_inference(device: torch.device) -> Iterator[None]:
+    """``no_grad`` (ordinary tensors out: codec.arrays.inference) in float32 with TF32 off.
+
+    PyTorch turns TF32 on for cuDNN convolutions by default; streams without this coded
+    differently from the one-pass path on a GPU."""
+    with torch.no_grad(), precision_context("fp32", device):
         yield
 
 

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from ..errors import TokensError
 from .model import EncodecModel
+from .precision import exact_inference
 from .stream_checks import StreamGuard
 
 
@@ -45,7 +46,7 @@ class SegmentStream:
         self.model, self.num_codebooks = model, num_codebooks
         self.segment_length, self.stride = cfg.segment_length, cfg.segment_stride
         self._segment_frames = -(-cfg.segment_length // cfg.hop_length)
-        device = next(model.parameters()).device
+        self.device = device = next(model.parameters()).device
         self.guard = StreamGuard(batch_size, cfg.channels, cfg.n_q, cfg.bins, device)
         self._audio = torch.zeros(batch_size, cfg.channels, 0, device=device)
         # Decoding: the overlap-add sums from sample `_emitted` on, and the next segment's start.
@@ -70,7 +71,7 @@ class SegmentStream:
         self.guard.check_open("encode")
         self._audio = torch.cat([self._audio, self.guard.chunk(audio)], dim=-1)
         out = []
-        with torch.no_grad():  # ordinary tensors out (codec.arrays.inference)
+        with exact_inference(self.device):
             while self._audio.shape[-1] >= self.segment_length:
                 out.append(self._encode_segment(self._audio[..., : self.segment_length]))
                 self._audio = self._audio[..., self.stride :]
@@ -86,7 +87,7 @@ class SegmentStream:
         self.guard.check_open("encode")
         self.guard.encode_ended = True
         out = []
-        with torch.no_grad():  # ordinary tensors out (codec.arrays.inference)
+        with exact_inference(self.device):
             while self._audio.shape[-1] > 0:
                 out.append(self._encode_segment(self._audio[..., : self.segment_length]))
                 self._audio = self._audio[..., self.stride :]
@@ -103,7 +104,7 @@ class SegmentStream:
                 f"{self._segment_frames}"
             )
         scales = self.guard.scales(scales, self.model.config.normalize)
-        with torch.no_grad():  # ordinary tensors out (codec.arrays.inference)
+        with exact_inference(self.device):
             frames = self.model.decode_segment(codes, scales)
             if self._triangle is None:
                 # Offline, the weights span the first segment's decoded length.
@@ -125,7 +126,7 @@ class SegmentStream:
         """All audio still owed; trim the whole stream to the signal's length."""
         self.guard.check_open("decode")
         self.guard.decode_ended = True
-        with torch.no_grad():  # ordinary tensors out (codec.arrays.inference)
+        with exact_inference(self.device):
             return self._emit(self._sum.shape[-1])
 
     def _emit(self, n: int) -> Tensor:

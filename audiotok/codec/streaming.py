@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from .conv import SConv1d, SConvTranspose1d, pad1d
 from .lstm import SLSTM
+from .precision import exact_inference
 from .seanet import SEANetResnetBlock
 from .stream_checks import StreamGuard
 
@@ -312,7 +313,7 @@ class CodecStream:
                 "frame-by-frame streaming needs an unsegmented model without time-group norm "
                 "(segmented models stream by segment)"
             )
-        device = next(model.parameters()).device
+        self.device = device = next(model.parameters()).device
         self.guard = StreamGuard(batch_size, cfg.channels, cfg.n_q, cfg.bins, device)
         self.model, self.num_codebooks = model, num_codebooks
         self.encoder = build_state(model.encoder.model, batch_size, cfg.channels, device)
@@ -338,14 +339,14 @@ class CodecStream:
         """
         self.guard.check_open("encode")
         audio = self.guard.chunk(audio)
-        with torch.no_grad():  # ordinary tensors out (codec.arrays.inference)
+        with exact_inference(self.device):
             return self._codes(self.encoder.step(audio))
 
     def encode_end(self) -> Tensor:
         """Codes ``[B, K, f]`` of the last frames, padded as the offline encoder pads them."""
         self.guard.check_open("encode")
         self.guard.encode_ended = True
-        with torch.no_grad():  # ordinary tensors out (codec.arrays.inference)
+        with exact_inference(self.device):
             return self._codes(self.encoder.end())
 
     def decode(self, codes: Tensor) -> Tensor:
@@ -356,7 +357,7 @@ class CodecStream:
         """
         self.guard.check_open("decode")
         codes = self.guard.codes(codes)
-        with torch.no_grad():  # ordinary tensors out (codec.arrays.inference)
+        with exact_inference(self.device):
             if codes.shape[-1] == 0:
                 return self.decoder.step(
                     torch.zeros(codes.shape[0], self.model.config.dimension, 0, device=codes.device)
@@ -367,5 +368,5 @@ class CodecStream:
         """Audio still owed at the end (empty for causal decoders, the lookahead otherwise)."""
         self.guard.check_open("decode")
         self.guard.decode_ended = True
-        with torch.no_grad():  # ordinary tensors out (codec.arrays.inference)
+        with exact_inference(self.device):
             return self.decoder.end()
