@@ -22,6 +22,7 @@ from urllib.parse import unquote
 import numpy as np
 import pytest
 import soundfile as sf
+from click.testing import CliRunner
 from conftest import DATA
 
 httpx = pytest.importorskip("httpx")
@@ -417,6 +418,12 @@ def test_cancel_and_deadline(server_factory, generator_dir):
     assert error_of(server.client.get(f"/v1/jobs/{slow}/audio")) == (504, "deadline_exceeded")
     assert error_of(server.client.get(f"/v1/jobs/{queued}/audio")) == (409, "cancelled")
     assert server.metric("audiotok_timeouts_total") == 1
+    # The stopped pass is one LM pass; reading a failed job's audio is not one error more.
+    assert server.metric('audiotok_errors_total{kind="deadline_exceeded"}') == 1
+    assert server.metric('audiotok_errors_total{kind="http_504"}') == 0
+    deadline = time.monotonic() + TIMEOUT
+    while server.metric("audiotok_batch_size_count") < 1:  # observed after the pass returns
+        assert time.monotonic() < deadline, "a stopped pass was not counted"
 
 
 def test_killed_and_restarted_server_loses_nothing(server_factory, generator_dir, tmp_path):
@@ -526,7 +533,48 @@ def test_rollout_and_tracing_over_http(server_factory, generator_dir):
     spans = [json.loads(line) for line in log.splitlines() if line.startswith('{"name"')]
     names = {s["name"] for s in spans}
     assert {"http POST /v1/generate", "generate batch", "job"} <= names, names
+    (batch,) = [s for s in spans if s["name"] == "generate batch"]
+    (job_span,) = [s for s in spans if s["name"] == "job"]
+    assert job_span["parent_id"] == batch["context"]["span_id"]  # the job is the batch's child
     assert any(s["name"] == "job" and s["attributes"]["model"] == "tiny-v2" for s in spans)
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("port in use", "can't listen on 127.0.0.1:{port}: Address already in use"),
+        ("empty key", "or unset it to serve without one"),
+        ("non-ASCII key", "the API key must be printable ASCII and not empty"),
+        ("rollout of nothing", "--rollout 'tiny:tiny-v2=0.1': no generator 'tiny' is loaded"),
+        ("state not a database", "jobs.sqlite: file is not a database"),
+    ],
+)
+def test_bad_start_up_is_one_line(tmp_path, case, message):
+    """Each was a traceback, a bare uvicorn errno (exit 3), or a service without the key or
+    the rollout it was told to have."""
+    from audiotok.cli.main import cli
+
+    state, env = tmp_path / "state", {"AUDIOTOK_API_KEY": None}
+    args = ["serve", "--port", "0", "--state", str(state)]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        if case == "port in use":
+            args[2] = str(port)
+        elif case == "empty key":
+            env["AUDIOTOK_API_KEY"] = ""
+        elif case == "non-ASCII key":
+            args += ["--api-key", "clé"]
+        elif case == "rollout of nothing":
+            args += ["--rollout", "tiny:tiny-v2=0.1"]
+        else:
+            state.mkdir()
+            (state / "jobs.sqlite").write_bytes(b"not sqlite" * 100)
+        result = CliRunner().invoke(cli, args, env=env)
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines()[-1].endswith(message.format(port=port)), result.output
+    assert "Traceback" not in result.output
 
 
 def test_a_second_service_on_the_same_state_is_one_line(server_factory, tmp_path):

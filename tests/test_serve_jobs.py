@@ -80,8 +80,8 @@ def test_lost_leases_are_requeued_and_renewals_keep_them(store):
     job = submit(store, "x").job
     store.claim(1, lease=10)
     assert store.renew([job.id], lease=10, progress=0.5) == {job.id}
-    assert store.requeue_lost() == 0
-    assert store.requeue_lost(now=store.get(job.id).lease_until + 1) == 1
+    assert store.requeue_lost().requeued == 0
+    assert store.requeue_lost(now=store.get(job.id).lease_until + 1).requeued == 1
     again = store.get(job.id)
     assert again.status == "queued" and again.progress == 0
     assert store.claim(1, 10)[0].attempts == 2
@@ -113,13 +113,18 @@ def test_a_request_of_several_prompts_is_queued_whole_or_not_at_all(store):
     from audiotok.serve.service import ServeSettings
 
     generator = SimpleNamespace(name="m", weights="w", frame_rate=50.0)
-    counter = SimpleNamespace(inc=lambda: None)
+    counted, records = [], []
+    counter = SimpleNamespace(inc=lambda: counted.append(1))
+    logger = logging.getLogger("test-all-or-nothing")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler := logging.Handler())
+    handler.emit = records.append
     service = SimpleNamespace(
         settings=ServeSettings(),
         store=store,
         generator=lambda name: generator,
         metrics=SimpleNamespace(cache_hits=counter, dedup_joins=counter),
-        logger=logging.getLogger("test"),
+        logger=logger,
         result_exists=lambda name: False,
     )
     waiting = submit(store, "p1")  # another client's job, which this request joins
@@ -131,6 +136,7 @@ def test_a_request_of_several_prompts_is_queued_whole_or_not_at_all(store):
     assert refused.value.status == 429
     assert store.counts()["queued"] == 4  # p2 withdrawn
     assert store.get(waiting.job.id).subscribers == 1  # p1's join withdrawn, its job kept
+    assert counted == [] and records == [], "a withdrawn join or job was counted or logged"
     too_short = GenerateRequest(prompt="x", duration=0.01)  # half a frame at 50 Hz
     with pytest.raises(ApiError, match="at least one frame"):
         submit_request(service, too_short, None)
@@ -269,14 +275,30 @@ def test_no_memory_cap_sizes_batches_by_max_batch():
 
 
 def test_a_job_whose_worker_dies_each_time_is_failed_not_run_forever(store):
-    """It was claimed first again after every restart, ahead of all other jobs."""
-    from audiotok.serve.jobs import MAX_ATTEMPTS
+    """It was claimed first again after every restart, ahead of all other jobs; its failure is
+    logged and counted as any other job's (it was neither)."""
+    import logging
+
+    from audiotok.serve.jobs import MAX_ATTEMPTS, Lost
+    from audiotok.serve.observability import Metrics
+    from audiotok.serve.worker import report_lost
 
     job, other = submit(store, "poison").job, submit(store, "other", duration=2.0).job
     for attempt in range(1, MAX_ATTEMPTS + 1):
         (running,) = store.claim(1, lease=10)
         assert running.id == job.id and running.attempts == attempt
-        store.requeue_lost(now=store.get(job.id).lease_until + 1)  # its worker died
+        lost = store.requeue_lost(now=store.get(job.id).lease_until + 1)  # its worker died
+        assert lost == (Lost(1, []) if attempt < MAX_ATTEMPTS else Lost(0, [job.id]))
+    records, metrics = [], Metrics()
+    logger = logging.getLogger("test-poisoned")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler := logging.Handler())
+    handler.emit = records.append
+    report_lost(logger, metrics, lost, "lease expired")
+    assert [(r.getMessage(), r.fields["job"], r.fields["error_code"]) for r in records] == [
+        ("job failed", job.id, "poisoned")
+    ]
+    assert metrics.errors.labels("poisoned")._value.get() == 1
     failed = store.get(job.id)
     assert failed.status == "failed" and failed.error_code == "poisoned"
     assert f"{MAX_ATTEMPTS} runs" in failed.error
@@ -319,3 +341,35 @@ def test_a_subscription_cancels_its_own_interest_once(store):
     (running,) = store.claim(1, 10)
     store.finish(running.id, "y.wav")
     assert submit(store, "y").subscription is None and hit_source.id == running.id  # a hit
+
+
+def test_a_job_cancelled_while_its_audio_is_written_is_not_reported_done(store, tmp_path):
+    """The worker checked a job's status, wrote its audio, then finished it: a cancel in between
+    gave a "job done" log line, quality samples for a cancelled job and a file never deleted."""
+    import numpy as np
+
+    from audiotok.serve.observability import Metrics
+    from audiotok.serve.results import ResultFiles
+    from audiotok.serve.worker import GenerationWorker
+
+    job = submit(store, "x").job
+    (running,) = store.claim(1, lease=10)
+    results, records = ResultFiles(tmp_path / "results"), []
+    logger = logging.getLogger("test-undelivered")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler := logging.Handler())
+    handler.emit = records.append
+    worker = GenerationWorker(store, None, results, Metrics(), logger)
+    real_write = results.write
+
+    def write_then_cancel(name, audio, rate):
+        real_write(name, audio, rate)
+        store.cancel(job.id)  # the client's DELETE lands while the file is written
+
+    results.write = write_then_cancel
+    worker._deliver(running, np.zeros((1, 3200), np.float32), 32_000, 1, 0.1)
+    assert store.get(job.id).status == "cancelled"
+    assert not list(results.folder.glob("*.wav")), "the undelivered audio is left on disk"
+    assert [r.getMessage() for r in records] == ["job not delivered"]
+    assert worker.metrics.generated_seconds._value.get() == 0
+    assert store.finish(job.id, "late.wav") is False

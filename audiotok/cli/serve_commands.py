@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -248,15 +250,36 @@ def serve(
     from ..serve.service import ServeSettings
     from ..serve.tracing import setup_tracing
 
-    models = load_served_models(
-        list(codecs), list(generators), list(rollouts), device, backend=backend
-    )
+    # What can be refused in one line is refused before the models load (minutes for MusicGen).
+    if api_key is None and os.environ.get("AUDIOTOK_API_KEY") == "":  # click reads it as unset
+        fail("AUDIOTOK_API_KEY is set but empty: give the key, or unset it to serve without one")
+    serve_settings = ServeSettings(state=state, host=host, grpc_port=grpc_port, **settings)
     setup_tracing(otel_exporter)
-    app = create_app(ServeSettings(state=state, host=host, grpc_port=grpc_port, **settings), models)
+    sock = _listening_socket(host, port)
+    models = load_served_models(
+        list(codecs), list(generators), list(rollouts), device, backend=backend,
+        local_generators=True,  # one process: a rollout names generators loaded here
+    )  # fmt: skip
+    app = create_app(serve_settings, models)
     open_service(app.state.service)  # errors as one line, before the server starts
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
-    server = uvicorn.Server(config)
-    server.run()
+    config = uvicorn.Config(app, log_config=None, access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _listening_socket(host: str, port: int) -> Any:
+    """A socket bound to ``host:port`` for uvicorn; a port in use or a bad host is one line
+    here (uvicorn's own bind, after start-up, printed a bare errno and exited with 3)."""
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        fail(f"can't listen on {host}:{port}: {exc.strerror or exc}")
+    sock.set_inheritable(True)
+    return sock
 
 
 def _serve_on_ray(options: dict, host: str, port: int, address: str | None, replicas: int) -> None:

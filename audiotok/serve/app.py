@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.routing import Match
 
 from .. import __version__
 from . import codec_routes, errors, job_routes
@@ -30,6 +31,10 @@ from .observability import log_event
 from .service import ServeSettings, Service, ServiceError
 from .tracing import span
 
+# A job's audio asked for before it is done (409), after it expired (410) or of a job that ran
+# out of time (504): the job's state, counted once where it failed, not a failed request (else
+# a client polling /audio adds an error per poll).
+AUDIO_ROUTE, JOB_STATE_ANSWERS = "/v1/jobs/{job_id}/audio", (409, 410, 504)
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/redoc", "/static/")
 # The web page (``GET /``, exactly: a prefix "/" would open every path) needs no key either;
 # it holds no data, and the API requests it makes carry the key its user enters.
@@ -72,17 +77,30 @@ def create_app(settings: ServeSettings, models: ServedModels) -> FastAPI:
     ) -> Response:
         request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         start = time.perf_counter()
+        # Found before routing, which rewrites the scope: refused requests (401, 413) and routes
+        # that set no scope["route"] (/docs, /openapi.json, /static) keep their template too.
+        planned = _route_of(app.router.routes, dict(request.scope))
         with span(f"http {request.method}", request_id=request.state.request_id) as current:
             response = _refusal(request, settings)
             if response is None:
-                response = await call_next(request)
-            route = getattr(request.scope.get("route"), "path", "unmatched")
+                try:
+                    response = await call_next(request)
+                except Exception as exc:  # else Starlette's outermost handler answers: no log
+                    service.logger.exception(
+                        "internal error", extra={"fields": {"request_id": request.state.request_id}}
+                    )
+                    response = errors.error_response(
+                        500, "internal", f"{type(exc).__name__}: {exc}"
+                    )
+            route = getattr(request.scope.get("route"), "path", planned)
             if current is not None:
                 current.update_name(f"http {request.method} {route}")
                 current.set_attribute("http.status_code", response.status_code)
         elapsed = time.perf_counter() - start
         service.metrics.request_seconds.labels(route, str(response.status_code)).observe(elapsed)
-        if response.status_code >= 400:
+        if response.status_code >= 400 and not (
+            route == AUDIO_ROUTE and response.status_code in JOB_STATE_ANSWERS
+        ):
             service.metrics.errors.labels(f"http_{response.status_code}").inc()
         response.headers["X-Request-ID"] = request.state.request_id
         log_event(
@@ -160,6 +178,22 @@ def close_service(service: Service) -> None:
         stop_grpc(service.grpc_server)
         service.grpc_server = None
     service.stop()
+
+
+def _route_of(routes: Any, scope: dict[str, Any]) -> str:
+    """The template of the route ``scope`` goes to (a bounded label, never the raw path), or
+    ``unmatched``; included routers are searched, a mount is its prefix (``/static``)."""
+    for route in routes:
+        match, child = route.matches(scope)
+        if match == Match.FULL:
+            # FastAPI 0.16x wraps included routers (no .routes; the router is original_router)
+            inner = getattr(route, "routes", None) or getattr(
+                getattr(route, "original_router", None), "routes", None
+            )
+            if inner:
+                return _route_of(inner, {**scope, **child})
+            return getattr(route, "path", "unmatched")
+    return "unmatched"
 
 
 def _refusal(request: Request, settings: ServeSettings) -> Response | None:

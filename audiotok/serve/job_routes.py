@@ -102,7 +102,7 @@ def submit(service: Service, body: GenerateRequest, request_id: str | None) -> l
             "bad_parameters",
             f"duration: at least one frame, {1 / rate:g} s",
         )
-    submissions = []
+    submissions, keys = [], []
     for job_request in body.job_requests(generator.name, generator.weights):
         key = cache_key(job_request)
         try:
@@ -124,6 +124,10 @@ def submit(service: Service, body: GenerateRequest, request_id: str | None) -> l
             raise ApiError(
                 429, "queue_full", f"{exc}; try again later", headers={"Retry-After": "5"}
             ) from None
+        submissions.append(submitted)
+        keys.append(key)
+    # Counted and logged once all are in: a 429 part way withdrew the ones before it.
+    for submitted, key in zip(submissions, keys, strict=True):
         if submitted.cache_hit:
             service.metrics.cache_hits.inc()
         if submitted.joined:
@@ -138,7 +142,6 @@ def submit(service: Service, body: GenerateRequest, request_id: str | None) -> l
             joined=submitted.joined,
             request_id=request_id,
         )
-        submissions.append(submitted)
     return submissions
 
 

@@ -116,6 +116,14 @@ MAX_ATTEMPTS = 3
 POISONED_MESSAGE = f"its worker died in each of {MAX_ATTEMPTS} runs; not run again"
 
 
+@dataclass(frozen=True)
+class Lost:
+    """What :meth:`JobStore.requeue_lost` did: jobs queued again, ids of jobs failed poisoned."""
+
+    requeued: int
+    poisoned: list[str]
+
+
 class QueueFull(Exception):
     """More jobs are queued than the service accepts."""
 
@@ -302,13 +310,16 @@ class JobStore:
             )
             return {r["id"] for r in rows}
 
-    def finish(self, job_id: str, result: str) -> None:
-        """Marks a running job done with its result file (a job no longer running is left)."""
+    def finish(self, job_id: str, result: str) -> bool:
+        """Marks a running job done with its result file (a job no longer running is left:
+        False)."""
         with self._transaction() as db:
-            db.execute(
-                "UPDATE jobs SET status = 'done', finished = ?, progress = 1, result = ?, "
-                "lease_until = NULL WHERE id = ? AND status = 'running'",
-                (time.time(), result, job_id),
+            return bool(
+                db.execute(
+                    "UPDATE jobs SET status = 'done', finished = ?, progress = 1, result = ?, "
+                    "lease_until = NULL WHERE id = ? AND status = 'running'",
+                    (time.time(), result, job_id),
+                ).rowcount
             )
 
     def fail(self, job_id: str, code: str, message: str) -> None:
@@ -344,24 +355,27 @@ class JobStore:
                 )
             return self._row(db, job_id)
 
-    def requeue_lost(self, now: float | None = None) -> int:
+    def requeue_lost(self, now: float | None = None) -> Lost:
         """Queues again the running jobs whose lease ran out (their worker died), but fails
         those run :data:`MAX_ATTEMPTS` times already (``poisoned``: a job that kills its
         worker would otherwise run first forever, ahead of every other)."""
         now = time.time() if now is None else now
         with self._transaction() as db:
-            db.execute(
+            poisoned = [r["id"] for r in db.execute(
+                "SELECT id FROM jobs WHERE status = 'running' AND lease_until < ? "
+                "AND attempts >= ?", (now, MAX_ATTEMPTS),
+            )]  # fmt: skip
+            db.executemany(
                 "UPDATE jobs SET status = 'failed', finished = ?, error_code = 'poisoned', "
-                "error = ?, lease_until = NULL "
-                "WHERE status = 'running' AND lease_until < ? AND attempts >= ?",
-                (now, POISONED_MESSAGE, now, MAX_ATTEMPTS),
+                "error = ?, lease_until = NULL WHERE id = ?",
+                [(now, POISONED_MESSAGE, job_id) for job_id in poisoned],
             )
             cursor = db.execute(
                 "UPDATE jobs SET status = 'queued', lease_until = NULL, progress = 0 "
                 "WHERE status = 'running' AND lease_until < ?",
                 (now,),
             )
-            return cursor.rowcount
+            return Lost(cursor.rowcount, poisoned)
 
     def expire(self, now: float | None = None) -> list[str]:
         """Marks results older than the cache's TTL expired; returns their result names

@@ -215,6 +215,7 @@ def load_served_models(
     device: str = "cpu",
     load_codecs_too: bool = True,
     backend: str = "torch",
+    local_generators: bool = False,
 ) -> ServedModels:
     """The models of a service from its options: ``NAME[=PATH]`` codecs (the packaged default
     if none; none at all without ``load_codecs_too``, for a generation worker) and generators,
@@ -233,7 +234,8 @@ def load_served_models(
         name, _, source = spec.partition("=")
         models.generators[name] = load_generator(name, source or name, device=device)
     for spec in rollouts:
-        name, version, share = parse_rollout(spec, models.generators if generators else None)
+        known = models.generators if generators or local_generators else None
+        name, version, share = parse_rollout(spec, known)
         models.rollouts.setdefault(name, []).append((version, share))
         if sum(share for _, share in models.rollouts[name]) > 1.0:
             raise UnknownModel(f"--rollout: the shares of {name!r} add up to more than 1")

@@ -38,7 +38,7 @@ import uuid
 from typing import Any
 
 from . import redis_scripts as scripts
-from .jobs import MAX_ATTEMPTS, POISONED_MESSAGE, Job, QueueFull, Submitted
+from .jobs import MAX_ATTEMPTS, POISONED_MESSAGE, Job, Lost, QueueFull, Submitted
 
 
 def _job(text: str | bytes) -> Job:
@@ -192,8 +192,8 @@ class RedisJobStore:
         alive = self._run("renew", _number(lease), _number(progress), *ids)
         return {i.decode() for i in alive}
 
-    def finish(self, job_id: str, result: str) -> None:
-        self._run("finish", job_id, result)
+    def finish(self, job_id: str, result: str) -> bool:
+        return bool(int(self._run("finish", job_id, result)))
 
     def fail(self, job_id: str, code: str, message: str) -> None:
         self._run("fail", job_id, code, message)
@@ -202,8 +202,10 @@ class RedisJobStore:
         text = self._run("cancel", job_id, subscription or "")
         return _job(text) if text else None
 
-    def requeue_lost(self, now: float | None = None) -> int:
-        return int(self._run("requeue_lost", _number(now), MAX_ATTEMPTS, POISONED_MESSAGE))
+    def requeue_lost(self, now: float | None = None) -> Lost:
+        requeued, *poisoned = self._run("requeue_lost", _number(now), MAX_ATTEMPTS,
+                                        POISONED_MESSAGE)  # fmt: skip
+        return Lost(int(requeued), [job_id.decode() for job_id in poisoned])
 
     def expire(self, now: float | None = None) -> list[str]:
         names = self._run("expire", _number(self.cache_ttl), _number(now))

@@ -173,12 +173,13 @@ end
 return cjson.encode(job)
 """
 
-# ARGV: P, now or '' (Redis' clock), max attempts, poisoned message -> how many were queued again
+# ARGV: P, now or '' (Redis' clock), max attempts, poisoned message
+#   -> {how many were queued again, the ids of those failed as poisoned...}
 REQUEUE_LOST = """
 local cutoff = ARGV[2]
 if cutoff == '' then cutoff = tostring(now()) end
 local ids = redis.call('ZRANGE', P .. 'running', '-inf', '(' .. cutoff, 'BYSCORE')
-local requeued = 0
+local requeued, poisoned = 0, {}
 for _, id in ipairs(ids) do
   local job = load(id)
   if job.attempts >= tonumber(ARGV[3]) then  -- poisoned: see JobStore.requeue_lost
@@ -187,6 +188,7 @@ for _, id in ipairs(ids) do
     job.finished, job.error_code, job.error = now(), 'poisoned', ARGV[4]
     job.lease_until = cjson.null
     save(job)
+    poisoned[#poisoned + 1] = id
   else
     move(job, 'queued')
     job.lease_until, job.progress = cjson.null, 0
@@ -198,7 +200,7 @@ for _, id in ipairs(ids) do
   end
 end
 if #ids > 0 then changed() end
-return requeued
+return {requeued, unpack(poisoned)}
 """
 
 # ARGV: P, cache_ttl, now or '' -> result names no done job uses any more

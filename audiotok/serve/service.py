@@ -14,17 +14,18 @@ HTTP traffic (serve/ray_app.py). The state folder then only holds scratch files.
 from __future__ import annotations
 
 import os
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import AudiotokError
-from .jobs import JobStore
+from .jobs import JobStore, Lost
 from .models import Generator, ServedModels
 from .observability import Metrics, json_logger, log_event
 from .redis_jobs import RedisJobStore
 from .results import RedisResults, ResultFiles
-from .worker import GenerationWorker
+from .worker import GenerationWorker, report_lost
 
 try:
     import fcntl
@@ -62,12 +63,19 @@ class ServeSettings:
     # store's catalogue and run by "worker" services (no routes) on the same store.
     role: str = "all"
 
+    def __post_init__(self) -> None:
+        # An empty key (AUDIOTOK_API_KEY= in a deployment file) would turn authentication off;
+        # a non-ASCII one could never match (HTTP headers reach us as latin-1).
+        key = self.api_key
+        if key is not None and (not key or not key.isascii() or not key.isprintable()):
+            raise ServiceError("the API key must be printable ASCII and not empty")
+
     def deadline(self, duration: float) -> float:
         return max(self.min_deadline, self.deadline_per_second * duration)
 
 
 class ServiceError(AudiotokError):
-    """The service can't start (its state folder is in use or unusable)."""
+    """The service can't start (its state folder is in use or unusable, a bad setting)."""
 
 
 class Service:
@@ -101,14 +109,15 @@ class Service:
         # A lone service owns the folder: what the last owner left running is ours to run
         # again now. Shared queues can't tell a dead process's jobs from a live one's: leases do.
         shared = self.settings.shared or self.settings.store
-        requeued = 0 if shared else self.store.requeue_lost(now=float("inf"))
+        lost = Lost(0, []) if shared else self.store.requeue_lost(now=float("inf"))
+        report_lost(self.logger, self.metrics, lost, "restart")
         for name in self.store.expire():
             self.results.delete(name)
         log_event(
             self.logger,
             "service started",
             state=str(state),
-            requeued=requeued,
+            requeued=lost.requeued,
             codecs=sorted(self.models.codecs),
             generators=sorted(self.models.generators),
             pid=os.getpid(),
@@ -140,9 +149,13 @@ class Service:
                 fcntl.flock(self._lock_file.fileno(), mode | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise ServiceError(f"{state}: another service is using this state folder") from None
-        self.store = JobStore(
-            state / "jobs.sqlite", self.settings.cache_ttl, self.settings.max_queued
-        )
+        try:
+            self.store = JobStore(
+                state / "jobs.sqlite", self.settings.cache_ttl, self.settings.max_queued
+            )
+        except sqlite3.Error as exc:  # not a database, a folder, a read-only file...
+            self._lock_file.close()
+            raise ServiceError(f"{state / 'jobs.sqlite'}: {exc}") from None
         self.results = ResultFiles(state / "results")
 
     def _open_redis(self, url: str) -> None:

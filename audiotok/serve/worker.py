@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any
 
-from .jobs import Job, JobStore
+from .jobs import POISONED_MESSAGE, Job, JobStore, Lost
 from .models import ServedModels, UnknownModel
 from .observability import Metrics, log_event
 from .tracing import span
@@ -79,8 +79,7 @@ class GenerationWorker(threading.Thread):
 
     def _housekeeping(self) -> None:
         """Queues again the jobs of dead workers; once a minute, deletes expired results."""
-        if lost := self.store.requeue_lost():
-            log_event(self.logger, "jobs requeued", count=lost, reason="lease expired")
+        report_lost(self.logger, self.metrics, self.store.requeue_lost(), "lease expired")
         if time.monotonic() - self._expired_at > 60.0:
             self._expired_at = time.monotonic()
             for name in self.store.expire():
@@ -149,52 +148,65 @@ class GenerationWorker(threading.Thread):
                 raise _BatchStopped
 
         start = time.monotonic()
-        with span("generate batch", model=generator.name, batch_size=len(jobs)), generator.lock:
-            model = generator.model
-            model.set_generation_params(
-                use_sampling=request["use_sampling"],
-                top_k=request["top_k"],
-                top_p=request["top_p"],
-                temperature=request["temperature"],
-                duration=request["duration"],
-                cfg_coef=request["cfg_coef"],
-                seed=request["seed"],
-                **(
-                    {"extend_stride": min(18.0, generator.max_duration / 2)}
-                    if request["duration"] > generator.max_duration
-                    else {}
-                ),
-            )
-            model.set_custom_progress_callback(on_step)
-            try:
-                wav = model.generate([job.request["prompt"] for job in jobs])
-            except _BatchStopped:
-                log_event(self.logger, "batch stopped", jobs=[j.id for j in jobs])
+        # The span covers the deliveries too (each job's span is its child); the lock, the LM.
+        with span("generate batch", model=generator.name, batch_size=len(jobs)):
+            with generator.lock:
+                wav = self._generate(generator, jobs, request, on_step, alive)
+            # Every LM pass is counted, also one stopped or failed part way.
+            elapsed = time.monotonic() - start
+            self.metrics.run_seconds.observe(elapsed)
+            self.metrics.batch_size.observe(len(jobs))
+            if wav is None:
                 return
-            except Exception as exc:  # a model error fails this batch's jobs, not the service
-                for job in jobs:
-                    if job.id in alive:
-                        self._fail(job, "generation_failed", f"{type(exc).__name__}: {exc}")
-                return
-            finally:
-                model.set_custom_progress_callback(None)
-        elapsed = time.monotonic() - start
-        self.batches += 1
-        self.metrics.run_seconds.observe(elapsed)
-        self.metrics.batch_size.observe(len(jobs))
-        wav = wav.detach().cpu().float().numpy()
-        for i, job in enumerate(jobs):
-            current = self.store.get(job.id)
-            if current is None or current.status != "running":
-                continue  # cancelled or timed out after the last step
-            with span(
-                "job",
-                job=job.id,
-                model=job.model,
-                attempts=job.attempts,
-                queue_wait=job.started - job.created,
-            ):
-                self._deliver(job, wav[i], generator.sample_rate, len(jobs), elapsed)
+            self.batches += 1
+            wav = wav.detach().cpu().float().numpy()
+            for i, job in enumerate(jobs):
+                current = self.store.get(job.id)
+                if current is None or current.status != "running":
+                    continue  # cancelled or timed out after the last step
+                with span(
+                    "job",
+                    job=job.id,
+                    model=job.model,
+                    attempts=job.attempts,
+                    queue_wait=job.started - job.created,
+                ):
+                    self._deliver(job, wav[i], generator.sample_rate, len(jobs), elapsed)
+
+    def _generate(
+        self, generator: Any, jobs: list[Job], request: dict, on_step: Any, alive: set[str]
+    ) -> Any:
+        """One batched LM pass: the audio ``[B, C, T]``, or None when it was stopped (every
+        job cancelled or past its deadline) or failed (its jobs failed)."""
+        model = generator.model
+        model.set_generation_params(
+            use_sampling=request["use_sampling"],
+            top_k=request["top_k"],
+            top_p=request["top_p"],
+            temperature=request["temperature"],
+            duration=request["duration"],
+            cfg_coef=request["cfg_coef"],
+            seed=request["seed"],
+            **(
+                {"extend_stride": min(18.0, generator.max_duration / 2)}
+                if request["duration"] > generator.max_duration
+                else {}
+            ),
+        )
+        model.set_custom_progress_callback(on_step)
+        try:
+            wav = model.generate([job.request["prompt"] for job in jobs])
+        except _BatchStopped:
+            log_event(self.logger, "batch stopped", jobs=[j.id for j in jobs])
+            return None
+        except Exception as exc:  # a model error fails this batch's jobs, not the service
+            for job in jobs:
+                if job.id in alive:
+                    self._fail(job, "generation_failed", f"{type(exc).__name__}: {exc}")
+            return None
+        finally:
+            model.set_custom_progress_callback(None)
+        return wav
 
     def _deliver(
         self, job: Job, audio: Any, sample_rate: int, batch_size: int, elapsed: float
@@ -204,10 +216,21 @@ class GenerationWorker(threading.Thread):
         Named by the job, not by its request's key: a later run of the same request
         (``cache: false``, or after the cache's TTL) must not change the audio of jobs already
         done, which cache hits share by name."""
-        monitors = self.metrics.observe_audio(audio, sample_rate)
         name = f"{job.id}.{job.request['format']}"
         self.results.write(name, audio, sample_rate)
-        self.store.finish(job.id, name)
+        if not self.store.finish(job.id, name):  # cancelled or failed while being written
+            current = self.store.get(job.id)
+            if current is None or current.result != name:  # not done by an earlier run
+                self.results.delete(name)
+            log_event(
+                self.logger,
+                "job not delivered",
+                job=job.id,
+                model=job.model,
+                status=current.status if current else None,
+            )
+            return
+        monitors = self.metrics.observe_audio(audio, sample_rate)
         log_event(
             self.logger,
             "job done",
@@ -234,3 +257,14 @@ class GenerationWorker(threading.Thread):
             error_code=code,
             error=message,
         )
+
+
+def report_lost(logger: logging.Logger, metrics: Metrics, lost: Lost, reason: str) -> None:
+    """Logs the jobs :meth:`JobStore.requeue_lost` queued again, and each job it failed as
+    poisoned as a failed job (a log line and ``audiotok_errors_total{kind="poisoned"}``)."""
+    if lost.requeued:
+        log_event(logger, "jobs requeued", count=lost.requeued, reason=reason)
+    for job_id in lost.poisoned:
+        metrics.errors.labels("poisoned").inc()
+        log_event(logger, "job failed", job=job_id, status="failed", error_code="poisoned",
+                  error=POISONED_MESSAGE)  # fmt: skip
