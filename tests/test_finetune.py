@@ -318,8 +318,12 @@ def test_generated_audiocraft_config_reads_back(world):
 
 
 def test_lora_merged_equals_unmerged_and_adapter_apart(world, tmp_path):
+    """The adapters kept apart, applied to the base, are the model the run trained: with the
+    text projections (trained by default) and the ``train_layers`` weights beside them."""
+    from audiotok.finetune.config import FinetuneError
+
     config = FinetuneConfig.from_dict(
-        recipe(world, steps=8, lora={"rank": 4}, optim={"lr": 2e-2}, train_projection=False)
+        recipe(world, steps=8, lora={"rank": 4}, optim={"lr": 2e-2}, train_layers=["linears"])
     )
     run = FinetuneRun(config, tmp_path / "lora")
     assert run.trainable < 0.2 * sum(p.numel() for p in run.lm.parameters())
@@ -340,8 +344,11 @@ def test_lora_merged_equals_unmerged_and_adapter_apart(world, tmp_path):
     base = load_lm(world["export"], text_encoder=world["t5"])
     assert not torch.allclose(logits(base.lm, base.conditioner), unmerged, atol=1e-3)
     torch.testing.assert_close(logits(merged.lm, merged.conditioner), unmerged, atol=1e-5, rtol=0)
-    load_adapter(base.lm, export / "lora")  # kept apart: applied to the base again
-    torch.testing.assert_close(logits(base.lm, base.conditioner), unmerged, atol=1e-5, rtol=0)
+    with pytest.raises(FinetuneError, match="pass the conditioner too"):
+        load_adapter(base.lm, export / "lora")  # the projections would be left out
+    load_adapter(base.lm, export / "lora", base.conditioner)  # kept apart: on the base again
+    merged_logits = logits(merged.lm, merged.conditioner)
+    torch.testing.assert_close(logits(base.lm, base.conditioner), merged_logits, atol=1e-5, rtol=0)
 
 
 def test_audiogen_fine_tunes_exports_and_generates(world, tmp_path):

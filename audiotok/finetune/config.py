@@ -106,9 +106,10 @@ class ExportConfig:
             (``state_dict.bin`` + ``compression_state_dict.bin``).
         bundle_text_encoder: Store the T5 encoder in the audiotok export (self-contained,
             offline); else it is fetched by name like an audiocraft export's.
-        keep_adapter: With LoRA, also write the adapters alone (``export/lora/``, peft's
-            ``adapter_model.safetensors`` + ``adapter_config.json``). Exports always hold
-            the merged weights.
+        keep_adapter: With LoRA, also write the adapters apart (``export/lora/``, peft's
+            ``adapter_model.safetensors`` + ``adapter_config.json``, and the other weights
+            the run trained in ``trained.safetensors``). Exports always hold the merged
+            weights.
     """
 
     formats: tuple[str, ...] = EXPORT_FORMATS

@@ -6,7 +6,9 @@
                   (:mod:`audiotok.zoo.lm_native`; safetensors and JSON only)
     audiocraft/   state_dict.bin + compression_state_dict.bin, as audiocraft's ``export_lm``
                   and ``export_encodec`` lay them out
-    lora/         adapter_model.safetensors + adapter_config.json (LoRA runs only)
+    lora/         adapter_model.safetensors + adapter_config.json (LoRA runs only), and
+                  trained.safetensors: the other weights the run trained (projections,
+                  train_layers), which the adapters alone would lack
 
 Both model folders hold the merged weights and load with ``MusicGen.get_pretrained(DIR)``
 (``AudioGen`` for 16 kHz models) and ``audiotok generate -m DIR``; the audiocraft one also
@@ -304,7 +306,9 @@ def export_run(run: Any, force: bool = False) -> Path:
             write_audiocraft(staging / "audiocraft", state, run.lm_config, run.codec, base,
                              config.cfg_dropout)  # fmt: skip
         if has_lora(run.lm) and config.export.keep_adapter:
-            save_adapter(run.lm, config.lora, staging / "lora")
+            trained = {n: p for n, p in run.model.named_parameters()
+                       if p.requires_grad and "lora_" not in n}  # fmt: skip
+            save_adapter(run.lm, config.lora, staging / "lora", trained)
         old = None
         if target.exists():
             old = target.with_name(f".{EXPORT_DIR}.old.{secrets.token_hex(4)}")

@@ -6,7 +6,9 @@ is a bare parameter (audiocraft's key), which peft's module adapters can't wrap.
 (``pip install 'audiotok[finetune]'``) injects the adapters in place, so the LM keeps its
 class and its forward; :func:`merged_state` folds them back into plain weights under
 audiocraft's keys for export, and :func:`save_adapter` / :func:`load_adapter` keep them apart
-in peft's own file names (``adapter_model.safetensors`` + ``adapter_config.json``).
+in peft's own file names (``adapter_model.safetensors`` + ``adapter_config.json``), with the
+run's other trained weights beside them (``trained.safetensors``: the text projections, the
+``train_layers``), without which the adapters alone are not the model the run trained.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ from .config import FinetuneError, LoraConfig
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
+# The weights a LoRA run trains besides the adapters, by their name in the run's trainable
+# module (:class:`~audiotok.finetune.loop.Trainable`): ``lm.NAME`` (the adapted LM's parameter
+# names) and ``proj.CONDITION.NAME`` (a conditioner's ``output_proj``).
+TRAINED_WEIGHTS = "trained.safetensors"
 
 
 def require_peft() -> Any:
@@ -116,9 +122,19 @@ def merged_state(lm: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_adapter(lm: nn.Module, settings: LoraConfig, directory: Path) -> None:
+def save_adapter(
+    lm: nn.Module,
+    settings: LoraConfig,
+    directory: Path,
+    trained: dict[str, torch.Tensor] | None = None,
+) -> None:
     """The adapters alone, as peft names them: ``adapter_model.safetensors`` (peft's
-    ``get_peft_model_state_dict`` keys) and ``adapter_config.json``."""
+    ``get_peft_model_state_dict`` keys) and ``adapter_config.json``; and ``trained``, the
+    run's other trained weights (``lm.*``, ``proj.*``), as ``trained.safetensors``.
+
+    The adapters alone would give another model than the run's whenever it also trained
+    projections or layers, so those travel with them (:func:`load_adapter` applies both).
+    """
     from safetensors.torch import save
 
     peft = require_peft()
@@ -134,13 +150,23 @@ def save_adapter(lm: nn.Module, settings: LoraConfig, directory: Path) -> None:
         tmp.write_bytes(save(tensors))
     with atomic_path(directory / ADAPTER_CONFIG, overwrite=True) as tmp:
         tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    if trained:
+        others = {k: v.detach().float().cpu().contiguous() for k, v in trained.items()}
+        with atomic_path(directory / TRAINED_WEIGHTS, overwrite=True) as tmp:
+            tmp.write_bytes(save(others))
 
 
-def load_adapter(lm: nn.Module, directory: str | os.PathLike) -> nn.Module:
-    """Applies adapters saved by :func:`save_adapter` to a base LM (in place).
+def load_adapter(
+    lm: nn.Module, directory: str | os.PathLike, conditioner: nn.Module | None = None
+) -> nn.Module:
+    """Applies what :func:`save_adapter` wrote to a base LM (in place): the adapters, and the
+    run's other trained weights: the LM's into ``lm``, the text projections into
+    ``conditioner`` (a :class:`~audiotok.generate.conditioners.ConditionProvider`).
 
     Raises:
-        FinetuneError: peft missing, or no adapter files in ``directory``.
+        FinetuneError: peft missing, no adapter files in ``directory``, weights that don't
+            fit, or trained projections and no ``conditioner`` to put them in (without them
+            the model would silently differ from the run's).
     """
     from safetensors.torch import load_file
 
@@ -148,9 +174,51 @@ def load_adapter(lm: nn.Module, directory: str | os.PathLike) -> nn.Module:
     directory = Path(directory)
     if not (directory / ADAPTER_WEIGHTS).is_file():
         raise FinetuneError(f"{directory}: no {ADAPTER_WEIGHTS}")
+    others = {}
+    if (directory / TRAINED_WEIGHTS).is_file():
+        others = load_file(str(directory / TRAINED_WEIGHTS))
+    projections = _projection_states(others, conditioner, directory)
     config = peft.LoraConfig.from_pretrained(str(directory))
     peft.inject_adapter_in_model(config, lm)
     result = peft.set_peft_model_state_dict(lm, load_file(str(directory / ADAPTER_WEIGHTS)))
     if getattr(result, "unexpected_keys", None):
         raise FinetuneError(f"{directory}: adapters don't fit this LM")
+    lm_state = {k[len("lm.") :]: v for k, v in others.items() if k.startswith("lm.")}
+    _copy_into(lm, lm_state, directory / TRAINED_WEIGHTS)
+    for module, state in projections:
+        _copy_into(module, state, directory / TRAINED_WEIGHTS)
     return lm
+
+
+def _projection_states(
+    others: dict[str, torch.Tensor], conditioner: nn.Module | None, directory: Path
+) -> list[tuple[nn.Module, dict[str, torch.Tensor]]]:
+    """The ``output_proj`` modules of ``conditioner`` and their weights from ``others``."""
+    names: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in others.items():
+        if key.startswith("proj."):
+            name, _, rest = key[len("proj.") :].partition(".")
+            names.setdefault(name, {})[rest] = value
+        elif not key.startswith("lm."):
+            raise FinetuneError(f"{directory / TRAINED_WEIGHTS}: unexpected weight {key!r}")
+    if names and conditioner is None:
+        raise FinetuneError(
+            f"{directory}: the run also trained the text projections ({', '.join(names)}); "
+            "pass the conditioner too: load_adapter(loaded.lm, DIR, loaded.conditioner)"
+        )
+    modules = getattr(conditioner, "conditioners", {})
+    missing = sorted(set(names) - set(modules))
+    if missing:
+        raise FinetuneError(f"{directory}: no conditioner {', '.join(missing)} in this model")
+    return [(modules[name].output_proj, state) for name, state in names.items()]
+
+
+@torch.no_grad()
+def _copy_into(module: nn.Module, state: dict[str, torch.Tensor], where: Path) -> None:
+    """Copies ``state`` into the parameters of ``module`` it names, all or nothing."""
+    params = dict(module.named_parameters())
+    for key, value in state.items():
+        if key not in params or params[key].shape != value.shape:
+            raise FinetuneError(f"{where}: {key} does not fit this model")
+    for key, value in state.items():
+        params[key].copy_(value)
