@@ -209,6 +209,30 @@ def test_several_files_make_a_dataset_and_duplicates_are_encoded_once(tmp_path, 
         assert refused.exit_code == 2 and "is not a finite number" in refused.stderr
 
 
+def test_a_file_given_and_in_the_manifest_keeps_the_manifests_columns(tmp_path, tiny, corpus):
+    """Named on the command line and in the manifest: encoded once, under the name given
+    first, with the manifest's caption (not the sidecar's) and its other columns."""
+    a, b = corpus / "speech.flac", corpus / "a_sine.wav"
+    (corpus / "speech.txt").write_text("a sidecar's caption\n")
+    manifest = corpus / "list.tsv"
+    manifest.write_text(
+        "path\tdescription\tcategory\nspeech.flac\ta man reading aloud\tspeech\n"
+        "a_sine.wav\ta rising sine\tsfx\n"
+    )
+    result = run("encode", a, "--manifest", manifest, "-o", tmp_path / "out", "-m", tiny.card)
+
+    assert result.exit_code == 0, result.output
+    assert "1 already there" in result.stderr
+    ds = TokenDataset(tmp_path / "out")
+    assert ds.paths() == [str(a), "a_sine.wav"]
+    records = [ds.record(i) for i in range(2)]
+    assert [(r["description"], r["category"]) for r in records] == [
+        ("a man reading aloud", "speech"),
+        ("a rising sine", "sfx"),
+    ]
+    assert_same_tokens(ds[1], one_by_one(tiny.codec, b))
+
+
 def test_manifest_paths_are_relative_to_its_folder_and_columns_are_kept(tmp_path, tiny, corpus):
     lists = tmp_path / "lists"
     lists.mkdir()

@@ -148,20 +148,18 @@ def tokenize_dataset(
     info = dataset_info(codec, codec.check_bandwidth(bandwidth))
     sources = [Source(os.fspath(p), Path(p), {}) for p in inputs]
     sources += read_manifest(manifest) if manifest is not None else []
+    named = len(sources)
+    sources = _one_per_file(sources)
     # Captions (a manifest's description column, else a .json / .txt sidecar) go to the index.
     sources = [s._replace(extra=with_caption(s.file, s.extra)) for s in sources]
     report = DatasetReport(Path(out_dir))
     with open_for_writing(report.out_dir, info) as (index, done, first_shard):
-        todo, files = [], set()
+        todo = []
         for source in sources:
-            # Once per name and per file: a path given and the same file in the manifest
-            # (relative to its folder) are two names of one file.
-            file = source.file.resolve()
-            if source.key not in done and file not in files:
+            if source.key not in done:
                 done.add(source.key)
-                files.add(file)
                 todo.append(source)
-        report.skipped = len(sources) - len(todo)
+        report.skipped = named - len(todo)
         writer = ShardWriter(report.out_dir, index, first_shard, shard_bytes, info)
         bar = tqdm(
             total=len(todo),
@@ -209,6 +207,27 @@ def tokenize_dataset(
         _count(report, writer.flush())
     report.elapsed = time.monotonic() - start
     return report
+
+
+def _one_per_file(sources: list[Source]) -> list[Source]:
+    """One source per file, under its first name, with the columns of all its names.
+
+    A path given and the same file in the manifest (relative to its folder) are two names of
+    one file: it is encoded once, and the manifest's columns (its ``description`` above all,
+    which must win over a sidecar's) are kept whichever name came first; where two names
+    give a column, the first wins.
+    """
+    first: dict[Path, int] = {}
+    out: list[Source] = []
+    for source in sources:
+        file = source.file.resolve()
+        if file not in first:
+            first[file] = len(out)
+            out.append(source)
+        else:
+            kept = out[first[file]]
+            out[first[file]] = kept._replace(extra={**source.extra, **kept.extra})
+    return out
 
 
 class Engine(Protocol):
