@@ -9,6 +9,7 @@ by ``audiotok encode``. Held-out clips of the same style are a second dataset.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -505,3 +506,48 @@ def test_export_is_not_replaced_without_force(world, tmp_path):
     ]  # fmt: skip
     changed = write_recipe(tmp_path, recipe(world, steps=2, seed=5))
     one_line_error(run_cli("finetune", changed, "-o", run_dir), "another recipe (seed")
+
+
+def test_a_run_resumes_from_another_working_directory(world, tmp_path, monkeypatch):
+    """Recipe paths are stored absolute: the same recipe, named relative to another working
+    directory, resumes the run; a run that stored them relative (before) resumes too."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    relative = {key: os.path.relpath(world[key], folder)
+                for key in ("export", "t5", "train", "valid")}  # fmt: skip
+    data = recipe(world, steps=3, base=relative["export"], text_encoder=relative["t5"],
+                  data={"train": relative["train"], "valid": relative["valid"]})  # fmt: skip
+    write_recipe(folder, data)
+    monkeypatch.chdir(tmp_path)
+    first = run_cli("finetune", "recipes/recipe.json", "-o", "run", "--until", "1")
+    assert first.exit_code == 0, first.output
+    checkpoint = tmp_path / "run" / "checkpoint.safetensors"
+    stored = json.loads(read_meta_raw(checkpoint))
+    assert Path(stored["recipe"]["data"]["train"]) == world["train"]
+    assert Path(stored["recipe"]["base"]).is_absolute()
+
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    second = run_cli("finetune", "../recipes/recipe.json", "-o", "../run", "--until", "2")
+    assert second.exit_code == 0, second.output
+    assert "resuming ../run at step 1" in second.output
+
+    # A run from before: its paths relative to the working directory of the time (tmp_path).
+    tensors = load_file(checkpoint)
+    meta = json.loads(read_meta_raw(checkpoint))
+    for section, key in (("recipe", "base"), ("recipe", "text_encoder")):
+        meta[section][key] = os.path.relpath(meta[section][key], tmp_path)
+    meta["recipe"]["data"]["train"] = os.path.relpath(world["train"], tmp_path)
+    save_file(tensors, checkpoint, metadata={"audiotok.finetune": json.dumps(meta)})
+    third = run_cli("finetune", "../recipes/recipe.json", "-o", "../run")
+    assert third.exit_code == 0, third.output
+    assert "resuming ../run at step 2" in third.output
+
+
+def read_meta_raw(path: Path) -> str:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata()["audiotok.finetune"]

@@ -251,7 +251,9 @@ def load_config(path: str | os.PathLike) -> FinetuneConfig:
     """Reads a recipe (``.yaml``/``.yml`` as YAML, anything else as JSON).
 
     Relative dataset and checkpoint paths are taken from the file's folder when they exist
-    there (``base`` may also be a registry name).
+    there, else from the working directory when they exist there, and made absolute, so
+    that the run's recipe is the same from wherever it is resumed (``base`` may also be a
+    registry name, kept as it is).
 
     Raises:
         FinetuneError: Unreadable file or invalid recipe (one line).
@@ -270,10 +272,15 @@ def load_config(path: str | os.PathLike) -> FinetuneConfig:
     except FinetuneError as exc:
         raise FinetuneError(f"{path}: {exc}") from None
 
+    from ..zoo.lm_cards import find_generation_card
+
     def local(value: str) -> str:
-        candidate = path.parent / value
-        if value and not Path(value).is_absolute() and candidate.exists():
-            return os.path.normpath(candidate)
+        if not value or Path(value).is_absolute():
+            return value
+        if (path.parent / value).exists():
+            return os.path.abspath(path.parent / value)
+        if Path(value).exists() and find_generation_card(value) is None:
+            return os.path.abspath(value)
         return value
 
     data_cfg = dataclasses.replace(
@@ -282,3 +289,30 @@ def load_config(path: str | os.PathLike) -> FinetuneConfig:
     return dataclasses.replace(
         config, base=local(config.base), text_encoder=local(config.text_encoder), data=data_cfg
     )
+
+
+def same_paths(saved: dict[str, Any], new: dict[str, Any], bases: list[Path]) -> dict[str, Any]:
+    """``saved`` (a recipe dict) with its relative paths replaced by ``new``'s absolute ones
+    where one of ``bases`` joined with the relative path is that place.
+
+    Runs from before paths were made absolute stored them relative to the working directory
+    of the time, which was not recorded: ``bases`` are the places it may have been (the
+    working directory now, the run directory's parents), so that such a run resumes as it
+    did, and from elsewhere when its directory is under the old working directory.
+    """
+
+    def same(old: Any, value: Any) -> bool:
+        if not (isinstance(old, str) and isinstance(value, str) and old and os.path.isabs(value)):
+            return False
+        joined = (os.path.normpath(os.path.join(b, old)) for b in bases)
+        return not os.path.isabs(old) and value in joined
+
+    out = json.loads(json.dumps(saved))
+    for key in ("base", "text_encoder"):
+        if same(out.get(key), new.get(key)):
+            out[key] = new[key]
+    data, new_data = out.get("data"), new.get("data") or {}
+    for key in ("train", "valid") if isinstance(data, dict) else ():
+        if same(data.get(key), new_data.get(key)):
+            data[key] = new_data[key]
+    return out

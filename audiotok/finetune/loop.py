@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,7 +34,7 @@ from ..generate.generation import pattern_provider
 from ..generate.load import load_lm
 from ..runtime.files import atomic_path
 from .checkpoint import CHECKPOINT_NAME, load_state, read_meta, save_state
-from .config import FinetuneConfig, FinetuneError, OptimConfig
+from .config import FinetuneConfig, FinetuneError, OptimConfig, same_paths
 from .data import Batch, CaptionedData
 from .lora import add_lora, select_trainable
 from .loss import cfg_dropout, compute_predictions, cross_entropy_sums, lm_loss, text_conditions
@@ -136,8 +137,9 @@ class FinetuneRun:
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise FinetuneError(f"{self.run_dir}: is not a directory")
         if (self.run_dir / CHECKPOINT_NAME).is_file():
-            saved = read_meta(self.run_dir / CHECKPOINT_NAME)["recipe"]
             new = config.to_dict()
+            bases = [Path.cwd(), *Path(os.path.abspath(self.run_dir)).parents]
+            saved = same_paths(read_meta(self.run_dir / CHECKPOINT_NAME)["recipe"], new, bases)
             changed = sorted(k for k in new if k not in MUTABLE and new[k] != saved.get(k))
             if changed:
                 raise FinetuneError(
