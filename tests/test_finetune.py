@@ -551,3 +551,15 @@ def read_meta_raw(path: Path) -> str:
 
     with safe_open(str(path), framework="pt") as f:
         return f.metadata()["audiotok.finetune"]
+
+
+def test_a_recipe_kept_where_the_run_writes_its_own_is_refused(world, tmp_path):
+    """``RUN/recipe.json`` is where a run writes its recipe: a user's recipe kept there is
+    refused before anything runs, not replaced."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    path = write_recipe(run_dir, recipe(world, steps=1))
+    before = path.read_text()
+    one_line_error(run_cli("finetune", path, "-o", run_dir), "writes its own recipe there")
+    assert path.read_text() == before
+    assert sorted(p.name for p in run_dir.iterdir()) == ["recipe.json"]

@@ -77,9 +77,10 @@ def finetune(
     from ..codec.torch_load import resolve_device
     from ..finetune.config import load_config
     from ..finetune.export import EXPORT_DIR, export_run
-    from ..finetune.loop import FinetuneRun
+    from ..finetune.loop import FinetuneRun, check_recipe_file
 
     cfg = load_config(config)
+    check_recipe_file(config, run_dir)
     if (run_dir / EXPORT_DIR).exists() and not force:
         # Said before training, not after it: finishing would have to replace it.
         click.echo(f"note: {run_dir / EXPORT_DIR} exists; exporting again needs -f", err=True)

@@ -54,6 +54,25 @@ def learning_rate(optim: OptimConfig, step: int, steps: int) -> float:
     return optim.lr * (optim.min_lr_ratio + (1 - optim.min_lr_ratio) * cosine)
 
 
+def check_recipe_file(recipe: str | os.PathLike, run_dir: str | os.PathLike) -> None:
+    """Refuses a recipe kept at ``RUN/recipe.json`` of a run without a checkpoint: the run
+    writes the recipe of its checkpoints there and would replace the user's file. (With a
+    checkpoint, that file is the run's own, written by it: resuming from it is fine.)
+
+    Raises:
+        FinetuneError: ``recipe`` is that file.
+    """
+    run_dir = Path(run_dir)
+    target = run_dir / RECIPE_NAME
+    if (run_dir / CHECKPOINT_NAME).is_file() or not target.is_file():
+        return
+    if os.path.samefile(recipe, target):
+        raise FinetuneError(
+            f"{recipe}: the run writes its own recipe there, which would replace yours; "
+            f"keep your recipe outside {run_dir} or under another name"
+        )
+
+
 class Trainable(nn.Module):
     """The LM and the conditioners' projections as one module (what the optimiser sees).
 
