@@ -563,3 +563,18 @@ def test_a_recipe_kept_where_the_run_writes_its_own_is_refused(world, tmp_path):
     one_line_error(run_cli("finetune", path, "-o", run_dir), "writes its own recipe there")
     assert path.read_text() == before
     assert sorted(p.name for p in run_dir.iterdir()) == ["recipe.json"]
+
+
+def test_learning_rate_schedule():
+    """Warm-up to the peak, used once, then a cosine whose last step is at ``min_lr_ratio``."""
+    from audiotok.finetune.config import OptimConfig
+    from audiotok.finetune.loop import learning_rate
+
+    optim = OptimConfig(lr=1.0, warmup_steps=3, min_lr_ratio=0.1)
+    rates = [learning_rate(optim, step, 8) for step in range(8)]
+    expected = [1 / 3, 2 / 3, 1.0, 0.91406, 0.68906, 0.41094, 0.18594, 0.1]
+    assert rates == pytest.approx(expected, abs=1e-5)
+    assert rates[-1] == pytest.approx(0.1, abs=1e-12)
+    no_warmup = OptimConfig(lr=2.0, warmup_steps=0, min_lr_ratio=0.0)
+    assert [learning_rate(no_warmup, s, 3) for s in range(3)] == pytest.approx([2.0, 1.0, 0.0])
+    assert learning_rate(no_warmup, 0, 1) == 2.0

@@ -63,8 +63,10 @@ class OptimConfig:
         betas: Adam's betas.
         eps: Adam's epsilon.
         weight_decay: Decoupled weight decay (AdamW).
-        warmup_steps: Linear ramp from 0 to ``lr``.
-        min_lr_ratio: The cosine decays to ``lr * min_lr_ratio`` at ``steps``.
+        warmup_steps: Linear ramp to ``lr``: step ``i`` (1-based) of them at
+            ``lr * i / warmup_steps``, the last at ``lr``.
+        min_lr_ratio: The cosine decays from ``lr`` to ``lr * min_lr_ratio``, the rate of
+            the run's last step (step ``steps``).
         max_norm: Gradient clipping by global norm (0: none).
     """
 

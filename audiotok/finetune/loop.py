@@ -46,10 +46,16 @@ MUTABLE = ("log_every", "valid_every", "checkpoint_every", "export", "steps")
 
 
 def learning_rate(optim: OptimConfig, step: int, steps: int) -> float:
-    """The rate of step ``step`` (0-based): linear warm-up, then cosine to ``min_lr_ratio``."""
+    """The rate of step ``step`` (0-based) of ``steps``: a linear warm-up whose last step is
+    at the peak ``lr``, then a cosine from there whose last step (``steps - 1``) is at
+    ``lr * min_lr_ratio``: the peak is used once and the floor is reached, as documented.
+
+    Without warm-up the first step is at the peak; a run of one step is at the peak.
+    """
     if step < optim.warmup_steps:
         return optim.lr * (step + 1) / optim.warmup_steps
-    progress = min(1.0, (step - optim.warmup_steps) / max(1, steps - optim.warmup_steps))
+    peak = max(optim.warmup_steps - 1, 0)  # the step at the peak, where the cosine starts
+    progress = min(1.0, (step - peak) / max(1, steps - 1 - peak))
     cosine = 0.5 * (1 + math.cos(math.pi * progress))
     return optim.lr * (optim.min_lr_ratio + (1 - optim.min_lr_ratio) * cosine)
 
