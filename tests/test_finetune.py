@@ -578,3 +578,18 @@ def test_learning_rate_schedule():
     no_warmup = OptimConfig(lr=2.0, warmup_steps=0, min_lr_ratio=0.0)
     assert [learning_rate(no_warmup, s, 3) for s in range(3)] == pytest.approx([2.0, 1.0, 0.0])
     assert learning_rate(no_warmup, 0, 1) == 2.0
+
+
+def test_an_export_format_that_cant_be_written_is_refused_before_training(world, tmp_path):
+    """A transformers base whose codec has no audiocraft file, with the default export
+    formats: refused when the run starts, not after training, in the export's own words."""
+    path = write_recipe(tmp_path, recipe(world, base=str(world["hf"]), steps=2))
+    run_dir = tmp_path / "run"
+    result = run_cli("finetune", path, "-o", run_dir)
+    one_line_error(result, "has no audiocraft file to export", "export.formats: [audiotok]")
+    assert "step 1" not in result.output and not (run_dir / "checkpoint.safetensors").exists()
+    ours = write_recipe(tmp_path, recipe(world, base=str(world["hf"]), steps=1,
+                                         export={"formats": ["audiotok"]}))  # fmt: skip
+    result = run_cli("finetune", ours, "-o", run_dir)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (run_dir / "export").iterdir()) == ["audiotok"]

@@ -37,6 +37,7 @@ from .. import __version__
 from ..codec.base import Codec
 from ..generate.conditioners import ConditionProvider, TextConditioner
 from ..generate.lm_config import LMConfig
+from ..generate.load import codec_file, read_lm_checkpoint
 from ..runtime.files import atomic_path
 from ..zoo.codec_cards import find_card
 from ..zoo.codec_checkpoints import save_checkpoint
@@ -51,7 +52,7 @@ from ..zoo.lm_native import (
     t5_tensors,
 )
 from ..zoo.weights import load_torch
-from .config import FinetuneError
+from .config import FinetuneConfig, FinetuneError
 from .lora import has_lora, merged_state, save_adapter
 
 EXPORT_DIR = "export"
@@ -180,10 +181,7 @@ def write_audiotok(
         texts[0].tokenizer.save_pretrained(str(directory))
     with atomic_path(directory / WEIGHTS_NAME) as tmp:
         tmp.write_bytes(save(tensors))
-    model = getattr(codec, "model", None)
-    if model is None:
-        raise FinetuneError(f"the codec {codec.model_id} can't be written as a card")
-    save_checkpoint(model, directory / CODEC_CARD, name=codec.model_id,
+    save_checkpoint(_card_model(codec), directory / CODEC_CARD, name=codec.model_id,
                     default_bandwidth=codec.default_bandwidth)  # fmt: skip
     card = {
         "format": LM_FORMAT,
@@ -238,28 +236,42 @@ def write_audiocraft(
 
 
 def write_audiocraft_codec(target: Path, codec: Codec, base: Any) -> None:
-    """Writes the ``compression_state_dict.bin`` that audiocraft loads beside the LM.
+    """Writes the ``compression_state_dict.bin`` that audiocraft loads beside the LM, as
+    :func:`audiocraft_codec` decides from ``base.codec_path``.
 
-    An audiocraft base's own file is copied; a codec with a Hub repository of its own
-    (``facebook/encodec_32khz``) gets audiocraft's pointer to it; AudioGen's 16 kHz codec, which
-    has none, is copied from ``facebook/audiogen-medium``'s file where that is cached.
+    Raises:
+        FinetuneError: No audiocraft file for this codec.
+    """
+    source = audiocraft_codec(codec, base.codec_path)
+    with atomic_path(target) as tmp:
+        if isinstance(source, Path):
+            shutil.copyfile(source, tmp)
+        else:
+            torch.save({"pretrained": source}, tmp)
+
+
+def audiocraft_codec(codec: Codec, codec_path: Path | None) -> Path | str:
+    """What the audiocraft export's ``compression_state_dict.bin`` will be: a file to copy
+    (:class:`Path`) or the Hub id audiocraft's pointer names (``str``).
+
+    An audiocraft base's own file (``codec_path``, named ``compression_state_dict.bin``) is
+    copied; a codec with a Hub repository of its own (``facebook/encodec_32khz``) gets
+    audiocraft's pointer to it; AudioGen's 16 kHz codec, which has none, is copied from
+    ``facebook/audiogen-medium``'s file where that is cached. The one decision for the export
+    and for the check when a run starts (:func:`check_export`).
 
     Raises:
         FinetuneError: None of these: not a registry codec, or its file is not cached.
     """
-    if base.codec_path is not None and Path(base.codec_path).name == COMPRESSION_FILE:
-        with atomic_path(target) as tmp:
-            shutil.copyfile(base.codec_path, tmp)
-        return
+    if codec_path is not None and Path(codec_path).name == COMPRESSION_FILE:
+        return Path(codec_path)
     card = find_card(codec.model_id)
     hub_id = None if card is None else f"facebook/{card.name}"
     if card is not None and any(s.format == "hf" and s.repo_id == hub_id for s in card.sources):
         # audiocraft's own pointer to a pretrained codec: its CompressionModel.get_pretrained
         # loads a Hub id through transformers' EncodecModel (audiocraft's released exports
         # of these codecs hold the same weights).
-        with atomic_path(target) as tmp:
-            torch.save({"pretrained": hub_id}, tmp)
-        return
+        return str(hub_id)
     # No Hub repository of its own (AudioGen's 16 kHz codec lives in audiogen-medium's
     # compression_state_dict.bin): copy that file where it is cached.
     packaged = [s for s in card.sources if s.format == "audiocraft"] if card else []
@@ -270,8 +282,33 @@ def write_audiocraft_codec(target: Path, codec: Codec, base: Any) -> None:
             f"the codec {codec.model_id} has no audiocraft file to export beside the LM"
             f"{where}; use export.formats: [audiotok]"
         )
-    with atomic_path(target) as tmp:
-        shutil.copyfile(found[1], tmp)
+    return Path(found[1])
+
+
+def _card_model(codec: Codec) -> Any:
+    """The codec's torch model, which the audiotok export writes as a codec card."""
+    model = getattr(codec, "model", None)
+    if model is None:
+        raise FinetuneError(f"the codec {codec.model_id} can't be written as a card")
+    return model
+
+
+def check_export(config: FinetuneConfig, codec: Codec, base: Path) -> None:
+    """Refuses, when a run starts, an ``export.formats`` that the export could not write, by
+    the export's own decisions: said after training, it would cost the user the run.
+
+    Args:
+        config: The recipe.
+        codec: The LM's codec.
+        base: The base checkpoint's path (:func:`base_path`).
+
+    Raises:
+        FinetuneError: The message the export would give.
+    """
+    if "audiotok" in config.export.formats:
+        _card_model(codec)
+    if "audiocraft" in config.export.formats:
+        audiocraft_codec(codec, codec_file(base))
 
 
 def export_run(run: Any, force: bool = False) -> Path:
@@ -280,8 +317,6 @@ def export_run(run: Any, force: bool = False) -> Path:
     Raises:
         FinetuneError: The export exists and ``force`` is not set; a format can't be written.
     """
-    from ..generate.load import read_lm_checkpoint
-
     config = run.config
     target = run.run_dir / EXPORT_DIR
     if target.exists() and not force:
@@ -302,7 +337,7 @@ def export_run(run: Any, force: bool = False) -> Path:
                            run.conditioner, config.export.bundle_text_encoder,
                            provenance)  # fmt: skip
         if "audiocraft" in config.export.formats:
-            base = read_lm_checkpoint(_base_path(run))
+            base = read_lm_checkpoint(base_path(config))
             write_audiocraft(staging / "audiocraft", state, run.lm_config, run.codec, base,
                              config.cfg_dropout)  # fmt: skip
         if has_lora(run.lm) and config.export.keep_adapter:
@@ -321,12 +356,12 @@ def export_run(run: Any, force: bool = False) -> Path:
     return target
 
 
-def _base_path(run: Any) -> Path:
+def base_path(config: FinetuneConfig) -> Path:
     """Where the base's files are: the local path, or the registry model's cached copy."""
     from ..zoo import hub
     from ..zoo.lm_cards import find_generation_card
 
-    card = find_generation_card(run.config.base)
+    card = find_generation_card(config.base)
     if card is not None:
         return Path(hub.fetch(card, progress=False)[1])
-    return Path(run.config.base)
+    return Path(config.base)

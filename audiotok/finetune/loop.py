@@ -36,6 +36,7 @@ from ..runtime.files import atomic_path
 from .checkpoint import CHECKPOINT_NAME, load_state, read_meta, save_state
 from .config import FinetuneConfig, FinetuneError, OptimConfig, same_paths
 from .data import Batch, CaptionedData
+from .export import base_path, check_export
 from .lora import add_lora, select_trainable
 from .loss import cfg_dropout, compute_predictions, cross_entropy_sums, lm_loss, text_conditions
 
@@ -120,6 +121,8 @@ class FinetuneRun:
             config.base, device=self.device, text_encoder=config.text_encoder or None
         )
         self.lm, self.conditioner, self.codec, self.lm_config = self.loaded
+        # Before any training: an export format that can't be written would fail at the end.
+        check_export(config, self.codec, base_path(config))
         self.data = CaptionedData(config.data, self.lm_config, self.codec)
         self.patterns = pattern_provider(self.lm_config)
         self.generator = torch.Generator().manual_seed(config.seed)

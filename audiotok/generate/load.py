@@ -17,8 +17,8 @@ from ..zoo import hub
 from ..zoo.lm_cards import find_generation_card, generation_card_names
 from ..zoo.lm_checkpoints import COMPRESSION_FILE, LM_FILE, LMCheckpoint, read_audiocraft
 from ..zoo.lm_hf import read_hf_dir
-from ..zoo.lm_native import CARD_NAME, read_audiotok_lm
-from ..zoo.weights import adopt_state, module_shapes, shape_mismatch
+from ..zoo.lm_native import CARD_NAME, CODEC_CARD, read_audiotok_lm
+from ..zoo.weights import adopt_state, card_file, module_shapes, read_json, shape_mismatch
 from .conditioners import (
     ChromaConditioner,
     ConditionProvider,
@@ -40,24 +40,56 @@ def read_lm_checkpoint(path: str | Path) -> LMCheckpoint:
     Raises:
         CheckpointError: Missing, unreadable, or not an LM checkpoint we support.
     """
+    kind, where = checkpoint_format(path)
+    readers = {"audiotok": read_audiotok_lm, "audiocraft": read_audiocraft, "hf": read_hf_dir}
+    return readers[kind](where)
+
+
+def checkpoint_format(path: str | Path) -> tuple[str, Path]:
+    """The format of the LM checkpoint at ``path`` (``audiotok``, ``audiocraft`` or ``hf``)
+    and what its reader takes, from the names alone: what :func:`read_lm_checkpoint` reads,
+    for callers that need to know it without reading the weights.
+
+    Raises:
+        CheckpointError: Missing, or not an LM checkpoint we support.
+    """
     path = Path(path)
     if path.is_dir() and (path / CARD_NAME).is_file():
-        return read_audiotok_lm(path)
+        return "audiotok", path
     if path.name == CARD_NAME and path.is_file():
-        return read_audiotok_lm(path.parent)
+        return "audiotok", path.parent
     if path.is_dir():
         if (path / LM_FILE).is_file():
-            return read_audiocraft(path / LM_FILE)
+            return "audiocraft", path / LM_FILE
         if (path / "config.json").is_file():
-            return read_hf_dir(path)
+            return "hf", path
         raise CheckpointError(
             f"{path}: a directory without {LM_FILE} (audiocraft) or config.json (transformers)"
         )
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file or directory")
     if path.name == "config.json" or path.suffix == ".safetensors":
-        return read_hf_dir(path.parent)
-    return read_audiocraft(path)
+        return "hf", path.parent
+    return "audiocraft", path
+
+
+def codec_file(path: str | Path) -> Path | None:
+    """The codec's own file beside the LM checkpoint at ``path``, as ``load_codec`` and
+    ``audiotok encode -m`` take it, found without reading the weights: an audiocraft export's
+    ``compression_state_dict.bin``, an audiotok folder's codec card; None for a transformers
+    directory, whose codec is bundled in the LM's weights (:attr:`LMCheckpoint.codec_path`).
+
+    Raises:
+        CheckpointError: Not an LM checkpoint we support, or a damaged audiotok card.
+    """
+    kind, where = checkpoint_format(path)
+    if kind == "audiocraft":
+        found = where.parent / COMPRESSION_FILE
+    elif kind == "audiotok":
+        found = card_file(read_json(where / CARD_NAME), "codec", CODEC_CARD, where / CARD_NAME)
+    else:
+        return None
+    return found if found.is_file() else None
 
 
 class LoadedLM(NamedTuple):
