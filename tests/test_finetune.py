@@ -436,8 +436,9 @@ def test_bad_input_gives_one_line_errors(world, tmp_path, monkeypatch):
                         caption=None)  # fmt: skip
     uncaptioned = recipe(world, data={"train": str(bare)})
     one_line_error(
-        run_cli("finetune", write_recipe(tmp_path, uncaptioned), "-o", run_dir), "no captions"
-    )
+        run_cli("finetune", write_recipe(tmp_path, uncaptioned), "-o", run_dir),
+        "no captions", "encode again into a new directory", f"or remove {bare} first",
+    )  # fmt: skip
     wrong = recipe(world, data={"train": str(world["ag_train"])})  # AudioGen's 16 kHz tokens
     one_line_error(
         run_cli("finetune", write_recipe(tmp_path, wrong), "-o", run_dir), "the model's codec"

@@ -134,9 +134,13 @@ class CaptionedData:
             valid = [c for i, c in enumerate(train) if i in held]
             train = [c for i, c in enumerate(train) if i not in held]
         if not any(c.caption for c in train):
+            # Encoding into the same directory would skip every file it holds (a dataset
+            # resumes, and -f does not apply to one): the captions need a new directory.
             raise FinetuneError(
                 f"{config.train}: no captions (no 'description' in its index); give a manifest "
-                "'description' column or .json/.txt files beside the audio, and encode again"
+                "'description' column or .json/.txt files beside the audio, then encode again "
+                f"into a new directory (or remove {config.train} first: encoding into it skips "
+                "the files it holds)"
             )
         self.train = [c for c in train if c.frames > 0]
         self.valid = [c for c in valid if c.frames > 0][: config.valid_items]
