@@ -441,7 +441,14 @@ def test_bad_input_gives_one_line_errors(world, tmp_path, monkeypatch):
     )  # fmt: skip
     wrong = recipe(world, data={"train": str(world["ag_train"])})  # AudioGen's 16 kHz tokens
     one_line_error(
-        run_cli("finetune", write_recipe(tmp_path, wrong), "-o", run_dir), "the model's codec"
+        run_cli("finetune", write_recipe(tmp_path, wrong), "-o", run_dir), "the model's codec",
+        f"(audiotok encode -m {world['export'] / 'compression_state_dict.bin'} ...)",
+    )  # fmt: skip
+    bundled = recipe(world, base=str(world["hf"]), data={"train": str(world["ag_train"])},
+                     export={"formats": ["audiotok"]})  # fmt: skip
+    one_line_error(
+        run_cli("finetune", write_recipe(tmp_path, bundled), "-o", run_dir),
+        f"bundled in {world['hf']}'s transformers weights",
     )
     monkeypatch.setitem(__import__("sys").modules, "peft", None)  # peft not installed
     lora = recipe(world, lora={"rank": 4})

@@ -26,6 +26,8 @@ from ..dataset.captions import CAPTION_KEY
 from ..dataset.layout import INFO_NAME, DatasetError
 from ..dataset.reader import TokenDataset
 from ..generate.lm_config import LMConfig
+from ..generate.load import codec_file
+from ..zoo.codec_cards import find_card
 from .config import DataConfig, FinetuneError
 
 
@@ -58,7 +60,19 @@ class Clip:
     caption: str | None
 
 
-def _open(path: str, codec: Codec, lm: LMConfig) -> TokenDataset:
+def encode_model(codec: Codec, base: Path | None) -> str | None:
+    """What ``audiotok encode -m`` takes for ``codec``: its registry name, else the codec's
+    file beside the base checkpoint ``base``; None where there is none (the codec bundled in
+    a transformers base's weights). A local codec's model id is a file stem, which ``-m``
+    can't take.
+    """
+    if find_card(codec.model_id) is not None:
+        return codec.model_id
+    found = codec_file(base) if base is not None else None
+    return None if found is None else str(found)
+
+
+def _open(path: str, codec: Codec, lm: LMConfig, base: Path | None) -> TokenDataset:
     """A dataset, checked to hold tokens of the LM's codec with enough codebooks."""
     if not (Path(path) / INFO_NAME).is_file():
         raise FinetuneError(f"{path}: no token dataset there (make one with audiotok encode)")
@@ -72,12 +86,18 @@ def _open(path: str, codec: Codec, lm: LMConfig) -> TokenDataset:
         float(codec.frame_rate),
     )
     if info.get("fingerprint") != codec.fingerprint().hex() or not same_format:
+        model = encode_model(codec, base)
+        how = (
+            f"audiotok encode -m {model} ..."
+            if model is not None
+            else f"it is bundled in {base}'s transformers weights, which audiotok encode can't "
+            "read: give -m that codec's own checkpoint"
+        )
         raise FinetuneError(
             f"{path}: tokens of {info.get('model_id')} (fingerprint "
             f"{str(info.get('fingerprint'))[:12]}, {info['sample_rate']} Hz), but the model's "
             f"codec is {codec.model_id} ({codec.fingerprint().hex()[:12]}, "
-            f"{codec.sample_rate} Hz); encode the audio with the model's codec "
-            f"(audiotok encode -m {codec.model_id} ...)"
+            f"{codec.sample_rate} Hz); encode the audio with the model's codec ({how})"
         )
     if int(info["num_codebooks"]) < lm.n_q:
         raise FinetuneError(
@@ -108,21 +128,24 @@ class CaptionedData:
         config: The recipe's ``data`` section.
         lm: The LM's config (codebooks, card, segment duration).
         codec: The LM's codec: the datasets must hold its tokens.
+        base: The base checkpoint's path, to name its codec's file in messages.
 
     Raises:
         FinetuneError: No dataset, another codec's tokens, no captions at all, too few files.
     """
 
-    def __init__(self, config: DataConfig, lm: LMConfig, codec: Codec) -> None:
+    def __init__(
+        self, config: DataConfig, lm: LMConfig, codec: Codec, base: Path | None = None
+    ) -> None:
         if lm.stereo_interleave or lm.channels != 1:
             raise FinetuneError("fine-tuning stereo models is not supported (mono only)")
         if any(not c.is_text for c in lm.conditioners):
             raise FinetuneError("fine-tuning melody-conditioned models is not supported")
         self.config, self.lm = config, lm
         self.n_q, self.special = lm.n_q, lm.card
-        train = _clips(_open(config.train, codec, lm))
+        train = _clips(_open(config.train, codec, lm, base))
         if config.valid:
-            valid = _clips(_open(config.valid, codec, lm))
+            valid = _clips(_open(config.valid, codec, lm, base))
         else:
             if len(train) < 2:
                 raise FinetuneError(

@@ -122,8 +122,9 @@ class FinetuneRun:
         )
         self.lm, self.conditioner, self.codec, self.lm_config = self.loaded
         # Before any training: an export format that can't be written would fail at the end.
-        check_export(config, self.codec, base_path(config))
-        self.data = CaptionedData(config.data, self.lm_config, self.codec)
+        base = base_path(config)
+        check_export(config, self.codec, base)
+        self.data = CaptionedData(config.data, self.lm_config, self.codec, base)
         self.patterns = pattern_provider(self.lm_config)
         self.generator = torch.Generator().manual_seed(config.seed)
         for p in self.conditioner.parameters():  # T5 frozen; projections below
