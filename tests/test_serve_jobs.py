@@ -373,3 +373,21 @@ def test_a_job_cancelled_while_its_audio_is_written_is_not_reported_done(store, 
     assert [r.getMessage() for r in records] == ["job not delivered"]
     assert worker.metrics.generated_seconds._value.get() == 0
     assert store.finish(job.id, "late.wav") is False
+
+
+def test_generated_audio_is_written_as_audiocrafts_example(results, monkeypatch):
+    """-14 LUFS with the tanh soft clip (`audiotok generate` writes so too), not a hard clip."""
+    import numpy as np
+
+    from audiotok.serve import results as results_module
+
+    calls = []
+    real = results_module.write_audio
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(results_module, "write_audio", spy)
+    results.write("a.wav", np.full((1, 3200), 0.5, np.float32), 32_000)
+    assert calls == [{"strategy": "loudness", "loudness_compressor": True}]

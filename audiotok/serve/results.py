@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..audio.write import write_audio
+
+# Generated audio is written as audiocraft's example writes it (and `audiotok generate`):
+# -14 LUFS, past full scale a tanh soft clip rather than a hard one.
+GENERATED_AUDIO = {"strategy": "loudness", "loudness_compressor": True}
 from ..errors import AudioError
 
 
@@ -34,7 +38,7 @@ class ResultFiles:
         if self.exists(name):
             return
         try:
-            write_audio(self.folder / name, audio, sample_rate, strategy="loudness")
+            write_audio(self.folder / name, audio, sample_rate, **GENERATED_AUDIO)
         except AudioError:
             if not self.exists(name):  # not another run's write, between the check and ours
                 raise
@@ -75,7 +79,7 @@ class RedisResults:
         # scratch folder, then send the bytes.
         with tempfile.TemporaryDirectory(dir=self.scratch) as folder:
             path = Path(folder) / name
-            write_audio(path, audio, sample_rate, strategy="loudness")
+            write_audio(path, audio, sample_rate, **GENERATED_AUDIO)
             data = path.read_bytes()
         # A little past the cache's TTL: a job marked done just before expiry still reads.
         # NX: a job run again (its lease lost) keeps what it delivered first.
