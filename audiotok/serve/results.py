@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..audio.write import write_audio
+from ..errors import AudioError
 
 # Generated audio is written as audiocraft's example writes it (and `audiotok generate`):
 # -14 LUFS, past full scale a tanh soft clip rather than a hard one.
 GENERATED_AUDIO = {"strategy": "loudness", "loudness_compressor": True}
-from ..errors import AudioError
 
 
 class ResultFiles:
