@@ -185,7 +185,7 @@ def _cached_export(key: str) -> Path | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     folder = hub.cache_dir() / "onnx" / name
-    # An export of an older format (without the streaming graphs) is made again.
+    # An export of an older format (no streaming graphs; short segments inexact) is made again.
     if not name.endswith(f"-v{FORMAT_VERSION}") or not (folder / "model.json").is_file():
         return None
     return folder
@@ -196,8 +196,8 @@ def _export_to_cache(codec: EncodecCodec) -> Path:
     from .onnx_export import export_onnx
     from .onnx_runtime import FORMAT_VERSION
 
-    # The format in the name: an export of an older audiotok (without the streaming graphs)
-    # is made again.
+    # The format in the name: an export of an older audiotok (no streaming graphs before format
+    # 2, short inputs padded inexactly before format 3) is made again.
     name = f"{codec.model_id}-{codec.fingerprint().hex()}-v{FORMAT_VERSION}"
     folder = hub.cache_dir() / "onnx" / name
     if not (folder / "model.json").is_file():

@@ -35,11 +35,15 @@ so the sum of the first ``K`` entries is formed in the same order as torch's.
 Dynamic length: the layers' padding depends on the input length (the extra right padding
 that fills the last strided window). The graphs pad by its largest value, ``stride - 1``,
 instead: the windows that make the ``ceil(T / stride)`` frames see the same samples, and no
-more frames are made, so the result is the same for every length with one graph. Inputs must
-be longer than the largest reflect padding (``min_length`` samples and ``min_frames`` frames
-in the sidecar); torch pads shorter ones with zeros first, which the graphs don't reproduce
-(the last segment of a 48 kHz signal can be that short: the caller falls back to torch or
-pads).
+more frames are made, so the result is the same for every length with one graph.
+
+Short inputs (format 3): torch reflects an input shorter than its padding after extending it
+with zeros (:func:`~audiotok.codec.conv.pad1d`), which ``Pad`` can't do; reflect-padded layers
+gather their padding by index instead (:func:`_reflect_pad`, from the length in the graph), so
+any length codes as torch's, 1 sample included, and nothing is padded before the graphs: a
+48 kHz segment's scale is taken over its own samples, and time-group norms see its true
+length. The sidecar's ``min_length`` and ``min_frames`` are 1. Formats 1 and 2 padded shorter
+inputs with zeros (code 0) before the graph: inexact (:mod:`~audiotok.codec.onnx_runtime`).
 """
 
 from __future__ import annotations
@@ -83,6 +87,34 @@ class OnnxExportError(AudiotokError):
     """A codec that can't be exported, or an export that can't be written."""
 
 
+def _reflect_pad(x: Tensor, left: int, right: int, stride: int) -> Tensor:
+    """``pad1d(x, (left, right + extra), "reflect")`` for any length, in traceable ops.
+
+    ``[B, C, T]`` -> ``[B, C, left + T + right + stride - 1]``: torch's padded input (``extra =
+    ceil(T / stride) * stride - T``, the rest unread by the windows; see the module doc).
+
+    Why by index: :func:`~audiotok.codec.conv.pad1d` reflects a ``T`` shorter than its widest
+    side after extending it with zeros to ``widest + 1`` samples, and ``Pad`` needs the longer
+    input. Here padded position ``p`` reads sample ``|p|`` of that extension, or its mirror
+    past the extension's end; every read at or past ``T`` is a zero. For ``T > widest`` the
+    extension is the input itself: plain reflection. Only the edges are gathered (a few
+    samples), then joined to ``x``: gathering the whole signal was twice as slow as ``Pad``.
+    """
+    length = torch._shape_as_tensor(x)[-1]  # traced: the graph computes it per input
+    extra = torch.remainder(-length, stride)
+    reach = torch.maximum(length, torch.clamp(right + extra, min=left) + 1)  # extended length
+    # Left of sample 0 the reads are samples left..1 (reach > left: never mirrored again).
+    heads = torch.arange(left, 0, -1, device=x.device)
+    tails = length + torch.arange(right + stride - 1, device=x.device)
+    tails = torch.where(tails < reach, tails, 2 * (reach - 1) - tails)
+    edges = []
+    for index in (heads, tails):
+        inside = (index >= 0) & (index < length)  # below 0: unread positions only
+        edge = x.index_select(-1, torch.where(inside, index, 0))  # [B, C, len(index)]
+        edges.append(torch.where(inside, edge, torch.zeros_like(edge)))
+    return torch.cat([edges[0], x, edges[1]], dim=-1)
+
+
 def _fixed_pad_forward(self: SConv1d, x: Tensor) -> Tensor:
     """:meth:`SConv1d.forward`, padded independently of the length.
 
@@ -90,11 +122,14 @@ def _fixed_pad_forward(self: SConv1d, x: Tensor) -> Tensor:
 
     The right padding is its largest value (``extra = stride - 1``); see the module doc.
     """
-    total, extra = self.padding_total, self.stride - 1
-    pads = (total, extra) if self.causal else (total - total // 2, total // 2 + extra)
-    if pads != (0, 0):
-        x = nn.functional.pad(x, pads, self.pad_mode)
-    return self.conv(x)
+    total, stride = self.padding_total, self.stride
+    left, right = (total, 0) if self.causal else (total - total // 2, total // 2)
+    if (left, right + stride - 1) == (0, 0):  # 1x1 convolutions: nothing to pad
+        return self.conv(x)
+    if self.pad_mode == "reflect":
+        return self.conv(_reflect_pad(x, left, right, stride))
+    # The other modes: pad1d is F.pad, and so is ONNX's Pad, at any length.
+    return self.conv(nn.functional.pad(x, (left, right + stride - 1), self.pad_mode))
 
 
 def _trim_forward(self: SConvTranspose1d, x: Tensor) -> Tensor:
@@ -174,10 +209,10 @@ def _largest_reflect(conv: SConv1d) -> int:
 
 
 def _min_sizes(model: EncodecModel) -> tuple[int, int]:
-    """The shortest encoder input (samples) and decoder input (frames) the graphs code exactly.
+    """The shortest encoder input (samples) and decoder input (frames) that ``Pad`` reflects.
 
-    Every reflect padding must be shorter than its layer's input; torch pads shorter inputs
-    with zeros first (:func:`~audiotok.codec.conv.pad1d`), which the graphs don't do.
+    Every reflect padding must be shorter than its layer's input. The offline graphs take any
+    length (:func:`_reflect_pad`); the streaming start graphs pad with ``Pad`` and need these.
     """
     samples, scale = 1, 1
     for module in model.encoder.modules():
@@ -357,8 +392,9 @@ def _export_into(
         "segment_length": cfg.segment_length,
         "segment_stride": cfg.segment_stride,
         "normalize": cfg.normalize,
-        "min_length": min_samples,
-        "min_frames": min_frames,
+        # Any length is exact since format 3 (module doc): nothing to pad to.
+        "min_length": 1,
+        "min_frames": 1,
         "graphs": entries,
         "streaming": streaming,
         "no_streaming": no_streaming,
@@ -368,7 +404,7 @@ def _export_into(
         "notes": (
             "encoder outputs all n_q codebooks: keep the first K of the bandwidth (exact); "
             "decoder accepts any K <= n_q; trim decoded audio to the input length; "
-            "inputs shorter than min_length samples (min_frames frames) are not exact"
+            "inputs of any length (1 sample, 1 frame) code as torch's: pad nothing"
             + ("; segmentation, scales and overlap-add are the caller's" if segmented else "")
         ),
     }

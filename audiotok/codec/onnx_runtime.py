@@ -18,13 +18,19 @@ imports torch: with an export at hand, a machine without torch installed codes a
 * the fingerprint is the torch weights' (recorded in ``model.json``): an ``.atok`` file
   written by one backend decodes with the other, and the entropy-coder priors come along.
 
-Where it is not exact: a signal (or a 48 kHz segment) shorter than the sidecar's
-``min_length`` samples, or codes shorter than ``min_frames``, are padded with zeros (code 0)
-to that length and the result trimmed; torch pads inside each layer instead, so these very
-short inputs code close to, not exactly as, torch (both minimums are 1 for the packaged
-default: it never happens there; a 48 kHz signal's last segment can be that short). ONNX
-Runtime's float rounding also flips a few near ties between codebook entries
-(tests/test_onnx.py measures this: at least 99.9 % of the codes of real audio equal).
+Where it is not exact: ONNX Runtime's float rounding flips a few near ties between codebook
+entries (tests/test_onnx.py measures this: at least 99.9 % of the codes of real audio equal).
+Inputs of any length code as torch's since export format 3, 48 kHz segments of a few samples
+included (the graphs reflect short inputs as torch does: :mod:`~.onnx_export`). Exports of
+formats 1 and 2 are still read, with their old behaviour: a signal (or a 48 kHz segment)
+shorter than the sidecar's ``min_length`` samples, or codes shorter than ``min_frames``, are
+padded with zeros (code 0) before the graph, which is not torch's result. That is not close
+for the 48 kHz model, where it happens to ~2 % of lengths (the last segment, exactly 1 s or
+2 s of audio among them): the segment's scale is computed over the padding too (torch's times
+``sqrt(n / 961)``: 0.108 for 0.153 at 48 000 samples), and the decoded end is off by 0.3 to
+0.6 on a peak of 1, from torch's own tokens too (the code-0 frames the decoder looks ahead
+into). Such an export warns when it pads: export it again (``audiotok export-onnx -f``;
+``load_codec(..., backend="onnx")`` re-exports its cached ones by itself).
 Causal models (the packaged default, the 24 kHz EnCodec) stream through their one-step graphs
 (:meth:`OnnxCodec.streaming`, :class:`~audiotok.codec.onnx_stream.OnnxStream`); the others
 don't stream on this backend (:attr:`can_stream` is False: files are coded in one pass).
@@ -35,6 +41,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,17 +56,17 @@ if TYPE_CHECKING:
     from .onnx_stream import OnnxStream
 
 FORMAT = "audiotok-onnx"
-FORMAT_VERSION = 2
-"""Export format written (2 added the streaming graphs)."""
-FORMAT_VERSIONS = (1, FORMAT_VERSION)
-# What every export's model.json holds (both versions); "streaming" and "entropy_priors" may
+FORMAT_VERSION = 3
+"""Export format written (2 added the streaming graphs; 3 codes inputs of any length exactly)."""
+FORMAT_VERSIONS = (1, 2, FORMAT_VERSION)
+"""Export formats read."""
+# What every export's model.json holds (all versions); "streaming" and "entropy_priors" may
 # be null.
 REQUIRED_FIELDS = (
     "model_id", "sample_rate", "channels", "frame_rate", "hop_length", "n_q", "cardinality",
     "bandwidths", "segmented", "segment_length", "segment_stride",
     "normalize", "min_length", "min_frames", "torch_fingerprint",
 )  # fmt: skip
-"""Export formats read."""
 
 
 class OnnxRuntimeMissing(AudiotokError):
@@ -128,6 +135,7 @@ class OnnxCodec(Codec):
         if missing:  # a hand-edited or truncated sidecar: a KeyError at first use otherwise
             raise CheckpointError(f"{folder}/model.json: missing {', '.join(missing)}")
         self.folder, self.meta, self._verify = folder, meta, verify
+        self._warned_short = False
         self.model_id = meta["model_id"]
         self._options = ort.SessionOptions()
         torch = sys.modules.get("torch")  # not imported for this: it may not be installed
@@ -261,21 +269,36 @@ class OnnxCodec(Codec):
     def num_frames(self, length: int) -> int:
         return sum(s.frames for s in self._split(length))
 
+    def _padded(self, x: np.ndarray, minimum: str) -> np.ndarray:
+        """Audio ``[B, C, n]`` or codes ``[B, K, f]`` zero-padded (code 0) to the sidecar's
+        ``minimum`` (exports of formats 1 and 2 only: it is 1 since format 3), with a warning
+        the first time."""
+        short = int(self.meta[minimum]) - x.shape[-1]
+        if short <= 0:
+            return x
+        if not self._warned_short:  # once per codec: a long file has one short segment a time
+            self._warned_short = True
+            warnings.warn(
+                f"{self.folder}: this ONNX export (format {self.meta['format_version']}) codes "
+                f"inputs shorter than its {minimum} ({self.meta[minimum]}) inexactly, 48 kHz "
+                "segments with a wrong scale; export it again with this audiotok "
+                "(audiotok export-onnx -f)",
+                stacklevel=4,
+            )
+        return np.pad(x, ((0, 0), (0, 0), (0, short)))
+
     def _run_encoder(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """``[B, C, n]`` -> all codes ``[B, n_q, ceil(n / hop)]`` (and scales ``[B]``)."""
-        n, short = audio.shape[-1], int(self.meta["min_length"]) - audio.shape[-1]
-        if short > 0:  # not exact below min_length (module doc)
-            audio = np.pad(audio, ((0, 0), (0, 0), (0, short)))
-        outputs = self._sessions["encoder"].run(None, {"audio": audio})
+        n = audio.shape[-1]
+        outputs = self._sessions["encoder"].run(None, {"audio": self._padded(audio, "min_length")})
         frames = -(-n // self.hop_length)
         return outputs[0][..., :frames], (outputs[1] if len(outputs) > 1 else None)
 
     def _run_decoder(self, codes: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
         """Codes ``[B, K, f]`` (and scales ``[B]``) -> audio ``[B, C, f * hop]``."""
-        f, short = codes.shape[-1], int(self.meta["min_frames"]) - codes.shape[-1]
-        if short > 0:  # not exact below min_frames (module doc)
-            codes = np.pad(codes, ((0, 0), (0, 0), (0, short)))
-        feeds: dict[str, Any] = {"codes": np.ascontiguousarray(codes, dtype=np.int64)}
+        f = codes.shape[-1]
+        codes = self._padded(np.ascontiguousarray(codes, dtype=np.int64), "min_frames")
+        feeds: dict[str, Any] = {"codes": codes}
         if self.meta["segmented"]:
             ones = np.ones(codes.shape[0], np.float32)
             feeds["scale"] = ones if scale is None else np.ascontiguousarray(scale, np.float32)
