@@ -5,7 +5,10 @@ files and a page (below) that encodes a clip of real speech with ``encoder.onnx`
 6 kbps codes with ``decoder.onnx``, and encodes the clip again frame by frame with the
 streaming graphs (``encoder_start`` then ``encoder_step``, the state passed by hand). Its
 codes must equal onnxruntime's in Python (rounding may tip a near tie: at least 99.9 %), the
-streamed ones the browser's offline ones, and the decoded audio Python's within 1e-4.
+streamed ones the browser's offline ones, and the decoded audio Python's within 1e-4. A tiny
+48 kHz-style model's segment graphs also run there on segments shorter than their reflect
+padding (format 3 gathers the padding by index: ``Range``, ``Mod``, ``Gather``, ``Where``),
+giving Python's codes, scales and audio.
 
 onnxruntime-web comes from npm: ``.ci/run`` unpacks it into ``.ci/node/onnxruntime-web``
 (``AUDIOTOK_ORT_WEB`` names another ``dist`` folder). Skipped where it, chromium or selenium
@@ -22,7 +25,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -77,6 +80,34 @@ main().catch((e) => { window.result = {error: String(e && e.stack || e)}; });
 </script>
 """
 
+SEGMENT_PAGE = """<!doctype html>
+<meta charset="utf-8">
+<script src="ort.wasm.min.js"></script>
+<script>
+ort.env.wasm.numThreads = 1;
+ort.env.wasm.wasmPaths = "./";
+const load = (name) => ort.InferenceSession.create(name, {executionProviders: ["wasm"]});
+async function main() {
+  const card = await (await fetch("model.json")).json();
+  const clip = new Float32Array(await (await fetch("clip.f32")).arrayBuffer());  // [C, N]
+  const c = card.channels, total = clip.length / c;
+  const encoder = await load(card.graphs.encoder.file);
+  const decoder = await load(card.graphs.decoder.file);
+  const segments = [];
+  for (const n of LENGTHS) {  // the first n samples of each channel: one segment [1, C, n]
+    const data = new Float32Array(c * n);
+    for (let ch = 0; ch < c; ch++) data.set(clip.subarray(ch * total, ch * total + n), ch * n);
+    const enc = await encoder.run({audio: new ort.Tensor("float32", data, [1, c, n])});
+    const dec = await decoder.run({codes: enc.codes, scale: enc.scale});
+    segments.push({codes: Array.from(enc.codes.data, Number), scale: Array.from(enc.scale.data),
+                   audio: Array.from(dec.audio.data)});
+  }
+  window.result = {segments};
+}
+main().catch((e) => { window.result = {error: String(e && e.stack || e)}; });
+</script>
+"""
+
 
 @pytest.fixture
 def ort_web() -> Path:
@@ -110,19 +141,12 @@ def serve(folder: Path) -> http.server.ThreadingHTTPServer:
     return server
 
 
-def test_the_default_codec_runs_in_a_browser(
-    tmp_path,
-    ort_web,
-    browser,  # noqa: F811
-    default_onnx,
-):
-    site = tmp_path / "site"
-    shutil.copytree(default_onnx, site)
+def run_page(site: Path, ort_web: Path, page: str, browser: Any) -> dict:  # noqa: F811
+    """Serves ``site`` with onnxruntime-web's files and ``page`` as its index; the page's
+    ``window.result`` once it is set (asserted: set in time, no error)."""
     for name in ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"):
         shutil.copy(ort_web / name, site / name)
-    clip = load_clip("speech_24k.flac", 24_000, 1, seconds=1.0)[..., :23_900]  # [1, 1, T]
-    clip.numpy().astype("<f4").tofile(site / "clip.f32")
-    (site / "index.html").write_text(PAGE)
+    (site / "index.html").write_text(page)
     server = serve(site)
     try:
         browser.get(f"http://127.0.0.1:{server.server_address[1]}/index.html")
@@ -135,6 +159,20 @@ def test_the_default_codec_runs_in_a_browser(
         server.shutdown()
     assert result is not None, "the page gave no result in time"
     assert "error" not in result, result["error"]
+    return result
+
+
+def test_the_default_codec_runs_in_a_browser(
+    tmp_path,
+    ort_web,
+    browser,  # noqa: F811
+    default_onnx,
+):
+    site = tmp_path / "site"
+    shutil.copytree(default_onnx, site)
+    clip = load_clip("speech_24k.flac", 24_000, 1, seconds=1.0)[..., :23_900]  # [1, 1, T]
+    clip.numpy().astype("<f4").tofile(site / "clip.f32")
+    result = run_page(site, ort_web, PAGE, browser)
     onnx_codec = OnnxCodec(site)
     meta = json.loads((site / "model.json").read_text())
     frames, n_q, k = result["frames"], meta["n_q"], meta["bandwidths"]["6"]
@@ -148,3 +186,26 @@ def test_the_default_codec_runs_in_a_browser(
     decoded = onnx_codec._run_decoder(web[None, :k].astype(np.int64), None)[0, 0]
     assert audio.shape == decoded.shape
     assert np.abs(audio - decoded).max() <= 1e-4
+
+
+def test_short_segments_run_in_a_browser(
+    tmp_path,
+    ort_web,
+    browser,  # noqa: F811
+    segmented_codec,
+):
+    from audiotok.codec.onnx_export import export_onnx
+
+    site = tmp_path / "site"
+    onnx_codec = OnnxCodec(export_onnx(segmented_codec, site))
+    clip = load_clip("music_48k_stereo.flac", 48_000, 2, seconds=0.1)[0]  # [2, 4800]
+    clip.numpy().astype("<f4").tofile(site / "clip.f32")
+    lengths = [4800, 480, 1]  # a whole 0.1 s segment; shorter than the 961-sample padding
+    page = SEGMENT_PAGE.replace("LENGTHS", json.dumps(lengths))
+    result = run_page(site, ort_web, page, browser)
+    for n, web in zip(lengths, result["segments"], strict=True):
+        codes, scale = onnx_codec._run_encoder(clip[None, :, :n].numpy())
+        assert np.array_equal(np.array(web["codes"]).reshape(codes.shape), codes), n
+        np.testing.assert_allclose(web["scale"], scale, rtol=1e-5)
+        audio = onnx_codec._run_decoder(codes, scale)
+        assert np.abs(np.array(web["audio"]).reshape(audio.shape) - audio).max() <= 1e-4, n
