@@ -30,6 +30,7 @@ from .models import ServedModels
 from .observability import log_event
 from .service import ServeSettings, Service, ServiceError
 from .tracing import span
+from .uploads import MULTIPART_ALLOWANCE, BodyCap
 
 # A job's audio asked for before it is done (409), after it expired (410) or of a job that ran
 # out of time (504): the job's state, counted once where it failed, not a failed request (else
@@ -68,6 +69,7 @@ def create_app(settings: ServeSettings, models: ServedModels) -> FastAPI:
     )
     app.state.service = service
     errors.install(app)
+    app.add_middleware(BodyCap, limit=settings.max_upload_bytes + MULTIPART_ALLOWANCE)
     app.include_router(codec_routes.router)
     app.include_router(job_routes.router)
 
@@ -213,7 +215,11 @@ def _refusal(request: Request, settings: ServeSettings) -> Response | None:
                 headers={"WWW-Authenticate": "Bearer"},
             )
     length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > settings.max_upload_bytes + 64 * 1024:
+    if (
+        length
+        and length.isdigit()
+        and int(length) > settings.max_upload_bytes + MULTIPART_ALLOWANCE
+    ):
         return errors.error_response(
             413, "too_large", f"uploads are limited to {settings.max_upload_bytes} bytes"
         )

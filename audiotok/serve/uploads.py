@@ -17,8 +17,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from fastapi import Request, UploadFile
+from fastapi import HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 from starlette.background import BackgroundTask
@@ -44,6 +45,39 @@ UPLOAD_BODY = {
         },
     }
 }
+
+
+# A multipart body holds its boundaries and part headers beside the file.
+MULTIPART_ALLOWANCE = 64 * 1024
+
+
+class BodyCap:
+    """ASGI middleware: a request body past ``limit`` bytes is cut off with a 413 as it
+    arrives, whatever its framing. The Content-Length check (``app._refusal``) misses chunked
+    bodies, and Starlette's form parser spools a whole multipart body to disk before any
+    route sees it: a 2 MiB cap let 2.4 GB in before answering."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:  # FastAPI passes HTTPException through body parsing
+                    raise HTTPException(
+                        413, f"uploads are limited to {self.limit - MULTIPART_ALLOWANCE} bytes"
+                    )
+            return message
+
+        await self.app(scope, counted, send)
 
 
 def check_size(service: Service, data: bytes) -> bytes:
