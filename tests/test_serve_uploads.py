@@ -76,3 +76,46 @@ def test_a_chunked_body_past_the_cap_is_refused_as_it_arrives(small_cap_server, 
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert b'"too_large"' in answer
     assert sent <= 8, f"{sent} MiB sent before the 413"
+
+
+def test_audio_longer_than_the_service_codes_is_refused_before_any_work(tmp_path):
+    """A few kB of .atok, .ecdc or tokens can stand for hours: an hour under the codec lock."""
+    import json
+
+    import numpy as np
+    from conftest import DATA
+    from fastapi.testclient import TestClient
+
+    from audiotok import load_codec
+    from audiotok.codec.tokens import Tokens
+    from audiotok.compression.container.ecdc import HEADER, MAGIC, VERSION
+    from audiotok.compression.files import compress_file
+    from audiotok.serve.app import create_app
+    from audiotok.serve.models import load_served_models
+    from audiotok.serve.service import ServeSettings
+
+    clip = DATA / "speech_24k.flac"  # a few seconds
+    compress_file(clip, tmp_path / "a.atok", load_codec())
+    tokens = Tokens(codes=np.zeros((1, 8, 750), np.int64), scales=None, length=240_000,
+                    sample_rate=24_000,
+                    bandwidth=6.0, model_id="audiotok_24khz")  # fmt: skip
+    tokens.save(tmp_path / "t.npz")
+    lm_coded = json.dumps({"m": "encodec_24khz", "al": 24_000, "nc": 2, "lm": True}).encode()
+    ecdc = HEADER.pack(MAGIC, VERSION, len(lm_coded)) + lm_coded + b"\0" * 400
+    settings = ServeSettings(state=tmp_path / "state", max_audio_seconds=1.0)
+    app = create_app(settings, load_served_models([], [], []))
+    with TestClient(app) as client:
+        answers = [
+            client.post("/v1/compress", files={"audio": ("a.flac", clip.read_bytes())}),
+            client.post("/v1/encode", files={"audio": ("a.flac", clip.read_bytes())}),
+            client.post("/v1/decompress", content=(tmp_path / "a.atok").read_bytes()),
+            client.post("/v1/decode", content=(tmp_path / "t.npz").read_bytes()),
+        ]
+        for answer in answers:
+            assert answer.status_code == 413, answer.text
+            assert "this service codes at most 1 s" in answer.json()["error"]["message"]
+        # An LM-coded .ecdc of a codec not served: 422 before its entropy model is looked for
+        # (the answer named the server's cache folders).
+        other = client.post("/v1/decompress", content=ecdc)
+    assert other.status_code == 422, other.text
+    assert "/" not in other.json()["error"]["message"].replace("/v1", "")

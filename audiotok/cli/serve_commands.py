@@ -97,6 +97,13 @@ from .common import backend_option, device_option, fail, handle_errors, import_t
     help="Longest generation (seconds) accepted.",
 )
 @click.option(
+    "--max-audio-seconds",
+    default=3600.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Longest audio one compress/encode/decompress/decode request may stand for.",
+)
+@click.option(
     "--max-queued",
     default=256,
     show_default=True,
@@ -186,6 +193,7 @@ def serve(
     api_key: str | None,
     max_upload_mb: float,
     max_duration: float,
+    max_audio_seconds: float,
     max_queued: int,
     cache_ttl: float,
     lease: float,
@@ -212,6 +220,7 @@ def serve(
         api_key=api_key,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         max_duration=max_duration,
+        max_audio_seconds=max_audio_seconds,
         max_queued=max_queued,
         cache_ttl=cache_ttl,
         lease=lease,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -26,11 +26,11 @@ from fastapi.responses import Response
 from ..audio.blocks import audio_info
 from ..codec.base import Codec
 from ..codec.tokens import Tokens
-from ..compression.container.ecdc import ECDC_MODELS, read_ecdc, write_ecdc
+from ..compression.container.ecdc import ECDC_MODELS, read_ecdc, read_ecdc_header, write_ecdc
 from ..compression.container.ecdc import MAGIC as ECDC_MAGIC
 from ..compression.container.reader import AtokReader
 from ..compression.files import compress_file, decode_tokens_file, decompress_file, encode_file
-from ..errors import AudioError
+from ..errors import AudioError, AudiotokError
 from ..zoo.codec_cards import find_card
 from .errors import ApiError, error_responses
 from .requests import AudioFormat
@@ -100,6 +100,28 @@ def compress(
     )
 
 
+def check_seconds(service: Service, seconds: float) -> None:
+    """413 for a request whose audio is longer than ``--max-audio-seconds``, before any work."""
+    limit = service.settings.max_audio_seconds
+    if seconds > limit:
+        raise ApiError(
+            413, "too_large", f"{seconds:.0f} s of audio; this service codes at most {limit:g} s"
+        )
+
+
+def _served_lm(model: str) -> Any:
+    """The entropy model of an LM-coded ``.ecdc`` of a served codec; its absence is said
+    without the server's cache folders."""
+    from ..compression.container.ecdc_lm import load_ecdc_lm  # torch: only for LM-coded files
+
+    try:
+        return load_ecdc_lm(model)
+    except AudiotokError:
+        raise ApiError(
+            422, "unknown_model", f"LM-coded .ecdc of {model}: its entropy model is not here"
+        ) from None
+
+
 def compress_path(
     service: Service,
     codec: Codec,
@@ -119,6 +141,7 @@ def compress_path(
             f"format: {codec.model_id} has no .ecdc format; use {' or '.join(ECDC_MODELS)}",
         )
     info = audio_info(source)
+    check_seconds(service, info.frames / info.samplerate)
     target = new("output", f".{format}")
     with service.models.codec_lock:
         if format == "ecdc":  # long ones coded as a stream, as the CLI codes them
@@ -155,14 +178,22 @@ def decompress_path(
     with open(source, "rb") as f:
         data = f.read(4)
     if data == ECDC_MAGIC:
-        tokens = read_ecdc(source.read_bytes(), framework="np")  # the codec takes either kind
-        codec = service.models.codec(tokens.model_id)
+        data = source.read_bytes()
+        # The header first: a codec this service does not serve is 422 before an LM-coded
+        # file's entropy model is looked for (downloaded, or an error naming our caches).
+        header = read_ecdc_header(data)
+        codec = service.models.codec(header.model)
+        check_seconds(service, header.duration)
+        tokens = read_ecdc(data, framework="np", lm_loader=_served_lm)  # np: either kind
         with service.models.codec_lock:  # long ones as a stream: a few kB can hold hours
             decode_tokens_file(tokens, target, codec, overwrite=True)
         return target, codec.sample_rate
     with AtokReader(source) as reader:
-        header = reader.header
+        header, index = reader.header, reader.index()
     codec = service.models.codec(header.model_id)
+    length = index.length if index is not None else header.length
+    if length is not None:  # else a stream without either: as long as its packets are
+        check_seconds(service, length / header.sample_rate)
     with service.models.codec_lock:
         decompress_file(source, target, codec, strategy="clip")
     return target, audio_info(target).samplerate
@@ -219,6 +250,8 @@ def encode_path(
     """The audio file ``source``'s tokens by ``codec``, into a new scratch file of ``format``
     (npz or safetensors); that file and the tokens."""
     bitrate = check_bitrate(codec, bitrate)
+    info = audio_info(source)
+    check_seconds(service, info.frames / info.samplerate)
     with service.models.codec_lock:  # long ones coded as a stream, in bounded memory
         # downmix: tokens record no layout to give back, so any channels are converted to the
         # codec's (as Codec.encode converts them), none refused.
@@ -253,6 +286,7 @@ def decode_path(
             f"the tokens hold {tokens.codes.shape[0]} items; one audio file is one item",
         )
     codec = service.models.codec(tokens.model_id)
+    check_seconds(service, tokens.length / tokens.sample_rate)
     target = new("output", f".{format}")
     with service.models.codec_lock:  # long ones as a stream: a few kB of codes can hold hours
         decode_tokens_file(tokens, target, codec, overwrite=True)

@@ -43,6 +43,9 @@ class ServeSettings:
     api_key: str | None = None
     max_upload_bytes: int = 64 * 1024 * 1024
     max_duration: float = 120.0
+    # Audio per codec request (compress, encode, decompress, decode): a few kB of .atok or
+    # tokens can stand for a day of audio, an hour of work under the codec lock.
+    max_audio_seconds: float = 3600.0
     # Accelerator memory: jobs x seconds in one batch at most.
     max_batch_seconds: float = 480.0
     max_queued: int = 256
