@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tracemalloc
 import warnings
 
@@ -93,3 +94,20 @@ def test_mutated_files(kind, mutations, recover):
 def test_valid_files_still_decode(kind):
     codec = SEGMENTED if kind == "segmented" else CODEC
     assert decode_stream(VALID[kind], codec).damage == []
+
+
+LENGTHS = st.one_of(st.none(), st.integers(0, 2**64 - 2), st.integers(0, 100_000))
+
+
+@settings(max_examples=40, deadline=3000, suppress_health_check=[HealthCheck.too_slow])
+@given(LENGTHS, LENGTHS, st.booleans())
+def test_header_lengths(length, original, recover):
+    """Lengths the index does not bear out are a FormatError, never a huge allocation (a 3 s
+    stream said to be 24 h asked for 7.7 GiB)."""
+    from audiotok.compression.container.reader import AtokReader
+
+    data = VALID["adaptive"]
+    with AtokReader(data) as reader:
+        header, size = reader.header, reader.header_size
+    forged = dataclasses.replace(header, length=length, original_length=original).to_bytes()
+    decode_or_format_error(forged + data[size:], CODEC, recover)

@@ -187,8 +187,11 @@ class AudioSink:
 
     def _finish(self) -> None:
         self._emit(self._from.flush())
-        if self.length is not None and self.written < self.length:
-            self._emit(np.zeros((self.channels, self.length - self.written), np.float32))
+        # Padded a block at a time: one array of the whole gap would need memory that grows
+        # with the length asked for (7.7 GiB for 24 h), when the point is to stay bounded.
+        while self.length is not None and self.written < self.length:
+            gap = min(self.length - self.written, BLOCK_FRAMES)
+            self._emit(np.zeros((self.channels, gap), np.float32))
         if self._meter is not None:
             gain = self.norm.gain(self._meter)
             self._level.close()

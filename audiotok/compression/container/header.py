@@ -32,6 +32,12 @@ MAX_FRAMES_PER_PACKET = 1 << 16
 FINGERPRINT_SIZE = 16
 
 
+def lengths_agree(length: int, rate: int, original_length: int, original_rate: int) -> bool:
+    """Whether ``length`` samples at ``rate`` are ``original_length`` at ``original_rate`` to
+    within one sample at ``rate`` (resampling rounds the length)."""
+    return abs(length * original_rate - original_length * rate) <= original_rate
+
+
 @dataclass
 class Header:
     """The decoded header of an ``.atok`` file.
@@ -92,11 +98,13 @@ class Header:
 
     def num_frames(self) -> int | None:
         """Total frames, when the length is known: as the codec lays them out."""
-        if self.length is None:
-            return None
+        return None if self.length is None else self.frames_for(self.length)
+
+    def frames_for(self, length: int) -> int:
+        """Frames of a signal of ``length`` samples, as the codec lays them out."""
         if self.segment_length == 0:
-            return int(-(-self.length // self.hop_length))
-        return sum(self.segment_frames(self.length))
+            return int(-(-length // self.hop_length))
+        return sum(self.segment_frames(length))
 
     def segment_frames(self, length: int) -> list[int]:
         """Frames of each segment of a signal of ``length`` samples (segmented codecs)."""
@@ -204,6 +212,16 @@ class Header:
             check_range(segment_stride, 1, segment_length, "segment stride", at + 47)
         elif segment_stride:
             raise CorruptDataError("segment stride without a segment length", at + 47)
+        # Decoders size their output from these: lengths that contradict each other (a 3 s
+        # stream said to be 24 h once converted back) are a damaged or forged header.
+        if NO_LENGTH not in (length, original_length) and not lengths_agree(
+            length, sample_rate, original_length, original_rate
+        ):
+            raise CorruptDataError(
+                f"original length {original_length} at {original_rate} Hz does not match "
+                f"the length {length} at {sample_rate} Hz",
+                at + 35,
+            )
         params = r.take(r.u16("the coder parameters size"), "the coder parameters")
         metadata: dict[str, str] = {}
         for _ in range(r.u16("the metadata count")):

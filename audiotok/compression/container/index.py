@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from ...errors import ChecksumError, CorruptDataError
 from .binary import NO_LENGTH, Reader, crc32
+from .header import Header, lengths_agree
 
 MAGIC = b"ATix"
 TRAILER_MAGIC = b"ATIX"
@@ -100,3 +101,54 @@ class Index:
         if len(trailer) != TRAILER_SIZE or trailer[8:] != TRAILER_MAGIC:
             return None
         return struct.unpack(">Q", trailer[:8])[0]
+
+
+def check_index(header: Header, index: Index, offset: int) -> None:
+    """Checks that the index at ``offset`` agrees with the header and with its own entries.
+
+    Decoders size their output from these lengths before (or without) counting the frames,
+    so a length that the packets do not bear out (a 3 s stream whose header says 24 h, a
+    30 s one said to be 25 s) would be a huge allocation or silently lost audio.
+
+    Raises:
+        CorruptDataError: At ``offset``, naming the lengths that disagree.
+    """
+    count, fpp, frames = len(index.entries), header.frames_per_packet, index.total_frames
+    # Every packet but the last holds frames_per_packet frames, the last 1 to that many.
+    if not (count - 1) * fpp < frames <= count * fpp:
+        raise CorruptDataError(f"the index says {frames} frames in {count} packets", offset)
+    if header.segment_length:
+        # One segment per packet: counted first, so the frames are summed over few segments.
+        segments = -(-index.length // header.segment_stride)
+        if segments != count:
+            raise CorruptDataError(
+                f"the index length {index.length} makes {segments} segments, not {count}", offset
+            )
+    if header.frames_for(index.length) != frames:
+        raise CorruptDataError(
+            f"the index length {index.length} does not make its {frames} frames", offset
+        )
+    if header.length is not None and header.length != index.length:
+        raise CorruptDataError(
+            f"the header says {header.length} samples, the index {index.length}", offset
+        )
+    original = header.original_length
+    if original is not None and index.original_length not in (None, original):
+        raise CorruptDataError(
+            f"the header says {original} original samples, the index {index.original_length}",
+            offset,
+        )
+    # The header's pair was checked on reading; an original length known only here must
+    # agree with the length in the same way.
+    if (
+        original is None
+        and index.original_length is not None
+        and not lengths_agree(
+            index.length, header.sample_rate, index.original_length, header.original_sample_rate
+        )
+    ):
+        raise CorruptDataError(
+            f"the index's original length {index.original_length} does not match its "
+            f"length {index.length}",
+            offset,
+        )

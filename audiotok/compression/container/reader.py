@@ -28,7 +28,7 @@ from .coders import coder_for_id
 from .entropy import EntropyCoder
 from .header import PREFIX_SIZE, Header
 from .index import MAGIC as INDEX_MAGIC
-from .index import TRAILER_SIZE, Index
+from .index import TRAILER_SIZE, Index, check_index
 from .packet import SYNC, Packet
 
 SCAN_BLOCK = 1 << 16
@@ -186,7 +186,7 @@ class AtokReader:
         src = _Source(self.file, self.header_size)
         fixed = Packet.fixed_size(self.header)
         fpp = self.header.frames_per_packet
-        expected = 0
+        expected = end = 0
         while True:
             at = src.pos
             magic = src.peek(4)
@@ -200,9 +200,7 @@ class AtokReader:
                     src.skip(size)
                     if Index.trailer_offset(src.peek(TRAILER_SIZE)) != at:
                         raise CorruptDataError("the trailer does not point to the index", src.pos)
-                    self._check_end(expected, at, recover)
-                    self._check_nothing_follows(src, recover)
-                    return
+                    break  # checked below: an index that lies is no damage to skip over
                 Packet.parse_prefix(src.peek(fixed), self.header, at, self.coder)
                 data = src.peek(fixed + self._payload_size(src, fixed) + 4)
                 packet = Packet.from_bytes(data, self.header, at, self.coder)
@@ -231,7 +229,9 @@ class AtokReader:
             self._close_damage(packet.first_frame)
             yield at, packet
             src.skip(packet.size())
-            expected = packet.sequence + 1
+            expected, end = packet.sequence + 1, packet.first_frame + packet.num_frames
+        self._check_end(expected, end, at, recover)
+        self._check_nothing_follows(src, recover)
 
     @staticmethod
     def _payload_size(src: _Source, fixed: int) -> int:
@@ -247,7 +247,9 @@ class AtokReader:
         if self.damage and self.damage[-1].num_frames is None:
             self.damage[-1].num_frames = next_frame - self.damage[-1].first_frame
 
-    def _check_end(self, expected: int, offset: int, recover: bool) -> None:
+    def _check_end(self, expected: int, end: int, offset: int, recover: bool) -> None:
+        """Checks the index at ``offset`` against the ``expected`` packets, which ended at
+        frame ``end``, and against the header."""
         index = self.stream_index
         if index is None:
             return
@@ -259,6 +261,12 @@ class AtokReader:
                 )
             self._mark_damage(offset, "packets missing before the index",
                               expected * self.header.frames_per_packet)  # fmt: skip
+        # Even recovering: which of two contradicting lengths is true can't be told.
+        check_index(self.header, index, offset)
+        if not self.damage and end != index.total_frames:
+            raise CorruptDataError(
+                f"the index says {index.total_frames} frames, the packets hold {end}", offset
+            )
         self._close_damage(index.total_frames)
 
     def _check_nothing_follows(self, src: _Source, recover: bool) -> None:
@@ -273,7 +281,11 @@ class AtokReader:
         self.trailing_at = end
 
     def index(self) -> Index | None:
-        """The seek index from the trailer, if the source is seekable and the index intact."""
+        """The seek index from the trailer, if the source is seekable and the index intact.
+
+        Raises:
+            CorruptDataError: An intact index whose lengths contradict the header's.
+        """
         if self._start is None:
             return None
         end = self.file.seek(0, io.SEEK_END)
@@ -286,9 +298,14 @@ class AtokReader:
         self.file.seek(self._start + at)
         try:
             record = self.file.read(end - self._start - at - TRAILER_SIZE)
-            return Index.from_bytes(record, at)
+            index = Index.from_bytes(record, at)
         except FormatError:
             return None
+        try:
+            check_index(self.header, index, at)
+        except FormatError as exc:
+            raise exc.in_file(self.name) from None
+        return index
 
     def read_packet(self, offset: int) -> Packet:
         """The packet at byte ``offset`` of the stream (seekable sources only)."""
