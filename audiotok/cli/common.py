@@ -13,8 +13,10 @@ import functools
 import gc
 import math
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -127,6 +129,8 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except BrokenPipeError:  # the reader went away (`audiotok models | head`): not an error
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(0)
+        except MemoryError:  # a signal or file too long for one pass: never a traceback
+            fail("out of memory; long files are processed as streams when given as files")
         except FileNotFoundError as exc:  # said as AudioError says it for a missing input
             fail(f"{exc.filename}: no such file" if exc.filename else str(exc.strerror or exc))
         except OSError as exc:  # permissions, full disk, a missing output folder
@@ -139,6 +143,47 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(130)
 
     return wrapper
+
+
+STDIN_NAME = "<stdin>"
+STDIN_CHUNK = 1 << 20
+
+
+@contextlib.contextmanager
+def stdin_file(output: Path | str) -> Iterator[Path]:
+    """Standard input copied, 1 MiB at a time, to a temporary file (in ``output``'s folder,
+    else the temporary directory), removed afterwards.
+
+    Read whole into memory, ``< /dev/zero`` ended in a MemoryError; as a file, long input
+    streams as files do. Errors that name the file name ``<stdin>`` instead.
+    """
+    folder = Path(output).parent if output != "-" else None
+    if folder is not None and not folder.is_dir():
+        folder = None  # the output's own error comes later, where it is written
+    fd, name = tempfile.mkstemp(prefix=".audiotok-stdin.", suffix=".tmp", dir=folder)
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            shutil.copyfileobj(sys.stdin.buffer, file, STDIN_CHUNK)
+        yield path
+    except AudiotokError as exc:
+        _rename(exc, str(path), STDIN_NAME)
+        raise
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _rename(exc: AudiotokError, old: str, new: str) -> None:
+    """Replaces ``old`` by ``new`` in an error's messages (Python's and the CLI's)."""
+    from ..errors import FormatError
+
+    if isinstance(exc, FormatError):
+        exc.message = exc.message.replace(old, new)
+        exc._update()
+    else:
+        exc.args = tuple(a.replace(old, new) if isinstance(a, str) else a for a in exc.args)
+    if exc.cli_message:
+        exc.cli_message = exc.cli_message.replace(old, new)
 
 
 model_option = click.option(

@@ -23,6 +23,7 @@ from ..runtime.console import stderr_is_terminal
 from .common import (
     AUDIO_SUFFIXES,
     DEFAULT_MODEL,
+    STDIN_NAME,
     backend_option,
     checkpoint_option,
     device_option,
@@ -34,6 +35,7 @@ from .common import (
     load,
     message,
     model_option,
+    stdin_file,
 )
 from .ecdc_files import compress_ecdc, read_ecdc_file, write_ecdc_file
 from .summaries import streamed_summary, summary, written_summary
@@ -189,6 +191,9 @@ def compress(
     codec = load(model or DEFAULT_MODEL, checkpoint, device, backend)
 
     def job(source: Path | str, target: Path | str) -> str:
+        if source == "-":  # as a file: bounded memory, and long input streams
+            with stdin_file(target) as path:
+                return job(path, target).replace(str(path), STDIN_NAME)
         if _streamed_to_atok(source, target, codec, entropy, exact):
             compress_file(source, target, codec, bandwidth=bandwidth, overwrite=force,
                           entropy=entropy, metadata=metadata, downmix=downmix)  # fmt: skip
@@ -196,12 +201,11 @@ def compress(
         if source != "-" and target != "-" and Path(target).suffix.lower() == ".ecdc":
             tokens = encode_file(source, codec, bandwidth=bandwidth, downmix=downmix, exact=exact)
             return write_ecdc_file(codec, tokens, entropy, target, force)
-        data = sys.stdin.buffer.read() if source == "-" else None
-        wav, rate = read_audio(io.BytesIO(data) if data is not None else source)
+        wav, rate = read_audio(source)
         sink = io.BytesIO() if target == "-" else None
         suffix = ".atok" if target == "-" else Path(target).suffix.lower()
         # Refused before anything is written, .ecdc (which decodes as coded) included.
-        coded_channels(codec, wav.shape[0], downmix, None if source == "-" else str(source))
+        coded_channels(codec, wav.shape[0], downmix, str(source))
         if suffix == ".ecdc" or entropy == "lm":
             return compress_ecdc(codec, wav, rate, bandwidth, entropy, target, force, suffix)
         if sink is not None:
@@ -278,7 +282,10 @@ def decompress(
     codec = load(model, checkpoint, device, backend) if model else None
 
     def job(source: Path | str, target: Path | str) -> str:
-        if "-" not in (source, target) and _magic(source) != b"ECDC":
+        if source == "-":  # as a file: bounded memory, and long input streams
+            with stdin_file(target) as path:
+                return job(path, target).replace(str(path), STDIN_NAME)
+        if target != "-" and _magic(source) != b"ECDC":
             # Long files decode as a stream there; others as below.
             result = decompress_file(source, target, codec, recover=recover, native=native,
                                      overwrite=force, strategy=strategy, device=device,
@@ -290,8 +297,8 @@ def decompress(
             return "\n".join(
                 lines + [f"audiotok: warning: {source}: {n}" for n in result.problems()]
             )
-        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
-        if data[:4] == b"ECDC":
+        if _magic(source) == b"ECDC":
+            data = Path(source).read_bytes()
             tokens, ecdc_codec = read_ecdc_file(data, codec, device, backend, source)
             if target != "-":  # long ones as a stream
                 decode_tokens_file(tokens, target, ecdc_codec, overwrite=force,
@@ -299,8 +306,8 @@ def decompress(
                 return written_summary(target)
             audio, rate, notes = ecdc_codec.decode(tokens)[0], ecdc_codec.sample_rate, []
         else:
-            result = decode_stream(data, codec, recover=recover, native=native, device=device,
-                                   backend=backend)  # fmt: skip
+            result = decode_stream(source, codec, recover=recover, native=native,
+                                   device=device, backend=backend)  # fmt: skip
             audio, rate, notes = result.audio, result.sample_rate, result.problems()
         if target == "-":
             import tempfile
