@@ -20,7 +20,7 @@ import soundfile as sf
 import soxr
 
 from ..errors import AudioError
-from ..runtime.files import atomic_path, temp_stem
+from ..runtime.files import atomic_path, not_a_file, temp_stem
 from .read import SOXR_QUALITY, check_audio, convert_channels, one_line
 from .write import FORMATS, Normalization, audio_format, file_rate, pcm16, sound_file
 
@@ -35,7 +35,7 @@ def audio_info(path: str | os.PathLike) -> sf._SoundFileInfo:
     """libsndfile's description of an audio file (rate, channels, frames), or AudioError."""
     p = Path(path)
     if not p.is_file():
-        raise AudioError(f"{p}: no such file")
+        raise AudioError(f"{p}: {not_a_file(p)}")
     try:
         return sf.info(str(p))
     except (sf.SoundFileError, RuntimeError) as err:

@@ -13,6 +13,7 @@ from ..codec.base import Codec
 from ..codec.load import load_codec
 from ..codec.torch_load import codec_from_hf, resolve_device
 from ..errors import CheckpointError, ModelNotAvailableError
+from ..runtime.files import not_a_file
 from ..zoo import hub
 from ..zoo.lm_cards import find_generation_card, generation_card_names
 from ..zoo.lm_checkpoints import COMPRESSION_FILE, LM_FILE, LMCheckpoint, read_audiocraft
@@ -67,7 +68,7 @@ def checkpoint_format(path: str | Path) -> tuple[str, Path]:
             f"{path}: a directory without {LM_FILE} (audiocraft) or config.json (transformers)"
         )
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such file or directory")
+        raise CheckpointError(f"{path}: {not_a_file(path)}")
     if path.name == "config.json" or path.suffix == ".safetensors":
         return "hf", path.parent
     return "audiocraft", path

@@ -10,12 +10,31 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import AudiotokError, E
+
+
+def not_a_file(path: str | os.PathLike) -> str:
+    """Why ``path`` can't be read as a file, for the message ``f"{path}: {why}"``: missing, or
+    what it is instead (a directory or FIFO said to be missing sent users looking for a typo).
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as err:
+        return err.strerror or "cannot be read"
+    for test, what in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"),
+                       (stat.S_ISSOCK, "a socket")):  # fmt: skip
+        if test(mode):
+            return f"not a regular file ({what})"
+    return "not a regular file"
 
 
 def exists_error(target: str | os.PathLike, error: type[E]) -> E:

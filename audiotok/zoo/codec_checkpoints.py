@@ -28,7 +28,7 @@ import torch
 from ..codec.config import CodecConfig
 from ..codec.model import EncodecModel
 from ..errors import CheckpointError
-from ..runtime.files import atomic_path, exists_error, sha256_file
+from ..runtime.files import atomic_path, exists_error, not_a_file, sha256_file
 from .codec_cards import CARDS, PRIORS_KEY, ModelCard
 from .codec_convert import config_from_audiocraft, config_from_hf, hf_key_to_ours
 from .weights import (
@@ -194,7 +194,7 @@ def _read_checkpoint(path: Path) -> Checkpoint:
             "(audiocraft), codec.json or one audiotok .json card"
         )
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such file or directory")
+        raise CheckpointError(f"{path}: {not_a_file(path)}")
     if path.suffix == ".json":
         if path.name == "config.json":
             return _read_hf_dir(path.parent)
