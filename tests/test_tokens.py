@@ -185,3 +185,47 @@ def test_tokens_of_no_audio_are_refused_by_either_backend():
     empty = Tokens(np.zeros((1, 2, 0), np.int64), None, 0, 24_000, 1.5, codec.model_id)
     with pytest.raises(TokensError, match=r"stand for no audio \(length 0\)"):
         codec.decode(empty)
+
+
+def _npz_with_codes_header(path, header: dict, zeros: int, compress: bool) -> None:
+    """A tokens .npz whose codes member has ``header`` (a npy header) and ``zeros`` zero bytes,
+    streamed into the archive so that a large member is never in memory here."""
+    import io
+    import zipfile
+
+    meta = {"format": "audiotok.tokens", "version": 1, "length": 320, "sample_rate": 24_000,
+            "bandwidth": 6.0, "model_id": "audiotok_24khz"}  # fmt: skip
+    buf = io.BytesIO()
+    np.save(buf, np.array(json.dumps(meta)))
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, header)
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(path, "w", compression=method, compresslevel=1) as z:
+        z.writestr("metadata.npy", buf.getvalue())
+        with z.open("codes.npy", "w", force_zip64=True) as f:
+            f.write(head.getvalue())
+            for start in range(0, zeros, 1 << 24):
+                f.write(bytes(min(1 << 24, zeros - start)))
+
+
+def test_a_zip_bomb_is_refused_before_it_is_expanded(tmp_path):
+    # 139 MB of int64 zeros deflated to a tenth of a MB: one frame more than a day at 200/s
+    # (the old load expanded every member whole; the audit's 1.5 MB file held 1.5 GiB).
+    frames = 24 * 3600 * 200 + 1
+    path = tmp_path / "bomb.npz"
+    header = {"descr": "<i8", "fortran_order": False, "shape": (1, 1, frames)}
+    _npz_with_codes_header(path, header, 8 * frames, compress=True)
+    assert path.stat().st_size < 1_000_000
+    with pytest.raises(TokensError, match=r"codes of shape .* is beyond what a tokens file") as e:
+        Tokens.load(path)
+    assert str(e.value).startswith(str(path)) and "\n" not in str(e.value)
+
+
+def test_a_header_that_lies_about_its_shape_is_refused(tmp_path):
+    # 64 MB declared, 64 bytes held: numpy would allocate the declared shape before reading.
+    path = tmp_path / "lie.npz"
+    header = {"descr": "<i8", "fortran_order": False, "shape": (1, 8, 1_000_000)}
+    _npz_with_codes_header(path, header, 64, compress=False)
+    with pytest.raises(TokensError, match=r"declares shape \[1, 8, 1000000\], 64000000 bytes, "
+                       r"but holds 64\)"):  # fmt: skip
+        Tokens.load(path)

@@ -21,8 +21,10 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import numbers
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,16 @@ from .arrays import as_framework, framework_of
 
 FORMAT_VERSION = 1
 SUFFIXES = (".npz", ".safetensors")
+MAX_FRAMES = 24 * 3600 * 200
+"""Frames per item a tokens file may hold: a day at 200 frames/s, above every model of the zoo
+(the 48 kHz model's 150/s, plus its segments' overlap). Checked against the arrays' declared
+shapes before anything is read, so that a small file can't expand to gigabytes."""
+MAX_TOKEN_BYTES = 2**31
+"""Bytes an array of a tokens file may hold (2 GiB): a day of the zoo's largest codes, 24 kHz
+at 24 kbps (32 codebooks x 75 frames/s x 8 bytes x 86 400 s = 1.66 GB), fits."""
+MAX_METADATA_BYTES = 1 << 20  # the JSON of a handful of fields
+PICKLED = "it holds pickled objects, which are never loaded"
+ARRAYS = ("metadata", "codes", "scales")  # the members load reads; others are never expanded
 
 
 @dataclass
@@ -195,17 +207,23 @@ class Tokens:
 
                 with safe_open(str(path), framework="np") as f:
                     meta = dict(f.metadata() or {})
-                    arrays = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+                    wanted = [k for k in f.keys() if k in ARRAYS]  # noqa: SIM118
+                    for k in wanted:
+                        _check_size(path, k, f.get_slice(k).get_shape())
+                    arrays = {k: f.get_tensor(k) for k in wanted}
             else:
                 with np.load(path, allow_pickle=False) as npz:
+                    wanted = [k for k in ARRAYS if k in npz.files]
+                    for k in wanted:  # before numpy expands a member, whatever its size
+                        _check_npy_member(path, npz.zip, k + ".npy")
                     meta = json.loads(str(npz["metadata"]))
-                    arrays = {k: npz[k] for k in npz.files if k != "metadata"}
+                    arrays = {k: npz[k] for k in wanted if k != "metadata"}
         except TokensError:
             raise
         except Exception as exc:  # numpy, zipfile and safetensors raise many types
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if "allow_pickle" in reason:  # numpy's advice would be to load it unsafely
-                reason = "it holds pickled objects, which are never loaded"
+                reason = PICKLED
             raise TokensError(f"{path}: not a readable tokens file ({reason})") from None
         tokens = cls._from_parts(path, meta, arrays)
         return tokens if framework == "np" else tokens.as_framework(framework)
@@ -242,6 +260,50 @@ class Tokens:
             raise TokensError(f"{path}: {exc}") from None
         except (KeyError, ValueError, TypeError) as exc:  # missing, or null / a list / text
             raise TokensError(f"{path}: bad tokens metadata ({exc})") from None
+
+
+def _check_npy_member(path: Path, archive: zipfile.ZipFile, name: str) -> None:
+    """Refuses an ``.npz`` member whose npy header declares more than the member holds or more
+    than :data:`MAX_FRAMES` / :data:`MAX_TOKEN_BYTES` allow, reading only the header.
+
+    A deflated member of zeros expands about a thousandfold: numpy would read it whole (and
+    allocate the declared shape up front) before anything else could look at it.
+    """
+    info = archive.getinfo(name)
+    with archive.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = read_header(f)
+        held = info.file_size - f.tell()
+    if dtype.hasobject:  # numpy refuses these too, but only after reading them
+        raise TokensError(f"{path}: not a readable tokens file ({PICKLED})")
+    if name == "metadata.npy":
+        if held > MAX_METADATA_BYTES:
+            raise TokensError(f"{path}: its metadata is {held} bytes, not a tokens file's")
+        return
+    _check_size(path, name.removesuffix(".npy"), shape)
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > held:
+        raise TokensError(
+            f"{path}: not a readable tokens file ({name} declares shape {list(shape)}, "
+            f"{declared} bytes, but holds {held})"
+        )
+
+
+def _check_size(path: Path, name: str, shape: Any) -> None:
+    """TokensError for an array of ``shape`` beyond the limits of a tokens file (counted as
+    int64, which codes become, so that int8 codes are no way around them)."""
+    shape = [int(n) for n in shape]
+    frames = shape[-1] if shape else 0
+    if (name == "codes" and frames > MAX_FRAMES) or math.prod(shape) * 8 > MAX_TOKEN_BYTES:
+        raise TokensError(
+            f"{path}: {name} of shape {shape} is beyond what a tokens file holds "
+            f"(at most {MAX_FRAMES} frames, a day at 200 frames/s, and {MAX_TOKEN_BYTES} bytes)"
+        )
 
 
 def _container(path: Path) -> str | None:
