@@ -23,6 +23,25 @@ from typing import Any
 NORMS = ("none", "weight_norm", "time_group_norm")
 PAD_MODES = ("reflect", "constant", "replicate", "circular")
 ACTIVATIONS = ("ELU", "Snake")
+# Bounds on a config's numbers, each far beyond any published model (the zoo's widest
+# convolution has 1024 channels, its most codebooks are 32, its largest ratio 8), so that a
+# typo or a hostile card is a one-line error instead of an allocation of terabytes inside
+# torch, a SystemError, or one segment per sample.
+MIN_SAMPLE_RATE = 1000  # audiotok.audio.read.MIN_SAMPLE_RATE: audio below it is refused
+MAX_SAMPLE_RATE = 768_000  # the highest rate audio interfaces and formats offer
+MAX_WIDTH = 4096  # channels of the widest convolution (n_filters x 2 ** len(ratios)) and dimension
+MAX_N_Q = 1024
+MAX_CODEBOOK_VALUES = 2**28  # n_q x bins x (codebook_dim or dimension): 1 GiB of float32
+MAX_RATIO = 64
+MAX_KERNEL = 64
+
+
+class InvalidCodecConfig(ValueError):
+    """A config with out-of-range fields; :attr:`problems` lists them, one phrase each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid codec config: " + "; ".join(problems))
+        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -122,8 +141,61 @@ class CodecConfig:
             self.target_bandwidths
         ):
             problems.append("target_bandwidths must be a non-empty ascending list")
+        problems += self._range_problems()
         if problems:
-            raise ValueError("invalid codec config: " + "; ".join(problems))
+            raise InvalidCodecConfig(problems)
+
+    def _range_problems(self) -> list[str]:
+        """What lies outside the bounds above, one phrase each (empty when all is well)."""
+        ratios, widest = self.ratios, self.n_filters * 2 ** len(self.ratios)
+        stage_dim = self.codebook_dim or self.dimension
+        checks = {
+            f"sample_rate must be in [{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}] Hz, "
+            f"not {self.sample_rate}": MIN_SAMPLE_RATE <= self.sample_rate <= MAX_SAMPLE_RATE,
+            f"ratios must be 1 to 8 numbers in [1, {MAX_RATIO}], not {list(ratios)}": (
+                1 <= len(ratios) <= 8 and all(1 <= r <= MAX_RATIO for r in ratios)
+            ),
+            f"n_filters must be >= 1 with n_filters x 2 ** len(ratios) <= {MAX_WIDTH}, "
+            f"not {self.n_filters}": self.n_filters >= 1 and widest <= MAX_WIDTH,
+            f"dimension must be in [1, {MAX_WIDTH}], not {self.dimension}": (
+                1 <= self.dimension <= MAX_WIDTH
+            ),
+            f"kernel sizes must be in [1, {MAX_KERNEL}], not "
+            f"{[self.kernel_size, self.last_kernel_size, self.residual_kernel_size]}": all(
+                1 <= k <= MAX_KERNEL
+                for k in (self.kernel_size, self.last_kernel_size, self.residual_kernel_size)
+            ),
+            "n_residual_layers must be in [0, 16], dilation_base in [1, 16], compress in "
+            "[1, 64] and lstm in [0, 8]": (
+                0 <= self.n_residual_layers <= 16
+                and 1 <= self.dilation_base <= 16
+                and 1 <= self.compress <= 64
+                and 0 <= self.lstm <= 8
+            ),
+            f"n_q must be >= 1 and <= {MAX_N_Q}, not {self.n_q}": 1 <= self.n_q <= MAX_N_Q,
+            f"n_q x bins x codebook size must be <= {MAX_CODEBOOK_VALUES}, not "
+            f"{self.n_q * self.bins * stage_dim}": (
+                self.n_q * self.bins * stage_dim <= MAX_CODEBOOK_VALUES
+            ),
+            "trim_right_ratio must be in [0, 1]": 0 <= self.trim_right_ratio <= 1,
+            f"disable_norm_outer_blocks must be in [0, {len(ratios) + 2}]": (
+                0 <= self.disable_norm_outer_blocks <= len(ratios) + 2
+            ),
+            "activation_alpha must be finite": math.isfinite(self.activation_alpha),
+            "target_bandwidths must be finite and > 0": all(
+                math.isfinite(b) and b > 0 for b in self.target_bandwidths
+            ),
+            f"overlap must be in [0, 1), not {self.overlap}": 0 <= self.overlap < 1,
+        }
+        problems = [what for what, ok in checks.items() if not ok]
+        if self.segment is not None and not (
+            math.isfinite(self.segment) and self.segment * self.sample_rate >= self.hop_length
+        ):
+            problems.append(
+                f"segment must be null or at least one frame ({self.hop_length} samples), "
+                f"not {self.segment} s"
+            )
+        return problems
 
     @property
     def hop_length(self) -> int:
@@ -173,10 +245,14 @@ class CodecConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CodecConfig:
-        """Builds a config from :meth:`to_dict` output, rejecting unknown fields."""
+        """Builds a config from :meth:`to_dict` output, rejecting unknown fields and values of
+        the wrong type (JSON's 1e9 for an integer, a string for a number)."""
         unknown = unknown_fields(cls, data)
         if unknown:
             raise ValueError(f"unknown codec config fields: {', '.join(unknown)}")
+        errors = field_type_errors(cls, data)
+        if errors:
+            raise InvalidCodecConfig(errors)
         return cls(**data)
 
 

@@ -24,7 +24,13 @@ from typing import Any
 
 import torch
 
-from ..codec.config import CodecConfig, field_type_errors, unknown_fields, with_tuples
+from ..codec.config import (
+    CodecConfig,
+    InvalidCodecConfig,
+    field_type_errors,
+    unknown_fields,
+    with_tuples,
+)
 from .trainable import CodebookTraining
 
 # The training steps' precision: the dtype of the encoder's and decoder's autocast.
@@ -236,7 +242,6 @@ class TrainConfig:
             "data.segment must be > 0": data.segment > 0,
             "data.category_weights must be >= 0": min(data.category_weights.values(), default=0)
             >= 0,
-            "model.n_q must be >= 1": self.model.n_q >= 1,
             "losses.disc_update_prob must be in [0, 1]": 0 <= losses.disc_update_prob <= 1,
             "losses.mel_fft_range must be (start, end) with start < end": (
                 len(losses.mel_fft_range) == 2 and losses.mel_fft_range[0] < losses.mel_fft_range[1]
@@ -283,7 +288,10 @@ class TrainConfig:
                 errors += field_type_errors(section, kwargs[name], f"{name}.")
         if errors:  # before any is built: a wrong type fails deep inside torch otherwise
             raise ValueError(errors[0])
-        kwargs["model"] = CodecConfig.from_dict(kwargs["model"])
+        try:
+            kwargs["model"] = CodecConfig.from_dict(kwargs["model"])
+        except InvalidCodecConfig as exc:  # named as the overrides name them: model.n_q
+            raise ValueError("; ".join(f"model.{p}" for p in exc.problems)) from None
         for name, section in sections.items():
             if name in kwargs:
                 kwargs[name] = section(**with_tuples(section, kwargs[name]))
