@@ -21,7 +21,7 @@ import soxr
 
 from ..errors import AudioError
 from ..runtime.files import atomic_path, not_a_file, temp_stem
-from .read import SOXR_QUALITY, check_audio, convert_channels, one_line
+from .read import SOXR_QUALITY, check_audio, check_rate, convert_channels, one_line
 from .write import FORMATS, Normalization, audio_format, file_rate, pcm16, sound_file
 
 BLOCK_SECONDS = 2.0
@@ -37,9 +37,11 @@ def audio_info(path: str | os.PathLike) -> sf._SoundFileInfo:
     if not p.is_file():
         raise AudioError(f"{p}: {not_a_file(p)}")
     try:
-        return sf.info(str(p))
+        info = sf.info(str(p))
     except (sf.SoundFileError, RuntimeError) as err:
         raise AudioError(f"{p}: cannot read audio: {one_line(err)}") from err
+    check_rate(info.samplerate, p)  # before a block is sized by it
+    return info
 
 
 class AudioBlocks:

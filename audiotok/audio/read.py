@@ -35,6 +35,11 @@ import soxr
 from ..errors import AudioError
 
 SOXR_QUALITY = "HQ"
+MIN_SAMPLE_RATE = 1000
+"""The lowest sample rate read from a file, in Hz. No audio format or device goes below a few
+kHz (telephony's 8 kHz is the lowest in use), so a lower rate is a damaged or hostile header:
+a 4 KB WAV declared at 1 Hz stood for 33 minutes, and soxr, upsampling it 24 000 times,
+buffered gigabytes. Codec configs take the same minimum (``CodecConfig``)."""
 
 
 def is_tensor(x: Any) -> bool:
@@ -117,8 +122,8 @@ def read_audio(
         The samples as float32 ``[C, T]`` in [-1, 1], and the sample rate in Hz.
 
     Raises:
-        AudioError: If the file is missing, a directory, not decodable audio, or gives no or
-            non-finite samples.
+        AudioError: If the file is missing, a directory, not decodable audio, declares a rate
+            below :data:`MIN_SAMPLE_RATE`, or gives no or non-finite samples.
     """
     if hasattr(path, "read"):
         p: Any = path
@@ -133,7 +138,7 @@ def read_audio(
         raise AudioError(f"{name}: start must be >= 0 and duration > 0 (got {start}, {duration})")
     try:
         with sf.SoundFile(p) as f:
-            rate = f.samplerate
+            rate = check_rate(f.samplerate, name)
             first = round(start * rate)
             if first >= f.frames > 0:
                 raise AudioError(
@@ -148,6 +153,16 @@ def read_audio(
     wav = np.ascontiguousarray(data.T)
     check_audio(wav, str(name))
     return wav, rate
+
+
+def check_rate(rate: int, what: Any) -> int:
+    """``rate``, or AudioError when it is below :data:`MIN_SAMPLE_RATE`."""
+    if rate < MIN_SAMPLE_RATE:
+        raise AudioError(
+            f"{what}: sample rate {rate} Hz is below {MIN_SAMPLE_RATE} Hz, the lowest audiotok "
+            "reads or resamples"
+        )
+    return rate
 
 
 def can_convert_channels(channels: int, to_channels: int) -> bool:
@@ -205,11 +220,14 @@ def convert_audio(wav: Any, from_rate: int, to_rate: int, to_channels: int) -> A
         input's dtype and device for torch input.
 
     Raises:
-        AudioError: If the audio is empty or not finite, or the conversion is not supported.
+        AudioError: If the audio is empty or not finite, the conversion is not supported, or
+            it resamples from or to a rate below :data:`MIN_SAMPLE_RATE`.
     """
     check_audio(wav)
     if from_rate <= 0 or to_rate <= 0:
         raise AudioError(f"sample rates must be positive, got {from_rate} and {to_rate}")
+    if from_rate != to_rate:  # soxr buffers gigabytes at ratios of thousands
+        check_rate(min(from_rate, to_rate), "audio")
     channels = wav.shape[-2]
     _check_channels(channels, to_channels)
     if from_rate == to_rate and channels == to_channels:

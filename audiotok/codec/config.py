@@ -27,7 +27,7 @@ ACTIVATIONS = ("ELU", "Snake")
 # convolution has 1024 channels, its most codebooks are 32, its largest ratio 8), so that a
 # typo or a hostile card is a one-line error instead of an allocation of terabytes inside
 # torch, a SystemError, or one segment per sample.
-MIN_SAMPLE_RATE = 1000  # audiotok.audio.read.MIN_SAMPLE_RATE: audio below it is refused
+MIN_SAMPLE_RATE = 1000  # = audiotok.audio.read.MIN_SAMPLE_RATE (not imported: no soxr here)
 MAX_SAMPLE_RATE = 768_000  # the highest rate audio interfaces and formats offer
 MAX_WIDTH = 4096  # channels of the widest convolution (n_filters x 2 ** len(ratios)) and dimension
 MAX_N_Q = 1024
