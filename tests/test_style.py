@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ast
+import functools
+import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,9 +67,25 @@ def _package_modules() -> dict[str, Path]:
     return paths
 
 
-def _import_graph() -> dict[str, set[str]]:
+def build_import_graph() -> dict[str, set[str]]:
     paths = _package_modules()
     return {m: _imports(p, m, set(paths)) for m, p in paths.items()}
+
+
+@functools.lru_cache(maxsize=1)
+def _import_graph() -> dict[str, set[str]]:
+    """:func:`build_import_graph`, run in a fresh interpreter: in a full run CPython 3.11.7's
+    ``ast.parse`` once raised "SystemError: AST constructor recursion depth mismatch" here, in
+    a pytest-xdist worker whose earlier tests had ended in RecursionErrors (deep JSON)."""
+    script = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import test_style; "
+        "print(json.dumps({m: sorted(i) for m, i in test_style.build_import_graph().items()}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(Path(__file__).parent)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return {m: set(i) for m, i in json.loads(done.stdout).items()}
 
 
 def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
