@@ -114,6 +114,8 @@ def test_ray_dataset_equals_the_local_one(ray_cluster, corpus, tmp_path, stereo)
         codec, corpus, tmp_path / "ray", progress=False, engine=RayEngine(num_workers=2)
     )
     assert again.encoded == 0 and again.skipped == 19
+    # No usage-metrics thread left behind, polling a Prometheus this machine does not run.
+    assert "data-usage-metrics-poller" not in {t.name for t in threading.enumerate()}
 
 
 def test_a_worker_killed_mid_run_costs_nothing(ray_cluster, corpus, tmp_path):

@@ -108,6 +108,14 @@ class RayEngine:
         self, codec: Codec, todo: list[Source], bandwidth: float, batch_size: int
     ) -> Generator[Encoded, None, None]:
         """The files of ``todo`` encoded on Ray, in order (see :class:`Engine`)."""
+        # Ray Data's usage collection starts, at a run's first execution, a daemon thread that
+        # queries a Prometheus at localhost:9090 every 10 s for the rest of the process's life,
+        # logging each failed query with its traceback: in a process that tokenizes offline and
+        # goes on to other work, four tracebacks formatted in the background every 10 s
+        # (whose formatting, on CPython 3.11, parses source with ``ast`` beside the main
+        # thread: a SystemError "AST constructor recursion depth mismatch" in our CI).
+        # setdefault: a caller's own setting wins.
+        os.environ.setdefault("RAY_DATA_USAGE_DISABLED", "1")
         import ray
 
         owned = not ray.is_initialized()
