@@ -72,15 +72,16 @@ class EncodecCodec(Codec):
     def compile(self, **options: object) -> EncodecCodec:
         """Compiles the encoder and decoder with ``torch.compile``; returns self.
 
-        Compilation takes seconds to minutes on the first call at each new input shape
-        (``dynamic=True`` by default limits recompiling for new lengths). Batches of
-        different lengths run layer by layer (:mod:`.batching`) and so stay uncompiled.
-        Parameter names, and so the fingerprint, are unchanged. ``options`` go to
-        ``torch.compile``.
+        Each run of convolutions between LSTMs is one graph; the LSTMs run uncompiled
+        (:meth:`~.seanet._LayerStack.compile_around_lstm` says why). Compilation takes
+        seconds to minutes on the first call at each new input shape (``dynamic=True`` by
+        default: lengths are symbolic). Batches of different lengths run layer by layer
+        (:mod:`.batching`) and so stay uncompiled. Parameter names, and so the fingerprint,
+        are unchanged. ``options`` go to ``torch.compile``.
         """
         options = {"dynamic": True, **options}
-        self.model.encoder.compile(**options)
-        self.model.decoder.compile(**options)
+        self.model.encoder.compile_around_lstm(**options)
+        self.model.decoder.compile_around_lstm(**options)
         return self
 
     @property
