@@ -119,3 +119,24 @@ def test_audio_longer_than_the_service_codes_is_refused_before_any_work(tmp_path
         other = client.post("/v1/decompress", content=ecdc)
     assert other.status_code == 422, other.text
     assert "/" not in other.json()["error"]["message"].replace("/v1", "")
+
+
+def test_a_field_sent_twice_is_refused(tmp_path):
+    """Two ``audio`` parts: the last one was coded and the first dropped without a word."""
+    from conftest import DATA
+    from fastapi.testclient import TestClient
+
+    from audiotok.serve.app import create_app
+    from audiotok.serve.models import load_served_models
+    from audiotok.serve.service import ServeSettings
+
+    clip = DATA / "speech_24k.flac"
+    app = create_app(ServeSettings(state=tmp_path / "state"), load_served_models([], [], []))
+    twice = [("audio", ("a.flac", clip.read_bytes())), ("audio", ("b.flac", clip.read_bytes()))]
+    with TestClient(app) as client:
+        for route in ("/v1/compress", "/v1/encode", "/v1/decompress", "/v1/decode"):
+            answer = client.post(route, files=twice)
+            assert answer.status_code == 400, (route, answer.text)
+            assert answer.json()["error"]["message"] == "'audio' is sent 2 times; send it once"
+        bitrates = client.post("/v1/compress", files=twice[:1], data={"bitrate": ["3", "6"]})
+        assert bitrates.status_code == 400 and "'bitrate' is sent 2 times" in bitrates.text

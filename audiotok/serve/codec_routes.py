@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
@@ -42,10 +42,16 @@ from .uploads import (
     save_body_or_file,
     save_upload,
     scratch,
+    single_parts,
     upload_stem,
 )
 
-router = APIRouter(prefix="/v1", tags=["codec"], responses=error_responses(400, 401, 413, 415, 422))
+router = APIRouter(
+    prefix="/v1",
+    tags=["codec"],
+    responses=error_responses(400, 401, 413, 415, 422),
+    dependencies=[Depends(single_parts)],
+)
 AUDIO_TYPES = {
     "wav": "audio/wav",
     "flac": "audio/flac",

@@ -119,6 +119,17 @@ def scratch(service: Service) -> Iterator[Callable[[str, str], Path]]:
             path.unlink(missing_ok=True)
 
 
+async def single_parts(request: Request) -> None:
+    """A route dependency: 400 for a multipart body that sends a field more than once. Which
+    of two ``audio`` parts was coded would be a guess (the last one was, silently)."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return
+    form = await request.form()  # parsed once per request: the route's own fields reuse it
+    for key in dict.fromkeys(form.keys()):
+        if (count := len(form.getlist(key))) > 1:
+            raise ApiError(400, "bad_parameters", f"'{key}' is sent {count} times; send it once")
+
+
 def save_upload(service: Service, upload: UploadFile, path: Path) -> None:
     """Copies a multipart upload (spooled by Starlette) to ``path``, up to the cap."""
     with open(path, "wb") as out:
