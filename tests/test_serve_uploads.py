@@ -131,7 +131,8 @@ def test_a_field_sent_twice_is_refused(tmp_path):
     from audiotok.serve.service import ServeSettings
 
     clip = DATA / "speech_24k.flac"
-    app = create_app(ServeSettings(state=tmp_path / "state"), load_served_models([], [], []))
+    settings = ServeSettings(state=str(tmp_path / "state"))  # a str: TypeError at start-up
+    app = create_app(settings, load_served_models([], [], []))
     twice = [("audio", ("a.flac", clip.read_bytes())), ("audio", ("b.flac", clip.read_bytes()))]
     with TestClient(app) as client:
         for route in ("/v1/compress", "/v1/encode", "/v1/decompress", "/v1/decode"):

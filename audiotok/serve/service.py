@@ -67,6 +67,7 @@ class ServeSettings:
     role: str = "all"
 
     def __post_init__(self) -> None:
+        self.state = Path(self.state)  # a str from Python (the CLI passes a Path)
         # An empty key (AUDIOTOK_API_KEY= in a deployment file) would turn authentication off;
         # a non-ASCII one could never match (HTTP headers reach us as latin-1).
         key = self.api_key
