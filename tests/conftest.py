@@ -137,13 +137,18 @@ def codec():
     return tiny_codec()
 
 
-@pytest.fixture
-def segmented_codec():
+def segmented_tiny():
     """A tiny stereo model that normalises 0.1 s segments, like the 48 kHz one."""
     return tiny_codec(
         "tiny48", sample_rate=48_000, channels=2, causal=False, norm="time_group_norm",
         normalize=True, segment=0.1, target_bandwidths=(1.2, 2.4),
     )  # fmt: skip
+
+
+@pytest.fixture
+def segmented_codec():
+    """:func:`segmented_tiny`."""
+    return segmented_tiny()
 
 
 @pytest.fixture(scope="session")
@@ -200,26 +205,71 @@ def redis_url(tmp_path_factory):
     process.wait(timeout=10)
 
 
+def _run_folder(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """``name`` in the run's temporary folder, common to the pytest-xdist workers."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # each worker's basetemp is a child of the run's
+        root = root.parent
+    return root / name
+
+
 @pytest.fixture(scope="session")
-def default_onnx(tmp_path_factory) -> Path:
-    """The packaged default exported to ONNX (``model.json`` and its graphs) once for the whole
-    run; under pytest-xdist the workers share it through a lock in their common temporary
-    folder. Tests only read it: those that test exporting export on their own."""
+def default_onnx_cache(tmp_path_factory) -> Path:
+    """An ``$AUDIOTOK_CACHE`` into which ``load_codec("audiotok_24khz", backend="onnx")``
+    exported the packaged default, once for the whole run; under pytest-xdist the workers share
+    it through a lock in their common temporary folder. Tests only read it (what that export
+    left in the cache: tests/test_onnx_backend.py); those that test exporting export on their
+    own."""
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     from filelock import FileLock
 
-    from audiotok.codec.load import load_codec
+    from audiotok.codec.load import onnx_export_folder
+
+    cache = _run_folder(tmp_path_factory, "default-onnx-cache")
+    with FileLock(f"{cache}.lock"), pytest.MonkeyPatch.context() as env:
+        env.setenv("AUDIOTOK_CACHE", str(cache))
+        onnx_export_folder("audiotok_24khz")  # exported the first time, found after
+    return cache
+
+
+@pytest.fixture(scope="session")
+def default_onnx(default_onnx_cache) -> Path:
+    """The packaged default's ONNX export (``model.json`` and its graphs), in
+    :func:`default_onnx_cache`."""
+    (folder,) = (p for p in (default_onnx_cache / "onnx").iterdir() if p.name != "sources")
+    return folder
+
+
+def _shared_export(tmp_path_factory, codec) -> Path:
+    """``codec`` exported to ONNX once for the whole run (shared by the xdist workers as
+    :func:`default_onnx_cache`), in a folder named by its weights' fingerprint: a process whose
+    ``tiny_codec`` came out otherwise gets an export of its own weights."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from filelock import FileLock
+
     from audiotok.codec.onnx_export import export_onnx
 
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):  # each worker's basetemp is a child of the run's
-        root = root.parent
-    folder = root / "default-onnx"
+    name = f"onnx-{codec.model_id}-{codec.fingerprint().hex()[:16]}"
+    folder = _run_folder(tmp_path_factory, name)
     with FileLock(f"{folder}.lock"):
         if not (folder / "model.json").exists():
-            export_onnx(load_codec("audiotok_24khz"), folder, overwrite=True)
+            export_onnx(codec, folder, overwrite=True)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory) -> Path:
+    """``tiny_codec()`` exported to ONNX (with its streaming graphs: it is causal), shared by
+    the tests that read an export of it; those that change one change a copy."""
+    return _shared_export(tmp_path_factory, tiny_codec())
+
+
+@pytest.fixture(scope="session")
+def segmented_onnx(tmp_path_factory) -> Path:
+    """:func:`segmented_tiny` exported to ONNX (segment graphs), shared as :func:`tiny_onnx`."""
+    return _shared_export(tmp_path_factory, segmented_tiny())
 
 
 def check_stream_refusals(codec, bandwidth: float, audio: torch.Tensor) -> None:

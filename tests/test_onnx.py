@@ -32,23 +32,17 @@ MIN_EQUAL = 0.999
 SPEECH = "speech_24k.flac"
 
 
-def segmented_tiny():
-    return tiny_codec(
-        "tiny48", sample_rate=48_000, channels=2, causal=False, norm="time_group_norm",
-        normalize=True, segment=0.1, target_bandwidths=(1.2, 2.4),
-    )  # fmt: skip
-
-
 def check_unsegmented(codec, out_dir: Path, cases: list[tuple[str, float, float]]) -> None:
     """Exports ``codec`` and compares the graphs with torch on ``(clip, seconds, min_equal)``."""
     check_graphs(codec, export_onnx(codec, out_dir), cases)
 
 
-def test_unsegmented_tiny(tmp_path):
+def test_unsegmented_tiny(tiny_onnx):
     # The graphs were traced on 0.25 s. The tiny model's 16-entry codebooks tie often
     # (0.997 equal seen at 2.3 s): every mismatch is a checked near tie, but the 99.9 %
-    # bar is for real models.
-    check_unsegmented(tiny_codec(), tmp_path, [(SPEECH, 0.37, 0.99), (SPEECH, 2.3, 0.99)])
+    # bar is for real models. The run's export of it (conftest.py), as other tests read it.
+    cases = [(SPEECH, 0.37, 0.99), (SPEECH, 2.3, 0.99)]
+    check_graphs(tiny_codec(), tiny_onnx / "model.json", cases)
 
 
 def test_unsegmented_tiny_snake(tmp_path):
@@ -64,10 +58,11 @@ def test_unsegmented_default_model(default_onnx):
     check_graphs(audiotok.load_codec("audiotok_24khz"), default_onnx / "model.json", cases)
 
 
-def test_segmented_pipeline(tmp_path):
+def test_segmented_pipeline(segmented_codec, segmented_onnx):
     """Per-segment graphs plus numpy segmentation and overlap-add give the torch codec's."""
-    codec = segmented_tiny()
-    meta, enc, dec = sessions(export_onnx(codec, tmp_path))
+    codec = segmented_codec  # exported once for the run (conftest.py)
+    meta, enc, dec = sessions(segmented_onnx / "model.json")
+    assert meta["torch_fingerprint"] == codec.fingerprint().hex()
     assert meta["segmented"] and meta["graphs"]["encoder"]["file"] == "encoder_segment.onnx"
     wav = real_audio("music_48k_stereo.flac", codec, 0.25)  # 3 segments, last one short
     k = codec.num_codebooks(codec.bandwidths[-1])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import shutil
 import sys
 from pathlib import Path
 
@@ -69,21 +70,35 @@ def compare(torch_codec, onnx_codec, wav: torch.Tensor, rate: int, bandwidths) -
         assert (audio - expected).abs().max() <= AUDIO_TOL
 
 
-def test_default_model_both_backends_give_the_same_files(cache, tmp_path):
+@pytest.fixture
+def default_cache(default_onnx_cache, monkeypatch) -> Path:
+    """The run's cache in which ``load_codec(..., backend="onnx")`` exported the packaged
+    default (conftest.py): the tests below find that export there instead of making their own."""
+    monkeypatch.setenv("AUDIOTOK_CACHE", str(default_onnx_cache))
+    return default_onnx_cache
+
+
+def test_default_model_both_backends_give_the_same_files(default_cache):
     from audiotok.compression.decode import decode_stream
     from audiotok.compression.encode import compress_to
 
     torch_codec = load_codec("audiotok_24khz")
-    onnx_codec = load_codec("audiotok_24khz", backend="onnx")
+    # The export is in the cache (the fixture's load_codec made it): found again by its weights
+    # file's hash, without loading the model in torch or exporting again.
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("torch_load.load_torch_codec", "onnx_export.export_onnx"):
+            patch.setattr(f"audiotok.codec.{name}", lambda *a, **k: pytest.fail("not cached"))
+        onnx_codec = load_codec("audiotok_24khz", backend="onnx")
     assert isinstance(onnx_codec, OnnxCodec)
     assert onnx_codec.fingerprint() == torch_codec.fingerprint()
     assert np.array_equal(onnx_codec.entropy_priors, torch_codec.entropy_priors)
     assert (onnx_codec.bandwidths, onnx_codec.default_bandwidth) == (
         torch_codec.bandwidths, torch_codec.default_bandwidth)  # fmt: skip
-    (folder,) = (p for p in (cache / "onnx").iterdir() if p.name != "sources")  # exported once
+    onnx = default_cache / "onnx"
+    (folder,) = (p for p in onnx.iterdir() if p.name != "sources")  # exported once
     assert folder.name == f"audiotok_24khz-{torch_codec.fingerprint().hex()}-v3"
-    # ... and found again by its weights file's hash, without loading the model in torch.
-    (record,) = (cache / "onnx" / "sources").iterdir()
+    assert onnx_codec.folder == folder
+    (record,) = (onnx / "sources").iterdir()
     assert json.loads(record.read_text())["export"] == folder.name
     assert load_codec(folder).folder == folder  # an export folder loads as it is
     speech, rate = clip("speech_24k.flac")
@@ -134,8 +149,8 @@ def test_random_official_architectures(arch, tmp_path, encodec_package):
         check_graphs(torch_codec, onnx_codec.folder / "model.json", cases)
 
 
-def test_segmented_tiny_and_short_inputs(segmented_codec, tmp_path):
-    onnx_codec = OnnxCodec(export_onnx(segmented_codec, tmp_path / "onnx"))
+def test_segmented_tiny_and_short_inputs(segmented_codec, segmented_onnx, tiny_onnx):
+    onnx_codec = OnnxCodec(segmented_onnx)
     assert onnx_codec.segments == segmented_codec.segments and onnx_codec.has_scales
     music, rate = clip("music_48k_stereo.flac")
     # The tiny model's 16-entry codebooks tie more often than real ones: 99 % here.
@@ -148,7 +163,7 @@ def test_segmented_tiny_and_short_inputs(segmented_codec, tmp_path):
         assert (audio - expected).abs().max() <= AUDIO_TOL
     # Shorter than every reflect padding of the tiny model's (7 samples): as torch too.
     tiny = tiny_codec()
-    short = OnnxCodec(export_onnx(tiny, tmp_path / "short"))
+    short = OnnxCodec(tiny_onnx)
     ref = tiny.encode(music[:1, :7], rate)
     tokens = short.encode(music[:1, :7], rate)
     assert np.array_equal(tokens.codes, ref.codes.numpy())
@@ -181,10 +196,10 @@ def test_short_last_segments_code_as_torch(tmp_path):
             assert (audio - expected).abs().max() <= AUDIO_TOL, n
 
 
-def test_an_older_export_still_pads_and_says_so(segmented_codec, tmp_path):
+def test_an_older_export_still_pads_and_says_so(segmented_codec, segmented_onnx, tmp_path):
     """Format 2 sidecars (min_length 961 for 48 kHz) are read with their old behaviour: short
     segments padded before the graph, inexact, with one warning to export again."""
-    sidecar = export_onnx(segmented_codec, tmp_path / "onnx")
+    sidecar = shutil.copytree(segmented_onnx, tmp_path / "onnx") / "model.json"
     meta = json.loads(sidecar.read_text())
     assert (meta["format_version"], meta["min_length"], meta["min_frames"]) == (3, 1, 1)
     meta.update(format_version=2, min_length=961, min_frames=4)
@@ -197,18 +212,17 @@ def test_an_older_export_still_pads_and_says_so(segmented_codec, tmp_path):
     assert np.isfinite(old.decode(tokens)).all()
 
 
-def test_sent_to_another_process_it_opens_its_folder_again(tmp_path):
-    codec = OnnxCodec(export_onnx(tiny_codec(), tmp_path))
+def test_sent_to_another_process_it_opens_its_folder_again(tiny_onnx):
+    codec = OnnxCodec(tiny_onnx)
     again = pickle.loads(pickle.dumps(codec))  # how Ray ships it to its actors
     speech, rate = clip("speech_24k.flac")
     assert np.array_equal(again.encode(speech, rate).codes, codec.encode(speech, rate).codes)
 
 
-def test_errors_are_one_line(tmp_path, monkeypatch):
+def test_errors_are_one_line(tmp_path, monkeypatch, tiny_onnx):
     from audiotok.cli.main import cli
 
-    folder = tmp_path / "onnx"
-    export_onnx(tiny_codec(), folder)
+    folder = shutil.copytree(tiny_onnx, tmp_path / "onnx")  # altered below
     graph = folder / "decoder.onnx"
     graph.write_bytes(graph.read_bytes() + b"\0")
     with pytest.raises(CheckpointError, match="SHA-256 differs"):
@@ -234,7 +248,7 @@ def test_errors_are_one_line(tmp_path, monkeypatch):
         OnnxCodec(folder)
 
 
-def test_cli_compress_and_decompress_on_onnx(tmp_path):
+def test_cli_compress_and_decompress_on_onnx(tmp_path, default_cache):
     from audiotok.cli.main import cli
 
     runner = CliRunner()

@@ -192,12 +192,10 @@ def test_short_segments_run_in_a_browser(
     tmp_path,
     ort_web,
     browser,  # noqa: F811
-    segmented_codec,
+    segmented_onnx,
 ):
-    from audiotok.codec.onnx_export import export_onnx
-
-    site = tmp_path / "site"
-    onnx_codec = OnnxCodec(export_onnx(segmented_codec, site))
+    site = shutil.copytree(segmented_onnx, tmp_path / "site")
+    onnx_codec = OnnxCodec(site)
     clip = load_clip("music_48k_stereo.flac", 48_000, 2, seconds=0.1)[0]  # [2, 4800]
     clip.numpy().astype("<f4").tofile(site / "clip.f32")
     lengths = [4800, 480, 1]  # a whole 0.1 s segment; shorter than the 961-sample padding
