@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,18 +59,11 @@ def env(tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def export(env, default_onnx) -> Path:
+def export(env, default_onnx_cache, default_onnx) -> Path:
     """The packaged default exported (with torch, here) into a folder, and into the runs' cache
-    by ``load_codec(backend="onnx")`` as a machine with torch would have done it."""
-    previous = os.environ.get("AUDIOTOK_CACHE")
-    os.environ["AUDIOTOK_CACHE"] = env["AUDIOTOK_CACHE"]
-    try:
-        load_codec(backend="onnx")
-    finally:
-        if previous is None:
-            del os.environ["AUDIOTOK_CACHE"]
-        else:
-            os.environ["AUDIOTOK_CACHE"] = previous
+    by ``load_codec(backend="onnx")`` as a machine with torch would have done it: the run's
+    export by that call (conftest.py), its cache entries copied into the runs' cache."""
+    shutil.copytree(default_onnx_cache / "onnx", Path(env["AUDIOTOK_CACHE"]) / "onnx")
     return default_onnx
 
 
