@@ -153,16 +153,23 @@ def segmented_codec():
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A local Ray cluster for the session's Ray tests: a head and two worker nodes (separate
-    raylets on loopback), one CPU each; this process is its driver."""
+    """A local Ray cluster for the session's Ray tests: one node (raylet) with three CPUs;
+    this process is its driver.
+
+    One node, not a head and worker nodes on loopback: the tests kill actor processes, never
+    nodes, and every node here would share this machine's disk and paths, so extra raylets
+    exercised only Ray's own object transfer, each at the price of its raylet, its dashboard
+    and runtime-env agents and, under Serve, its own HTTP proxy (~16 s of CPU for two). No
+    autoscaler monitor (nothing to scale) and no log monitor (``log_to_driver=False``: no one
+    reads what it would forward)."""
     ray = pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(
-        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
-    )
-    for _ in range(2):
-        cluster.add_node(num_cpus=1)
+        initialize_head=True,
+        head_node_args={"num_cpus": 3, "include_dashboard": False, "no_monitor": True,
+                        "include_log_monitor": False},
+    )  # fmt: skip
     ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
     yield cluster
     ray.shutdown()
