@@ -48,6 +48,12 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     return ModuleScheduling(config, log)
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's too: what the workers are told
+def pytest_configure_node(node) -> None:
+    # (The workers' own --dist is "no".) Whether the Ray tests reach one worker as one run.
+    node.workerinput["ray_tests_in_one_scope"] = node.config.getvalue("dist") == "loadscope"
+
+
 @pytest.fixture(scope="session")
 def encodec_package():
     """Meta's ``encodec`` package (installed with --no-deps, see README).
@@ -151,17 +157,10 @@ def segmented_codec():
     return segmented_tiny()
 
 
-@pytest.fixture(scope="session")
-def ray_cluster():
-    """A local Ray cluster for the session's Ray tests: one node (raylet) with three CPUs;
-    this process is its driver.
+_RAY: dict = {}  # "cluster": the session's local Ray cluster, while it runs
 
-    One node, not a head and worker nodes on loopback: the tests kill actor processes, never
-    nodes, and every node here would share this machine's disk and paths, so extra raylets
-    exercised only Ray's own object transfer, each at the price of its raylet, its dashboard
-    and runtime-env agents and, under Serve, its own HTTP proxy (~16 s of CPU for two). No
-    autoscaler monitor (nothing to scale) and no log monitor (``log_to_driver=False``: no one
-    reads what it would forward)."""
+
+def _start_ray():
     ray = pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
@@ -171,9 +170,62 @@ def ray_cluster():
                         "include_log_monitor": False},
     )  # fmt: skip
     ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
+    return cluster
+
+
+def _stop_ray() -> None:
+    cluster = _RAY.pop("cluster", None)
+    if cluster is not None:
+        import ray
+
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def _ray_session():
+    yield
+    _stop_ray()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(_ray_session):
+    """A local Ray cluster for the session's Ray tests: one node (raylet) with three CPUs;
+    this process is its driver. Started by the first test that asks for it, stopped after the
+    last test of the ``*_ray.py`` modules (see ``pytest_runtest_teardown``) or at the end.
+
+    One node, not a head and worker nodes on loopback: the tests kill actor processes, never
+    nodes, and every node here would share this machine's disk and paths, so extra raylets
+    exercised only Ray's own object transfer, each at the price of its raylet, its dashboard
+    and runtime-env agents and, under Serve, its own HTTP proxy (~16 s of CPU for two). No
+    autoscaler monitor (nothing to scale) and no log monitor (``log_to_driver=False``: no one
+    reads what it would forward)."""
+    if "cluster" not in _RAY:
+        _RAY["cluster"] = _start_ray()
+    return _RAY["cluster"]
+
+
+def _in_ray_module(item) -> bool:
+    return item is not None and item.nodeid.split("::", 1)[0].endswith("_ray.py")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    """Stops the Ray cluster once the last Ray test is done, not at the session's end: the
+    Ray scope runs first on its xdist worker, and an idle cluster (GCS, raylet, agents, Ray
+    Data's stats and autoscaling actors) took ~0.06 core for the rest of the run. Under other
+    xdist modes a worker can't tell that no Ray test follows, and keeps it to the end; a Ray
+    test after a stop would find ``ray_cluster`` start a new one."""
+    yield
+    if "cluster" not in _RAY or not _in_ray_module(item) or _in_ray_module(nextitem):
+        return
+    if hasattr(item.config, "workerinput"):  # an xdist worker knows its next item only
+        last = item.config.workerinput.get("ray_tests_in_one_scope", False)
+    else:
+        items = item.session.items
+        last = not any(map(_in_ray_module, items[items.index(item) + 1 :]))
+    if last:
+        _stop_ray()
 
 
 @pytest.fixture(scope="session")
