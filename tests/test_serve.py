@@ -1,7 +1,10 @@
-"""``audiotok serve`` over real HTTP: a server process started by each test on a loopback port,
-serving the packaged default codec and a tiny random MusicGen written by the test.
+"""``audiotok serve`` over real HTTP: server processes on loopback ports, serving the packaged
+default codec and a tiny random MusicGen written by the tests.
 
-Every wait is bounded (``TIMEOUT``); the servers are killed at the end of their test.
+A server start is most of a test's time (torch, transformers and the models: seconds of CPU),
+so the checks that don't stop a server share ``served`` (key, rollout and spans on); servers
+killed and restarted are in test_serve_faults.py. Every wait is bounded (``TIMEOUT``) and
+polls; the servers are stopped at the end.
 """
 
 from __future__ import annotations
@@ -30,12 +33,17 @@ pytest.importorskip("fastapi")
 
 TIMEOUT = 90.0
 SPEECH = DATA / "speech_24k.flac"
+KEY = "s3cret"  # the API key of the shared servers, which their clients send
 
 
 class Server:
-    """A ``python -m audiotok serve`` process on a free loopback port."""
+    """A ``python -m audiotok serve`` process on a free loopback port, ready unless ``wait`` is
+    false (then :meth:`wait_ready`: several servers start side by side); ``headers`` go with
+    every request of its client."""
 
-    def __init__(self, state: Path, *args: str) -> None:
+    def __init__(
+        self, state: Path, *args: str, wait: bool = True, headers: dict | None = None
+    ) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -55,7 +63,11 @@ class Server:
         ]
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        self.client = httpx.Client(base_url=self.url, timeout=TIMEOUT)
+        self.client = httpx.Client(base_url=self.url, timeout=TIMEOUT, headers=headers)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
         deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -104,35 +116,20 @@ def generator_dir(tmp_path_factory) -> Path:
     return save_hf(tiny_musicgen(seed=7), tmp_path_factory.mktemp("generator") / "tiny")
 
 
-@pytest.fixture
-def server_factory(tmp_path) -> Iterator:
-    servers = []
-
-    def start(*args: str, state: Path | None = None) -> Server:
-        server = Server(state or tmp_path / "state", *args)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, generator_dir) -> Iterator[Server]:
-    """One server with the default codec and the tiny generator, shared by the fast tests."""
+    """One server with the default codec and the tiny generator, shared by the tests that don't
+    stop it; its client sends the API key. The tiny weights are also served as ``music`` and
+    ``music-v2``, every request for ``music`` rolled out to ``music-v2`` (requests for
+    ``tiny``, the default, are untouched), and spans go to its log."""
     state = tmp_path_factory.mktemp("served") / "state"
     server = Server(
-        state,
-        "--generator",
-        f"tiny={generator_dir}",
-        "--batch-wait-ms",
-        "300",
-        "--max-batch",
-        "4",
-        "--max-upload-mb",
-        "2",
-    )
+        state, "--api-key", KEY, "--generator", f"tiny={generator_dir}",
+        "--generator", f"music={generator_dir}", "--generator", f"music-v2={generator_dir}",
+        "--rollout", "music:music-v2=1", "--otel-exporter", "console",
+        "--batch-wait-ms", "300", "--max-batch", "4", "--max-upload-mb", "2",
+        headers={"Authorization": f"Bearer {KEY}"},
+    )  # fmt: skip
     yield server
     server.stop()
 
@@ -150,7 +147,7 @@ def error_of(response) -> tuple[int, str]:
 def test_health_readiness_metrics_and_docs(served):
     assert served.client.get("/healthz").json()["status"] == "ok"
     ready = served.client.get("/readyz").json()
-    assert ready["status"] == "ready" and ready["generators"] == ["tiny"]
+    assert ready["status"] == "ready" and ready["generators"] == ["music", "music-v2", "tiny"]
     assert "audiotok_24khz" in ready["codecs"]
     served.client.get("/healthz")
     text = served.client.get("/metrics").text
@@ -226,10 +223,12 @@ def test_long_uploads_are_coded_as_the_cli_codes_them(served, tmp_path):
 
     import audiotok
     from audiotok.codec.tokens import Tokens
+    from audiotok.compression.files import STREAM_SECONDS
 
     speech, rate = sf.read(SPEECH, dtype="float32")
-    long = tmp_path / "long talk.flac"  # over STREAM_SECONDS: streamed, in bounded memory
-    sf.write(long, np.tile(speech, 10), rate)
+    long = tmp_path / "long talk.flac"  # just over STREAM_SECONDS: streamed, in bounded memory
+    repeats = int(STREAM_SECONDS * rate) // len(speech) + 1
+    sf.write(long, np.tile(speech, repeats), rate)
     r = served.client.post("/v1/compress", files={"audio": (long.name, long.read_bytes())})
     assert r.status_code == 200, r.text
     assert "long talk.atok" in unquote(r.headers["content-disposition"])
@@ -237,7 +236,7 @@ def test_long_uploads_are_coded_as_the_cli_codes_them(served, tmp_path):
     assert r.content == (tmp_path / "cli.atok").read_bytes()
     d = served.client.post("/v1/decompress?format=ogg", content=r.content)
     assert d.status_code == 200 and d.headers["x-sample-rate"] == str(rate)
-    assert sf.info(io.BytesIO(d.content)).frames == 10 * len(speech)
+    assert sf.info(io.BytesIO(d.content)).frames == repeats * len(speech)
     # Tokens of two items make two signals, not one audio file: refused, not half decoded.
     tokens = served.client.post("/v1/encode", files={"audio": ("s.flac", SPEECH.read_bytes())})
     one = Tokens.load(_saved(tmp_path / "one.npz", tokens.content), framework="np")
@@ -308,17 +307,31 @@ def test_errors_are_json_with_the_right_status(served):
     )
 
 
-def test_api_key(server_factory):
-    server = server_factory("--api-key", "s3cret")
-    assert error_of(server.client.get("/v1/jobs/x")) == (401, "unauthorized")
-    bad = {"Authorization": "Bearer wrong"}
-    assert error_of(server.client.get("/v1/jobs/x", headers=bad)) == (401, "unauthorized")
-    good = {"Authorization": "Bearer s3cret"}
-    assert error_of(server.client.get("/v1/jobs/x", headers=good)) == (404, "not_found")
-    assert server.client.get("/healthz").status_code == 200  # probes need no key
-    # No generator loaded: generation is an unknown model, not a crash.
-    r = server.client.post("/v1/generate", json={"prompt": "x"}, headers={"X-API-Key": "s3cret"})
-    assert error_of(r) == (422, "unknown_model")
+def test_api_key(served):
+    with httpx.Client(base_url=served.url, timeout=TIMEOUT) as client:  # no key of its own
+        assert error_of(client.get("/v1/jobs/x")) == (401, "unauthorized")
+        bad = {"Authorization": "Bearer wrong"}
+        assert error_of(client.get("/v1/jobs/x", headers=bad)) == (401, "unauthorized")
+        assert error_of(client.post("/v1/generate", json={"prompt": "x"})) == (401, "unauthorized")
+        good = {"Authorization": f"Bearer {KEY}"}
+        assert error_of(client.get("/v1/jobs/x", headers=good)) == (404, "not_found")
+        assert error_of(client.get("/v1/jobs/x", headers={"X-API-Key": KEY})) == (404, "not_found")
+        assert client.get("/healthz").status_code == 200  # probes need no key
+
+
+def test_generation_without_a_generator_is_an_unknown_model(tmp_path):
+    """No generator loaded: generation is an unknown model, not a crash (the app in process:
+    a server of its own would only add its start)."""
+    from fastapi.testclient import TestClient
+
+    from audiotok.serve.app import create_app
+    from audiotok.serve.models import ServedModels
+    from audiotok.serve.service import ServeSettings
+
+    settings = ServeSettings(state=tmp_path / "state", api_key=KEY)
+    with TestClient(create_app(settings, ServedModels(codecs={}, generators={}))) as client:
+        r = client.post("/v1/generate", json={"prompt": "x"}, headers={"X-API-Key": KEY})
+        assert error_of(r) == (422, "unknown_model")
 
 
 # --- generation ------------------------------------------------------------------------------
@@ -390,93 +403,6 @@ def test_identical_requests_generate_once_then_hit_the_cache(served):
     assert served.client.get(f"/v1/jobs/{again['id']}/audio").content == audio.content
 
 
-def test_cancel_and_deadline(server_factory, generator_dir):
-    server = server_factory(
-        "--generator",
-        f"tiny={generator_dir}",
-        "--max-batch",
-        "1",
-        "--min-deadline",
-        "0.3",
-        "--deadline-per-second",
-        "0.01",
-    )
-    slow = server.client.post("/v1/generate", json={"prompt": "a", "duration": 20}).json()["id"]
-    first, second = (
-        server.client.post("/v1/generate", json={"prompt": "b", "duration": 1}).json()["jobs"][0]
-        for _ in range(2)
-    )  # the second joins the first, queued behind the slow one
-    queued = first["id"]
-    assert second["id"] == queued and second["joined"]
-    for _ in range(2):  # a retried DELETE drops its own request's interest only
-        url = f"/v1/jobs/{queued}?subscription={first['subscription']}"
-        assert server.client.delete(url).json()["status"] in ("queued", "running")
-    url = f"/v1/jobs/{queued}?subscription={second['subscription']}"
-    assert server.client.delete(url).json()["status"] == "cancelled"
-    job = server.wait_for(slow, ("failed",))
-    assert job["error"]["code"] == "deadline_exceeded"
-    assert error_of(server.client.get(f"/v1/jobs/{slow}/audio")) == (504, "deadline_exceeded")
-    assert error_of(server.client.get(f"/v1/jobs/{queued}/audio")) == (409, "cancelled")
-    assert server.metric("audiotok_timeouts_total") == 1
-    # The stopped pass is one LM pass; reading a failed job's audio is not one error more.
-    assert server.metric('audiotok_errors_total{kind="deadline_exceeded"}') == 1
-    assert server.metric('audiotok_errors_total{kind="http_504"}') == 0
-    deadline = time.monotonic() + TIMEOUT
-    while server.metric("audiotok_batch_size_count") < 1:  # observed after the pass returns
-        assert time.monotonic() < deadline, "a stopped pass was not counted"
-
-
-def test_killed_and_restarted_server_loses_nothing(server_factory, generator_dir, tmp_path):
-    """A server killed mid-job (SIGKILL: its worker dies with it) and restarted on the same
-    state folder finishes the running job and the queued ones, each once."""
-    args = ("--generator", f"tiny={generator_dir}", "--max-batch", "1")
-    first = server_factory(*args)
-    ids = [
-        first.client.post("/v1/generate", json={"prompt": f"p{i}", "duration": d}).json()["id"]
-        for i, d in enumerate((8, 0.4, 0.4))
-    ]
-    deadline = time.monotonic() + TIMEOUT
-    while first.client.get(f"/v1/jobs/{ids[0]}").json()["progress"] == 0:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    first.kill()
-    second = server_factory(*args)
-    jobs = [second.wait_for(i) for i in ids]
-    assert jobs[0]["attempts"] == 2, "the job that was running ran again"
-    results = sorted((tmp_path / "state" / "results").iterdir())
-    assert len(results) == len(ids), "one result per job, none twice"
-    for job in jobs:
-        assert second.client.get(job["result_url"]).status_code == 200
-
-
-def test_servers_on_one_redis_share_the_queue_and_take_over_a_dead_ones_job(
-    server_factory, generator_dir, redis_url, tmp_path
-):
-    """Two servers with their own state folders (as on two machines) on one Redis: a job
-    either accepts is visible to both, the one running it is killed, the other finishes it;
-    results and the cache live in Redis, not in either folder."""
-    args = ("--generator", f"tiny={generator_dir}", "--max-batch", "1", "--lease", "1",
-            "--store", f"{redis_url}/5")  # fmt: skip
-    servers = [server_factory(*args, state=tmp_path / name) for name in ("a", "b")]
-    job_id = servers[0].client.post("/v1/generate", json={"prompt": "p", "duration": 8}).json()
-    job_id = job_id["id"]
-    deadline = time.monotonic() + TIMEOUT
-    while (job := servers[1].client.get(f"/v1/jobs/{job_id}").json())["progress"] == 0:
-        assert time.monotonic() < deadline and job["status"] in ("queued", "running"), job
-        time.sleep(0.02)
-    pid = int(job["worker"].rsplit(":", 1)[1])
-    (running,) = [s for s in servers if s.process.pid == pid]
-    (other,) = [s for s in servers if s is not running]
-    running.kill()
-    done = other.wait_for(job_id)
-    assert done["attempts"] == 2 and done["worker"].endswith(f":{other.process.pid}")
-    audio = other.client.get(done["result_url"])
-    assert audio.status_code == 200 and len(sf.read(io.BytesIO(audio.content))[0]) == 8 * 32_000
-    again = other.client.post("/v1/generate", json={"prompt": "p", "duration": 8}).json()
-    assert again["jobs"][0]["cache_hit"]
-    assert not any((tmp_path / name / "results").exists() for name in ("a", "b"))
-
-
 def test_rollout_shares():
     """Requests for a name go to its versions by their shares; other names are untouched."""
     import random
@@ -519,24 +445,30 @@ def test_a_front_end_knows_generators_run_elsewhere_from_the_catalogue():
     assert front.version("music").name == "music"
 
 
-def test_rollout_and_tracing_over_http(server_factory, generator_dir):
-    """With a full rollout the new version runs and is recorded; spans go to stdout."""
-    server = server_factory(
-        "--generator", f"tiny={generator_dir}", "--generator", f"tiny-v2={generator_dir}",
-        "--rollout", "tiny:tiny-v2=1", "--otel-exporter", "console",
-    )  # fmt: skip
-    r = server.client.post("/v1/generate", json={"prompt": "x", "model": "tiny", "duration": 0.3})
-    job = server.wait_for(r.json()["id"])
-    assert job["model"] == "tiny-v2" and job["request"]["model"] == "tiny-v2"
-    server.stop()
-    log = server.log.read_text()
-    spans = [json.loads(line) for line in log.splitlines() if line.startswith('{"name"')]
-    names = {s["name"] for s in spans}
-    assert {"http POST /v1/generate", "generate batch", "job"} <= names, names
-    (batch,) = [s for s in spans if s["name"] == "generate batch"]
-    (job_span,) = [s for s in spans if s["name"] == "job"]
-    assert job_span["parent_id"] == batch["context"]["span_id"]  # the job is the batch's child
-    assert any(s["name"] == "job" and s["attributes"]["model"] == "tiny-v2" for s in spans)
+def test_rollout_and_tracing_over_http(served):
+    """With a full rollout the new version runs and is recorded; spans go to stdout, one line
+    each as it ends: the request's, the job's batch, and the job, the batch's child."""
+    body = {"prompt": "rolled out", "model": "music", "duration": 0.3}
+    r = served.client.post("/v1/generate", json=body)
+    job = served.wait_for(r.json()["id"])
+    assert job["model"] == "music-v2" and job["request"]["model"] == "music-v2"
+    request_id = r.headers["x-request-id"]
+    deadline = time.monotonic() + TIMEOUT
+    while True:  # the batch's span ends after its jobs are delivered
+        lines = served.log.read_text().splitlines()
+        spans = [json.loads(line) for line in lines if line.startswith('{"name"')]
+        by_id = {s["context"]["span_id"]: s for s in spans}
+        https = [s for s in spans if s["attributes"].get("request_id") == request_id]
+        jobs = [s for s in spans if s["attributes"].get("job") == job["id"]]
+        if https and jobs and jobs[0]["parent_id"] in by_id:
+            break
+        assert time.monotonic() < deadline, "the spans of the request and its job were not logged"
+        time.sleep(0.05)
+    (http,), (job_span,) = https, jobs
+    assert http["name"] == "http POST /v1/generate"
+    batch = by_id[job_span["parent_id"]]  # the job is the batch's child
+    assert job_span["name"] == "job" and batch["name"] == "generate batch"
+    assert job_span["attributes"]["model"] == batch["attributes"]["model"] == "music-v2"
 
 
 @pytest.mark.parametrize(
@@ -577,19 +509,19 @@ def test_bad_start_up_is_one_line(tmp_path, case, message):
     assert "Traceback" not in result.output
 
 
-def test_a_second_service_on_the_same_state_is_one_line(server_factory, tmp_path):
-    server_factory()
-    command = ["serve", "--port", "0", "--state", str(tmp_path / "state")]
-    result = subprocess.run(
-        [sys.executable, "-m", "audiotok", *command],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
-    assert result.returncode == 1
-    assert (
-        result.stderr.strip()
-        .splitlines()[-1]
-        .endswith("another service is using this state folder")
-    ), result.stderr
-    assert "Traceback" not in result.stderr
+def test_a_second_service_on_the_same_state_is_one_line(served, monkeypatch):
+    """Refused in one line, here in process (a process of its own is seconds of start-up)."""
+    import uvicorn
+
+    from audiotok.cli.main import cli
+
+    def serving(*args, **kwargs):  # a second service started: fail, rather than serve forever
+        raise AssertionError("a second service started on the running one's state folder")
+
+    monkeypatch.setattr(uvicorn.Server, "run", serving)
+    args = ["serve", "--port", "0", "--state", str(served.state)]  # the running one's folder
+    result = CliRunner().invoke(cli, args, env={"AUDIOTOK_API_KEY": None})
+    assert result.exit_code == 1, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.endswith("another service is using this state folder"), result.output
+    assert "Traceback" not in result.output
