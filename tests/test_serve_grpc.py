@@ -7,6 +7,7 @@ Every wait is bounded (``TIMEOUT``); the servers are stopped at the end of their
 
 from __future__ import annotations
 
+import collections
 import io
 import json
 import socket
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
-from test_serve import SPEECH, TIMEOUT, Server
+from test_serve import KEY, SPEECH, TIMEOUT, Server
 from test_serve import generator_dir as generator_dir  # a fixture, shared with test_serve
 
 grpc = pytest.importorskip("grpc")
@@ -26,19 +27,47 @@ pb = pytest.importorskip("audiotok.serve.grpc_gen.audiotok_pb2")
 pb_grpc = pytest.importorskip("audiotok.serve.grpc_gen.audiotok_pb2_grpc")
 
 
-class GrpcServer:
-    """A :class:`Server` (HTTP, for the checks) also serving gRPC, with a client stub."""
+_FIELDS = ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
 
-    def __init__(self, state: Path, *args: str) -> None:
+
+class _Details(collections.namedtuple("_Details", _FIELDS), grpc.ClientCallDetails):
+    """A call's details, to send changed (grpc's own class is private)."""
+
+
+class _WithKey(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Sends ``authorization: Bearer KEY`` with every call."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def _details(self, details: Any) -> _Details:
+        metadata = [*(details.metadata or ()), ("authorization", f"Bearer {self.key}")]
+        return _Details(*(getattr(details, f) for f in _FIELDS))._replace(metadata=metadata)
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+
+class GrpcServer:
+    """A :class:`Server` (HTTP, for the checks) also serving gRPC, with a client stub, which
+    (and the HTTP client) sends ``key`` when the server takes one."""
+
+    def __init__(self, state: Path, *args: str, key: str | None = None) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        self.http = Server(state, "--grpc-port", str(port), *args)
+        keyed = ("--api-key", key) if key else ()
+        headers = {"Authorization": f"Bearer {key}"} if key else None
+        self.http = Server(state, "--grpc-port", str(port), *keyed, *args, headers=headers)
         # Decoded audio can be larger than gRPC's default 4 MiB a message.
         options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
         self.channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=options)
         grpc.channel_ready_future(self.channel).result(timeout=TIMEOUT)
-        self.stub = pb_grpc.AudiotokStub(self.channel)
+        channel = grpc.intercept_channel(self.channel, _WithKey(key)) if key else self.channel
+        self.stub = pb_grpc.AudiotokStub(channel)
 
     def stop(self) -> None:
         self.channel.close()
@@ -47,12 +76,14 @@ class GrpcServer:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, generator_dir) -> Iterator[GrpcServer]:
+    """The tests' server, which takes an API key (its clients send it)."""
     server = GrpcServer(
         tmp_path_factory.mktemp("grpc") / "state",
         "--generator",
         f"tiny={generator_dir}",
         "--max-upload-mb",
         "1",
+        key=KEY,
     )
     yield server
     server.stop()
@@ -198,28 +229,24 @@ def test_errors_are_status_codes(served):
     assert downmixed.data[:4] == b"ATOK"
 
 
-def test_api_key(tmp_path):
-    server = GrpcServer(tmp_path / "state", "--api-key", "s3cret")
-    try:
-        request, stub = pb.JobRequest(id="x"), server.stub
-        assert rpc_error(lambda: stub.GetJob(request)) == (
-            grpc.StatusCode.UNAUTHENTICATED,
-            "unauthorized",
-        )
-        wrong = (("authorization", "Bearer wrong"),)
-        assert rpc_error(lambda: stub.GetJob(request, metadata=wrong))[0] == (
-            grpc.StatusCode.UNAUTHENTICATED
-        )
-        assert rpc_error(lambda: stub.Generate(pb.GenerateRequest(prompt="x")))[0] == (
-            grpc.StatusCode.UNAUTHENTICATED
-        )
-        good = (("authorization", "Bearer s3cret"),)
-        assert rpc_error(lambda: stub.GetJob(request, metadata=good)) == (
-            grpc.StatusCode.NOT_FOUND,
-            "not_found",
-        )
-    finally:
-        server.stop()
+def test_api_key(served):
+    request, stub = pb.JobRequest(id="x"), pb_grpc.AudiotokStub(served.channel)  # no key
+    assert rpc_error(lambda: stub.GetJob(request)) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "unauthorized",
+    )
+    wrong = (("authorization", "Bearer wrong"),)
+    assert rpc_error(lambda: stub.GetJob(request, metadata=wrong))[0] == (
+        grpc.StatusCode.UNAUTHENTICATED
+    )
+    assert rpc_error(lambda: stub.Generate(pb.GenerateRequest(prompt="x")))[0] == (
+        grpc.StatusCode.UNAUTHENTICATED
+    )
+    good = (("authorization", f"Bearer {KEY}"),)
+    assert rpc_error(lambda: stub.GetJob(request, metadata=good)) == (
+        grpc.StatusCode.NOT_FOUND,
+        "not_found",
+    )
 
 
 def test_generate_streams_leave_threads_for_the_other_calls(monkeypatch):
