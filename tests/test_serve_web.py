@@ -144,12 +144,16 @@ def test_read_png_reads_every_filter(tmp_path):
 # --- the browser -----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def browser(tmp_path) -> Iterator[Any]:
+def webdriver_or_skip() -> Any:
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     if missing:
         pytest.skip(f"{', '.join(missing)} missing (apt-get install chromium chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    return pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+
+
+@pytest.fixture
+def browser(tmp_path) -> Iterator[Any]:
+    webdriver = webdriver_or_skip()
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in FLAGS:
@@ -175,10 +179,14 @@ def browser(tmp_path) -> Iterator[Any]:
 
 @pytest.fixture
 def server(tmp_path) -> Iterator[Server]:
+    """The server process, started but not yet waited for (:meth:`Server.wait_ready`): a test
+    that asks for it before ``browser`` has the browser start beside it."""
     from generate_reference import save_hf, tiny_musicgen
 
+    webdriver_or_skip()  # no server started for a test skipped
+
     generator = save_hf(tiny_musicgen(seed=7), tmp_path / "tiny")
-    server = Server(tmp_path / "state", "--generator", f"tiny={generator}")
+    server = Server(tmp_path / "state", "--generator", f"tiny={generator}", wait=False)
     yield server
     server.stop()
 
@@ -247,7 +255,8 @@ def audio_ready(driver: Any, element_id: str) -> float | None:
     )
 
 
-def test_compress_compare_and_generate_in_a_browser(browser, server, tmp_path):
+def test_compress_compare_and_generate_in_a_browser(server, browser, tmp_path):
+    server.wait_ready()
     driver, find = browser, browser.find_element
     driver.get(server.url + "/")
     wait_until(lambda: find("id", "service-status").get_attribute("data-ready"), "/readyz")
