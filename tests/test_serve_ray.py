@@ -65,6 +65,9 @@ def served(request, serve_port, generator_dir, tmp_path_factory):
         "lease": "2",
         "batch_wait_ms": "100",
         "max_batch": "4",
+        # The replica-kill test's 8 s job runs twice; on a loaded 2-core machine it outran
+        # the 30 s default deadline and failed instead of being taken over.
+        "min_deadline": "240",
     }
     if request.param == "redis":
         redis_url = request.getfixturevalue("redis_url")
