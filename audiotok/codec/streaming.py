@@ -220,12 +220,24 @@ class LSTMState(LayerState):
 
 @dataclass
 class SequenceState(LayerState):
-    """Layers in sequence: each one's output feeds the next."""
+    """Layers in sequence: each one's output feeds the next.
+
+    Attributes:
+        layers: Their states, in order.
+        empty: An empty output ``[B, C_out, 0]``, for steps that emit nothing.
+    """
 
     layers: list[LayerState]
+    empty: Tensor
 
     def step(self, x: Tensor) -> Tensor:
         for layer in self.layers:
+            # A layer given nothing emits nothing and keeps its state (a strided convolution
+            # has already consumed every full window), so the layers after the first that
+            # waits are skipped: with small chunks (one sample, an audio callback's 128),
+            # most steps end at the first downsampling, and walking the rest cost 4x.
+            if x.shape[-1] == 0:
+                return self.empty
             x = layer.step(x)
         return x
 
@@ -273,7 +285,7 @@ def build_state(
         for layer in module:
             states.append(build_state(layer, batch_size, width, device))
             width = _out_channels(layer, width)
-        return SequenceState(states)
+        return SequenceState(states, torch.zeros(batch_size, width, 0, device=device))
     if isinstance(module, SConv1d):
         return ConvState(module, torch.zeros(batch_size, channels, 0, device=device))
     if isinstance(module, SConvTranspose1d):
