@@ -50,6 +50,10 @@ class TokensError(AudiotokError, ValueError):
     """Tokens that don't fit the codec, or a tokens file that can't be read."""
 
 
+class TokensTooLargeError(TokensError):
+    """A tokens file whose codes are beyond the limits its reader was given."""
+
+
 class DeviceError(AudiotokError, ValueError):
     """A torch device that does not exist or is not available on this machine."""
 

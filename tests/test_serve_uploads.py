@@ -100,6 +100,11 @@ def test_audio_longer_than_the_service_codes_is_refused_before_any_work(tmp_path
                     sample_rate=24_000,
                     bandwidth=6.0, model_id="audiotok_24khz")  # fmt: skip
     tokens.save(tmp_path / "t.npz")
+    # 1 s by its metadata, over 20 minutes of frames: refused by the codes' declared shape
+    # (the metadata's length was all that was checked, after the codes were read).
+    liar = Tokens(codes=np.zeros((1, 8, 100_000), np.int64), scales=None, length=24_000,
+                  sample_rate=24_000, bandwidth=6.0, model_id="audiotok_24khz")  # fmt: skip
+    liar.save(tmp_path / "liar.safetensors")
     lm_coded = json.dumps({"m": "encodec_24khz", "al": 24_000, "nc": 2, "lm": True}).encode()
     ecdc = HEADER.pack(MAGIC, VERSION, len(lm_coded)) + lm_coded + b"\0" * 400
     settings = ServeSettings(state=tmp_path / "state", max_audio_seconds=1.0)
@@ -110,6 +115,7 @@ def test_audio_longer_than_the_service_codes_is_refused_before_any_work(tmp_path
             client.post("/v1/encode", files={"audio": ("a.flac", clip.read_bytes())}),
             client.post("/v1/decompress", content=(tmp_path / "a.atok").read_bytes()),
             client.post("/v1/decode", content=(tmp_path / "t.npz").read_bytes()),
+            client.post("/v1/decode", content=(tmp_path / "liar.safetensors").read_bytes()),
         ]
         for answer in answers:
             assert answer.status_code == 413, answer.text

@@ -229,3 +229,22 @@ def test_a_header_that_lies_about_its_shape_is_refused(tmp_path):
     with pytest.raises(TokensError, match=r"declares shape \[1, 8, 1000000\], 64000000 bytes, "
                        r"but holds 64\)"):  # fmt: skip
         Tokens.load(path)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+def test_codes_beyond_a_readers_limits_are_refused_unread(tokens, tmp_path, suffix):
+    """A service reads at most ``max_shape`` ``[B, K, F]``: each dimension is checked on the
+    file's array header, before the codes are read (or a deflated member expanded)."""
+    from audiotok.errors import TokensTooLargeError
+
+    tokens.save(tmp_path / f"t{suffix}")  # codes [2, 4, 39]
+    assert Tokens.load(tmp_path / f"t{suffix}", max_shape=(2, 4, 39)).codes.shape == (2, 4, 39)
+    for limits in [(1, 4, 39), (2, 3, 39), (2, 4, 38)]:
+        with pytest.raises(TokensTooLargeError, match=r"codes of shape \[2, 4, 39\] are beyond"):
+            Tokens.load(tmp_path / f"t{suffix}", max_shape=limits)
+    # Checked on the header alone: a member whose data is cut short is refused as too large.
+    path = tmp_path / "cut.npz"
+    header = {"descr": "<i8", "fortran_order": False, "shape": (1, 8, 1_000_000)}
+    _npz_with_codes_header(path, header, 64, compress=False)
+    with pytest.raises(TokensTooLargeError):
+        Tokens.load(path, max_shape=(1, 8, 75))

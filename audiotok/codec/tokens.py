@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..audio.read import is_tensor, to_numpy
-from ..errors import TokensError
+from ..errors import TokensError, TokensTooLargeError
 from ..runtime.files import atomic_path
 from .arrays import as_framework, framework_of
 
@@ -184,16 +184,25 @@ class Tokens:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, framework: str = "pt") -> Tokens:
+    def load(
+        cls,
+        path: str | os.PathLike,
+        framework: str = "pt",
+        *,
+        max_shape: tuple[int, int, int] | None = None,
+    ) -> Tokens:
         """Reads tokens written by :meth:`save`.
 
         Args:
             path: The file.
             framework: ``"pt"`` for torch tensors (on the CPU), ``"np"`` for numpy arrays
                 (``codec.framework`` gives what a codec makes).
+            max_shape: The largest codes ``[B, K, F]`` to read (a service's limits), checked
+                on the file's array header before the codes are read or inflated.
 
         Raises:
             TokensError: The file is missing, not a tokens file, or inconsistent.
+            TokensTooLargeError: Codes beyond ``max_shape``.
         """
         path = Path(path)
         if not path.is_file():
@@ -209,13 +218,13 @@ class Tokens:
                     meta = dict(f.metadata() or {})
                     wanted = [k for k in f.keys() if k in ARRAYS]  # noqa: SIM118
                     for k in wanted:
-                        _check_size(path, k, f.get_slice(k).get_shape())
+                        _check_size(path, k, f.get_slice(k).get_shape(), max_shape)
                     arrays = {k: f.get_tensor(k) for k in wanted}
             else:
                 with np.load(path, allow_pickle=False) as npz:
                     wanted = [k for k in ARRAYS if k in npz.files]
                     for k in wanted:  # before numpy expands a member, whatever its size
-                        _check_npy_member(path, npz.zip, k + ".npy")
+                        _check_npy_member(path, npz.zip, k + ".npy", max_shape)
                     meta = json.loads(str(npz["metadata"]))
                     arrays = {k: npz[k] for k in wanted if k != "metadata"}
         except TokensError:
@@ -262,9 +271,12 @@ class Tokens:
             raise TokensError(f"{path}: bad tokens metadata ({exc})") from None
 
 
-def _check_npy_member(path: Path, archive: zipfile.ZipFile, name: str) -> None:
+def _check_npy_member(
+    path: Path, archive: zipfile.ZipFile, name: str, max_shape: tuple[int, ...] | None
+) -> None:
     """Refuses an ``.npz`` member whose npy header declares more than the member holds or more
-    than :data:`MAX_FRAMES` / :data:`MAX_TOKEN_BYTES` allow, reading only the header.
+    than :data:`MAX_FRAMES` / :data:`MAX_TOKEN_BYTES` (or codes beyond ``max_shape``) allow,
+    reading only the header.
 
     A deflated member of zeros expands about a thousandfold: numpy would read it whole (and
     allocate the declared shape up front) before anything else could look at it.
@@ -285,7 +297,7 @@ def _check_npy_member(path: Path, archive: zipfile.ZipFile, name: str) -> None:
         if held > MAX_METADATA_BYTES:
             raise TokensError(f"{path}: its metadata is {held} bytes, not a tokens file's")
         return
-    _check_size(path, name.removesuffix(".npy"), shape)
+    _check_size(path, name.removesuffix(".npy"), shape, max_shape)
     declared = math.prod(shape) * dtype.itemsize
     if declared > held:
         raise TokensError(
@@ -294,10 +306,17 @@ def _check_npy_member(path: Path, archive: zipfile.ZipFile, name: str) -> None:
         )
 
 
-def _check_size(path: Path, name: str, shape: Any) -> None:
+def _check_size(path: Path, name: str, shape: Any, max_shape: tuple[int, ...] | None) -> None:
     """TokensError for an array of ``shape`` beyond the limits of a tokens file (counted as
-    int64, which codes become, so that int8 codes are no way around them)."""
+    int64, which codes become, so that int8 codes are no way around them); codes beyond
+    ``max_shape``: TokensTooLargeError."""
     shape = [int(n) for n in shape]
+    over = name == "codes" and max_shape is not None and len(shape) == len(max_shape)
+    if over and any(n > most for n, most in zip(shape, max_shape, strict=True)):
+        raise TokensTooLargeError(
+            f"{path}: codes of shape {shape} are beyond the largest taken here "
+            f"{list(max_shape)} ([B, K, F])"
+        )
     frames = shape[-1] if shape else 0
     if (name == "codes" and frames > MAX_FRAMES) or math.prod(shape) * 8 > MAX_TOKEN_BYTES:
         raise TokensError(

@@ -15,6 +15,7 @@ upload is ``upload`` in their messages.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -30,7 +31,7 @@ from ..compression.container.ecdc import ECDC_MODELS, read_ecdc, read_ecdc_heade
 from ..compression.container.ecdc import MAGIC as ECDC_MAGIC
 from ..compression.container.reader import AtokReader
 from ..compression.files import compress_file, decode_tokens_file, decompress_file, encode_file
-from ..errors import AudioError, AudiotokError
+from ..errors import AudioError, AudiotokError, TokensTooLargeError
 from ..zoo.codec_cards import find_card
 from .errors import ApiError, error_responses
 from .requests import AudioFormat
@@ -279,12 +280,28 @@ def encode_bytes(
     )
 
 
+def tokens_limits(service: Service) -> tuple[int, int, int]:
+    """The largest codes ``[B, K, F]`` that ``/v1/decode`` reads: ``--max-audio-seconds`` of
+    the served codec with the most frames, at its most codebooks, in up to 8 items (one is
+    decoded; more are a 400, not a 413)."""
+    seconds = service.settings.max_audio_seconds
+    codecs = service.models.codecs.values()
+    frames = max(c.num_frames(math.ceil(seconds * c.sample_rate)) for c in codecs)
+    return 8, max(c.max_codebooks for c in codecs), frames
+
+
 def decode_path(
     service: Service, source: Path, format: str, new: Callable[[str, str], Path]
 ) -> tuple[Path, int]:
     """Tokens of one item (an ``.npz`` or ``.safetensors`` file) decoded into a new scratch
     audio file of ``format``; that file and its sample rate."""
-    tokens = Tokens.load(source, framework="np")
+    # Any item count up to the limits: more than one is refused below as a bad request.
+    items, codebooks, frames = tokens_limits(service)
+    try:  # bounded before the codes are read: a small .npz of zeros inflates a thousandfold
+        tokens = Tokens.load(source, framework="np", max_shape=(items, codebooks, frames))
+    except TokensTooLargeError as exc:  # a 413 (uploads.scratch hides the file's path)
+        limit = service.settings.max_audio_seconds
+        raise TokensTooLargeError(f"{exc}; this service codes at most {limit:g} s") from None
     if tokens.codes.shape[0] != 1:
         raise ApiError(
             400,

@@ -30,7 +30,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import AudioError, AudiotokError, CheckpointError, FormatError, TokensError
+from ..errors import (
+    AudioError,
+    AudiotokError,
+    CheckpointError,
+    FormatError,
+    TokensError,
+    TokensTooLargeError,
+)
 from .models import GeneratorStarting, UnknownModel
 
 
@@ -90,6 +97,8 @@ def api_error_of(exc: AudiotokError) -> ApiError:
         return ApiError(503, "not_ready", message, headers={"Retry-After": "5"})
     if isinstance(exc, AudioError):
         return ApiError(415, "unreadable_audio", message)
+    if isinstance(exc, TokensTooLargeError):
+        return ApiError(413, "too_large", message)
     if isinstance(exc, (FormatError, TokensError, CheckpointError)):
         return ApiError(400, "bad_file", message)
     return ApiError(400, "bad_parameters", message)
