@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import select
 import socket
 import threading
@@ -89,13 +90,25 @@ def test_audio_longer_than_the_service_codes_is_refused_before_any_work(tmp_path
     from audiotok import load_codec
     from audiotok.codec.tokens import Tokens
     from audiotok.compression.container.ecdc import HEADER, MAGIC, VERSION
+    from audiotok.compression.container.header import Header
+    from audiotok.compression.container.reader import AtokReader
     from audiotok.compression.files import compress_file
     from audiotok.serve.app import create_app
     from audiotok.serve.models import load_served_models
     from audiotok.serve.service import ServeSettings
 
     clip = DATA / "speech_24k.flac"  # a few seconds
-    compress_file(clip, tmp_path / "a.atok", load_codec())
+    codec = load_codec()
+    compress_file(clip, tmp_path / "a.atok", codec)
+    # The same stream with neither a length nor its index (as a live writer cut off leaves
+    # it): measured by its packets, not decoded whole and then refused as truncated (400).
+    data = (tmp_path / "a.atok").read_bytes()
+    header = Header.from_bytes(data)
+    with AtokReader(tmp_path / "a.atok") as reader:
+        reader.priors = codec.entropy_priors
+        end = max(at + len(p.to_bytes()) for at, p in reader.packets())
+    lengthless = dataclasses.replace(header, length=None, original_length=None).to_bytes()
+    (tmp_path / "b.atok").write_bytes(lengthless + data[Header.read_size(data[:10]) : end])
     tokens = Tokens(codes=np.zeros((1, 8, 750), np.int64), scales=None, length=240_000,
                     sample_rate=24_000,
                     bandwidth=6.0, model_id="audiotok_24khz")  # fmt: skip
@@ -114,6 +127,7 @@ def test_audio_longer_than_the_service_codes_is_refused_before_any_work(tmp_path
             client.post("/v1/compress", files={"audio": ("a.flac", clip.read_bytes())}),
             client.post("/v1/encode", files={"audio": ("a.flac", clip.read_bytes())}),
             client.post("/v1/decompress", content=(tmp_path / "a.atok").read_bytes()),
+            client.post("/v1/decompress", content=(tmp_path / "b.atok").read_bytes()),
             client.post("/v1/decode", content=(tmp_path / "t.npz").read_bytes()),
             client.post("/v1/decode", content=(tmp_path / "liar.safetensors").read_bytes()),
         ]

@@ -199,8 +199,13 @@ def decompress_path(
         header, index = reader.header, reader.index()
     codec = service.models.codec(header.model_id)
     length = index.length if index is not None else header.length
-    if length is not None:  # else a stream without either: as long as its packets are
+    if length is not None:
         check_seconds(service, length / header.sample_rate)
+    else:  # a stream without either is as long as its packets: counted before decoding any
+        with AtokReader(source) as reader:
+            reader.priors = codec.entropy_priors
+            frames = max((p.first_frame + p.num_frames for _, p in reader.packets()), default=0)
+        check_seconds(service, frames / float(header.frame_rate))
     with service.models.codec_lock:
         decompress_file(source, target, codec, strategy="clip")
     return target, audio_info(target).samplerate
