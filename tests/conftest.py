@@ -38,7 +38,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
             return "ray" if module.endswith("_ray.py") else module
 
         def _assign_work_unit(self, node) -> None:
-            # The Ray scope is the longest one (a cluster, then Ray Serve twice, ~2 minutes).
+            # The Ray scope is the longest one (a cluster, then Ray Serve twice, ~1.5 minutes).
             # xdist queues scopes by their number of tests, which put this one last, where it
             # ran alone at the end.
             if "ray" in self.workqueue:

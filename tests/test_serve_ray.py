@@ -3,10 +3,15 @@ over real HTTP through Serve's proxy (loopback), in both layouts:
 
 - ``folder``: two replicas, each with every model and a worker, on one shared state folder;
 - ``redis``: the queue in Redis (Debian's redis-server, started by the test), one HTTP
-  replica with the codec, and the generator in two replicas of its own deployment.
+  replica with the codec, and the generator in a replica of its own deployment, which it
+  knows from the queue's catalogue.
 
-Every route answers as the single process does; a replica killed mid-job loses nothing: the
-other takes the job over when its lease runs out.
+Every route answers as the single process does. In the folder layout a replica killed
+mid-job loses nothing: the other takes the job over when its lease runs out. Each replica is
+a process importing Ray Serve and torch and loading its models (~9 s of CPU with the
+generator), so the redis layout has one generator replica and no kill: a dead server's job
+taken over by another on one Redis is test_serve_faults.py's, and a generator replica runs
+the worker every service but a front end runs (``Service.start``).
 """
 
 from __future__ import annotations
@@ -71,7 +76,7 @@ def served(request, serve_port, generator_dir, tmp_path_factory):
     }
     if request.param == "redis":
         redis_url = request.getfixturevalue("redis_url")
-        options.update(replicas=1, generator_replicas=2, generator_num_cpus=0.5,
+        options.update(replicas=1, generator_replicas=1, generator_num_cpus=0.5,
                        store=f"{redis_url}/6")  # fmt: skip
     serve.run(application(options), name="audiotok", route_prefix="/")
     client = httpx.Client(base_url=f"http://127.0.0.1:{serve_port}", timeout=TIMEOUT)
@@ -112,6 +117,7 @@ def test_routes_answer_as_the_single_process_does(served):
     assert again["jobs"][0]["cache_hit"]
 
 
+@pytest.mark.parametrize("served", ["folder"], indirect=True)  # see the module's docstring
 def test_a_replica_killed_mid_job_loses_nothing(served):
     job_id = served.post("/v1/generate", json={"prompt": "long", "duration": 8}).json()["id"]
     deadline = time.monotonic() + TIMEOUT
