@@ -21,7 +21,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import DATA, check_stream_refusals, load_clip, tiny_codec
+from conftest import DATA, bare_tiny, check_stream_refusals, load_clip
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -129,7 +129,7 @@ def test_long_files_stream_through_the_graphs_into_the_same_bytes(default, tmp_p
 
 def test_models_that_look_ahead_have_no_streaming_graphs(tmp_path, segmented_onnx):
     noncausal = tmp_path / "noncausal"
-    export_onnx(tiny_codec(causal=False), noncausal)
+    export_onnx(bare_tiny(), noncausal)
     for folder in (noncausal, segmented_onnx):  # the segmented one: the run's (conftest.py)
         meta = json.loads((folder / "model.json").read_text())
         assert meta["streaming"] is None and meta["no_streaming"]
