@@ -139,9 +139,9 @@ def tiny_codec(model_id: str = "tiny", seed: int = 0, **overrides):
 
 
 def bare_tiny(**overrides):
-    """The cheapest model to export: :func:`tiny_codec` without look-back (not causal: no
-    streaming graphs), padding by constants, without LSTM and residual units. For the tests of
-    what an export writes and where, which don't run its graphs."""
+    """The cheapest model to export: :func:`tiny_codec` not causal (no streaming graphs),
+    padding by constants, without LSTM and residual units. For the tests of what an export
+    writes and where, and of one kind of layer in its graphs (``overrides`` add it back)."""
     fields = dict(causal=False, pad_mode="constant", lstm=0, n_residual_layers=0)
     return tiny_codec(**{**fields, **overrides})
 

@@ -1,6 +1,6 @@
 """The ONNX Runtime backend (audiotok.codec.onnx_runtime): ``load_codec(..., backend="onnx")``
 behind the same Codec interface as torch, on the packaged default, a random-weight model of
-each official architecture and a tiny segmented one.
+each official architecture (the 16 kHz one is the 32 kHz one's: see below) and tiny ones.
 
 Acceptance as for the graphs (tests/test_onnx.py): at least 99.9 % of the codes of real audio
 equal torch fp32's (ONNX Runtime's rounding may tip a near tie), decoded audio within 1e-4 of
@@ -104,8 +104,9 @@ def test_default_model_both_backends_give_the_same_files(default_cache):
     assert json.loads(record.read_text())["export"] == folder.name
     assert load_codec(folder).folder == folder  # an export folder loads as it is
     speech, rate = clip("speech_24k.flac")
-    # Every bandwidth codes with the same graphs, keeping its first K codebooks: the sidecar's
-    # K for each, then the extremes and the files' 6 kbps run.
+    # Every bandwidth runs the same two graphs (its codes are the encoder's first K rows, the
+    # decoder selects the later stages away): each one's K, then codes and audio at the
+    # extremes and at the files' 6 kbps.
     for bandwidth in torch_codec.bandwidths:
         assert onnx_codec.num_codebooks(bandwidth) == torch_codec.num_codebooks(bandwidth)
     bandwidths = torch_codec.bandwidths
@@ -138,8 +139,8 @@ def test_random_official_architectures(arch, tmp_path, encodec_package, monkeypa
     finally:
         sys.path.pop(0)
     path = random_official(arch, tmp_path)
-    # The 24 kHz model is causal: its export would add the four streaming graphs (half its
-    # time), which nothing here runs: on random official weights no stream equals offline
+    # The 24 kHz model is causal: its export would add the four streaming graphs (about half
+    # its time), which nothing here runs: on random official weights no stream equals offline
     # coding (tests/test_onnx_streaming.py checks them on the trained weights).
     monkeypatch.setattr("audiotok.codec.onnx_export.why_not", lambda model: "not run here")
     torch_codec, onnx_codec = load_codec(path), load_codec(path, backend="onnx")
