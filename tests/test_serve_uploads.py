@@ -90,7 +90,7 @@ def test_audio_longer_than_the_service_codes_is_refused_before_any_work(tmp_path
     from audiotok import load_codec
     from audiotok.codec.tokens import Tokens
     from audiotok.compression.container.ecdc import HEADER, MAGIC, VERSION
-    from audiotok.compression.container.header import Header
+    from audiotok.compression.container.header import PREFIX_SIZE, Header
     from audiotok.compression.container.reader import AtokReader
     from audiotok.compression.files import compress_file
     from audiotok.serve.app import create_app
@@ -108,7 +108,7 @@ def test_audio_longer_than_the_service_codes_is_refused_before_any_work(tmp_path
         reader.priors = codec.entropy_priors
         end = max(at + len(p.to_bytes()) for at, p in reader.packets())
     lengthless = dataclasses.replace(header, length=None, original_length=None).to_bytes()
-    (tmp_path / "b.atok").write_bytes(lengthless + data[Header.read_size(data[:10]) : end])
+    (tmp_path / "b.atok").write_bytes(lengthless + data[Header.read_size(data[:PREFIX_SIZE]) : end])
     tokens = Tokens(codes=np.zeros((1, 8, 750), np.int64), scales=None, length=240_000,
                     sample_rate=24_000,
                     bandwidth=6.0, model_id="audiotok_24khz")  # fmt: skip
