@@ -128,12 +128,12 @@ def encodec_package_codebooks(model: Any) -> list[torch.Tensor]:
     return [layer._codebook.embed for layer in model.quantizer.vq.layers]
 
 
-def hf_model(arch: str, seed: int = 0) -> Any:
-    """transformers' ``EncodecModel`` for ``arch``, with random weights."""
-    from transformers import EncodecConfig, EncodecModel
+def hf_config(arch: str) -> Any:
+    """transformers' ``EncodecConfig`` for ``arch``."""
+    from transformers import EncodecConfig
 
     a = ARCHS[arch]
-    config = EncodecConfig(
+    return EncodecConfig(
         sampling_rate=a["sample_rate"], audio_channels=a["channels"],
         use_causal_conv=a["causal"], norm_type=a["norm"], pad_mode=a["pad_mode"],
         num_filters=a["n_filters"], upsampling_ratios=a["ratios"],
@@ -141,6 +141,13 @@ def hf_model(arch: str, seed: int = 0) -> Any:
         target_bandwidths=a["bandwidths"], normalize=a["normalize"],
         chunk_length_s=a["segment"], overlap=0.01 if a["segment"] else None,
     )  # fmt: skip
+
+
+def hf_model(arch: str, seed: int = 0) -> Any:
+    """transformers' ``EncodecModel`` for ``arch``, with random weights."""
+    from transformers import EncodecModel
+
+    config = hf_config(arch)
     torch.manual_seed(seed)
     model = EncodecModel(config)
     perturb_(model, seed)
