@@ -4,11 +4,10 @@ Each case builds a reference model with random weights, writes it in an official
 loads that file with ``load_codec`` and checks, on real audio, that our codes are identical
 at every bandwidth and our decoded audio is within 1e-4 of the reference's.
 
-The 16 kHz architecture (audiocraft's, AudioGen's codec) is not run against the references:
-it is the 32 kHz one but for its sample rate and last ratio (2, not 4), in our registry and in
-the references alike, so it runs the same modules, and a ratio of 2 runs bit-exactly in the
-24 and 48 kHz cases. What is its own, its registry card and that both its formats are
-recognised as it, is checked on their configs (``test_16khz_is_the_32khz_architecture``).
+The 16 kHz architecture (AudioGen's codec) is the 32 kHz one but for its sample rate and last
+ratio (2, not 4), in our registry and in the references alike. It runs against audiocraft, the
+format AudioGen's codec ships in; that its transformers config is recognised as it too is
+checked on the config (``test_16khz_is_the_32khz_architecture``).
 """
 
 from __future__ import annotations
@@ -40,12 +39,13 @@ from audiotok.zoo.codec_checkpoints import Checkpoint, recognise, save_checkpoin
 from audiotok.zoo.codec_convert import config_from_audiocraft, config_from_hf
 
 # (clip, seconds). The unsegmented models' excerpts end mid-frame (0.55 s: 41.25 frames at
-# 24 kHz, 27.5 at 32 kHz). The 48 kHz model's 1 s is two segments (stride 0.99 s), the last one
-# 480 samples: shorter than the model's widest reflect padding (961 samples).
+# 24 kHz, 27.5 at 32 and 16 kHz). The 48 kHz model's 1 s is two segments (stride 0.99 s), the
+# last one 480 samples: shorter than the model's widest reflect padding (961 samples).
 CLIPS = {
     "encodec_24khz": ("speech_24k.flac", 0.55),
     "encodec_48khz": ("music_48k_stereo.flac", 1.0),
     "encodec_32khz": ("music_48k_stereo.flac", 0.55),
+    "encodec_16khz": ("speech_24k.flac", 0.55),
 }
 CASES = [
     ("encodec_24khz", "encodec"),
@@ -54,6 +54,7 @@ CASES = [
     ("encodec_48khz", "hf"),
     ("encodec_32khz", "hf"),
     ("encodec_32khz", "audiocraft"),
+    ("encodec_16khz", "audiocraft"),
 ]
 ATOL = 1e-4
 
