@@ -48,7 +48,7 @@ def restarted(tmp_path_factory, generator_dir) -> Iterator[SimpleNamespace]:
     try:
         ids = [
             first.client.post("/v1/generate", json={"prompt": f"p{i}", "duration": d}).json()["id"]
-            for i, d in enumerate((8, 0.4, 0.4))
+            for i, d in enumerate((4, 0.4, 0.4))
         ]
         deadline = time.monotonic() + TIMEOUT
         while first.client.get(f"/v1/jobs/{ids[0]}").json()["progress"] == 0:
@@ -121,7 +121,7 @@ def test_servers_on_one_redis_share_the_queue_and_take_over_a_dead_ones_job(
     servers = [server_factory(*args, state=tmp_path / name, wait=False) for name in ("a", "b")]
     for server in servers:  # started side by side
         server.wait_ready()
-    job_id = servers[0].client.post("/v1/generate", json={"prompt": "p", "duration": 8}).json()
+    job_id = servers[0].client.post("/v1/generate", json={"prompt": "p", "duration": 4}).json()
     job_id = job_id["id"]
     deadline = time.monotonic() + TIMEOUT
     while (job := servers[1].client.get(f"/v1/jobs/{job_id}").json())["progress"] == 0:
@@ -134,7 +134,7 @@ def test_servers_on_one_redis_share_the_queue_and_take_over_a_dead_ones_job(
     done = other.wait_for(job_id)
     assert done["attempts"] == 2 and done["worker"].endswith(f":{other.process.pid}")
     audio = other.client.get(done["result_url"])
-    assert audio.status_code == 200 and len(sf.read(io.BytesIO(audio.content))[0]) == 8 * 32_000
-    again = other.client.post("/v1/generate", json={"prompt": "p", "duration": 8}).json()
+    assert audio.status_code == 200 and len(sf.read(io.BytesIO(audio.content))[0]) == 4 * 32_000
+    again = other.client.post("/v1/generate", json={"prompt": "p", "duration": 4}).json()
     assert again["jobs"][0]["cache_hit"]
     assert not any((tmp_path / name / "results").exists() for name in ("a", "b"))

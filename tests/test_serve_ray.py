@@ -70,7 +70,7 @@ def served(request, serve_port, generator_dir, tmp_path_factory):
         "lease": "2",
         "batch_wait_ms": "100",
         "max_batch": "4",
-        # The replica-kill test's 8 s job runs twice; on a loaded 2-core machine it outran
+        # The replica-kill test's 4 s job runs twice; on a loaded 2-core machine it outran
         # the 30 s default deadline and failed instead of being taken over.
         "min_deadline": "240",
     }
@@ -119,7 +119,7 @@ def test_routes_answer_as_the_single_process_does(served):
 
 @pytest.mark.parametrize("served", ["folder"], indirect=True)  # see the module's docstring
 def test_a_replica_killed_mid_job_loses_nothing(served):
-    job_id = served.post("/v1/generate", json={"prompt": "long", "duration": 8}).json()["id"]
+    job_id = served.post("/v1/generate", json={"prompt": "long", "duration": 4}).json()["id"]
     deadline = time.monotonic() + TIMEOUT
     while (job := served.get(f"/v1/jobs/{job_id}").json())["progress"] == 0:
         assert time.monotonic() < deadline and job["status"] in ("queued", "running"), job
