@@ -21,6 +21,15 @@ def pytest_configure(config: pytest.Config) -> None:
     torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // workers)))
 
 
+# The scopes of more than ~15 s under -n 2, slowest first (--durations=0 of an idle run on a
+# 2-core VM, 2026-12-07): ray 117 s, onnx_backend 57, serve_faults 43, train_slices 36,
+# parity 31, then 22-15 s each. The rest follow in xdist's order; none takes over 15 s.
+SLOWEST_SCOPES = ("ray", *(f"tests/test_{name}.py" for name in (
+    "onnx_backend", "serve_faults", "train_slices", "parity", "cli_compress", "serve", "ecdc",
+    "train", "no_torch", "onnx_web", "streaming", "serve_web", "loading", "onnx_streaming",
+)))  # fmt: skip
+
+
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, absent without it
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """Under ``-n N --dist loadscope`` (the README's test command): a module's tests go to one
@@ -38,11 +47,12 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
             return "ray" if module.endswith("_ray.py") else module
 
         def _assign_work_unit(self, node) -> None:
-            # The Ray scope is the longest one (a cluster, then Ray Serve twice, ~1.5 minutes).
-            # xdist queues scopes by their number of tests, which put this one last, where it
-            # ran alone at the end.
-            if "ray" in self.workqueue:
-                self.workqueue.move_to_end("ray", last=False)
+            # Longest first: xdist queues scopes by their number of tests, which put the Ray
+            # scope (a cluster, then Ray Serve twice) and the other slow modules of few tests
+            # last, where they ran alone at the end while the other worker was done.
+            for scope in reversed(SLOWEST_SCOPES):
+                if scope in self.workqueue:
+                    self.workqueue.move_to_end(scope, last=False)
             super()._assign_work_unit(node)
 
     return ModuleScheduling(config, log)
