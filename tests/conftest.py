@@ -18,7 +18,11 @@ def pytest_configure(config: pytest.Config) -> None:
     # Under pytest-xdist (the README's `-n 2`) each worker takes its share of the cores: two
     # OpenMP pools of two threads on two cores spin against each other and both crawl.
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // workers)))
+    threads = max(1, min(2, (os.cpu_count() or 1) // workers))
+    torch.set_num_threads(threads)
+    # And so do the processes the tests start (servers, CLI runs, Ray's workers): a server
+    # of two OpenMP threads beside two busy workers spins on a core it does not get.
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
 
 # The scopes of more than ~15 s under -n 2, slowest first (--durations=0 of an idle run on a
