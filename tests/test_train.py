@@ -488,6 +488,22 @@ def test_averaged_weights_are_an_ema_of_the_weights(tmp_path, manifest):
         Trainer(tiny_config(manifest), tmp_path / "other").validate(averaged=True)
 
 
+def test_learning_rate_peaks_once_and_ends_at_the_floor():
+    """The peak is used once (it was twice: the cosine started a step after it) and the last
+    step is at ``min_lr_ratio`` (it stopped short); a compact-state resume ramps it again."""
+    from types import SimpleNamespace
+
+    optim = OptimConfig(lr=1.0, warmup_steps=3, min_lr_ratio=0.1, rewarm_steps=2)
+    trainer = SimpleNamespace(config=SimpleNamespace(optim=optim, steps=8), rewarm_start=None)
+    rates = [Trainer.learning_rate(trainer, step) for step in range(8)]
+    expected = [1 / 3, 2 / 3, 1.0, 0.91406, 0.68906, 0.41094, 0.18594, 0.1]
+    assert rates == pytest.approx(expected, abs=1e-5) and rates.count(1.0) == 1
+    assert rates[-1] == pytest.approx(0.1, abs=1e-12)
+    trainer.rewarm_start = 4
+    assert Trainer.learning_rate(trainer, 4) == pytest.approx(expected[4] / 2, abs=1e-5)
+    assert Trainer.learning_rate(trainer, 5) == pytest.approx(expected[5], abs=1e-5)
+
+
 def test_resume_refuses_another_architecture(tmp_path, manifest):
     Trainer(tiny_config(manifest, steps=1), tmp_path / "run").run()
     other = tiny_config(manifest, model=dataclasses.replace(TINY_MODEL, n_filters=8))

@@ -33,6 +33,7 @@ from torch import nn
 from ..generate.generation import pattern_provider
 from ..generate.load import load_lm
 from ..runtime.files import atomic_path
+from ..train.schedule import warmup_cosine
 from .checkpoint import CHECKPOINT_NAME, load_state, read_meta, save_state
 from .config import FinetuneConfig, FinetuneError, OptimConfig, same_paths
 from .data import Batch, CaptionedData
@@ -47,18 +48,9 @@ MUTABLE = ("log_every", "valid_every", "checkpoint_every", "export", "steps")
 
 
 def learning_rate(optim: OptimConfig, step: int, steps: int) -> float:
-    """The rate of step ``step`` (0-based) of ``steps``: a linear warm-up whose last step is
-    at the peak ``lr``, then a cosine from there whose last step (``steps - 1``) is at
-    ``lr * min_lr_ratio``: the peak is used once and the floor is reached, as documented.
-
-    Without warm-up the first step is at the peak; a run of one step is at the peak.
-    """
-    if step < optim.warmup_steps:
-        return optim.lr * (step + 1) / optim.warmup_steps
-    peak = max(optim.warmup_steps - 1, 0)  # the step at the peak, where the cosine starts
-    progress = min(1.0, (step - peak) / max(1, steps - 1 - peak))
-    cosine = 0.5 * (1 + math.cos(math.pi * progress))
-    return optim.lr * (optim.min_lr_ratio + (1 - optim.min_lr_ratio) * cosine)
+    """The rate of step ``step`` (0-based) of ``steps``: warm-up to the peak ``lr``, used once,
+    then a cosine whose last step is at ``lr * min_lr_ratio`` (:func:`warmup_cosine`)."""
+    return warmup_cosine(optim.lr, optim.warmup_steps, optim.min_lr_ratio, step, steps)
 
 
 def check_recipe_file(recipe: str | os.PathLike, run_dir: str | os.PathLike) -> None:

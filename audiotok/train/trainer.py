@@ -15,7 +15,6 @@ count: float results depend on both).
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +40,7 @@ from .losses import (
     mel_distance,
     si_sdr,
 )
+from .schedule import warmup_cosine
 from .state import CHECKPOINT_NAME, load_training_state, save_training_state
 from .trainable import TrainableCodec
 
@@ -156,15 +156,13 @@ class Trainer:
         return self.run_dir / CHECKPOINT_NAME
 
     def learning_rate(self, step: int) -> float:
-        """Linear warm-up then cosine decay to ``min_lr_ratio`` of the peak at ``steps``."""
+        """Linear warm-up to the peak, used once, then a cosine whose last step
+        (``steps - 1``) is at ``min_lr_ratio`` of it (:func:`warmup_cosine`); after a resume
+        from a compact state, ramped up again over ``optim.rewarm_steps``."""
         optim = self.config.optim
-        if step < optim.warmup_steps:
-            return optim.lr * (step + 1) / optim.warmup_steps
-        progress = min(
-            1.0, (step - optim.warmup_steps) / max(1, self.config.steps - optim.warmup_steps)
+        rate = warmup_cosine(
+            optim.lr, optim.warmup_steps, optim.min_lr_ratio, step, self.config.steps
         )
-        cosine = 0.5 * (1 + math.cos(math.pi * progress))
-        rate = optim.lr * (optim.min_lr_ratio + (1 - optim.min_lr_ratio) * cosine)
         if self.rewarm_start is not None and optim.rewarm_steps > 0:
             rate *= min(1.0, (step - self.rewarm_start + 1) / optim.rewarm_steps)
         return rate
