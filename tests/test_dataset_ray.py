@@ -7,6 +7,7 @@ must cost nothing: every file indexed once, every shard whole.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import os
 import shutil
@@ -18,11 +19,12 @@ import pytest
 import torch
 from conftest import DATA, segmented_tiny, tiny_codec
 
-ray = pytest.importorskip("ray")
+from audiotok.dataset.ray_engine import RayEngine
+from audiotok.dataset.reader import TokenDataset
+from audiotok.dataset.tokenize import tokenize_dataset
 
-from audiotok.dataset.ray_engine import RayEngine  # noqa: E402
-from audiotok.dataset.reader import TokenDataset  # noqa: E402
-from audiotok.dataset.tokenize import tokenize_dataset  # noqa: E402
+if importlib.util.find_spec("ray") is None:  # not imported here: ~1 s on every worker
+    pytest.skip("needs the ray extra", allow_module_level=True)
 
 pytestmark = pytest.mark.ray
 
@@ -152,6 +154,8 @@ class _FakeDataset:
 def _fake_ray(error=None):
     from types import SimpleNamespace
 
+    import ray
+
     made = []
 
     def from_items(items, **kwargs):
@@ -169,6 +173,8 @@ def test_what_the_engine_sends_and_raises(tmp_path, monkeypatch):
     """Workers resolve relative paths in their own directory (every file was "no such file");
     a CUDA run moved the caller's codec to the CPU in place; a worker's RuntimeError came out
     as Ray's RayTaskError, which callers of the local engine don't catch."""
+    import ray
+
     from audiotok.dataset.inputs import Source
 
     codec = tiny_codec()

@@ -16,6 +16,7 @@ the worker every service but a front end runs (``Service.start``).
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import signal
@@ -27,7 +28,8 @@ import pytest
 import soundfile as sf
 from conftest import DATA
 
-pytest.importorskip("ray.serve")
+if importlib.util.find_spec("ray") is None:  # Serve not imported here: ~3 s on every worker
+    pytest.skip("needs the ray extra", allow_module_level=True)
 httpx = pytest.importorskip("httpx")
 
 pytestmark = pytest.mark.ray
