@@ -24,9 +24,11 @@ class AudiotokError(Exception):
     Attributes:
         cli_message: The message in the command line's words (its flags instead of Python's
             arguments), where they differ; None when ``str(error)`` says it for both.
+        http_message: The same in the service's words (its request parameters), or None.
     """
 
     cli_message: str | None = None
+    http_message: str | None = None
 
     def for_cli(self: E, message: str) -> E:
         """Sets :attr:`cli_message`; returns the error, for ``raise Error(...).for_cli(...)``."""
@@ -71,18 +73,19 @@ class FormatError(AudiotokError, ValueError):
     def __init__(self, message: str, offset: int | None = None) -> None:
         self.message = message
         self.offset = offset
-        self._hints: tuple[str, str] | None = None
+        self._hints: tuple[str, str, str] | None = None
         super().__init__(self._render(0))
 
     def _render(self, which: int) -> str:
-        """The message, the offset, and the hint for Python (``which`` 0) or the CLI (1)."""
+        """The message, the offset, and the hint for Python (``which`` 0), the CLI (1) or the
+        HTTP service (2)."""
         text = self.message if self.offset is None else f"{self.message} (at byte {self.offset})"
         return text if self._hints is None else f"{text}; {self._hints[which]}"
 
     def _update(self) -> None:
         self.args = (self._render(0),)
         if self._hints is not None:
-            self.cli_message = self._render(1)
+            self.cli_message, self.http_message = self._render(1), self._render(2)
 
     def in_file(self: F, name: str | None) -> F:
         """Names the file in the message (once; not when ``name`` is None); returns the error."""
@@ -91,9 +94,10 @@ class FormatError(AudiotokError, ValueError):
             self._update()
         return self
 
-    def with_hint(self: F, python: str, cli: str) -> F:
-        """Adds what to do about it, in Python's and the CLI's words; returns the error."""
-        self._hints = (python, cli)
+    def with_hint(self: F, python: str, cli: str, http: str) -> F:
+        """Adds what to do about it, in Python's, the CLI's and the HTTP service's words;
+        returns the error."""
+        self._hints = (python, cli, http)
         self._update()
         return self
 
@@ -114,9 +118,18 @@ class CorruptDataError(FormatError):
     """Structurally valid bytes that don't decode: inconsistent sizes, a bad payload."""
 
 
-# What to do about a damaged or truncated file, in Python's words and the command line's.
-DAMAGE_HINT = ("recover=True conceals the damage", "--recover conceals the damage")
-TRUNCATED_HINT = ("recover=True decodes what is there", "--recover decodes what is there")
+# What to do about a damaged or truncated file, in the words of Python, of the command line and
+# of the service (/v1/decompress's query parameter, gRPC Decompress's field).
+DAMAGE_HINT = (
+    "recover=True conceals the damage",
+    "--recover conceals the damage",
+    "recover=true conceals the damage",
+)
+TRUNCATED_HINT = (
+    "recover=True decodes what is there",
+    "--recover decodes what is there",
+    "recover=true decodes what is there",
+)
 
 
 def hint_damage(exc: FormatError) -> FormatError:

@@ -109,6 +109,14 @@ def test_compress_then_decompress(served):
     assert audio.sample_rate == rate and audio.format == "flac"
     decoded, out_rate = sf.read(io.BytesIO(audio.audio), dtype="float32")
     assert out_rate == rate and decoded.shape == original.shape
+    # Cut off (its index and last packets gone): refused, naming the field that decodes it.
+    cut = reply.data[: len(reply.data) * 2 // 3]
+    with pytest.raises(grpc.RpcError) as refused:
+        served.stub.Decompress(pb.DecompressRequest(data=cut))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details().endswith("; recover=true decodes what is there")
+    audio = served.stub.Decompress(pb.DecompressRequest(data=cut, recover=True))
+    assert len(sf.read(io.BytesIO(audio.audio))[0]) == len(original)  # the lost end silent
 
 
 def test_encode_then_decode(served):

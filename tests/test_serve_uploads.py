@@ -81,9 +81,11 @@ def test_a_chunked_body_past_the_cap_is_refused_as_it_arrives(small_cap_server, 
 
 def test_audio_longer_than_the_service_codes_is_refused_before_any_work(tmp_path):
     """A few kB of .atok, .ecdc or tokens can stand for hours: an hour under the codec lock."""
+    import io
     import json
 
     import numpy as np
+    import soundfile as sf
     from conftest import DATA
     from fastapi.testclient import TestClient
 
@@ -137,7 +139,19 @@ def test_audio_longer_than_the_service_codes_is_refused_before_any_work(tmp_path
         # An LM-coded .ecdc of a codec not served: 422 before its entropy model is looked for
         # (the answer named the server's cache folders).
         other = client.post("/v1/decompress", content=ecdc)
+        # Within the limit, the stream cut off (no index) is refused as the CLI refuses it,
+        # in the service's words, and decoded as far as it goes with ?recover=true.
+        service = app.state.service
+        service.settings = dataclasses.replace(service.settings, max_audio_seconds=60.0)
+        cut = (tmp_path / "b.atok").read_bytes()
+        refused = client.post("/v1/decompress", content=cut)
+        recovered = client.post("/v1/decompress?recover=true", content=cut)
     assert other.status_code == 422, other.text
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "bad_file"
+    assert refused.json()["error"]["message"].endswith("; recover=true decodes what is there")
+    assert recovered.status_code == 200, recovered.text
+    got, want = len(sf.read(io.BytesIO(recovered.content))[0]), sf.info(clip).frames
+    assert want <= got < want + codec.hop_length, (got, want)  # whole frames: no length
     assert "/" not in other.json()["error"]["message"].replace("/v1", "")
 
 

@@ -15,6 +15,7 @@ upload is ``upload`` in their messages.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -177,10 +178,16 @@ def compress_bytes(
 
 
 def decompress_path(
-    service: Service, source: Path, format: str, new: Callable[[str, str], Path]
+    service: Service,
+    source: Path,
+    format: str,
+    new: Callable[[str, str], Path],
+    recover: bool = False,
 ) -> tuple[Path, int]:
     """``.atok`` or ``.ecdc`` data decoded by the codec it names, into a new scratch audio
-    file of ``format``; that file and its sample rate."""
+    file of ``format``; that file and its sample rate. ``recover``: an ``.atok`` cut off or
+    damaged is decoded as far as it goes, damage concealed (as ``audiotok decompress
+    --recover``)."""
     target = new("output", f".{format}")
     with open(source, "rb") as f:
         data = f.read(4)
@@ -197,32 +204,42 @@ def decompress_path(
         return target, codec.sample_rate
     with AtokReader(source) as reader:
         header, index = reader.header, reader.index()
-    codec = service.models.codec(header.model_id)
-    length = index.length if index is not None else header.length
-    if length is not None:
-        check_seconds(service, length / header.sample_rate)
-    else:  # a stream without either is as long as its packets: counted before decoding any
-        with AtokReader(source) as reader:
-            reader.priors = codec.entropy_priors
-            frames = max((p.first_frame + p.num_frames for _, p in reader.packets()), default=0)
-        check_seconds(service, frames / float(header.frame_rate))
+        codec = service.models.codec(header.model_id)
+        length = index.length if index is not None else header.length
+        if length is not None:
+            check_seconds(service, length / header.sample_rate)
+        else:  # a stream without either is as long as its packets: counted before decoding
+            reader.priors = codec.entropy_priors  # (packets() starts again at the first one)
+            packets = reader.packets(recover=recover)
+            frames = max((p.first_frame + p.num_frames for _, p in packets), default=0)
+            check_seconds(service, frames / float(header.frame_rate))
     with service.models.codec_lock:
-        decompress_file(source, target, codec, strategy="clip")
+        decompress_file(source, target, codec, strategy="clip", recover=recover)
     return target, audio_info(target).samplerate
 
 
 @router.post("/decompress", response_class=Response, openapi_extra=UPLOAD_BODY)
 async def decompress(
-    request: Request, format: Annotated[OutputFormat, Query()] = "wav"
+    request: Request,
+    format: Annotated[OutputFormat, Query()] = "wav",
+    recover: Annotated[bool, Query()] = False,
 ) -> Response:
-    """``.atok`` or ``.ecdc`` bytes (body or multipart ``file``) in, audio out."""
-    return await _decoded_answer(request, format, ".atok", decompress_path)
+    """``.atok`` or ``.ecdc`` bytes (body or multipart ``file``) in, audio out; with
+    ``recover``, an ``.atok`` cut off or damaged decodes as far as it goes."""
+    return await _decoded_answer(
+        request, format, ".atok", functools.partial(decompress_path, recover=recover)
+    )
 
 
-def decompress_bytes(service: Service, data: bytes, format: str) -> tuple[bytes, int]:
+def decompress_bytes(
+    service: Service, data: bytes, format: str, recover: bool = False
+) -> tuple[bytes, int]:
     """``.atok`` or ``.ecdc`` bytes decoded by the codec they name: audio file, sample rate."""
     return _through_files(
-        service, data, ".atok", lambda source, new: decompress_path(service, source, format, new)
+        service,
+        data,
+        ".atok",
+        lambda source, new: decompress_path(service, source, format, new, recover),
     )
 
 

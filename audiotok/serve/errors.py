@@ -90,7 +90,8 @@ def error_response(
 
 def api_error_of(exc: AudiotokError) -> ApiError:
     """The answer for an audiotok error: its status and code by its kind, its first line."""
-    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = exc.http_message or str(exc)  # recover=true, not recover=True
+    message = text.splitlines()[0] if text else type(exc).__name__
     if isinstance(exc, UnknownModel):
         return ApiError(422, "unknown_model", message)
     if isinstance(exc, GeneratorStarting):

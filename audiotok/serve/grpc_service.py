@@ -117,7 +117,8 @@ class AudiotokServicer(pb_grpc.AudiotokServicer):
     ) -> pb.AudioReply:
         with self._call("Decompress", context):
             fmt = _choice("format", request.format or "wav", OutputFormat)
-            audio, rate = decompress_bytes(self.service, self._upload(request.data), fmt)
+            data = self._upload(request.data)
+            audio, rate = decompress_bytes(self.service, data, fmt, request.recover)
             return pb.AudioReply(audio=audio, sample_rate=rate, format=fmt)
 
     def Encode(self, request: pb.EncodeRequest, context: grpc.ServicerContext) -> pb.EncodeReply:

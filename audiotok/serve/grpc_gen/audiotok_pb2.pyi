@@ -30,12 +30,14 @@ class CompressReply(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., audio_seconds: _Optional[float] = ..., model: _Optional[str] = ...) -> None: ...
 
 class DecompressRequest(_message.Message):
-    __slots__ = ("data", "format")
+    __slots__ = ("data", "format", "recover")
     DATA_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
+    RECOVER_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     format: str
-    def __init__(self, data: _Optional[bytes] = ..., format: _Optional[str] = ...) -> None: ...
+    recover: bool
+    def __init__(self, data: _Optional[bytes] = ..., format: _Optional[str] = ..., recover: _Optional[bool] = ...) -> None: ...
 
 class EncodeRequest(_message.Message):
     __slots__ = ("audio", "bitrate", "model", "format")
