@@ -78,7 +78,7 @@ class FormatError(AudiotokError, ValueError):
 
     def _render(self, which: int) -> str:
         """The message, the offset, and the hint for Python (``which`` 0), the CLI (1) or the
-        HTTP service (2)."""
+        service (2: HTTP and gRPC)."""
         text = self.message if self.offset is None else f"{self.message} (at byte {self.offset})"
         return text if self._hints is None else f"{text}; {self._hints[which]}"
 
@@ -95,8 +95,8 @@ class FormatError(AudiotokError, ValueError):
         return self
 
     def with_hint(self: F, python: str, cli: str, http: str) -> F:
-        """Adds what to do about it, in Python's, the CLI's and the HTTP service's words;
-        returns the error."""
+        """Adds what to do about it, in Python's, the CLI's and the service's words; returns
+        the error."""
         self._hints = (python, cli, http)
         self._update()
         return self
