@@ -24,13 +24,14 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pytest
 from conftest import load_clip
-from test_serve_web import browser  # noqa: F401  (the headless chromium fixture)
+from test_serve_web import headless_chromium
 
 pytest.importorskip("onnxruntime")
 
@@ -109,6 +110,13 @@ main().catch((e) => { window.result = {error: String(e && e.stack || e)}; });
 """
 
 
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory) -> Iterator[Any]:
+    """One headless chromium for the module's pages (each on a server of its own)."""
+    with headless_chromium(tmp_path_factory.mktemp("browser")) as driver:
+        yield driver
+
+
 @pytest.fixture
 def ort_web() -> Path:
     dist = Path(os.environ.get("AUDIOTOK_ORT_WEB", ROOT / ".ci/node/onnxruntime-web/dist"))
@@ -141,7 +149,7 @@ def serve(folder: Path) -> http.server.ThreadingHTTPServer:
     return server
 
 
-def run_page(site: Path, ort_web: Path, page: str, browser: Any) -> dict:  # noqa: F811
+def run_page(site: Path, ort_web: Path, page: str, browser: Any) -> dict:
     """Serves ``site`` with onnxruntime-web's files and ``page`` as its index; the page's
     ``window.result`` once it is set (asserted: set in time, no error)."""
     for name in ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"):
@@ -165,7 +173,7 @@ def run_page(site: Path, ort_web: Path, page: str, browser: Any) -> dict:  # noq
 def test_the_default_codec_runs_in_a_browser(
     tmp_path,
     ort_web,
-    browser,  # noqa: F811
+    browser,
     default_onnx,
 ):
     site = tmp_path / "site"
@@ -191,7 +199,7 @@ def test_the_default_codec_runs_in_a_browser(
 def test_short_segments_run_in_a_browser(
     tmp_path,
     ort_web,
-    browser,  # noqa: F811
+    browser,
     segmented_onnx,
 ):
     site = shutil.copytree(segmented_onnx, tmp_path / "site")

@@ -9,6 +9,7 @@ blank. Skipped where chromium, chromedriver or selenium is missing; every wait i
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import time
 import zlib
@@ -151,17 +152,18 @@ def webdriver_or_skip() -> Any:
     return pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 
 
-@pytest.fixture
-def browser(tmp_path) -> Iterator[Any]:
+@contextlib.contextmanager
+def headless_chromium(folder: Path) -> Iterator[Any]:
+    """Debian's chromium driven by selenium, its profile and driver log in ``folder``."""
     webdriver = webdriver_or_skip()
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in FLAGS:
         options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    options.add_argument(f"--user-data-dir={folder / 'chromium-profile'}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     service = webdriver.ChromeService(
-        executable_path=str(CHROMEDRIVER), log_output=str(tmp_path / "chromedriver.log")
+        executable_path=str(CHROMEDRIVER), log_output=str(folder / "chromedriver.log")
     )
     driver = webdriver.Chrome(options=options, service=service)
     try:
@@ -175,6 +177,12 @@ def browser(tmp_path) -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture
+def browser(tmp_path) -> Iterator[Any]:
+    with headless_chromium(tmp_path) as driver:
+        yield driver
 
 
 @pytest.fixture
