@@ -22,6 +22,8 @@ import soundfile as sf
 from test_serve import KEY, SPEECH, TIMEOUT, Server
 from test_serve import generator_dir as generator_dir  # a fixture, shared with test_serve
 
+from audiotok.compression.container.header import Header
+
 grpc = pytest.importorskip("grpc")
 pb = pytest.importorskip("audiotok.serve.grpc_gen.audiotok_pb2")
 pb_grpc = pytest.importorskip("audiotok.serve.grpc_gen.audiotok_pb2_grpc")
@@ -116,7 +118,17 @@ def test_compress_then_decompress(served):
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert refused.value.details().endswith("; recover=true decodes what is there")
     audio = served.stub.Decompress(pb.DecompressRequest(data=cut, recover=True))
-    assert len(sf.read(io.BytesIO(audio.audio))[0]) == len(original)  # the lost end silent
+    recovered = sf.read(io.BytesIO(audio.audio), dtype="float32")[0]
+    assert len(recovered) == len(original)  # the lost end silent
+    # ... and said: the seconds lost are that silent end (to a frame: the last one is cut to
+    # the signal's length), and the problems say the stream was truncated.
+    header = Header.from_bytes(reply.data)
+    silent = (len(recovered) - (np.flatnonzero(recovered)[-1] + 1)) / rate
+    assert audio.lost_seconds > 0.1, audio.lost_seconds
+    assert abs(audio.lost_seconds - silent) <= 1.5 * header.hop_length / header.sample_rate
+    assert [p for p in audio.problems if p.startswith("truncated: ")], audio.problems
+    whole = served.stub.Decompress(pb.DecompressRequest(data=reply.data, recover=True))
+    assert whole.lost_seconds == 0 and list(whole.problems) == []
 
 
 def test_encode_then_decode(served):

@@ -109,7 +109,8 @@ def test_audio_longer_than_the_service_codes_is_refused_before_any_work(tmp_path
     header = Header.from_bytes(data)
     with AtokReader(tmp_path / "a.atok") as reader:
         reader.priors = codec.entropy_priors
-        end = max(at + len(p.to_bytes()) for at, p in reader.packets())
+        packets = [(at + len(p.to_bytes()), p.num_frames) for at, p in reader.packets()]
+    end = max(stop for stop, _ in packets)
     lengthless = dataclasses.replace(header, length=None, original_length=None).to_bytes()
     (tmp_path / "b.atok").write_bytes(lengthless + data[Header.read_size(data[:PREFIX_SIZE]) : end])
     tokens = Tokens(codes=np.zeros((1, 8, 750), np.int64), scales=None, length=240_000,
@@ -147,6 +148,14 @@ def test_audio_longer_than_the_service_codes_is_refused_before_any_work(tmp_path
         cut = (tmp_path / "b.atok").read_bytes()
         refused = client.post("/v1/decompress", content=cut)
         recovered = client.post("/v1/decompress?recover=true", content=cut)
+        # What a recovered answer lost is said in its headers (it was silent gaps, no word of
+        # them): of a stream whose length is known and whose last third is cut off, and of
+        # the whole stream, asked to recover or not.
+        cut_at = len(data) * 2 // 3
+        cut_end = client.post("/v1/decompress?recover=true", content=data[:cut_at])
+        intact = client.post("/v1/decompress?recover=true", content=data)
+        plain = client.post("/v1/decompress", content=data)
+        documented = client.get("/openapi.json").json()["paths"]["/v1/decompress"]["post"]
     assert other.status_code == 422, other.text
     assert "/" not in other.json()["error"]["message"].replace("/v1", "")
     assert error_of(refused) == (400, "bad_file")
@@ -154,6 +163,39 @@ def test_audio_longer_than_the_service_codes_is_refused_before_any_work(tmp_path
     assert recovered.status_code == 200, recovered.text
     got, want = len(sf.read(io.BytesIO(recovered.content))[0]), sf.info(clip).frames
     assert want <= got < want + codec.hop_length, (got, want)  # whole frames: no length
+    # Every packet there, only the index missing: nothing lost, but the truncation is said.
+    assert recovered.headers["x-lost-seconds"] == "0.000"
+    assert recovered.headers["x-problems"].startswith("truncated: the data after byte ")
+    assert recovered.headers["x-problems"].isascii()
+    assert cut_end.status_code == 200, cut_end.text
+    audio, rate = sf.read(io.BytesIO(cut_end.content), dtype="float32")
+    lost = float(cut_end.headers["x-lost-seconds"])
+    # The packets the cut reached into, and the answer's silent tail (to a frame: the last
+    # one is cut to the signal's length).
+    cut_frames = sum(frames for stop, frames in packets if stop > cut_at)
+    assert lost > 0 and abs(lost - cut_frames / float(header.frame_rate)) < 1e-3
+    silent = (len(audio) - (np.flatnonzero(audio)[-1] + 1)) / rate
+    assert abs(lost - silent) <= 1.5 * codec.hop_length / codec.sample_rate, (lost, silent)
+    problems = cut_end.headers["x-problems"]
+    assert problems.startswith("truncated: ") and f"{lost:.2f} s lost in all" in problems
+    assert intact.headers["x-lost-seconds"] == "0.000" and "x-problems" not in intact.headers
+    assert plain.status_code == 200 and "x-lost-seconds" not in plain.headers  # not asked
+    assert {"X-Lost-Seconds", "X-Problems"} <= set(documented["responses"]["200"]["headers"])
+
+
+def test_loss_headers_are_printable_ascii_of_bounded_size():
+    """A header's value is bytes on one line, and clients cap its size: a reason that quotes
+    other characters, or hundreds of damaged stretches, must not break the answer."""
+    from audiotok.serve.losses import MAX_PROBLEMS, Loss
+
+    assert Loss().headers() == {"X-Lost-Seconds": "0.000"}
+    many = tuple(f"damaged at byte {i}: caf\u00e9\n; 0.01 s concealed" for i in range(100))
+    headers = Loss(1.0 / 3, many).headers()
+    assert headers["X-Lost-Seconds"] == "0.333"
+    problems = headers["X-Problems"]
+    assert problems.isascii() and problems.isprintable() and "caf?" in problems
+    assert problems.count("damaged at byte") == MAX_PROBLEMS
+    assert problems.endswith(f"; and {100 - MAX_PROBLEMS} more")
 
 
 def test_a_field_sent_twice_is_refused(tmp_path):

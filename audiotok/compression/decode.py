@@ -53,6 +53,13 @@ class Decoded:
     lost_frames: int = 0
     trailing_at: int | None = None
 
+    @property
+    def lost_seconds(self) -> float:
+        """Seconds of audio lost (:attr:`lost_frames`, concealed with silence). A stream cut
+        off with neither a length nor its index counts only the gaps before the cut: how much
+        followed it is unknown (:meth:`problems` says that it was truncated)."""
+        return self.lost_frames / float(self.header.frame_rate)
+
     def problems(self) -> list[str]:
         """One line per problem found, for warnings."""
         rate = float(self.header.frame_rate)

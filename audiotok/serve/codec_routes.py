@@ -15,7 +15,6 @@ upload is ``upload`` in their messages.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +34,7 @@ from ..compression.files import compress_file, decode_tokens_file, decompress_fi
 from ..errors import AudioError, AudiotokError, TokensTooLargeError
 from ..zoo.codec_cards import find_card
 from .errors import ApiError, error_responses
+from .losses import DECOMPRESS_HEADERS, Loss
 from .requests import AudioFormat
 from .service import Service
 from .uploads import (
@@ -183,11 +183,11 @@ def decompress_path(
     format: str,
     new: Callable[[str, str], Path],
     recover: bool = False,
-) -> tuple[Path, int]:
+) -> tuple[Path, int, Loss]:
     """``.atok`` or ``.ecdc`` data decoded by the codec it names, into a new scratch audio
-    file of ``format``; that file and its sample rate. ``recover``: an ``.atok`` cut off or
-    damaged is decoded as far as it goes, damage concealed (as ``audiotok decompress
-    --recover``)."""
+    file of ``format``; that file, its sample rate and what was lost. ``recover``: an
+    ``.atok`` cut off or damaged is decoded as far as it goes, damage concealed (as
+    ``audiotok decompress --recover``)."""
     target = new("output", f".{format}")
     with open(source, "rb") as f:
         data = f.read(4)
@@ -201,7 +201,7 @@ def decompress_path(
         tokens = read_ecdc(data, framework="np", lm_loader=_served_lm)  # np: either kind
         with service.models.codec_lock:  # long ones as a stream: a few kB can hold hours
             decode_tokens_file(tokens, target, codec, overwrite=True)
-        return target, codec.sample_rate
+        return target, codec.sample_rate, Loss()
     with AtokReader(source) as reader:
         header, index = reader.header, reader.index()
         codec = service.models.codec(header.model_id)
@@ -213,34 +213,46 @@ def decompress_path(
             packets = reader.packets(recover=recover)
             frames = max((p.first_frame + p.num_frames for _, p in packets), default=0)
             check_seconds(service, frames / float(header.frame_rate))
-    with service.models.codec_lock:
-        decompress_file(source, target, codec, strategy="clip", recover=recover)
-    return target, audio_info(target).samplerate
+    with service.models.codec_lock:  # with recover, decoded in one pass: its Decoded back
+        decoded = decompress_file(source, target, codec, strategy="clip", recover=recover)
+    return target, audio_info(target).samplerate, Loss.of(decoded)
 
 
-@router.post("/decompress", response_class=Response, openapi_extra=UPLOAD_BODY)
+@router.post(
+    "/decompress",
+    response_class=Response,
+    openapi_extra=UPLOAD_BODY,
+    responses={200: {"headers": DECOMPRESS_HEADERS}},
+)
 async def decompress(
     request: Request,
     format: Annotated[OutputFormat, Query()] = "wav",
     recover: Annotated[bool, Query()] = False,
 ) -> Response:
     """``.atok`` or ``.ecdc`` bytes (body or multipart ``file``) in, audio out; with
-    ``recover``, an ``.atok`` cut off or damaged decodes as far as it goes."""
-    return await _decoded_answer(
-        request, format, ".atok", functools.partial(decompress_path, recover=recover)
-    )
+    ``recover``, an ``.atok`` cut off or damaged decodes as far as it goes, what was lost
+    silent, and ``X-Lost-Seconds`` and ``X-Problems`` say how much and where."""
+
+    def work(
+        service: Service, source: Path, fmt: str, new: Callable[[str, str], Path]
+    ) -> tuple[Path, int, dict[str, str]]:
+        target, rate, loss = decompress_path(service, source, fmt, new, recover)
+        return target, rate, loss.headers() if recover else {}  # asked for: what recover did
+
+    return await _decoded_answer(request, format, ".atok", work)
 
 
 def decompress_bytes(
     service: Service, data: bytes, format: str, recover: bool = False
-) -> tuple[bytes, int]:
-    """``.atok`` or ``.ecdc`` bytes decoded by the codec they name: audio file, sample rate."""
-    return _through_files(
-        service,
-        data,
-        ".atok",
-        lambda source, new: decompress_path(service, source, format, new, recover),
-    )
+) -> tuple[bytes, tuple[int, Loss]]:
+    """``.atok`` or ``.ecdc`` bytes decoded by the codec they name: audio file, then its
+    sample rate and what was lost."""
+
+    def work(source: Path, new: Callable[[str, str], Path]) -> tuple[Path, tuple[int, Loss]]:
+        target, rate, loss = decompress_path(service, source, format, new, recover)
+        return target, (rate, loss)
+
+    return _through_files(service, data, ".atok", work)
 
 
 @router.post("/encode", response_class=Response)
@@ -341,7 +353,9 @@ def decode_path(
 @router.post("/decode", response_class=Response, openapi_extra=UPLOAD_BODY)
 async def decode(request: Request, format: Annotated[OutputFormat, Query()] = "wav") -> Response:
     """Tokens (``.npz`` or ``.safetensors``, body or multipart ``file``) in, audio out."""
-    return await _decoded_answer(request, format, ".tokens", decode_path)
+    return await _decoded_answer(
+        request, format, ".tokens", lambda *args: (*decode_path(*args), {})
+    )
 
 
 def decode_bytes(service: Service, data: bytes, format: str) -> tuple[bytes, int]:
@@ -351,8 +365,11 @@ def decode_bytes(service: Service, data: bytes, format: str) -> tuple[bytes, int
     )
 
 
-# What turns a saved upload into an audio file: decompress_path or decode_path.
-Decoder = Callable[[Service, Path, str, Callable[[str, str], Path]], tuple[Path, int]]
+# What turns a saved upload into an audio file (by decompress_path or decode_path): that file,
+# its sample rate and the answer's other headers.
+Decoder = Callable[
+    [Service, Path, str, Callable[[str, str], Path]], tuple[Path, int, dict[str, str]]
+]
 
 
 async def _decoded_answer(request: Request, format: str, suffix: str, work: Decoder) -> Response:
@@ -361,9 +378,10 @@ async def _decoded_answer(request: Request, format: str, suffix: str, work: Deco
     with scratch(service) as new:
         source = new("upload", suffix)
         await save_body_or_file(request, source)
-        target, rate = await run_in_threadpool(work, service, source, format, new)
+        target, rate, headers = await run_in_threadpool(work, service, source, format, new)
         answer = keep(target)
-    return file_answer(answer, AUDIO_TYPES[format], f"audio.{format}", {"X-Sample-Rate": str(rate)})
+    headers = {"X-Sample-Rate": str(rate), **headers}
+    return file_answer(answer, AUDIO_TYPES[format], f"audio.{format}", headers)
 
 
 def _through_files(

@@ -118,8 +118,15 @@ class AudiotokServicer(pb_grpc.AudiotokServicer):
         with self._call("Decompress", context):
             fmt = _choice("format", request.format or "wav", OutputFormat)
             data = self._upload(request.data)
-            audio, rate = decompress_bytes(self.service, data, fmt, request.recover)
-            return pb.AudioReply(audio=audio, sample_rate=rate, format=fmt)
+            audio, (rate, loss) = decompress_bytes(self.service, data, fmt, request.recover)
+            # As HTTP's X-Lost-Seconds and X-Problems (0 and none unless asked to recover).
+            return pb.AudioReply(
+                audio=audio,
+                sample_rate=rate,
+                format=fmt,
+                lost_seconds=loss.seconds,
+                problems=loss.problems,
+            )
 
     def Encode(self, request: pb.EncodeRequest, context: grpc.ServicerContext) -> pb.EncodeReply:
         with self._call("Encode", context):

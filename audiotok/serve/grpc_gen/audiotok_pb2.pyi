@@ -1,6 +1,7 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -70,14 +71,18 @@ class DecodeRequest(_message.Message):
     def __init__(self, tokens: _Optional[bytes] = ..., format: _Optional[str] = ...) -> None: ...
 
 class AudioReply(_message.Message):
-    __slots__ = ("audio", "sample_rate", "format")
+    __slots__ = ("audio", "sample_rate", "format", "lost_seconds", "problems")
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
+    LOST_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     audio: bytes
     sample_rate: int
     format: str
-    def __init__(self, audio: _Optional[bytes] = ..., sample_rate: _Optional[int] = ..., format: _Optional[str] = ...) -> None: ...
+    lost_seconds: float
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, audio: _Optional[bytes] = ..., sample_rate: _Optional[int] = ..., format: _Optional[str] = ..., lost_seconds: _Optional[float] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
     __slots__ = ("prompt", "model", "duration", "seed", "use_sampling", "top_k", "top_p", "temperature", "cfg_coef", "format", "cache")
