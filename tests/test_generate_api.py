@@ -94,6 +94,7 @@ def test_text_encoders_without_their_vocabulary_or_weights_are_refused(dirs, tmp
     import shutil
 
     from safetensors.torch import load_file, save_file
+    from tokenizers import Tokenizer, models
 
     from audiotok.errors import CheckpointError, ModelNotAvailableError
 
@@ -102,9 +103,14 @@ def test_text_encoders_without_their_vocabulary_or_weights_are_refused(dirs, tmp
     for folder in (hf, t5):
         for name in ("tokenizer.json", "tokenizer_config.json", "spiece.model"):
             (folder / name).unlink(missing_ok=True)
-    with pytest.raises(ModelNotAvailableError, match=r"tokenizer has \d+ tokens for a"):
+    with pytest.raises(ModelNotAvailableError, match=r"hf: no tokenizer\.json, the T5 tok"):
         MusicGen.get_pretrained(hf, device="cpu")
-    with pytest.raises(ModelNotAvailableError, match=r"tokenizer\.json or spiece\.model"):
+    with pytest.raises(ModelNotAvailableError, match=r"t5: no tokenizer\.json; a T5 encoder"):
+        MusicGen.get_pretrained(dirs["export"], device="cpu", text_encoder=t5)
+    # Another model's tokenizer (here of the three specials alone): every word <unk>.
+    specials = Tokenizer(models.WordLevel({"<pad>": 0, "</s>": 1, "<unk>": 2}, unk_token="<unk>"))
+    specials.save(str(t5 / "tokenizer.json"))
+    with pytest.raises(ModelNotAvailableError, match=r"tokenizer has 3 tokens for a text enc"):
         MusicGen.get_pretrained(dirs["export"], device="cpu", text_encoder=t5)
     half = shutil.copytree(dirs["t5"], tmp_path / "half")
     weights = load_file(half / "model.safetensors")

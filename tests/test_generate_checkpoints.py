@@ -174,10 +174,10 @@ def test_registry_model_not_cached_offline(monkeypatch):
     assert "\n" not in str(info.value)
 
 
-def test_missing_transformers_is_one_line(monkeypatch):
-    from audiotok.generate.conditioners import load_t5
+def test_missing_tokenizers_is_one_line(monkeypatch):
+    from audiotok.generate.t5_load import load_t5
 
-    monkeypatch.setitem(sys.modules, "transformers", None)
+    monkeypatch.setitem(sys.modules, "tokenizers", None)
     with pytest.raises(AudiotokError, match=r"pip install 'audiotok\[generate\]'"):
         load_t5("t5-base", offline=True)
 

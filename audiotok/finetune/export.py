@@ -176,9 +176,9 @@ def write_audiotok(
     t5_config = None
     if bundle_text_encoder and texts:
         tensors.update(t5_tensors(texts[0].t5))
-        t5_config = json.loads(texts[0].t5.config.to_json_string())
+        t5_config = texts[0].t5.config.to_dict()
     if texts:
-        texts[0].tokenizer.save_pretrained(str(directory))
+        texts[0].tokenizer.save(directory)
     with atomic_path(directory / WEIGHTS_NAME) as tmp:
         tmp.write_bytes(save(tensors))
     save_checkpoint(_card_model(codec), directory / CODEC_CARD, name=codec.model_id,

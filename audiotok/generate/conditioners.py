@@ -16,37 +16,20 @@ Note: audiocraft does not mask cross-attention; zeroed positions take part in th
 transformers' MusicGen does mask them, so the two differ on batches of unequal texts.
 We follow audiocraft.
 
-transformers (for T5) is optional: ``pip install 'audiotok[generate]'``.
+T5 runs on our own encoder (:mod:`audiotok.generate.t5`, transformers' keys and arithmetic);
+its tokenizer needs the ``tokenizers`` package: ``pip install 'audiotok[generate]'``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import AudiotokError, CheckpointError, ModelNotAvailableError
-
-INSTALL_HINT = "pip install 'audiotok[generate]'"
-# What transformers reads of a T5 repository for the encoder and its fast tokenizer.
-T5_FILES = "config.json model.safetensors tokenizer.json spiece.model"
-
-
-def require_transformers() -> Any:
-    """The ``transformers`` module, or a one-line error saying how to install it."""
-    try:
-        import transformers
-    except ImportError:
-        raise AudiotokError(
-            f"text conditioning needs the transformers package: {INSTALL_HINT}"
-        ) from None
-    return transformers
+from .t5 import T5EncoderModel
+from .t5_tokenizer import T5Tokenizer
 
 
 @dataclass(frozen=True)
@@ -132,12 +115,14 @@ class TextConditioner(nn.Module):
 
     Attributes:
         name: The condition's name (``description``).
-        tokenizer: The T5 tokenizer (a transformers tokenizer).
-        t5: The T5 encoder (``transformers.T5EncoderModel``), in eval mode.
+        tokenizer: The T5 tokenizer.
+        t5: The T5 encoder, in eval mode (frozen, as audiocraft's ``finetune: false``).
         output_proj: Linear T5 width -> LM width; key ``output_proj`` as in audiocraft.
     """
 
-    def __init__(self, name: str, tokenizer: Any, t5: nn.Module, output_dim: int) -> None:
+    def __init__(
+        self, name: str, tokenizer: T5Tokenizer, t5: T5EncoderModel, output_dim: int
+    ) -> None:
         super().__init__()
         self.name = name
         self.tokenizer = tokenizer
@@ -160,12 +145,10 @@ class TextConditioner(nn.Module):
             raise ValueError("texts must be a non-empty list of strings or None")
         entries = ["" if t is None else str(t) for t in texts]
         device = self.output_proj.weight.device
-        inputs = self.tokenizer(entries, return_tensors="pt", padding=True)
-        ids = inputs["input_ids"].to(device)
-        mask = inputs["attention_mask"].to(device)
+        ids, mask = (t.to(device) for t in self.tokenizer.batch(entries))
         empty = [i for i, entry in enumerate(entries) if entry == ""]
         mask[empty, :] = 0
-        return self.t5(input_ids=ids, attention_mask=mask).last_hidden_state, mask
+        return self.t5(ids, mask), mask
 
     def project(self, states: torch.Tensor, mask: torch.Tensor) -> ConditionTensors:
         """The learnt part: ``output_proj`` of :meth:`encode`'s states, zeroed where masked."""
@@ -232,119 +215,3 @@ class ConditionProvider(nn.Module):
                 raise ValueError(f"this model is conditioned on a melody ({name}): pass chroma")
             out = out.merge(self.conditioners[name](chroma, chroma_mask))
         return out
-
-
-def load_t5(source: str | os.PathLike, offline: bool) -> tuple[Any, nn.Module]:
-    """A T5 tokenizer and encoder from a local directory or the Hugging Face cache.
-
-    Args:
-        source: A directory (``config.json``, weights, tokenizer files) or a Hugging Face
-            name such as ``t5-base``.
-        offline: Use the local cache only; otherwise a missing model is downloaded.
-
-    Raises:
-        ModelNotAvailableError: Not found locally and not downloadable.
-    """
-    transformers = require_transformers()
-    local = Path(source).is_dir()
-    attempts = [True] if local or offline else [True, False]
-    reason = ""
-    for local_only in attempts:
-        try:
-            with _quiet(transformers):
-                tokenizer = transformers.AutoTokenizer.from_pretrained(
-                    str(source), local_files_only=local_only
-                )
-                t5, info = transformers.T5EncoderModel.from_pretrained(
-                    str(source), local_files_only=local_only, output_loading_info=True
-                )
-        except (OSError, ValueError) as exc:  # hub, file and format errors
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            continue
-        if info.get("missing_keys"):  # transformers fills them with random weights
-            missing = sorted(info["missing_keys"])
-            raise CheckpointError(
-                f"text encoder {source}: {len(missing)} T5 encoder weights missing "
-                f"({', '.join(missing[:2])}...): not a T5 encoder's checkpoint, or a damaged one"
-            )
-        check_tokenizer(tokenizer, t5.config.vocab_size, f"text encoder {source}")
-        return tokenizer, t5.float().eval()
-    if local:
-        raise ModelNotAvailableError(
-            f"text encoder {source}: not a readable T5 directory ({reason}); it needs "
-            "config.json, the weights and the tokenizer files"
-        )
-    raise ModelNotAvailableError(
-        f"text encoder {source}: not found in the Hugging Face cache ({reason}); on a machine "
-        f"online run `hf download {source} {T5_FILES}`, or pass text_encoder=DIR (a copy of it)"
-    )
-
-
-def check_tokenizer(tokenizer: Any, vocab_size: int, where: str) -> None:
-    """Raises unless ``tokenizer`` can be the T5 encoder's (``vocab_size`` embedding rows).
-
-    Without its vocabulary files transformers still builds a T5 tokenizer (of its 100 extra
-    ids and a few specials) that reads every word as ``<unk>``: every prompt then gives the
-    same music. A real one has nearly as many tokens as the encoder has rows (t5-base: 32100
-    of 32128), never more.
-
-    Raises:
-        ModelNotAvailableError: A tokenizer of under half the rows, or more than all of them.
-    """
-    tokens = len(tokenizer)
-    if not vocab_size // 2 <= tokens <= vocab_size:
-        raise ModelNotAvailableError(
-            f"{where}: its T5 tokenizer has {tokens} tokens for a text encoder of {vocab_size}: "
-            "the vocabulary files (tokenizer.json or spiece.model) are missing or another "
-            "model's"
-        )
-
-
-@contextlib.contextmanager
-def _quiet(transformers: Any) -> Iterator[None]:
-    """Without transformers' per-tensor "Loading weights" bar (ours is the only progress shown)
-    or its table of missing keys (they are an error, in one line)."""
-    logging = transformers.utils.logging
-    shown, verbosity = logging.is_progress_bar_enabled(), logging.get_verbosity()
-    logging.disable_progress_bar()
-    logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        logging.set_verbosity(verbosity)
-        if shown:
-            logging.enable_progress_bar()
-
-
-def t5_from_state(
-    config: dict[str, Any], state: dict[str, torch.Tensor], tokenizer_dir: str | os.PathLike
-) -> tuple[Any, nn.Module]:
-    """A T5 tokenizer (from ``tokenizer_dir``) and encoder built from a config and weights.
-
-    Used for transformers' MusicGen checkpoints, which hold the T5 encoder (``text_encoder.*``)
-    and its tokenizer files beside the LM.
-    """
-    transformers = require_transformers()
-    try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(
-            str(tokenizer_dir), local_files_only=True
-        )
-    except (OSError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelNotAvailableError(
-            f"{tokenizer_dir}: no readable T5 tokenizer files beside the weights ({reason})"
-        ) from None
-    t5_config = transformers.T5Config.from_dict(config)
-    check_tokenizer(tokenizer, t5_config.vocab_size, str(tokenizer_dir))
-    with torch.device("meta"):
-        t5 = transformers.T5EncoderModel(t5_config)
-    state = dict(state)
-    # The token embedding is stored once, as `shared`; the encoder uses the same matrix.
-    if "encoder.embed_tokens.weight" not in state and "shared.weight" in state:
-        state["encoder.embed_tokens.weight"] = state["shared.weight"]
-    result = t5.load_state_dict(state, strict=False, assign=True)
-    left = [n for n, t in (*t5.named_parameters(), *t5.named_buffers()) if t.is_meta]
-    if result.unexpected_keys or left:
-        bad = ", ".join((result.unexpected_keys or left)[:2])
-        raise CheckpointError(f"T5 text encoder weights don't fit its config ({bad})")
-    return tokenizer, t5.float().eval()

@@ -20,15 +20,10 @@ from ..zoo.lm_checkpoints import COMPRESSION_FILE, LM_FILE, LMCheckpoint, read_a
 from ..zoo.lm_hf import read_hf_dir
 from ..zoo.lm_native import CARD_NAME, CODEC_CARD, read_audiotok_lm
 from ..zoo.weights import adopt_state, card_file, module_shapes, read_json, shape_mismatch
-from .conditioners import (
-    ChromaConditioner,
-    ConditionProvider,
-    TextConditioner,
-    load_t5,
-    t5_from_state,
-)
+from .conditioners import ChromaConditioner, ConditionProvider, TextConditioner
 from .lm import LMModel
 from .lm_config import LMConfig
+from .t5_load import load_t5, t5_from_state
 
 
 def read_lm_checkpoint(path: str | Path) -> LMCheckpoint:

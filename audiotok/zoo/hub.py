@@ -131,11 +131,16 @@ def _check_reachable(url: str) -> None:
         raise ModelNotAvailableError(f"{parts.hostname} unreachable ({reason})") from None
 
 
+def check_hub_reachable() -> None:
+    """Fails fast, in one line, when the Hugging Face Hub (``HF_ENDPOINT``) can't be reached."""
+    _check_reachable(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+
+
 def _hf_download(source: WeightsSource, local_only: bool) -> Path | None:
     from huggingface_hub import hf_hub_download
 
     if not local_only:
-        _check_reachable(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+        check_hub_reachable()
     paths = []
     for filename in source.filenames:
         try:
