@@ -264,15 +264,16 @@ def serve(
         fail("AUDIOTOK_API_KEY is set but empty: give the key, or unset it to serve without one")
     serve_settings = ServeSettings(state=state, host=host, grpc_port=grpc_port, **settings)
     setup_tracing(otel_exporter)
-    sock = _listening_socket(host, port)
-    models = load_served_models(
-        list(codecs), list(generators), list(rollouts), device, backend=backend,
-        local_generators=True,  # one process: a rollout names generators loaded here
-    )  # fmt: skip
-    app = create_app(serve_settings, models)
-    open_service(app.state.service)  # errors as one line, before the server starts
-    config = uvicorn.Config(app, log_config=None, access_log=False)
-    uvicorn.Server(config).run(sockets=[sock])
+    # Closed on every way out: a model or the state folder refused, or the server's end.
+    with _listening_socket(host, port) as sock:
+        models = load_served_models(
+            list(codecs), list(generators), list(rollouts), device, backend=backend,
+            local_generators=True,  # one process: a rollout names generators loaded here
+        )  # fmt: skip
+        app = create_app(serve_settings, models)
+        open_service(app.state.service)  # errors as one line, before the server starts
+        config = uvicorn.Config(app, log_config=None, access_log=False)
+        uvicorn.Server(config).run(sockets=[sock])
 
 
 def _listening_socket(host: str, port: int) -> Any:
@@ -280,12 +281,15 @@ def _listening_socket(host: str, port: int) -> Any:
     here (uvicorn's own bind, after start-up, printed a bare errno and exited with 3)."""
     import socket
 
+    sock = None
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
     except OSError as exc:
+        if sock is not None:
+            sock.close()
         fail(f"can't listen on {host}:{port}: {exc.strerror or exc}")
     sock.set_inheritable(True)
     return sock

@@ -152,6 +152,7 @@ class Service:
             try:
                 fcntl.flock(self._lock_file.fileno(), mode | fcntl.LOCK_NB)
             except BlockingIOError:
+                self._lock_file.close()
                 raise ServiceError(f"{state}: another service is using this state folder") from None
         try:
             self.store = JobStore(
