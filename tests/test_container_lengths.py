@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
 import tracemalloc
 
 import numpy as np
@@ -121,3 +122,23 @@ def test_audio_sink_pads_in_bounded_memory(tmp_path):
     import soundfile as sf
 
     assert sf.info(str(tmp_path / "pad.wav")).frames == length
+
+
+@pytest.mark.parametrize("length", [1 << 40, DAY])  # 4 TiB of float32; 24 h, 16 GiB
+def test_a_cut_stream_said_to_be_long_is_refused_before_recovering(codec, length, monkeypatch):
+    """Cut before its index, nothing bears out the header's length: recover padded up to it
+    in one allocation (a MemoryError, or the kernel's kill, the CLI said "out of memory")."""
+    import audiotok.compression.decode as decode
+    from audiotok.errors import FormatError
+
+    data = stream(codec)
+    cut = with_header(data, length=length, original_length=length)[: index_offset(data) - 10]
+    monkeypatch.setattr(decode, "available_memory", lambda: 8 << 30, raising=False)  # 8 GiB
+    stated = f"rebuild {length / 24_000 / 3600:.1f} h (its stated length; 1.00 s of it are here"
+    with pytest.raises(FormatError, match=re.escape(stated)) as info:
+        decode_stream(cut, codec, recover=True)
+    assert "may be a damaged header" in str(info.value) and "\n" not in str(info.value)
+    # The same file at its true length recovers: its first second, then a second of silence.
+    honest = decode_stream(data[: index_offset(data) - 10], codec, recover=True).audio
+    assert honest.shape[-1] == 48_000
+    assert honest[:, :24_000].abs().max() > 0 and honest[:, 24_000:].abs().max() == 0

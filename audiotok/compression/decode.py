@@ -23,6 +23,7 @@ from ..codec.arrays import as_framework
 from ..codec.base import Codec
 from ..codec.tokens import Tokens
 from ..errors import TRUNCATED_HINT, FormatError, TokensError, TruncatedError, hint_damage
+from ..runtime.memory import available_memory
 from .channels import check_restorable
 from .container.header import Header
 from .container.reader import AtokReader, Damage
@@ -228,6 +229,8 @@ def decode_stream(
                          reader.name)  # fmt: skip
     if length is None:
         length = decoded_end * int(header.hop_length)
+    if lost:
+        _check_fits(header, length, total_frames - lost, native, reader.name)
     pieces = [_decode_run(codec, header, run, length, total_frames) for run in runs]
     audio = np.zeros((header.channels, length), np.float32)
     for start, piece in pieces:
@@ -251,6 +254,33 @@ def decode_stream(
             audio = audio[:, :original]
     audio = as_framework(np.ascontiguousarray(audio, np.float32), codec.framework)
     return Decoded(audio, rate, header, damage, truncated_at, lost, trailing_at)
+
+
+def _check_fits(header: Header, length: int, decoded: int, native: bool, name: str | None) -> None:
+    """Refuses a recovery that can't fit in memory, before allocating it.
+
+    What is lost comes back as silence up to the length the header (or index) gives, and
+    nothing else bounds that length when the data is cut off: a damaged header's length
+    (the u64 read as an hour or as years) would be a MemoryError, or the kernel's kill.
+    ``decoded``: the frames that are there; ``native``: no conversion to the original's rate.
+    """
+    original = header.original_length
+    if original is None:
+        original = length * header.original_sample_rate // header.sample_rate
+    # A lower bound: the decoded signal, and the one at the original's rate and channels.
+    need = 4 * header.channels * length
+    need += 0 if native else 4 * header.original_channels * original
+    available = available_memory()
+    if available is None or need <= available:
+        return
+    seconds = length / header.sample_rate
+    stated = f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds:.1f} s"
+    raise FormatError(
+        f"recovering it would rebuild {stated} (its stated length; "
+        f"{decoded / float(header.frame_rate):.2f} s of it are here, the rest silence), which "
+        f"needs at least {need / 2**30:.1f} GiB of memory, and {available / 2**30:.1f} GiB is "
+        "available: a length this far beyond the data may be a damaged header"
+    ).in_file(name)
 
 
 def _truncated(header: Header, at: int, decoded: int, lost: int, known: bool,
