@@ -12,6 +12,7 @@ from conftest import tiny_codec
 
 from audiotok.compression import files
 from audiotok.compression.container.atok import read_tokens
+from audiotok.compression.container.reader import AtokReader
 from audiotok.errors import AudioError, FormatError, TruncatedError
 
 
@@ -117,6 +118,48 @@ def test_damage_stops_a_streamed_decode_and_leaves_nothing(long_file, tmp_path, 
         files.decompress_file(atok, tmp_path / "x.wav", codec)  # streamed: length unknown
     assert sorted(tmp_path.iterdir()) == before
     assert files.decompress_file(atok, tmp_path / "x.wav", codec, recover=True)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("which", [0, -2])  # the first packet: silence first; a later one
+def test_recovering_a_long_file_streams_as_the_one_pass_recovery(
+    long_file, tmp_path, monkeypatch, causal, which
+):
+    """A damaged long file with its index recovers as a stream (it was decoded whole, however
+    long): runs decoded on their own, silence between them, the same file within rounding."""
+    from click.testing import CliRunner
+
+    from audiotok.cli import compress_commands
+    from audiotok.cli.main import cli
+
+    codec = tiny_codec(causal=causal)
+    atok = tmp_path / "x.atok"
+    files.compress_file(long_file, atok, codec)
+    data = bytearray(atok.read_bytes())
+    with AtokReader(atok) as reader:
+        offsets = [offset for offset, _ in reader.packets()]
+    data[offsets[which] + 20] ^= 0xFF
+    atok.write_bytes(bytes(data))
+    with monkeypatch.context() as m:
+        forbid_whole_file_io(m)
+        streamed = files.decompress_file(atok, tmp_path / "s.wav", codec, recover=True)
+        m.setattr(compress_commands, "load", lambda *args: codec)
+        args = ["decompress", str(atok), str(tmp_path / "c.wav"), "-m", "t", "--recover"]
+        said = CliRunner().invoke(cli, args).stderr.strip().splitlines()
+    assert streamed.audio is None and streamed.lost_frames > 0
+    assert said[0] == f"{tmp_path / 'c.wav'}: 3.00 s, 44100 Hz, 2 ch"  # read from the file
+    assert said[1:] == [f"audiotok: warning: {atok}: {line}" for line in streamed.problems()]
+    monkeypatch.setattr(files, "STREAM_SECONDS", 1e9)
+    whole = files.decompress_file(atok, tmp_path / "o.wav", codec, recover=True)
+    assert streamed.problems() == whole.problems()
+    assert (streamed.lost_frames, streamed.damage) == (whole.lost_frames, whole.damage)
+    s, _ = sf.read(tmp_path / "s.wav", dtype="float32", always_2d=True)
+    o, _ = sf.read(tmp_path / "o.wav", dtype="float32", always_2d=True)
+    assert s.shape == o.shape == (3 * 44_100, 2)
+    assert np.abs(s - o).max() < 5e-3  # as the undamaged stream's test: resampled in blocks
+    lost = whole.damage[0]
+    first = lost.first_frame * 44_100 // 75 + 200  # inside the gap, past resampling's edges
+    assert np.abs(s[first : first + 200]).max() == 0  # the concealed stretch is silent
 
 
 def test_exact_codes_long_files_in_one_pass(long_file, tmp_path):

@@ -293,7 +293,11 @@ def decompress(
             if result is None:
                 return written_summary(target)
             audio, rate = result.audio, result.sample_rate
-            lines = [f"{target}: {audio.shape[-1] / rate:.2f} s, {rate} Hz, {audio.shape[0]} ch"]
+            lines = (
+                [written_summary(target)]  # streamed: the audio is in the file only
+                if audio is None
+                else [f"{target}: {audio.shape[-1] / rate:.2f} s, {rate} Hz, {audio.shape[0]} ch"]
+            )
             return "\n".join(
                 lines + [f"audiotok: warning: {source}: {n}" for n in result.problems()]
             )

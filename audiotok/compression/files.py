@@ -160,9 +160,12 @@ def decompress_file(
     Streams longer than :data:`STREAM_SECONDS`, of a codec that can stream, are decoded packet
     by packet in bounded memory, to any format with any strategy (audio within 1e-5 of the
     one-pass decoder's; ``peak``, ``rms`` and ``loudness`` measure the level in a first pass
-    through a temporary file beside the output); None is then returned. ``recover`` (which
-    conceals damage) and ``exact`` decode in one pass in memory. ``device`` and ``backend``:
-    how a codec given by name (or None: the header's) is loaded (see ``load_codec``).
+    through a temporary file beside the output); None is then returned. ``recover`` conceals
+    damage: streamed too where the stream has its index (which bears out the length the
+    silence reaches) and its codec is unsegmented, the returned :class:`Decoded` then without
+    its ``audio`` (None); in one pass in memory otherwise, as ``exact`` always is. ``device``
+    and ``backend``: how a codec given by name (or None: the header's) is loaded (see
+    ``load_codec``).
 
     Raises:
         FormatError: As :func:`decode_stream`; nothing is written then, not even a temporary.
@@ -176,10 +179,12 @@ def decompress_file(
         check_restorable(header, str(input))
     length = header.length if header.length is not None else (index.length if index else 0)
     codec = resolve_codec(codec, header, device, backend)
-    if not recover and streams(codec, length / header.sample_rate, exact):
-        decompress_streaming(Path(input), Path(output), codec, overwrite=overwrite,
-                             native=native, strategy=strategy)  # fmt: skip
-        return None
+    # A cut stream (no index) is recovered in memory, where what its unchecked length would
+    # take is measured first; a stream with its index is padded only to the index's length.
+    streamed_recovery = index is not None and not header.segment_length
+    if streams(codec, length / header.sample_rate, exact) and (not recover or streamed_recovery):
+        return decompress_streaming(Path(input), Path(output), codec, overwrite=overwrite,
+                                    native=native, strategy=strategy, recover=recover)  # fmt: skip
     with open(input, "rb") as f:
         result = decode_stream(f, codec, recover=recover, native=native, device=device)
     write_audio(output, result.audio, result.sample_rate, strategy=strategy, overwrite=overwrite)

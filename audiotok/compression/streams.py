@@ -8,6 +8,7 @@ segment by segment, each segment with its scale.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -22,6 +23,7 @@ from ..errors import TRUNCATED_HINT, FormatError, TokensError, TruncatedError, h
 from .container.header import Header
 from .container.reader import AtokReader
 from .container.writer import DEFAULT_PACKET_SECONDS, AtokWriter
+from .decode import Decoded
 
 
 def compress_streaming(file: BinaryIO, path: Path, codec: Codec, bandwidth: float | None,
@@ -95,11 +97,67 @@ class _SegmentFeeder:
         return out
 
 
+SILENCE_BLOCK = 1 << 16  # samples of concealing silence per write: a gap can be hours long
+
+
+class _Runs:
+    """Decodes an unsegmented stream's packets into ``sink``, each run of consecutive frames
+    on a fresh streaming state, with silence where frames are missing: as
+    :func:`~.decode.decode_stream` conceals damage, each run decoded on its own.
+
+    Without damage there is one run, and this is the plain streaming decode.
+    """
+
+    def __init__(self, codec: Codec, sink: Any, hop: int) -> None:
+        self.codec, self.sink, self.hop = codec, sink, hop
+        self.runs = contextlib.ExitStack()
+        self.stream: Any = None
+        self.next_frame = 0  # where the run being decoded goes on
+        self.written = 0  # samples at the codec's rate given to the sink
+
+    def add(self, first_frame: int, codes: Any) -> None:
+        """``codes [1, K, f]`` of the packet that starts at ``first_frame``."""
+        if self.stream is None or first_frame != self.next_frame:
+            self.end()
+            self._silence(first_frame * self.hop - self.written)
+            self.stream = self.runs.enter_context(self.codec.streaming(1))
+        self._write(self.stream.decode(codes))
+        self.next_frame = first_frame + codes.shape[-1]
+
+    def end(self) -> None:
+        """Decodes what the run still owes (a non-causal decoder's lookahead) and closes it:
+        a run that stops early ends where the next packet's audio would start."""
+        if self.stream is not None:
+            self._write(self.stream.decode_end(), limit=self.next_frame * self.hop)
+            self.runs.close()
+            self.stream = None
+
+    def _write(self, audio: Any, limit: int | None = None) -> None:
+        piece = to_numpy(audio[0])
+        if limit is not None:
+            piece = piece[:, : max(0, limit - self.written)]
+        self.sink.write(piece)
+        self.written += piece.shape[-1]
+
+    def _silence(self, samples: int) -> None:
+        """``samples`` of silence, a block at a time (a gap can be hours long)."""
+        channels = self.codec.channels
+        for start in range(0, max(0, samples), SILENCE_BLOCK):
+            block = np.zeros((channels, min(SILENCE_BLOCK, samples - start)), np.float32)
+            self.sink.write(block)
+            self.written += block.shape[-1]
+
+
 def decompress_streaming(input: Path, output: Path, codec: Codec, *, overwrite: bool = False,
-                          native: bool = False, strategy: str = "clip") -> None:  # fmt: skip
+                          native: bool = False, strategy: str = "clip",
+                          recover: bool = False) -> Decoded | None:  # fmt: skip
     """Decodes ``input`` to ``output`` (any format ``write_audio`` writes) as a stream,
     atomically: at the original rate and channels, or the codec's if ``native``; brought into
     [-1, 1] by ``strategy`` (see :class:`~audiotok.audio.blocks.AudioSink`).
+
+    ``recover`` (unsegmented codecs; the caller checks the stream has its index, which bears
+    out the length it is padded to) conceals damage as :func:`~.decode.decode_stream` does:
+    what it lost is then returned, as a :class:`~.decode.Decoded` whose ``audio`` is None.
 
     Raises:
         FormatError: Damage or truncation (found as it comes: no output is left behind).
@@ -109,6 +167,8 @@ def decompress_streaming(input: Path, output: Path, codec: Codec, *, overwrite: 
 
     with open(input, "rb") as f, AtokReader(f) as reader:
         header = reader.header
+        if recover and header.segment_length:
+            raise TokensError("a segmented stream is recovered in one pass, not streamed")
         reader.priors = codec.entropy_priors
         index = reader.index() if header.length is None or header.original_length is None else None
         if native:
@@ -124,25 +184,28 @@ def decompress_streaming(input: Path, output: Path, codec: Codec, *, overwrite: 
         # Decoding takes the codes' K whatever the bandwidth: the stream's own (for encoding)
         # is the default, which any codec has (an ONNX export may list fewer bandwidths).
         with sink, codec.streaming(1) as stream:
-            segments = None
+            segments, runs = None, _Runs(codec, sink, int(header.hop_length))
             if header.segment_length:
                 coded = header.length if header.length is not None else index and index.length
                 if coded is None:
                     raise TokensError("a segmented stream of unknown length can't be streamed")
                 segments = _SegmentFeeder(header, coded)
+            decoded = 0
             try:
-                for offset, packet in reader.packets():
+                for offset, packet in reader.packets(recover=recover):
                     codes = reader.decode(packet, offset)[None]
                     codes = as_framework(codes, codec.framework, device=codec.device)
+                    decoded += packet.num_frames
                     if segments is None:
-                        sink.write(to_numpy(stream.decode(codes)[0]))
+                        runs.add(packet.first_frame, codes)
                         continue
                     for seg_codes, scale in segments.add(codes, packet.scales):
                         sink.write(to_numpy(stream.decode(seg_codes, scale)[0]))
             except FormatError as exc:  # the sink, aborted, leaves no file behind
-                hint_damage(exc)
+                if not recover:
+                    hint_damage(exc)
                 raise
-            if reader.truncated_at is not None:
+            if reader.truncated_at is not None and not recover:
                 error = TruncatedError("truncated: the data ends before its index",
                                        reader.truncated_at)  # fmt: skip
                 raise error.with_hint(*TRUNCATED_HINT).in_file(reader.name)
@@ -152,7 +215,16 @@ def decompress_streaming(input: Path, output: Path, codec: Codec, *, overwrite: 
                     f"{len(segments.frames)} (codes or scales missing)"
                 )
             # What is still owed: non-causal decoders' lookahead, the last segments' overlap.
-            sink.write(to_numpy(stream.decode_end()[0]))
+            if segments is None:
+                runs.end()
+            else:
+                sink.write(to_numpy(stream.decode_end()[0]))
+        if not recover:
+            return None
+        index = reader.stream_index
+        total = header.num_frames() if header.length is not None else index and index.total_frames
+        return Decoded(None, rate, header, reader.damage, reader.truncated_at,
+                       max(0, (total or decoded) - decoded), reader.trailing_at)  # fmt: skip
 
 
 def encode_streaming(path: Path, codec: Codec, bandwidth: float | None) -> Tokens:
