@@ -1,4 +1,5 @@
-"""Start-up cost of the command line: ``audiotok compress`` / ``decompress`` of a short clip.
+"""Start-up cost of the command line: ``audiotok compress`` / ``decompress`` of a short clip,
+and, with ``--generate``, of ``audiotok generate`` with a tiny MusicGen.
 
 A short clip's command should be dominated by work, not by starting up. The script makes a
 clip of the repository's speech (``tests/data/speech_24k.flac``, looped to ``--seconds``,
@@ -19,6 +20,22 @@ pause background jobs, e.g. ``training/cpu_slice.sh pause``, while this runs).
 
 Target: compress and decompress of a 6 s clip each under 1.5 s wall.
 
+With ``--generate``, generation instead of the codec: the script builds once, in the
+temporary folder, the tests' tiny random-weight MusicGen (``tests/generate_reference.py``:
+2 decoder layers of width 64, 4 codebooks of 64, a 2-layer T5 of width 32; this needs
+transformers, which the dev install has) as an audiocraft export with its T5 directory, and
+times, alternating as above:
+
+- ``python -c pass`` and ``python -c "import torch"``, the reference;
+- ``audiotok generate drums -m EXPORT --text-encoder T5DIR -d 0.5 -o out.wav -f``: the whole
+  generator process (audiotok's own T5 encoder and tokenizer since commit ccd3066);
+- ``transformers' T5 load``: a process that only imports transformers' ``T5EncoderModel``
+  and ``AutoTokenizer``, loads T5DIR with them and encodes the prompt, as each generator
+  process did before ccd3066; what a generator no longer pays, measured in the same run.
+
+It prints the same table, and whether the generate process imported transformers (one
+untimed run under ``python -X importtime``; it must not). No breakdown.
+
 To measure another tree (the code before a change, say), put its root first on
 ``PYTHONPATH``: the commands and the breakdown then import ``audiotok`` from there.
 
@@ -26,6 +43,7 @@ Usage::
 
     python benchmarks/startup_bench.py [--runs 7] [--seconds 6] [--model NAME_OR_PATH]
         [--no-breakdown]
+    python benchmarks/startup_bench.py --generate [--runs 7]
 """
 
 from __future__ import annotations
@@ -47,6 +65,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SPEECH = ROOT / "tests" / "data" / "speech_24k.flac"
 TARGET_S = 1.5
+GENERATE_SECONDS = 0.5
+PROMPT = "drums"
+# What each generator process paid before commit ccd3066 (audiotok/generate/conditioners.py
+# then): transformers' tokenizer and T5 encoder loaded from the directory, one prompt encoded.
+T5_TRANSFORMERS = """\
+import sys, torch
+from transformers import AutoTokenizer, T5EncoderModel
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[1], local_files_only=True)
+t5 = T5EncoderModel.from_pretrained(sys.argv[1], local_files_only=True).float().eval()
+with torch.no_grad():
+    t5(**tokenizer([sys.argv[2]], return_tensors="pt", padding=True))
+"""
 
 
 class BenchError(Exception):
@@ -256,7 +286,113 @@ def child(kind: str, clip: Path, work: Path, model: str | None) -> None:
     print(json.dumps(steps))
 
 
+# -- generation ----------------------------------------------------------------------------
+
+
+def make_musicgen(directory: Path) -> tuple[Path, Path]:
+    """The tests' tiny random MusicGen as an audiocraft export in ``directory``, and its T5.
+
+    Returns:
+        The export's directory and the T5 directory (for ``--text-encoder``).
+    """
+    import contextlib
+    import io
+
+    tests = str(ROOT / "tests")  # the helpers import their neighbours as they run
+    sys.path.insert(0, tests)
+    said = io.StringIO()  # the saves' progress bars, shown only on failure
+    try:
+        try:
+            import transformers
+            from generate_reference import save_audiocraft, tiny_musicgen
+        except ImportError as exc:
+            raise BenchError(f"the tests' tiny MusicGen needs transformers "
+                             f"(pip install -e '.[dev]'): {exc}") from exc  # fmt: skip
+        transformers.logging.set_verbosity_error()  # its handler writes to the stderr it found
+        with contextlib.redirect_stderr(said):
+            return save_audiocraft(tiny_musicgen(seed=0), directory / "export")
+    except Exception:
+        sys.stderr.write(said.getvalue())
+        raise
+    finally:
+        sys.path.remove(tests)
+
+
+def imported_packages(cmd: list[str], cwd: Path, names: tuple[str, ...]) -> list[str]:
+    """Which of the top-level packages ``names`` one run of the Python script ``cmd`` imports
+    (``python -X importtime``, whose report lists every import as it happens, lazy ones too).
+    """
+    done = subprocess.run([sys.executable, "-X", "importtime", *cmd], cwd=cwd,
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode:
+        said = [ln for ln in done.stderr.splitlines() if ln.strip()]
+        said = [ln for ln in said if not ln.startswith("import time:")] or ["(no message)"]
+        raise BenchError(f"`{' '.join(cmd)}` under -X importtime failed: {said[-1]}")
+    found = set()
+    for line in done.stderr.splitlines():
+        if line.startswith("import time:") and line.count("|") == 2:
+            top = line.rsplit("|", 1)[1].strip().split(".")[0]
+            if top in names:
+                found.add(top)
+    return sorted(found)
+
+
 # -- the report ----------------------------------------------------------------------------
+
+
+def time_alternating(kinds: dict[str, list[str]], work: Path, runs: int) -> tuple[dict, float]:
+    """Wall seconds of ``runs`` runs of each command, alternating, and the CPU seconds other
+    processes used meanwhile."""
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    busy, ours = busy_cpu_seconds(), children_cpu_seconds()
+    for _ in range(runs):
+        for kind, cmd in kinds.items():  # alternating, so drifts hit every kind alike
+            times[kind].append(time_process(cmd, work))
+    other = (busy_cpu_seconds() - busy) - (children_cpu_seconds() - ours)
+    return times, other
+
+
+def print_rows(times: dict[str, list[float]]) -> None:
+    """min / median / max of each kind, and the median's ratio to the torch import."""
+    torch_median = statistics.median(times['python -c "import torch"'])
+    print(f"\n{'process':28} {'min s':>7} {'median s':>9} {'max s':>7} {'/ torch':>8}")
+    for kind, values in times.items():
+        median = statistics.median(values)
+        print(f"{kind:28} {min(values):7.2f} {median:9.2f} {max(values):7.2f} "
+              f"{median / torch_median:7.2f}x")  # fmt: skip
+
+
+def run_generate(args: argparse.Namespace, script: str) -> None:
+    """The ``--generate`` rows: ``audiotok generate`` against the torch import and against
+    the T5 load with transformers that each generator process paid before."""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        export, t5_dir = make_musicgen(work)
+        generate = [script, "generate", PROMPT, "-m", str(export), "--text-encoder",
+                    str(t5_dir), "-d", f"{GENERATE_SECONDS:g}", "-o", "out.wav", "-f"]  # fmt: skip
+        kinds = {
+            "python -c pass": [sys.executable, "-c", "pass"],
+            'python -c "import torch"': [sys.executable, "-c", "import torch"],
+            "audiotok generate": generate,
+            "transformers' T5 load": [sys.executable, "-c", T5_TRANSFORMERS, str(t5_dir), PROMPT],
+        }
+        time_process(kinds["audiotok generate"], work)  # warm the file cache
+        time_process(kinds["transformers' T5 load"], work)
+        leaked = imported_packages(generate, work, ("transformers", "peft"))
+        times, other = time_alternating(kinds, work, args.runs)
+
+        print(f"tiny random MusicGen (audiocraft export + T5 directory), prompt {PROMPT!r}, "
+              f"{GENERATE_SECONDS:g} s generated, {args.runs} runs of each, alternating; "
+              f"other processes used {other:.1f} CPU-s meanwhile")  # fmt: skip
+        print_rows(times)
+        print("audiotok generate imported transformers (python -X importtime, one run): "
+              + (f"YES ({', '.join(leaked)})" if leaked else "no"))  # fmt: skip
+        ours = statistics.median(times["audiotok generate"])
+        theirs = statistics.median(times["transformers' T5 load"])
+        print(f"transformers' T5 load alone / the whole audiotok generate: {theirs / ours:.2f}x "
+              f"({theirs:.2f} s against {ours:.2f} s, medians)")  # fmt: skip
+    if leaked:
+        raise BenchError(f"audiotok generate imported {', '.join(leaked)}")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -264,12 +400,17 @@ def run(args: argparse.Namespace) -> None:
         raise BenchError("--runs and --seconds must be positive")
     if not SPEECH.is_file():
         raise BenchError(f"{SPEECH}: missing (run from a checkout of the repository)")
+    if args.generate and args.model:
+        raise BenchError("--model is for the codec rows; --generate uses the tests' tiny MusicGen")
     script = audiotok_script()
     model = ["-m", args.model] if args.model else []
     import audiotok
 
     print(f"Machine: {machine()}; {bytecode_note()}")
     print(f"audiotok from {Path(audiotok.__file__).parent}, command {script}")
+    if args.generate:
+        run_generate(args, script)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         clip = work / "clip.wav"
@@ -282,22 +423,12 @@ def run(args: argparse.Namespace) -> None:
         }
         time_process(kinds["audiotok compress"], work)  # warm the file cache, make out.atok
         time_process(kinds["audiotok decompress"], work)
-        times: dict[str, list[float]] = {k: [] for k in kinds}
-        busy, ours = busy_cpu_seconds(), children_cpu_seconds()
-        for _ in range(args.runs):
-            for kind, cmd in kinds.items():  # alternating, so drifts hit every kind alike
-                times[kind].append(time_process(cmd, work))
-        other = (busy_cpu_seconds() - busy) - (children_cpu_seconds() - ours)
+        times, other = time_alternating(kinds, work, args.runs)
 
-        torch_median = statistics.median(times['python -c "import torch"'])
         what = args.model or "the packaged default model"
         print(f"{args.seconds:g} s clip (24 kHz mono WAV), {what}, {args.runs} runs of each, "
               f"alternating; other processes used {other:.1f} CPU-s meanwhile")  # fmt: skip
-        print(f"\n{'process':28} {'min s':>7} {'median s':>9} {'max s':>7} {'/ torch':>8}")
-        for kind, values in times.items():
-            median = statistics.median(values)
-            print(f"{kind:28} {min(values):7.2f} {median:9.2f} {max(values):7.2f} "
-                  f"{median / torch_median:7.2f}x")  # fmt: skip
+        print_rows(times)
         verdicts = [
             f"{kind.split()[1]} {statistics.median(times[kind]):.2f} s"
             for kind in ("audiotok compress", "audiotok decompress")
@@ -332,6 +463,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="the clip's duration")
     parser.add_argument("--model", help="-m for the commands; default: the packaged model")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the breakdown")
+    parser.add_argument(
+        "--generate", action="store_true", help="time `audiotok generate` instead of the codec"
+    )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
