@@ -121,7 +121,8 @@ def test_damage_stops_a_streamed_decode_and_leaves_nothing(long_file, tmp_path, 
 
 
 @pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("which", [0, -2])  # the first packet: silence first; a later one
+# The first packet (silence first), a later one, the first and the last (silence at the end).
+@pytest.mark.parametrize("which", [(0,), (-2,), (0, -1)])
 def test_recovering_a_long_file_streams_as_the_one_pass_recovery(
     long_file, tmp_path, monkeypatch, causal, which
 ):
@@ -138,7 +139,8 @@ def test_recovering_a_long_file_streams_as_the_one_pass_recovery(
     data = bytearray(atok.read_bytes())
     with AtokReader(atok) as reader:
         offsets = [offset for offset, _ in reader.packets()]
-    data[offsets[which] + 20] ^= 0xFF
+    for packet in which:
+        data[offsets[packet] + 20] ^= 0xFF
     atok.write_bytes(bytes(data))
     with monkeypatch.context() as m:
         forbid_whole_file_io(m)

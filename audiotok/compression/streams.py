@@ -132,6 +132,14 @@ class _Runs:
             self.runs.close()
             self.stream = None
 
+    def finish(self, length: int | None) -> None:
+        """Ends the last run, then silence up to ``length`` samples (the stream's, at the
+        codec's rate) for packets lost at the end: given before resampling, as the one-pass
+        decoder's zeros are, so that the cut rings as it does there."""
+        self.end()
+        if length is not None:
+            self._silence(length - self.written)
+
     def _write(self, audio: Any, limit: int | None = None) -> None:
         piece = to_numpy(audio[0])
         if limit is not None:
@@ -216,7 +224,8 @@ def decompress_streaming(input: Path, output: Path, codec: Codec, *, overwrite: 
                 )
             # What is still owed: non-causal decoders' lookahead, the last segments' overlap.
             if segments is None:
-                runs.end()
+                stated = reader.stream_index and reader.stream_index.length
+                runs.finish(header.length if header.length is not None else stated)
             else:
                 sink.write(to_numpy(stream.decode_end()[0]))
         if not recover:
