@@ -10,7 +10,8 @@ import uuid
 
 import pytest
 
-from audiotok.serve.jobs import JobStore, QueueFull
+from audiotok.serve.job_records import QueueFull
+from audiotok.serve.jobs import JobStore
 from audiotok.serve.requests import GenerateRequest, batch_key, cache_key
 
 
@@ -279,7 +280,7 @@ def test_a_job_whose_worker_dies_each_time_is_failed_not_run_forever(store):
     logged and counted as any other job's (it was neither)."""
     import logging
 
-    from audiotok.serve.jobs import MAX_ATTEMPTS, Lost
+    from audiotok.serve.job_records import MAX_ATTEMPTS, Lost
     from audiotok.serve.observability import Metrics
     from audiotok.serve.worker import report_lost
 

@@ -57,8 +57,8 @@ from .codec_routes import (
 from .errors import ApiError, api_error_of
 from .grpc_gen import audiotok_pb2 as pb
 from .grpc_gen import audiotok_pb2_grpc as pb_grpc
+from .job_records import FINAL, Job
 from .job_routes import cancel, find_job, job_view, open_result, submit
-from .jobs import FINAL, Job
 from .observability import log_event
 from .requests import GenerateRequest
 from .service import Service, ServiceError

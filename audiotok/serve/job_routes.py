@@ -16,7 +16,7 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from .codec_routes import AUDIO_TYPES
 from .errors import ApiError, error_responses
-from .jobs import Job, QueueFull, Submitted
+from .job_records import Job, QueueFull, Submitted
 from .observability import log_event
 from .requests import GenerateRequest, batch_key, cache_key
 from .service import Service

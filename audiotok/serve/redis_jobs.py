@@ -38,7 +38,7 @@ import uuid
 from typing import Any
 
 from . import redis_scripts as scripts
-from .jobs import MAX_ATTEMPTS, POISONED_MESSAGE, Job, Lost, QueueFull, Submitted
+from .job_records import MAX_ATTEMPTS, POISONED_MESSAGE, Job, Lost, QueueFull, Submitted
 
 
 def _job(text: str | bytes) -> Job:

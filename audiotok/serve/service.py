@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AudiotokError
-from .jobs import JobStore, Lost
+from .job_records import Lost
+from .jobs import JobStore
 from .models import Generator, ServedModels
 from .observability import Metrics, json_logger, log_event
 from .redis_jobs import RedisJobStore

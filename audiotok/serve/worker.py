@@ -17,7 +17,8 @@ import threading
 import time
 from typing import Any
 
-from .jobs import POISONED_MESSAGE, Job, JobStore, Lost
+from .job_records import POISONED_MESSAGE, Job, Lost
+from .jobs import JobStore
 from .models import ServedModels, UnknownModel
 from .observability import Metrics, log_event
 from .tracing import span
