@@ -504,6 +504,33 @@ def test_models_fetch_unknown_name():
     assert_one_error_line(result, f"unknown model 'nosuchmodel'; known: {known}")
 
 
+def test_models_fetch_a_generator_brings_its_text_encoder(caches, tmp_path):
+    """An audiocraft export names its T5, which was fetched only at the first load: a machine
+    prepared with `models fetch musicgen-small` then failed offline, wanting t5-base."""
+    from test_loading import put_in_hf_cache
+
+    export, t5 = tmp_path / "export", tmp_path / "t5"
+    files = {
+        export: ("state_dict.bin", "compression_state_dict.bin"),
+        t5: ("config.json", "tokenizer.json", "model.safetensors"),
+    }
+    for folder, names in files.items():
+        folder.mkdir()
+        for name in names:
+            (folder / name).write_bytes(b"{}")
+    lm = put_in_hf_cache(caches.hf, "facebook/musicgen-small", export)
+    result = run("models", "fetch", "musicgen-small")
+    assert result.exit_code == 1 and result.stdout.startswith(f"musicgen-small: {lm}")
+    error = result.stderr.strip()
+    assert error.startswith("audiotok: error: text encoder t5-base: not found in the Hugging Fa")
+    assert "`hf download t5-base config.json model.safetensors tokenizer.json" in error
+    assert "\n" not in error
+    encoder = put_in_hf_cache(caches.hf, "t5-base", t5)
+    result = run("models", "fetch", "musicgen-small")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1] == f"musicgen-small's text encoder t5-base: {encoder}"
+
+
 def test_models_fetch_offline(caches):
     result = run("models", "fetch", "encodec_24khz")
 

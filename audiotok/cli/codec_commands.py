@@ -375,10 +375,12 @@ def _where(card: Any) -> str:
 @click.argument("name")
 @handle_errors
 def models_fetch(name: str) -> None:
-    """Download a model's weights into the local cache and verify them."""
+    """Download a model's weights into the local cache and verify them (for a generator in
+    audiocraft's format, its T5 text encoder too: what it needs to run offline)."""
     from ..zoo import hub
     from ..zoo.codec_cards import card_names, find_card
     from ..zoo.lm_cards import find_generation_card, generation_card_names
+    from ..zoo.text_encoders import t5_hub_files
 
     card = find_card(name) or find_generation_card(name)
     if card is None:
@@ -386,3 +388,7 @@ def models_fetch(name: str) -> None:
         fail(f"unknown model {name!r}; known: {', '.join(known)}")
     source, path = hub.fetch(card)
     click.echo(f"{card.name}: {path} ({source.describe()})")
+    # transformers' directories bundle T5; audiocraft's exports name it, fetched at load.
+    if getattr(card, "text_encoder", None) and source.format == "audiocraft":
+        files = t5_hub_files(card.text_encoder, offline=hub.is_offline())
+        click.echo(f"{card.name}'s text encoder {card.text_encoder}: {files['config.json'].parent}")

@@ -1,10 +1,6 @@
-"""Finding and loading the T5 text encoder: a local directory, the Hugging Face cache, or the
-weights bundled in a generator's checkpoint.
-
-audiocraft names its T5 (``t5-base``, ``t5-large``) and transformers fetches it from the
-Hugging Face Hub. We fetch the same files into the same cache (``huggingface_hub``), so a copy
-that transformers or audiocraft already cached is found offline, and read them ourselves
-(:mod:`audiotok.generate.t5`, :mod:`audiotok.generate.t5_tokenizer`).
+"""Loading the T5 text encoder: from a local directory, the Hugging Face cache (found or
+fetched by :mod:`audiotok.zoo.text_encoders`), or the weights bundled in a generator's
+checkpoint, read by :mod:`audiotok.generate.t5` and :mod:`audiotok.generate.t5_tokenizer`.
 """
 
 from __future__ import annotations
@@ -16,17 +12,12 @@ from typing import Any
 import torch
 
 from ..errors import AudiotokError, CheckpointError, ModelNotAvailableError
-from ..zoo.hub import check_hub_reachable
+from ..zoo.text_encoders import NEEDED, OPTIONAL_FILES, T5_FILES, WEIGHT_FILES, t5_hub_files
 from ..zoo.weights import float_state, load_safetensors, load_torch, read_json
 from .t5 import T5Config, T5EncoderModel, t5_encoder_from_state
 from .t5_tokenizer import T5Tokenizer
 
 INSTALL_HINT = "pip install 'audiotok[generate]'"
-# What a T5 repository must hold for us (the weights as safetensors, else PyTorch's file).
-T5_FILES = "config.json model.safetensors tokenizer.json tokenizer_config.json"
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-NEEDED = ("config.json", "tokenizer.json", "weights")
-OPTIONAL_FILES = ("tokenizer_config.json", "special_tokens_map.json")
 
 
 def require_tokenizers() -> None:
@@ -60,7 +51,7 @@ def load_t5(source: str | os.PathLike, offline: bool) -> tuple[T5Tokenizer, T5En
         files |= {"weights": weights[0]} if weights else {}
         where = f"text encoder {directory}"
     else:
-        files = _hub_files(str(source), offline)
+        files = t5_hub_files(str(source), offline)
         where = f"text encoder {source}"
     missing = [" or ".join(WEIGHT_FILES) if n == "weights" else n for n in NEEDED if n not in files]
     if missing:
@@ -112,39 +103,3 @@ def check_tokenizer(tokenizer: T5Tokenizer, vocab_size: int, where: str) -> None
             f"{where}: its T5 tokenizer has {tokens} tokens for a text encoder of {vocab_size}: "
             "tokenizer.json is missing or another model's"
         )
-
-
-def _hub_files(name: str, offline: bool) -> dict[str, Path]:
-    """``name``'s files in the Hugging Face cache, fetched unless ``offline`` (by file name,
-    with ``weights`` for the weights found); the required ones missing are left out.
-
-    Files are fetched one by one, not the whole repository: an official T5 repository also
-    holds the weights for TensorFlow, Flax and Rust, gigabytes we never read.
-    """
-    from huggingface_hub import hf_hub_download
-
-    def fetch(filename: str, local_only: bool) -> Path | None:
-        try:
-            return Path(hf_hub_download(name, filename, local_files_only=local_only))
-        except Exception as exc:  # offline, missing, HTTP: the hub has many error types
-            if local_only or "EntryNotFound" in type(exc).__name__:
-                return None
-            raise ModelNotAvailableError(
-                f"text encoder {name}: {type(exc).__name__}: {str(exc).splitlines()[0]}"
-            ) from None
-
-    def first(candidates: tuple[str, ...], local_only: bool) -> Path | None:
-        return next(filter(None, (fetch(n, local_only) for n in candidates)), None)
-
-    wanted = {"config.json": ("config.json",), "tokenizer.json": ("tokenizer.json",)}
-    wanted |= {"weights": WEIGHT_FILES} | {n: (n,) for n in OPTIONAL_FILES}
-    found = {k: first(names, True) for k, names in wanted.items()}
-    if not all(found[k] for k in NEEDED):
-        if offline:
-            raise ModelNotAvailableError(
-                f"text encoder {name}: not found in the Hugging Face cache; on a machine online "
-                f"run `hf download {name} {T5_FILES}`, or pass text_encoder=DIR (a copy of it)"
-            )
-        check_hub_reachable()
-        found = {k: found[k] or first(names, False) for k, names in wanted.items()}
-    return {k: v for k, v in found.items() if v is not None}
