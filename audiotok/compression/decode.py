@@ -37,7 +37,8 @@ class Decoded:
 
     Attributes:
         audio: ``[C, T]`` float32, an array of the codec's framework (a torch tensor on the
-            CPU, or a numpy array for the onnx backend).
+            CPU, or a numpy array for the onnx backend); None when ``decompress_file``
+            recovered a long stream straight into its file.
         sample_rate: Its rate.
         header: The stream's header.
         damage: Stretches that were damaged or missing (concealed with silence).

@@ -191,7 +191,9 @@ def decompress_streaming(input: Path, output: Path, codec: Codec, *, overwrite: 
                          overwrite=overwrite, normalization=Normalization(strategy))  # fmt: skip
         # Decoding takes the codes' K whatever the bandwidth: the stream's own (for encoding)
         # is the default, which any codec has (an ONNX export may list fewer bandwidths).
-        with sink, codec.streaming(1) as stream:
+        # Unsegmented streams are decoded run by run, each run on a state of its own (_Runs).
+        segmented = codec.streaming(1) if header.segment_length else contextlib.nullcontext()
+        with sink, segmented as stream:
             segments, runs = None, _Runs(codec, sink, int(header.hop_length))
             if header.segment_length:
                 coded = header.length if header.length is not None else index and index.length
