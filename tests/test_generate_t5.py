@@ -6,6 +6,7 @@ and ``T5Tokenizer``); audiotok itself no longer imports it to generate.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
@@ -124,6 +125,16 @@ def test_load_from_the_hugging_face_cache_offline(tmp_path, monkeypatch):
     with pytest.raises(ModelNotAvailableError, match=r"hf download tiny/t5 config\.json") as info:
         load_t5("tiny/t5", offline=True)
     assert "\n" not in str(info.value)
+
+    def unresolved(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    with monkeypatch.context() as m:  # online, but the Hub can't be reached: said as much
+        m.setattr(socket, "getaddrinfo", unresolved)
+        m.delenv("HF_ENDPOINT", raising=False)
+        said = r"tiny/t5: not in the Hugging Face cache, and huggingface\.co unreachable \(Name"
+        with pytest.raises(ModelNotAvailableError, match=said):
+            load_t5("tiny/t5", offline=False)
     put_in_hf_cache(hub, "tiny/t5", folder)
     tokenizer, t5 = load_t5("tiny/t5", offline=True)
     ids, mask = tokenizer.batch(TEXTS[:2])

@@ -51,12 +51,19 @@ def t5_hub_files(name: str, offline: bool) -> dict[str, Path]:
     wanted |= {"weights": WEIGHT_FILES} | {n: (n,) for n in OPTIONAL_FILES}
     found = {k: first(names, True) for k, names in wanted.items()}
     if not all(found[k] for k in NEEDED):
+        how = f"on a machine online run `hf download {name} {T5_FILES}`, or pass a copy of it"
         if offline:
             raise ModelNotAvailableError(
-                f"text encoder {name}: not found in the Hugging Face cache; on a machine online "
-                f"run `hf download {name} {T5_FILES}`, or pass text_encoder=DIR (a copy of it)"
+                f"text encoder {name}: not found in the Hugging Face cache; {how} as the text "
+                "encoder (text_encoder=DIR, --text-encoder DIR)"
             )
-        check_hub_reachable()
+        try:
+            check_hub_reachable()
+        except ModelNotAvailableError as exc:
+            raise ModelNotAvailableError(
+                f"text encoder {name}: not in the Hugging Face cache, and {exc}; {how} as the "
+                "text encoder (text_encoder=DIR, --text-encoder DIR)"
+            ) from None
         found = {k: found[k] or first(names, False) for k, names in wanted.items()}
     missing = [k for k in NEEDED if not found[k]]
     if missing:
