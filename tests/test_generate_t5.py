@@ -142,6 +142,46 @@ def test_load_from_the_hugging_face_cache_offline(tmp_path, monkeypatch):
     assert t5(ids, mask).shape == (2, ids.shape[1], 32)
 
 
+def test_a_whole_t5s_encoder_is_read_without_its_decoder(tmp_path, monkeypatch):
+    """t5-base and t5-large are stored whole (encoder, decoder, LM head): only the encoder's
+    tensors are read from the file, and they give transformers' encoder's states."""
+    import safetensors
+
+    config = random_t5("gated-gelu").config
+    whole = transformers.T5ForConditionalGeneration._from_config(
+        config, attn_implementation="eager"
+    )
+    whole.eval().save_pretrained(t5_tokenizer_dir(tmp_path / "t5"))
+    read: list[str] = []
+    opened = safetensors.safe_open
+
+    class Recording:  # safe_open, recording the tensors read
+        def __init__(self, *args, **kwargs):
+            self.file = opened(*args, **kwargs)
+
+        def __enter__(self):
+            self.inner = self.file.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self.file.__exit__(*exc)
+
+        def keys(self):
+            return self.inner.keys()
+
+        def get_tensor(self, key):
+            read.append(key)
+            return self.inner.get_tensor(key)
+
+    monkeypatch.setattr(safetensors, "safe_open", Recording)
+    tokenizer, t5 = load_t5(tmp_path / "t5", offline=True)
+    assert read and not [k for k in read if k.startswith(("decoder.", "lm_head."))]
+    ids, mask = tokenizer.batch(TEXTS)
+    with torch.no_grad():
+        expected = whole.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        assert torch.equal(t5(ids, mask), expected)
+
+
 def test_weights_of_another_t5_are_refused(tmp_path):
     reference = random_t5("relu")
     config = T5Config.from_dict(reference.config.to_dict() | {"d_ff": 48})  # another T5

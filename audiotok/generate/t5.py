@@ -55,6 +55,10 @@ ACTIVATIONS = {
 }
 
 
+# Prefixes of a whole T5's weights that its encoder does not use.
+DECODER_KEYS = ("decoder.", "lm_head.")
+
+
 @dataclass(frozen=True)
 class T5Config:
     """The encoder's part of a transformers ``T5Config``, with transformers' defaults.
@@ -321,7 +325,7 @@ def t5_encoder_from_state(
     Raises:
         CheckpointError: Weights missing, unknown or of the wrong shape, in one line.
     """
-    state = {k: v for k, v in state.items() if not k.startswith(("decoder.", "lm_head."))}
+    state = {k: v for k, v in state.items() if not k.startswith(DECODER_KEYS)}
     embedding = state.pop("encoder.embed_tokens.weight", None)
     state.setdefault("shared.weight", embedding)
     if state["shared.weight"] is None:

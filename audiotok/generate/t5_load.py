@@ -14,7 +14,7 @@ import torch
 from ..errors import AudiotokError, CheckpointError, ModelNotAvailableError
 from ..zoo.text_encoders import NEEDED, OPTIONAL_FILES, T5_FILES, WEIGHT_FILES, t5_hub_files
 from ..zoo.weights import float_state, load_safetensors, load_torch, read_json
-from .t5 import T5Config, T5EncoderModel, t5_encoder_from_state
+from .t5 import DECODER_KEYS, T5Config, T5EncoderModel, t5_encoder_from_state
 from .t5_tokenizer import T5Tokenizer
 
 INSTALL_HINT = "pip install 'audiotok[generate]'"
@@ -59,7 +59,13 @@ def load_t5(source: str | os.PathLike, offline: bool) -> tuple[T5Tokenizer, T5En
     tokenizer = T5Tokenizer.from_files(files, where)
     config = _config(read_json(files["config.json"]), where)
     weights = files["weights"]
-    raw = load_safetensors(weights) if weights.suffix == ".safetensors" else load_torch(weights)
+    # Only the encoder's tensors are read: a whole T5's file (t5-base's, t5-large's) holds its
+    # decoder too, more than half of it (about 1.6 of t5-large's 2.9 GB of float32).
+    raw = (
+        load_safetensors(weights, keep=lambda key: not key.startswith(DECODER_KEYS))
+        if weights.suffix == ".safetensors"
+        else load_torch(weights)
+    )
     state = float_state(raw, weights)
     check_tokenizer(tokenizer, config.vocab_size, where)
     return tokenizer, t5_encoder_from_state(config, state, where)

@@ -46,12 +46,16 @@ def load_torch(path: Path) -> Any:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
 
 
-def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """A safetensors file's tensors, or a one-line CheckpointError."""
-    from safetensors.torch import load_file
+def load_safetensors(
+    path: Path, keep: Callable[[str], bool] | None = None
+) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors (those whose name ``keep`` accepts: the others are never
+    read), or a one-line CheckpointError."""
+    from safetensors import safe_open
 
     try:
-        return load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys() if keep is None or keep(k)}  # noqa: SIM118
     except Exception as exc:  # safetensors raises its own error types
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
 
