@@ -525,10 +525,15 @@ def test_models_fetch_a_generator_brings_its_text_encoder(caches, tmp_path):
     assert error.startswith("audiotok: error: text encoder t5-base: not found in the Hugging Fa")
     assert "`hf download t5-base config.json model.safetensors tokenizer.json" in error
     assert "\n" not in error
+    listed = run("models").stdout.splitlines()
+    at = listed.index(f"    weights: {lm / 'state_dict.bin'}")
+    missing = "    text encoder t5-base: not downloaded (audiotok models fetch musicgen-small)"
+    assert listed[at + 1] == missing
     encoder = put_in_hf_cache(caches.hf, "t5-base", t5)
     result = run("models", "fetch", "musicgen-small")
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[1] == f"musicgen-small's text encoder t5-base: {encoder}"
+    assert f"    text encoder t5-base: {encoder}" in run("models").stdout.splitlines()
 
 
 def test_models_fetch_offline(caches):

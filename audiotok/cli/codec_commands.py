@@ -358,6 +358,27 @@ def models(ctx: click.Context) -> None:
             f"licence: {gen.licence}"
         )
         click.echo(f"    weights: {_where(gen)}")
+        encoder = _text_encoder_where(gen)
+        if encoder:
+            click.echo(f"    text encoder {gen.text_encoder}: {encoder}")
+
+
+def _text_encoder_where(card: Any) -> str | None:
+    """Where the T5 that a generator's cached audiocraft export names is, or how to get it;
+    None when the export is not cached (fetching it brings both) or bundles its T5."""
+    from ..zoo import hub
+    from ..zoo.text_encoders import t5_hub_files
+
+    try:
+        found = hub.find_local(card)
+    except AudiotokError:  # said on the weights' line
+        return None
+    if found is None or found[0].format != "audiocraft":
+        return None
+    try:
+        return str(t5_hub_files(card.text_encoder, offline=True)["config.json"].parent)
+    except AudiotokError:
+        return f"not downloaded (audiotok models fetch {card.name})"
 
 
 def _where(card: Any) -> str:
