@@ -6,6 +6,7 @@ and ``T5Tokenizer``); audiotok itself no longer imports it to generate.
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -30,13 +31,13 @@ CORPUS = [
 TEXTS = ["lo-fi  hip hop, warm piano!", "Ünïcode café — 東京", "", "dogs barking"]
 
 
-def random_t5(feed_forward_proj: str, attn: str = "eager") -> torch.nn.Module:
+def random_t5(feed_forward_proj: str, attn: str = "eager", **more) -> torch.nn.Module:
     """A random transformers T5 encoder, 3 blocks; 8 buckets up to distance 20, so that a
     40-token text reaches the log-spaced and the last buckets."""
     config = transformers.T5Config(
         vocab_size=100, d_model=32, d_kv=8, d_ff=64, num_layers=3, num_heads=4,
         relative_attention_num_buckets=8, relative_attention_max_distance=20,
-        feed_forward_proj=feed_forward_proj,
+        feed_forward_proj=feed_forward_proj, **more,
     )  # fmt: skip
     model = transformers.T5EncoderModel._from_config(config, attn_implementation=attn)
     gen = torch.Generator().manual_seed(0)
@@ -66,9 +67,14 @@ def t5_tokenizer_dir(directory):
     return directory
 
 
-@pytest.mark.parametrize("feed_forward_proj", ["relu", "gated-gelu"])
-def test_encoder_equals_transformers(feed_forward_proj):
-    reference = random_t5(feed_forward_proj)
+# The config's own dense_act_fn overrides what feed_forward_proj says, in transformers too.
+@pytest.mark.parametrize(
+    "feed_forward_proj, more",
+    [("relu", {}), ("gated-gelu", {}), ("gated-gelu", {"dense_act_fn": "gelu"})],
+)
+def test_encoder_equals_transformers(feed_forward_proj, more):
+    reference = random_t5(feed_forward_proj, **more)
+    assert reference.config.dense_act_fn == more.get("dense_act_fn", reference.config.dense_act_fn)
     ours = t5_encoder_from_state(config_of(reference), reference.state_dict(), "test")
     ids = torch.randint(0, 100, (3, 40), generator=torch.Generator().manual_seed(1))
     mask = torch.ones(3, 40, dtype=torch.long)
@@ -80,7 +86,7 @@ def test_encoder_equals_transformers(feed_forward_proj):
     # The same operations in the same order as transformers' eager attention: equal bits.
     assert torch.equal(got, expected)
     with torch.no_grad():  # its default attention (SDPA) rounds differently, not more
-        sdpa = random_t5(feed_forward_proj, "sdpa")(input_ids=ids, attention_mask=mask)
+        sdpa = random_t5(feed_forward_proj, "sdpa", **more)(input_ids=ids, attention_mask=mask)
     torch.testing.assert_close(got, sdpa.last_hidden_state, rtol=0, atol=1e-5)
 
 
@@ -109,6 +115,16 @@ def test_tokenizer_equals_transformers(tmp_path):
     ours.save(tmp_path / "copy")
     for name in ("tokenizer.json", "tokenizer_config.json"):
         assert (tmp_path / "copy" / name).read_bytes() == (directory / name).read_bytes()
+    # An older layout: special_tokens_map.json names the specials, and wins over a
+    # tokenizer_config.json that does not list its tokens (here: padding with </s>, id 1).
+    config = json.loads((directory / "tokenizer_config.json").read_text())
+    config.pop("added_tokens_decoder", None)
+    (directory / "tokenizer_config.json").write_text(json.dumps(config | {"pad_token": "<pad>"}))
+    (directory / "special_tokens_map.json").write_text(json.dumps({"pad_token": "</s>"}))
+    expected = transformers.AutoTokenizer.from_pretrained(directory)(TEXTS, padding=True)
+    ids, mask = T5Tokenizer.from_dir(directory).batch(TEXTS)
+    assert (ids.tolist(), mask.tolist()) == (expected["input_ids"], expected["attention_mask"])
+    assert ids[2, -1] == 1
 
 
 def test_load_from_the_hugging_face_cache_offline(tmp_path, monkeypatch):
@@ -187,7 +203,8 @@ def test_weights_of_another_t5_are_refused(tmp_path):
     config = T5Config.from_dict(reference.config.to_dict() | {"d_ff": 48})  # another T5
     with pytest.raises(CheckpointError, match=r"wi\.weight is \(64, 32\), its config makes it"):
         t5_encoder_from_state(config, reference.state_dict(), "t5")
-    gated = T5Config.from_dict(reference.config.to_dict() | {"feed_forward_proj": "gated-gelu"})
+    gated = {"feed_forward_proj": "gated-gelu", "is_gated_act": True, "dense_act_fn": "gelu_new"}
+    gated = T5Config.from_dict(reference.config.to_dict() | gated)
     with pytest.raises(CheckpointError, match=r"T5 encoder weights missing \(encoder\.block"):
         t5_encoder_from_state(gated, reference.state_dict(), "t5")
     with pytest.raises(CheckpointError, match="activation 'tanh' is not one T5 uses"):

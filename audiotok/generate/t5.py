@@ -78,6 +78,10 @@ class T5Config:
     relative_attention_max_distance: int = 128
     layer_norm_epsilon: float = 1e-6
     feed_forward_proj: str = "relu"
+    # Derived from feed_forward_proj unless the config names them (transformers then takes
+    # the config's: its saved configs always do, consistently).
+    dense_act_fn: str | None = None
+    is_gated_act: bool | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -92,8 +96,9 @@ class T5Config:
         try:
             out = cls(**values, raw=dict(config))
             _ = out.activation  # refuse an unknown feed-forward at load, not at first use
-            ints = [getattr(out, n) for n in names - {"layer_norm_epsilon", "feed_forward_proj"}]
-            if not all(isinstance(v, int) and v > 0 for v in ints):
+            not_sizes = {"layer_norm_epsilon", "feed_forward_proj", "dense_act_fn", "is_gated_act"}
+            if not all(isinstance(getattr(out, n), int) and getattr(out, n) > 0
+                       for n in names - not_sizes):  # fmt: skip
                 raise ValueError("sizes must be positive integers")
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"not a T5 encoder config: {exc}") from None
@@ -108,15 +113,19 @@ class T5Config:
     @property
     def is_gated(self) -> bool:
         """A gated feed-forward (``gated-gelu``, T5 v1.1 and flan-T5) rather than ``relu``."""
+        if self.is_gated_act is not None:
+            return bool(self.is_gated_act)
         return self.feed_forward_proj.split("-")[0] == "gated"
 
     @property
     def activation(self) -> str:
-        """The feed-forward's activation, as transformers resolves ``feed_forward_proj``."""
+        """The feed-forward's activation, as transformers resolves ``feed_forward_proj``
+        (``dense_act_fn``, when the config names it)."""
         parts = self.feed_forward_proj.split("-")
         if len(parts) > 2 or (len(parts) == 2 and parts[0] != "gated"):
             raise ValueError(f"feed_forward_proj {self.feed_forward_proj!r} is not [gated-]ACT")
         name = "gelu_new" if self.feed_forward_proj == "gated-gelu" else parts[-1]
+        name = self.dense_act_fn or name
         if name not in ACTIVATIONS:
             raise ValueError(f"feed-forward activation {name!r} is not one T5 uses")
         return name

@@ -11,7 +11,8 @@ A directory is read through these files (``tokenizer.json`` required)::
 
     tokenizer.json            the pipeline: normaliser, pre-tokenizer, model, post-processor
     tokenizer_config.json     pad_token, padding_side (optional)
-    special_tokens_map.json   pad_token (optional; older transformers wrote it)
+    special_tokens_map.json   pad_token (optional; older transformers wrote it, and as there
+                              it wins unless tokenizer_config.json lists added_tokens_decoder)
 """
 
 from __future__ import annotations
@@ -45,9 +46,12 @@ class T5Tokenizer:
         try:
             self._tokenizer = Tokenizer.from_str(files["tokenizer.json"].decode("utf-8"))
             settings: dict[str, Any] = {}
-            for name in ("special_tokens_map.json", "tokenizer_config.json"):  # later wins
-                if name in files:
-                    settings |= json.loads(files[name])
+            if "tokenizer_config.json" in files:
+                settings = json.loads(files["tokenizer_config.json"])
+            # As transformers: the older special_tokens_map.json names the special tokens,
+            # unless tokenizer_config.json lists its tokens itself (added_tokens_decoder).
+            if "special_tokens_map.json" in files and "added_tokens_decoder" not in settings:
+                settings |= json.loads(files["special_tokens_map.json"])
         except Exception as exc:  # tokenizers raises a bare Exception on a malformed file
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelNotAvailableError(

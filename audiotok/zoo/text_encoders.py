@@ -41,7 +41,8 @@ def t5_hub_files(name: str, offline: bool) -> dict[str, Path]:
             if local_only or "EntryNotFound" in type(exc).__name__:
                 return None
             raise ModelNotAvailableError(
-                f"text encoder {name}: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+                f"text encoder {name}: {type(exc).__name__}: "
+                f"{(str(exc).strip().splitlines() or [''])[0]}"
             ) from None
 
     def first(candidates: tuple[str, ...], local_only: bool) -> Path | None:
