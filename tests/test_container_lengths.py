@@ -142,3 +142,26 @@ def test_a_cut_stream_said_to_be_long_is_refused_before_recovering(codec, length
     honest = decode_stream(data[: index_offset(data) - 10], codec, recover=True).audio
     assert honest.shape[-1] == 48_000
     assert honest[:, :24_000].abs().max() > 0 and honest[:, 24_000:].abs().max() == 0
+
+
+def test_a_containers_memory_limit_bounds_what_is_available(tmp_path):
+    """In a pod of 4 GiB on a host of 256, /proc/meminfo shows the host's memory: the cgroup's
+    limit less its working set (usage less the inactive page cache) is what can be taken."""
+    from audiotok.runtime.memory import available_memory, cgroup_room
+
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "memory.max").write_text(f"{4 << 30}\n")
+    (v2 / "memory.current").write_text(f"{3 << 30}\n")
+    (v2 / "memory.stat").write_text(f"anon 123\ninactive_file {1 << 30}\nactive_file 5\n")
+    assert cgroup_room(v2) == 2 << 30
+    (v2 / "memory.max").write_text("max\n")
+    assert cgroup_room(v2) is None  # no limit: the machine's bound alone
+    v1 = tmp_path / "v1"
+    v1.mkdir()
+    (v1 / "memory.limit_in_bytes").write_text(f"{1 << 30}\n")
+    (v1 / "memory.usage_in_bytes").write_text(f"{1 << 29}\n")
+    assert cgroup_room(v1) == 1 << 29  # no memory.stat: usage counted whole
+    (v1 / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    assert cgroup_room(v1) is None
+    assert cgroup_room(tmp_path / "nothing") is None and available_memory() > 0
