@@ -392,3 +392,23 @@ def test_generated_audio_is_written_as_audiocrafts_example(results, monkeypatch)
     monkeypatch.setattr(results_module, "write_audio", spy)
     results.write("a.wav", np.full((1, 3200), 0.5, np.float32), 32_000)
     assert calls == [{"strategy": "loudness", "loudness_compressor": True}]
+
+
+def test_a_failed_start_lets_go_of_the_state_folder(tmp_path, monkeypatch):
+    """A start that failed after taking the folder's lock kept it: a retry in the same process
+    was told another service was using the folder."""
+    from audiotok.serve.models import ServedModels
+    from audiotok.serve.service import ServeSettings, Service
+
+    def broken(self, now=None):
+        raise RuntimeError("the queue's sweep failed")
+
+    settings = ServeSettings(state=tmp_path / "state")
+    failed = Service(settings, ServedModels({}, {}))  # kept: its open files stay open
+    with monkeypatch.context() as m:
+        m.setattr(JobStore, "requeue_lost", broken)
+        with pytest.raises(RuntimeError, match="sweep failed"):
+            failed.start()
+    service = Service(settings, ServedModels({}, {}))
+    service.start()  # the lock is free again
+    service.stop()

@@ -213,7 +213,7 @@ def decompress_path(
             packets = reader.packets(recover=recover)
             frames = max((p.first_frame + p.num_frames for _, p in packets), default=0)
             check_seconds(service, frames / float(header.frame_rate))
-    with service.models.codec_lock:  # with recover, decoded in one pass: its Decoded back
+    with service.models.codec_lock:  # with recover, what was lost comes back (Decoded)
         decoded = decompress_file(source, target, codec, strategy="clip", recover=recover)
     return target, audio_info(target).samplerate, Loss.of(decoded)
 

@@ -45,8 +45,8 @@ class Loss(NamedTuple):
 
     @classmethod
     def of(cls, decoded: Decoded | None) -> Loss:
-        """What ``decoded`` lost; None (an ``.atok`` decoded as a stream, which only a request
-        without ``recover`` is, and a damaged one is then refused): nothing."""
+        """What ``decoded`` lost; None (a long ``.atok`` decoded as a stream without
+        ``recover``, which refuses a damaged one): nothing."""
         if decoded is None:
             return cls()
         return cls(decoded.lost_seconds, tuple(decoded.problems()))

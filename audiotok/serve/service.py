@@ -99,11 +99,19 @@ class Service:
         self._lock_file: Any = None
 
     def start(self) -> None:
-        """Takes the state folder, opens the queue, starts the worker.
+        """Takes the state folder, opens the queue, starts the worker; on any error, lets go
+        of what it took (a retry in the same process would find the folder locked).
 
         Raises:
             ServiceError: Another service holds the state folder.
         """
+        try:
+            self._start()
+        except BaseException:
+            self._release()
+            raise
+
+    def _start(self) -> None:
         state = self.settings.state
         for folder in (state, self.tmp):
             folder.mkdir(parents=True, exist_ok=True)
@@ -153,14 +161,16 @@ class Service:
             try:
                 fcntl.flock(self._lock_file.fileno(), mode | fcntl.LOCK_NB)
             except BlockingIOError:
-                self._lock_file.close()
                 raise ServiceError(f"{state}: another service is using this state folder") from None
+            except OSError as exc:  # no locks on this file system (ENOLCK: some NFS mounts)
+                raise ServiceError(
+                    f"{state}: can't lock the state folder ({exc.strerror})"
+                ) from None
         try:
             self.store = JobStore(
                 state / "jobs.sqlite", self.settings.cache_ttl, self.settings.max_queued
             )
         except sqlite3.Error as exc:  # not a database, a folder, a read-only file...
-            self._lock_file.close()
             raise ServiceError(f"{state / 'jobs.sqlite'}: {exc}") from None
         self.results = ResultFiles(state / "results")
 
@@ -176,6 +186,11 @@ class Service:
 
     def stop(self) -> None:
         self.running = False
+        self._release()
+        log_event(self.logger, "service stopped")
+
+    def _release(self) -> None:
+        """Stops the worker, closes the queue, lets go of the state folder."""
         if self.worker is not None:
             self.worker.stop()
             self.worker.join(timeout=10)
@@ -183,7 +198,7 @@ class Service:
             self.store.close()
         if self._lock_file is not None:
             self._lock_file.close()
-        log_event(self.logger, "service stopped")
+            self._lock_file = None
 
     def refresh_catalogue(self) -> None:
         """A front end: the generators that workers run now, from the store's catalogue."""
