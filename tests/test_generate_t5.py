@@ -127,7 +127,8 @@ def test_tokenizer_equals_transformers(tmp_path):
     assert ids[2, -1] == 1
 
 
-def test_load_from_the_hugging_face_cache_offline(tmp_path, monkeypatch):
+@pytest.mark.parametrize("zipped", [True, False])  # torch.save's format, and its legacy one
+def test_load_from_the_hugging_face_cache_offline(tmp_path, monkeypatch, zipped):
     """A T5 that transformers cached (here: PyTorch weights, no safetensors) is found by name."""
     import huggingface_hub.constants
 
@@ -135,7 +136,7 @@ def test_load_from_the_hugging_face_cache_offline(tmp_path, monkeypatch):
     folder = t5_tokenizer_dir(tmp_path / "t5")
     reference.config.save_pretrained(folder)
     state = {k: v for k, v in reference.state_dict().items() if k != "encoder.embed_tokens.weight"}
-    torch.save(state, folder / "pytorch_model.bin")
+    torch.save(state, folder / "pytorch_model.bin", _use_new_zipfile_serialization=zipped)
     hub = tmp_path / "hub"
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))
     with pytest.raises(ModelNotAvailableError, match=r"hf download tiny/t5 config\.json") as info:

@@ -59,13 +59,17 @@ def load_t5(source: str | os.PathLike, offline: bool) -> tuple[T5Tokenizer, T5En
     tokenizer = T5Tokenizer.from_files(files, where)
     config = _config(read_json(files["config.json"]), where)
     weights = files["weights"]
+
     # Only the encoder's tensors are read: a whole T5's file (t5-base's, t5-large's) holds its
     # decoder too, more than half of it (about 1.6 of t5-large's 2.9 GB of float32).
-    raw = (
-        load_safetensors(weights, keep=lambda key: not key.startswith(DECODER_KEYS))
-        if weights.suffix == ".safetensors"
-        else load_torch(weights)
-    )
+    def encoder(key: str) -> bool:
+        return not key.startswith(DECODER_KEYS)
+
+    if weights.suffix == ".safetensors":
+        raw = load_safetensors(weights, keep=encoder)
+    else:  # mapped: the decoder's tensors are never read
+        raw = load_torch(weights, mmap=True)
+        raw = {k: v for k, v in raw.items() if encoder(k)} if isinstance(raw, dict) else raw
     state = float_state(raw, weights)
     check_tokenizer(tokenizer, config.vocab_size, where)
     return tokenizer, t5_encoder_from_state(config, state, where)

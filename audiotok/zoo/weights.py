@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,9 +38,15 @@ def explain_load_error(exc: BaseException) -> str:
     return lines[0].rstrip(".") if lines else type(exc).__name__
 
 
-def load_torch(path: Path) -> Any:
-    """``torch.load`` of tensors and plain containers only, or a one-line CheckpointError."""
+def load_torch(path: Path, mmap: bool = False) -> Any:
+    """``torch.load`` of tensors and plain containers only, or a one-line CheckpointError.
+
+    ``mmap``: the tensors map the file, read only where used (a caller that keeps part of a
+    checkpoint never reads the rest); files of the legacy, non-zip format load whole.
+    """
     try:
+        if mmap and zipfile.is_zipfile(path):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and torch errors all mean "not a checkpoint we read"
         reason = explain_load_error(exc)
