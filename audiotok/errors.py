@@ -132,6 +132,13 @@ TRUNCATED_HINT = (
 )
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of a library's error message, or its type's name when it has none:
+    the reason our one-line errors quote."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def hint_damage(exc: FormatError) -> FormatError:
     """Adds to a damage error how to decode anyway (not to a format this reader can't read)."""
     if not isinstance(exc, UnsupportedFormatError):

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..audio.read import is_tensor, to_numpy
-from ..errors import TokensError, TokensTooLargeError
+from ..errors import TokensError, TokensTooLargeError, first_line
 from ..runtime.files import atomic_path
 from .arrays import as_framework, framework_of
 
@@ -230,7 +230,7 @@ class Tokens:
         except TokensError:
             raise
         except Exception as exc:  # numpy, zipfile and safetensors raise many types
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = first_line(exc)
             if "allow_pickle" in reason:  # numpy's advice would be to load it unsafely
                 reason = PICKLED
             raise TokensError(f"{path}: not a readable tokens file ({reason})") from None

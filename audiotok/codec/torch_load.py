@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError, DeviceError, ModelNotAvailableError
+from ..errors import CheckpointError, DeviceError, ModelNotAvailableError, first_line
 from ..runtime.allocator import tune_allocator
 from ..zoo import hub
 from ..zoo.codec_cards import ModelCard, card_names, find_card
@@ -89,7 +89,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise DeviceError(f"invalid device {str(device)!r} ({reason})") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():

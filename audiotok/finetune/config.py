@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..codec.config import field_type_errors, unknown_fields, with_tuples
-from ..errors import AudiotokError
+from ..errors import AudiotokError, first_line
 
 PRECISIONS = ("auto", "fp32", "bf16")
 EXPORT_FORMATS = ("audiotok", "audiocraft")
@@ -267,7 +267,7 @@ def load_config(path: str | os.PathLike) -> FinetuneConfig:
         text = path.read_text(encoding="utf-8")
         data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
     except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise FinetuneError(f"{path}: not a readable recipe ({reason})") from None
     try:
         config = FinetuneConfig.from_dict(data)

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelNotAvailableError
+from ..errors import ModelNotAvailableError, first_line
 from ..runtime.files import atomic_path
 
 FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -53,7 +53,7 @@ class T5Tokenizer:
             if "special_tokens_map.json" in files and "added_tokens_decoder" not in settings:
                 settings |= json.loads(files["special_tokens_map.json"])
         except Exception as exc:  # tokenizers raises a bare Exception on a malformed file
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = first_line(exc)
             raise ModelNotAvailableError(
                 f"{where}: not a readable T5 tokenizer ({reason})"
             ) from None

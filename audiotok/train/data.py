@@ -27,6 +27,7 @@ import soundfile as sf
 import soxr
 import torch
 
+from ..errors import first_line
 from .config import DataConfig
 
 # A crop as quiet as this after several draws is used anyway (a silent file, say).
@@ -173,7 +174,7 @@ def read_crop(item: AudioItem, start: float, seconds: float, sample_rate: int) -
             data = f.read(wanted, dtype="float32", always_2d=True)
             rate = f.samplerate
     except (sf.SoundFileError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise ValueError(f"{item.path}: not readable audio ({reason})") from None
     mono = data.mean(axis=1)
     if rate != sample_rate and mono.size:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...errors import CheckpointError, ModelNotAvailableError
+from ...errors import CheckpointError, ModelNotAvailableError, first_line
 from ...zoo import hub
 from ...zoo.codec_cards import ENCODEC_URL, WeightsSource, find_card
 
@@ -310,7 +310,7 @@ def load_ecdc_lm(model_name: str, path: str | os.PathLike | None = None) -> Ecdc
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # missing, unpickling refused, damaged zip: many types
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise CheckpointError(f"{path}: not a readable LM checkpoint ({reason})") from None
     lm = build_ecdc_lm(card.model)
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
