@@ -343,7 +343,7 @@ def models(ctx: click.Context) -> None:
 
     for card in CARDS:
         cfg = card.config
-        where = _where(card)
+        where = _where(card, _find(card))
         bandwidths = ", ".join(f"{b:g}" for b in cfg.target_bandwidths)
         click.echo(f"{card.name}  {card.description}")
         click.echo(
@@ -357,23 +357,20 @@ def models(ctx: click.Context) -> None:
             f"    {gen.task}, codec {gen.codec}, text encoder {gen.text_encoder}; "
             f"licence: {gen.licence}"
         )
-        click.echo(f"    weights: {_where(gen)}")
-        encoder = _text_encoder_where(gen)
+        found = _find(gen)
+        click.echo(f"    weights: {_where(gen, found)}")
+        encoder = _text_encoder_where(gen, found)
         if encoder:
             click.echo(f"    text encoder {gen.text_encoder}: {encoder}")
 
 
-def _text_encoder_where(card: Any) -> str | None:
+def _text_encoder_where(card: Any, found: Any) -> str | None:
     """Where the T5 that a generator's cached audiocraft export names is, or how to get it;
-    None when the export is not cached (fetching it brings both) or bundles its T5."""
-    from ..zoo import hub
+    None when the export is not cached (``found``, from :func:`_find`; fetching it brings
+    both) or bundles its T5."""
     from ..zoo.text_encoders import t5_hub_files
 
-    try:
-        found = hub.find_local(card)
-    except AudiotokError:  # said on the weights' line
-        return None
-    if found is None or found[0].format != "audiocraft":
+    if not isinstance(found, tuple) or found[0].format != "audiocraft":
         return None
     try:
         return str(t5_hub_files(card.text_encoder, offline=True)["config.json"].parent)
@@ -381,14 +378,21 @@ def _text_encoder_where(card: Any) -> str | None:
         return f"not downloaded (audiotok models fetch {card.name})"
 
 
-def _where(card: Any) -> str:
-    """Where a card's weights are, or how to get them."""
+def _find(card: Any) -> tuple[Any, Any] | str | None:
+    """``hub.find_local(card)``: the source and path found, or None; the error's text when a
+    cached file is damaged (one damaged file must not hide the other models)."""
     from ..zoo import hub
 
     try:
-        found = hub.find_local(card)
-    except AudiotokError as exc:  # one damaged file must not hide the other models
-        return f"unusable: {exc}"
+        return hub.find_local(card)
+    except AudiotokError as exc:
+        return str(exc)
+
+
+def _where(card: Any, found: Any) -> str:
+    """Where a card's weights are (``found``, from :func:`_find`), or how to get them."""
+    if isinstance(found, str):
+        return f"unusable: {found}"
     return str(found[1]) if found else f"not downloaded (audiotok models fetch {card.name})"
 
 
